@@ -1,0 +1,18 @@
+#!/bin/bash
+# Runs cairn's test suite (the README's test command).
+#   scripts/test.sh            build in build/ and run every suite but the long ones
+#   scripts/test.sh --asan     the same in build-asan/ with AddressSanitizer + UBSan
+#   scripts/test.sh --long     only the long suite (Linux guest on this host)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=build; setup_args=(); test_args=(--no-suite long)
+for a in "$@"; do
+  case "$a" in
+    --asan) dir=build-asan; setup_args+=(-Db_sanitize=address,undefined -Db_lundef=false) ;;
+    --long) test_args=(--suite long --logbase testlog-long) ;;
+    *) test_args+=("$a") ;;
+  esac
+done
+[ -f "$dir/build.ninja" ] || meson setup "$dir" "${setup_args[@]}"
+meson compile -C "$dir"
+meson test -C "$dir" --print-errorlogs "${test_args[@]}"

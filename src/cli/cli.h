@@ -1,0 +1,18 @@
+/* Sub-command entry points of the `cairn` front end.  Each returns the
+ * process exit status: 0 ok, 1 failed, 2 usage error. */
+#ifndef CAIRN_CLI_CLI_H
+#define CAIRN_CLI_CLI_H
+
+#include <stdbool.h>
+
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
+
+int cli_run_main(int argc, char **argv);
+int cli_img_main(int argc, char **argv);
+
+/* Print "cairn: MESSAGE" for the current error (err_msg()) and return 1. */
+int cli_fail(void);
+/* Print "cairn CMD: MESSAGE" plus "Try 'cairn CMD --help'." and return 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,57 @@
+/* cairn: a KVM virtual machine monitor built around snapshots. */
+#include "cli/cli.h"
+#include "util/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+	"Usage: cairn COMMAND [ARGS...]\n"
+	"\n"
+	"Commands:\n"
+	"  run      boot a guest under KVM (cairn run --help)\n"
+	"  img      qcow2/raw image tools, qemu-img conventions (cairn img --help)\n"
+	"  version  print the version\n"
+	"\n"
+	"Exit status: 0 ok, 1 failed, 2 usage error.\n";
+
+int cli_fail(void)
+{
+	fprintf(stderr, "cairn: %s\n", err_msg()[0] ? err_msg() : "failed");
+	return CLI_FAILED;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "cairn %s: ", cmd);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'cairn %s --help'.\n", cmd);
+	return CLI_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return CLI_USAGE;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "run"))
+		return cli_run_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "img"))
+		return cli_img_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+		printf("cairn %s\n", CAIRN_VERSION);
+		return CLI_OK;
+	}
+	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+		fputs(usage, stdout);
+		return CLI_OK;
+	}
+	fprintf(stderr, "cairn: unknown command '%s'\nTry 'cairn --help'.\n", cmd);
+	return CLI_USAGE;
+}

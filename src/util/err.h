@@ -1,0 +1,23 @@
+/* One place where error messages are made.
+ *
+ * Library functions return 0 or a negative errno.  The function that knows
+ * the context (file name, offset, device) records a message with err_set();
+ * callers may prepend context with err_prefix(); the front end prints
+ * err_msg() once.  The buffer is per thread, so vCPU threads do not clash. */
+#ifndef CAIRN_UTIL_ERR_H
+#define CAIRN_UTIL_ERR_H
+
+#include <stdarg.h>
+
+/* Record "MESSAGE" (plus ": strerror(errnum)" when errnum != 0); returns
+ * -errnum, or -EIO when errnum is 0, so it can be returned directly. */
+int err_set(int errnum, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Like err_set but for a negative errno value as returned by our functions. */
+int err_setv(int errnum, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Put "PREFIX: " in front of the current message; returns ret unchanged. */
+int err_prefix(int ret, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The current message ("" when none). */
+const char *err_msg(void);
+void err_clear(void);
+
+#endif

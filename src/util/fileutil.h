@@ -1,0 +1,28 @@
+/* File helpers shared by every layer: whole reads/writes that retry on
+ * short transfers, and the crash-safe replace (write new, fsync, rename,
+ * fsync directory) that every metadata file goes through. */
+#ifndef CAIRN_UTIL_FILEUTIL_H
+#define CAIRN_UTIL_FILEUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* pread/pwrite the whole length; -errno on failure, -EIO on a short read
+ * past the end of file. */
+int file_pread_all(int fd, void *buf, size_t len, uint64_t off);
+int file_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+int file_write_all(int fd, const void *buf, size_t len);
+
+/* Atomically replace PATH by LEN bytes of DATA: PATH.tmp is written and
+ * fsynced, renamed over PATH, and the directory fsynced.  Messages name
+ * PATH. */
+int file_replace_atomic(const char *path, const void *data, size_t len);
+
+/* fsync the directory holding PATH (after a rename or create in it). */
+int file_fsync_parent(const char *path);
+
+/* Read a whole (small) file into a malloc'd buffer, NUL-terminated. */
+int file_read_whole(const char *path, char **data, size_t *len, size_t max_len);
+
+#endif
