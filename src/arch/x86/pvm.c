@@ -1,0 +1,325 @@
+#include "arch/x86/pvm.h"
+
+#include "arch/x86/insn_complete.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define PAGE_SIZE 4096ull
+#define EFER_LMA (1ull << 10)
+#define CR0_PE 1ull
+#define RFLAGS_VM (1ull << 17)
+
+bool pvm_host_detect(void)
+{
+	return access("/sys/module/kvm_pvm", F_OK) == 0;
+}
+
+int pvm_vm_init(int vm_fd)
+{
+	int r = ioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_EXIT_ON_EMULATION_FAILURE);
+	if (r <= 0) {
+		log_debug("pvm: KVM_CAP_EXIT_ON_EMULATION_FAILURE not offered; reading instructions at RIP");
+		return 0;
+	}
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE, .args = { 1 } };
+	if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+		return err_set(errno, "KVM_ENABLE_CAP(KVM_CAP_EXIT_ON_EMULATION_FAILURE)");
+	return 0;
+}
+
+/* Kept in step with docs/pvm.md, which says why each entry is there.
+ * Linux clears what depends on a cleared feature (cpuid-deps.c): xsave takes
+ * xsaveopt, xsavec, xsaves, avx, avx2, fma and the avx512 family with it. */
+const char *pvm_linux_cmdline_extra(void)
+{
+	return "clearcpuid=popcnt,cx16,xsave,smap,smep,fsgsbase,invpcid,pcid,rdpid,rdrand,rdseed,"
+	       "aes,pclmulqdq,sha_ni,clwb";
+}
+
+/* Memory operands: linear address -> KVM_TRANSLATE -> guest RAM mapping. */
+struct glue {
+	int vcpu_fd;
+	const struct guest_mem *mem;
+};
+
+static int glue_map(struct glue *g, uint64_t la, uint64_t len, bool write, void **hva)
+{
+	struct kvm_translation t = { .linear_address = la };
+	if (ioctl(g->vcpu_fd, KVM_TRANSLATE, &t) < 0)
+		return err_set(errno, "KVM_TRANSLATE %#llx", (unsigned long long)la);
+	if (!t.valid)
+		return err_set(EFAULT, "guest address %#llx is not mapped", (unsigned long long)la);
+	if (write && !t.writeable)
+		return err_set(EFAULT, "guest address %#llx is read-only", (unsigned long long)la);
+	*hva = g->mem->gpa_to_hva(g->mem->opaque, t.physical_address, len);
+	if (!*hva)
+		return err_set(EFAULT, "guest address %#llx (physical %#llx) is not RAM",
+			       (unsigned long long)la, (unsigned long long)t.physical_address);
+	return 0;
+}
+
+/* Page by page: a linear range may cross into a page mapped elsewhere. */
+static int glue_copy(struct glue *g, uint64_t la, void *buf, unsigned len, bool write)
+{
+	uint8_t *p = buf;
+	while (len) {
+		unsigned chunk = (unsigned)(PAGE_SIZE - (la & (PAGE_SIZE - 1)));
+		if (chunk > len)
+			chunk = len;
+		void *hva;
+		int r = glue_map(g, la, chunk, write, &hva);
+		if (r)
+			return r;
+		if (write)
+			memcpy(hva, p, chunk);
+		else
+			memcpy(p, hva, chunk);
+		la += chunk;
+		p += chunk;
+		len -= chunk;
+	}
+	return 0;
+}
+
+static int glue_read(void *opaque, uint64_t la, void *buf, unsigned len)
+{
+	return glue_copy(opaque, la, buf, len, false);
+}
+
+static int glue_write(void *opaque, uint64_t la, const void *buf, unsigned len)
+{
+	return glue_copy(opaque, la, (void *)buf, len, true);
+}
+
+static int glue_cmpxchg16(void *opaque, uint64_t la, uint64_t expected[2], const uint64_t desired[2])
+{
+	void *hva;
+	int r = glue_map(opaque, la, 16, true, &hva);
+	if (r)
+		return r;
+	if ((uintptr_t)hva & 15)
+		return err_set(EFAULT, "guest address %#llx is not 16-byte aligned on the host",
+			       (unsigned long long)la);
+	/* The guest's other vCPUs touch this memory concurrently: a real
+	 * locked cmpxchg16b on the host mapping, not a read-compare-write. */
+	uint64_t lo = expected[0], hi = expected[1];
+	uint8_t ok;
+	__asm__ volatile("lock cmpxchg16b %1\n\tsete %0"
+			 : "=q"(ok), "+m"(*(volatile __int128 *)hva), "+a"(lo), "+d"(hi)
+			 : "b"(desired[0]), "c"(desired[1])
+			 : "memory", "cc");
+	expected[0] = lo;
+	expected[1] = hi;
+	return ok;
+}
+
+static enum insn_mode vcpu_mode(const struct kvm_sregs *s, const struct kvm_regs *regs)
+{
+	if (!(s->cr0 & CR0_PE) || (regs->rflags & RFLAGS_VM))
+		return INSN_MODE_16;
+	if ((s->efer & EFER_LMA) && s->cs.l)
+		return INSN_MODE_64;
+	return s->cs.db ? INSN_MODE_32 : INSN_MODE_16;
+}
+
+static uint8_t vcpu_cpl(const struct kvm_sregs *s, const struct kvm_regs *regs)
+{
+	if (!(s->cr0 & CR0_PE))
+		return 0;
+	if (regs->rflags & RFLAGS_VM)
+		return 3;
+	return s->cs.selector & 3;
+}
+
+static void regs_from_kvm(struct insn_regs *r, const struct kvm_regs *k, const struct kvm_sregs *s)
+{
+	const uint64_t g[16] = { k->rax, k->rcx, k->rdx, k->rbx, k->rsp, k->rbp, k->rsi, k->rdi,
+				 k->r8,  k->r9,  k->r10, k->r11, k->r12, k->r13, k->r14, k->r15 };
+	memcpy(r->gpr, g, sizeof(g));
+	r->rip = k->rip;
+	r->rflags = k->rflags;
+	r->cr0 = s->cr0;
+	r->cr4 = s->cr4;
+	const struct kvm_segment *segs[6] = { &s->es, &s->cs, &s->ss, &s->ds, &s->fs, &s->gs };
+	for (int i = 0; i < 6; i++)
+		r->seg_base[i] = segs[i]->base;
+	r->cpl = vcpu_cpl(s, k);
+}
+
+static void regs_to_kvm(struct kvm_regs *k, const struct insn_regs *r)
+{
+	__u64 *g[16] = { &k->rax, &k->rcx, &k->rdx, &k->rbx, &k->rsp, &k->rbp, &k->rsi, &k->rdi,
+			    &k->r8,  &k->r9,  &k->r10, &k->r11, &k->r12, &k->r13, &k->r14, &k->r15 };
+	for (int i = 0; i < 16; i++)
+		*g[i] = r->gpr[i];
+	k->rip = r->rip;
+	k->rflags = r->rflags;
+}
+
+/* The instruction bytes: from the exit when KVM gives them, else read at
+ * CS:RIP through the guest page tables. */
+static size_t fetch_bytes(struct glue *g, const struct kvm_run *run, const struct kvm_sregs *s,
+			  const struct kvm_regs *k, enum insn_mode mode, uint8_t *buf)
+{
+	if (run->emulation_failure.ndata >= 3 &&
+	    (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+		size_t n = run->emulation_failure.insn_size;
+		if (n > INSN_MAX_LEN)
+			n = INSN_MAX_LEN;
+		memcpy(buf, run->emulation_failure.insn_bytes, n);
+		if (n == INSN_MAX_LEN)
+			return n;
+		/* KVM gives what its decoder fetched; fall through to read all 15. */
+	}
+	uint64_t la = k->rip + s->cs.base;
+	if (mode != INSN_MODE_64)
+		la &= 0xffffffffull;
+	size_t n = 0;
+	while (n < INSN_MAX_LEN) {
+		size_t chunk = PAGE_SIZE - ((la + n) & (PAGE_SIZE - 1));
+		if (chunk > INSN_MAX_LEN - n)
+			chunk = INSN_MAX_LEN - n;
+		if (glue_read(g, la + n, buf + n, (unsigned)chunk))
+			break; /* the instruction may well end before the unmapped page */
+		n += chunk;
+	}
+	err_clear();
+	return n;
+}
+
+/* Without KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM queues #UD before exiting
+ * at CPL 0: drop it, and inject what the instruction really raises. */
+static int set_events(int vcpu_fd, const struct insn_event *ev)
+{
+	struct kvm_vcpu_events e;
+	if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &e) < 0)
+		return err_set(errno, "KVM_GET_VCPU_EVENTS");
+	bool queued_ud = (e.exception.injected || e.exception.pending) && e.exception.nr == X86_VEC_UD;
+	if (!queued_ud && !ev->pending)
+		return 0;
+	if (queued_ud) {
+		e.exception.injected = 0;
+		e.exception.pending = 0;
+		e.exception_has_payload = 0;
+	}
+	if (ev->pending) {
+		e.exception.injected = 1;
+		e.exception.pending = 0;
+		e.exception.nr = ev->vector;
+		e.exception.has_error_code = ev->has_error_code;
+		e.exception.error_code = ev->error_code;
+		e.exception_has_payload = 0;
+	}
+	e.flags &= ~(uint32_t)KVM_VCPUEVENT_VALID_PAYLOAD;
+	if (ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &e) < 0)
+		return err_set(errno, "KVM_SET_VCPU_EVENTS");
+	return 0;
+}
+
+static int fail(struct pvm_stats *st, int ret, const uint8_t *bytes, size_t n, const struct kvm_regs *k,
+		uint8_t cpl, const char *what)
+{
+	char hex[3 * INSN_MAX_LEN + 1];
+	insn_format_bytes(bytes, n, hex, sizeof(hex));
+	if (st)
+		st->count[INSN_UNKNOWN]++;
+	if (what)
+		return err_set(ret, "cannot complete instruction [%s] at RIP %#llx (CPL %u): %s", hex,
+			       (unsigned long long)k->rip, cpl, what);
+	return err_prefix(ret, "cannot complete instruction [%s] at RIP %#llx (CPL %u)", hex,
+			  (unsigned long long)k->rip, cpl);
+}
+
+int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *mem,
+		      struct pvm_stats *st)
+{
+	if (run->exit_reason != KVM_EXIT_INTERNAL_ERROR ||
+	    run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION)
+		return err_set(EINVAL, "pvm: not an emulation-failure exit (reason %u)", run->exit_reason);
+	struct kvm_regs k;
+	struct kvm_sregs s;
+	if (ioctl(vcpu_fd, KVM_GET_REGS, &k) < 0)
+		return err_set(errno, "KVM_GET_REGS");
+	if (ioctl(vcpu_fd, KVM_GET_SREGS, &s) < 0)
+		return err_set(errno, "KVM_GET_SREGS");
+
+	struct glue g = { vcpu_fd, mem };
+	struct insn_mem ops = { &g, glue_read, glue_write, glue_cmpxchg16 };
+	enum insn_mode mode = vcpu_mode(&s, &k);
+	uint8_t cpl = vcpu_cpl(&s, &k);
+	uint8_t bytes[INSN_MAX_LEN];
+	size_t n = fetch_bytes(&g, run, &s, &k, mode, bytes);
+
+	struct insn in;
+	int r = insn_decode(&in, bytes, n, mode);
+	if (r)
+		return fail(st, r, bytes, n, &k, cpl, "undecodable");
+	if (in.op == INSN_UNKNOWN)
+		return fail(st, -EOPNOTSUPP, bytes, in.len, &k, cpl, "not in cairn's table (docs/pvm.md)");
+
+	struct insn_regs regs;
+	regs_from_kvm(&regs, &k, &s);
+	if (in.op == INSN_FWAIT) {
+		struct kvm_fpu fpu;
+		if (ioctl(vcpu_fd, KVM_GET_FPU, &fpu) < 0)
+			return err_set(errno, "KVM_GET_FPU");
+		regs.fsw = fpu.fsw;
+	}
+	struct insn_event ev;
+	if ((r = insn_complete(&in, &regs, &ops, &ev)))
+		return fail(st, r, bytes, in.len, &k, cpl, NULL);
+
+	regs_to_kvm(&k, &regs);
+	if (ioctl(vcpu_fd, KVM_SET_REGS, &k) < 0)
+		return err_set(errno, "KVM_SET_REGS");
+	if ((r = set_events(vcpu_fd, &ev)))
+		return r;
+	if (st)
+		st->count[in.op]++;
+	return 0;
+}
+
+void pvm_stats_add(struct pvm_stats *dst, const struct pvm_stats *src)
+{
+	for (unsigned i = 0; i < PVM_INSN_MAX; i++)
+		dst->count[i] += src->count[i];
+}
+
+const char *pvm_stats_name(unsigned i)
+{
+	if (i >= PVM_INSN_MAX)
+		return NULL;
+	return i == INSN_UNKNOWN ? "failed" : insn_op_name((enum insn_op)i);
+}
+
+uint64_t pvm_stats_total(const struct pvm_stats *st)
+{
+	uint64_t t = 0;
+	for (unsigned i = 1; i < PVM_INSN_MAX; i++)
+		t += st->count[i];
+	return t;
+}
+
+void pvm_stats_print(const struct pvm_stats *st, FILE *out)
+{
+	uint64_t total = pvm_stats_total(st);
+	if (!total && !st->count[INSN_UNKNOWN])
+		return;
+	fprintf(out, "pvm: completed %llu instructions:", (unsigned long long)total);
+	const char *sep = " ";
+	for (unsigned i = 1; i < PVM_INSN_MAX; i++) {
+		if (!st->count[i])
+			continue;
+		fprintf(out, "%s%s %llu", sep, pvm_stats_name(i), (unsigned long long)st->count[i]);
+		sep = ", ";
+	}
+	if (st->count[INSN_UNKNOWN])
+		fprintf(out, "%sfailed %llu", sep, (unsigned long long)st->count[INSN_UNKNOWN]);
+	fputc('\n', out);
+}
