@@ -1,9 +1,190 @@
+/* `cairn run`: boot a guest from a kernel and disks given on the command
+ * line, with the serial console on this terminal. */
 #include "cli/cli.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/size.h"
+#include "vmm/config.h"
+#include "vmm/vmm.h"
+
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+static const char run_usage[] =
+	"Usage: cairn run --kernel FILE [options]\n"
+	"\n"
+	"Boot a guest under KVM.  The serial console (COM1) is this terminal; with a\n"
+	"terminal, Ctrl-A x quits.\n"
+	"\n"
+	"  --kernel FILE        Linux bzImage, or an ELF with a PVH entry note\n"
+	"  --initrd FILE        initial ramdisk\n"
+	"  --cmdline STR        kernel command line\n"
+	"  --mem SIZE           guest memory (default 512M; a bare number is MiB)\n"
+	"  --cpus N             number of vCPUs (default 1, at most 64)\n"
+	"  --disk FILE[,readonly][,format=raw|qcow2][,serial=ID]\n"
+	"                       a virtio-blk disk (repeatable; raw or qcow2, detected)\n"
+	"  --no-pvm-quirks      on PVM hosts, do not adapt Linux guests (docs/pvm.md)\n"
+	"  -v, --verbose        more messages (twice: debug)\n"
+	"  -q, --quiet          errors only\n"
+	"  -h, --help           this help\n"
+	"\n"
+	"Exit status: 0 when the guest resets or is quit; the byte a guest writes to\n"
+	"the debug-exit port 0x501; 1 on failure; 2 on a usage error.\n";
+
+static struct termios saved_tio;
+static bool tio_saved;
+
+static void term_restore(void)
+{
+	if (tio_saved)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved_tio);
+}
+
+static void term_fatal_signal(int sig)
+{
+	term_restore();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Raw mode so keys reach the guest as typed; restored on every exit path
+ * (atexit, and the fatal signals; SIGINT/TERM/HUP go through the VMM's
+ * normal exit). */
+static void term_raw(void)
+{
+	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) < 0)
+		return;
+	tio_saved = true;
+	atexit(term_restore);
+	static const int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGQUIT};
+	for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+		signal(fatal[i], term_fatal_signal);
+	struct termios t = saved_tio;
+	cfmakeraw(&t);
+	t.c_oflag |= OPOST | ONLCR; /* keep "\n" -> "\r\n" for our own messages */
+	tcsetattr(STDIN_FILENO, TCSANOW, &t);
+}
+
+static int parse_disk(const char *arg, struct disk_config *d)
+{
+	char *s = strdup(arg);
+	if (!s)
+		return -1;
+	char *save = NULL, *tok = strtok_r(s, ",", &save);
+	if (!tok || !*tok) {
+		free(s);
+		return -1;
+	}
+	d->path = strdup(tok);
+	while ((tok = strtok_r(NULL, ",", &save))) {
+		if (!strcmp(tok, "readonly") || !strcmp(tok, "ro"))
+			d->readonly = true;
+		else if (!strncmp(tok, "format=", 7))
+			d->format = strdup(tok + 7);
+		else if (!strncmp(tok, "serial=", 7))
+			d->serial = strdup(tok + 7);
+		else {
+			free(s);
+			return -1;
+		}
+	}
+	free(s);
+	return 0;
+}
+
+static void config_free(struct vm_config *c)
+{
+	for (int i = 0; i < c->ndisks; i++) {
+		free(c->disks[i].path);
+		free(c->disks[i].format);
+		free(c->disks[i].serial);
+	}
+}
+
 int cli_run_main(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "cairn run: not implemented yet\n");
-	return CLI_FAILED;
+	static const struct option opts[] = {
+		{"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
+		{"cmdline", required_argument, NULL, 'c'}, {"mem", required_argument, NULL, 'm'},
+		{"cpus", required_argument, NULL, 'n'},   {"disk", required_argument, NULL, 'd'},
+		{"no-pvm-quirks", no_argument, NULL, 'P'}, {"verbose", no_argument, NULL, 'v'},
+		{"quiet", no_argument, NULL, 'q'},         {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct vm_config cfg = {.mem_size = 512ULL << 20, .ncpus = 1, .pvm_quirks = true,
+				.console_in = STDIN_FILENO, .console_out = STDOUT_FILENO};
+	int verbose = 0, c, status = CLI_OK;
+	bool quiet = false;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+vqh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': cfg.kernel = optarg; break;
+		case 'i': cfg.initrd = optarg; break;
+		case 'c': cfg.cmdline = optarg; break;
+		case 'm':
+			if (size_parse(optarg, 1ULL << 20, &cfg.mem_size) < 0) {
+				status = cli_usage_error("run", "invalid --mem '%s'", optarg);
+				goto out;
+			}
+			break;
+		case 'n': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 64) {
+				status = cli_usage_error("run", "--cpus takes 1 to 64, not '%s'",
+							 optarg);
+				goto out;
+			}
+			cfg.ncpus = (int)n;
+			break;
+		}
+		case 'd':
+			if (cfg.ndisks == VM_MAX_DISKS) {
+				status = cli_usage_error("run", "at most %d disks", VM_MAX_DISKS);
+				goto out;
+			}
+			if (parse_disk(optarg, &cfg.disks[cfg.ndisks++]) < 0) {
+				status = cli_usage_error("run", "invalid --disk '%s'", optarg);
+				goto out;
+			}
+			break;
+		case 'P': cfg.pvm_quirks = false; break;
+		case 'v': verbose++; break;
+		case 'q': quiet = true; break;
+		case 'h': fputs(run_usage, stdout); goto out;
+		default:
+			status = cli_usage_error("run", "unknown or incomplete option '%s'",
+						 argv[optind - 1]);
+			goto out;
+		}
+	}
+	if (optind < argc) {
+		status = cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
+		goto out;
+	}
+	if (!cfg.kernel) {
+		status = cli_usage_error("run", "--kernel is required");
+		goto out;
+	}
+	log_set_level(quiet ? LOG_ERROR : verbose >= 2 ? LOG_DEBUG : verbose ? LOG_INFO : LOG_WARN);
+
+	struct vmm *vmm;
+	if (vmm_create(&cfg, &vmm) < 0) {
+		status = cli_fail();
+		goto out;
+	}
+	term_raw();
+	int r = vmm_run(vmm);
+	term_restore();
+	vmm_destroy(vmm);
+	status = r < 0 ? cli_fail() : r;
+out:
+	config_free(&cfg);
+	return status;
 }

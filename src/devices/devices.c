@@ -1,0 +1,62 @@
+/* The ordered device init list: the only place that names devices. */
+#include "devices/device.h"
+#include "devices/debug_exit.h"
+#include "devices/i8042.h"
+#include "devices/pci.h"
+#include "devices/serial.h"
+#include "devices/virtio_blk.h"
+#include "kvm/vm.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+typedef int (*device_init_fn)(struct vm *vm, const struct vm_config *cfg);
+
+static const device_init_fn device_inits[] = {
+	serial_init,
+	i8042_init,
+	debug_exit_init,
+	pci_init,        /* host bridge; must precede PCI devices */
+	virtio_blk_init, /* one per --disk */
+};
+
+int device_add(struct vm *vm, const struct device_ops *ops, void *priv)
+{
+	struct device *d = calloc(1, sizeof(*d));
+	if (!d)
+		return err_set(ENOMEM, "device %s", ops->name);
+	d->ops = ops;
+	d->priv = priv;
+	struct device **p = &vm->devices;
+	while (*p)
+		p = &(*p)->next;
+	*p = d;
+	return 0;
+}
+
+int devices_init(struct vm *vm, const struct vm_config *cfg)
+{
+	for (size_t i = 0; i < sizeof(device_inits) / sizeof(device_inits[0]); i++) {
+		int r = device_inits[i](vm, cfg);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void devices_destroy_from(struct device *d)
+{
+	if (!d)
+		return;
+	devices_destroy_from(d->next);
+	if (d->ops->destroy)
+		d->ops->destroy(d->priv);
+	free(d);
+}
+
+void devices_destroy(struct vm *vm)
+{
+	devices_destroy_from(vm->devices);
+	vm->devices = NULL;
+}

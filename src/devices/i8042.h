@@ -1,0 +1,11 @@
+/* The i8042 keyboard controller, as far as guests use it to reset the
+ * machine (Linux reboot=k): command 0xfe on port 0x64 ends the VM. */
+#ifndef CAIRN_DEVICES_I8042_H
+#define CAIRN_DEVICES_I8042_H
+
+struct vm;
+struct vm_config;
+
+int i8042_init(struct vm *vm, const struct vm_config *cfg);
+
+#endif

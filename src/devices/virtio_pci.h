@@ -1,0 +1,60 @@
+/* The virtio 1.x PCI transport (modern only): common, notify, ISR and
+ * device configuration structures in BAR0, MSI-X with an INTx fallback,
+ * ioeventfd notifications served by the I/O thread. */
+#ifndef CAIRN_DEVICES_VIRTIO_PCI_H
+#define CAIRN_DEVICES_VIRTIO_PCI_H
+
+#include "devices/msix.h"
+#include "devices/pci.h"
+#include "devices/virtqueue.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VIRTIO_MAX_QUEUES 8
+#define VIRTIO_F_VERSION_1 (1ULL << 32)
+
+struct virtio_device_ops {
+	const char *name;
+	uint16_t device_id;  /* virtio device type (2: block) */
+	uint32_t class_code; /* PCI class */
+	unsigned nqueues;
+	uint64_t features;   /* offered, besides VIRTIO_F_VERSION_1 */
+	unsigned config_size;
+	/* Device configuration space (OFF < config_size). */
+	void (*config_read)(void *dev, uint64_t off, void *data, unsigned len);
+	/* The driver kicked queue Q: runs in the I/O thread, transport lock held. */
+	void (*queue_notify)(void *dev, unsigned q);
+	/* The driver reset the device (status 0). */
+	void (*reset)(void *dev);
+};
+
+struct virtio_pci {
+	struct pci_dev pci;
+	struct msix msix;
+	const struct virtio_device_ops *ops;
+	void *dev;
+	struct vm *vm;
+	pthread_mutex_t lock;
+	uint32_t dev_feature_sel, drv_feature_sel;
+	uint64_t driver_features;
+	uint8_t status, config_gen, isr;
+	uint16_t queue_sel, msix_config;
+	struct virtqueue vqs[VIRTIO_MAX_QUEUES];
+	int kick_fd[VIRTIO_MAX_QUEUES];
+	struct virtio_kick {
+		struct virtio_pci *vp;
+		unsigned q;
+	} kick[VIRTIO_MAX_QUEUES];
+};
+
+int virtio_pci_init(struct virtio_pci *vp, struct vm *vm, const struct virtio_device_ops *ops,
+		    void *dev);
+void virtio_pci_destroy(struct virtio_pci *vp);
+/* Interrupt the driver for queue Q (used ring updated). Transport lock held. */
+void virtio_pci_queue_interrupt(struct virtio_pci *vp, unsigned q);
+/* The device failed (the driver broke the protocol): DEVICE_NEEDS_RESET. */
+void virtio_pci_set_failed(struct virtio_pci *vp);
+
+#endif

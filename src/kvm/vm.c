@@ -1,0 +1,287 @@
+#include "kvm/vm.h"
+#include "arch/x86/layout.h"
+#include "kvm/vcpu.h"
+#include "util/err.h"
+#include "util/evloop.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int vm_check_caps(struct vm *vm)
+{
+	static const struct {
+		int cap;
+		const char *name;
+	} need[] = {
+		{KVM_CAP_IRQCHIP, "in-kernel irqchip"},
+		{KVM_CAP_PIT2, "PIT2"},
+		{KVM_CAP_IOEVENTFD, "ioeventfd"},
+		{KVM_CAP_IRQFD, "irqfd"},
+		{KVM_CAP_IRQ_ROUTING, "IRQ routing"},
+		{KVM_CAP_USER_MEMORY, "user memory"},
+		{KVM_CAP_IMMEDIATE_EXIT, "immediate_exit"},
+	};
+	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, need[i].cap) <= 0)
+			return err_set(ENOTSUP, "/dev/kvm lacks %s (KVM capability %d)",
+				       need[i].name, need[i].cap);
+	return 0;
+}
+
+/* The default routing KVM starts with (GSI 0-15 to both PICs and the
+ * IOAPIC, 16-23 to the IOAPIC); KVM_SET_GSI_ROUTING replaces the whole
+ * table, so MSI routes are appended to these. */
+static void vm_routes_init(struct vm *vm)
+{
+	for (uint32_t i = 0; i < IOAPIC_NUM_PINS; i++) {
+		vm->routes[vm->nroutes++] = (struct kvm_irq_routing_entry){
+			.gsi = i,
+			.type = KVM_IRQ_ROUTING_IRQCHIP,
+			.u.irqchip = {.irqchip = KVM_IRQCHIP_IOAPIC, .pin = i}};
+		if (i < 16)
+			vm->routes[vm->nroutes++] = (struct kvm_irq_routing_entry){
+				.gsi = i,
+				.type = KVM_IRQ_ROUTING_IRQCHIP,
+				.u.irqchip = {.irqchip = i < 8 ? KVM_IRQCHIP_PIC_MASTER
+							       : KVM_IRQCHIP_PIC_SLAVE,
+					      .pin = i % 8}};
+	}
+	vm->next_gsi = IOAPIC_NUM_PINS;
+}
+
+int vm_create(struct vm **out)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return err_set(ENOMEM, "allocating the VM");
+	vm->kvm_fd = vm->vm_fd = -1;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_mutex_init(&vm->route_lock, NULL);
+	iobus_init(&vm->pio, "pio");
+	iobus_init(&vm->mmio, "mmio");
+	int r;
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		r = err_set(errno, "/dev/kvm: cannot open (is KVM enabled and are you in the "
+				   "kvm group?)");
+		goto fail;
+	}
+	int api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (api != KVM_API_VERSION) {
+		r = err_set(ENOTSUP, "/dev/kvm: KVM API version %d, cairn needs %d", api,
+			    KVM_API_VERSION);
+		goto fail;
+	}
+	if ((r = vm_check_caps(vm)) < 0)
+		goto fail;
+	vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->vcpu_mmap_size <= 0) {
+		r = err_set(errno, "/dev/kvm: KVM_GET_VCPU_MMAP_SIZE");
+		goto fail;
+	}
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		r = err_set(errno, "/dev/kvm: cannot create a VM");
+		goto fail;
+	}
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)TSS_ADDR) < 0) {
+		r = err_set(errno, "KVM_SET_TSS_ADDR");
+		goto fail;
+	}
+	uint64_t idmap = IDENTITY_MAP_ADDR;
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) {
+		r = err_set(errno, "KVM_SET_IDENTITY_MAP_ADDR");
+		goto fail;
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+		r = err_set(errno, "KVM_CREATE_IRQCHIP");
+		goto fail;
+	}
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+		r = err_set(errno, "KVM_CREATE_PIT2");
+		goto fail;
+	}
+	vm_routes_init(vm);
+	*out = vm;
+	return 0;
+fail:
+	vm_destroy(vm);
+	return r;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	for (int i = 0; i < vm->ncpus; i++)
+		vcpu_destroy(vm->vcpus[i]);
+	if (vm->ram)
+		munmap(vm->ram, vm->ram_size);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	iobus_destroy(&vm->pio);
+	iobus_destroy(&vm->mmio);
+	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->route_lock);
+	free(vm);
+}
+
+int vm_mem_alloc(struct vm *vm, uint64_t size)
+{
+	if (size < MIN_RAM_SIZE || size > MAX_RAM_SIZE)
+		return err_set(EINVAL, "memory size %llu MiB is outside %llu MiB..%llu GiB",
+			       (unsigned long long)(size >> 20),
+			       (unsigned long long)(MIN_RAM_SIZE >> 20),
+			       (unsigned long long)(MAX_RAM_SIZE >> 30));
+	if (size & (PAGE_SIZE - 1))
+		return err_set(EINVAL, "memory size must be a multiple of 4 KiB");
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return err_set(errno, "cannot map %llu MiB of guest memory",
+			       (unsigned long long)(size >> 20));
+	vm->ram = p;
+	vm->ram_size = size;
+	return vm_mem_register(vm);
+}
+
+int vm_mem_register(struct vm *vm)
+{
+	uint64_t low = vm->ram_size < LOWMEM_END ? vm->ram_size : LOWMEM_END;
+	vm->nslots = 0;
+	vm->slots[vm->nslots++] = (struct vm_mem_slot){0, 0, low, vm->ram};
+	if (vm->ram_size > low)
+		vm->slots[vm->nslots++] =
+			(struct vm_mem_slot){1, HIGHMEM_START, vm->ram_size - low, vm->ram + low};
+	for (int i = 0; i < vm->nslots; i++) {
+		struct vm_mem_slot *s = &vm->slots[i];
+		struct kvm_userspace_memory_region reg = {
+			.slot = s->slot,
+			.guest_phys_addr = s->gpa,
+			.memory_size = s->size,
+			.userspace_addr = (uintptr_t)s->hva,
+		};
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
+			return err_set(errno, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB)",
+				       s->slot, (unsigned long long)(s->size >> 20));
+	}
+	return 0;
+}
+
+void *vm_gpa_to_hva(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	for (int i = 0; i < vm->nslots; i++) {
+		const struct vm_mem_slot *s = &vm->slots[i];
+		if (gpa >= s->gpa && gpa - s->gpa <= s->size && len <= s->size - (gpa - s->gpa))
+			return s->hva + (gpa - s->gpa);
+	}
+	return NULL;
+}
+
+int vm_irq_line(struct vm *vm, uint32_t irq, int level)
+{
+	struct kvm_irq_level l = {.irq = irq, .level = (uint32_t)level};
+	if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0)
+		return err_set(errno, "KVM_IRQ_LINE %u", irq);
+	return 0;
+}
+
+static int vm_routes_commit(struct vm *vm)
+{
+	size_t sz = sizeof(struct kvm_irq_routing) + vm->nroutes * sizeof(vm->routes[0]);
+	struct kvm_irq_routing *t = calloc(1, sz);
+	if (!t)
+		return -ENOMEM;
+	t->nr = vm->nroutes;
+	memcpy(t->entries, vm->routes, vm->nroutes * sizeof(vm->routes[0]));
+	int r = ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, t) < 0 ? err_set(errno, "KVM_SET_GSI_ROUTING")
+							     : 0;
+	free(t);
+	return r;
+}
+
+int vm_msi_route_alloc(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->route_lock);
+	int r;
+	if (vm->nroutes >= VM_MAX_ROUTES) {
+		r = err_set(ENOSPC, "out of interrupt routes");
+	} else {
+		r = (int)vm->next_gsi++;
+		/* Starts as an MSI to nowhere (address 0) until the guest programs it. */
+		vm->routes[vm->nroutes++] = (struct kvm_irq_routing_entry){
+			.gsi = (uint32_t)r, .type = KVM_IRQ_ROUTING_MSI};
+	}
+	pthread_mutex_unlock(&vm->route_lock);
+	return r;
+}
+
+int vm_msi_route_set(struct vm *vm, uint32_t gsi, uint64_t addr, uint32_t data)
+{
+	pthread_mutex_lock(&vm->route_lock);
+	int r = -ENOENT;
+	for (unsigned i = 0; i < vm->nroutes; i++) {
+		struct kvm_irq_routing_entry *e = &vm->routes[i];
+		if (e->gsi == gsi && e->type == KVM_IRQ_ROUTING_MSI) {
+			e->u.msi.address_lo = (uint32_t)addr;
+			e->u.msi.address_hi = (uint32_t)(addr >> 32);
+			e->u.msi.data = data;
+			r = vm_routes_commit(vm);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vm->route_lock);
+	return r;
+}
+
+int vm_irqfd(struct vm *vm, int fd, uint32_t gsi, bool assign)
+{
+	struct kvm_irqfd f = {.fd = (uint32_t)fd, .gsi = gsi,
+			      .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN};
+	if (ioctl(vm->vm_fd, KVM_IRQFD, &f) < 0)
+		return err_set(errno, "KVM_IRQFD gsi %u", gsi);
+	return 0;
+}
+
+int vm_ioeventfd(struct vm *vm, int fd, uint64_t addr, unsigned len, bool pio, bool assign)
+{
+	struct kvm_ioeventfd e = {
+		.addr = addr,
+		.len = len,
+		.fd = fd,
+		.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) |
+			 (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
+	};
+	if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &e) < 0)
+		return err_set(errno, "KVM_IOEVENTFD at %#llx", (unsigned long long)addr);
+	return 0;
+}
+
+void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, int code, const char *msg)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool first = vm->exit_reason == VM_EXIT_NONE;
+	if (first) {
+		vm->exit_reason = reason;
+		vm->exit_code = code;
+		snprintf(vm->exit_msg, sizeof(vm->exit_msg), "%s", msg ? msg : "");
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (!first)
+		return;
+	for (int i = 0; i < vm->ncpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+	if (vm->loop)
+		evloop_stop(vm->loop);
+}

@@ -1,0 +1,95 @@
+/* A KVM virtual machine: its file descriptors, guest RAM, interrupt
+ * routing, I/O buses, vCPUs and devices.  A struct vm is passed around;
+ * nothing here is global, so one process could hold two. */
+#ifndef CAIRN_KVM_VM_H
+#define CAIRN_KVM_VM_H
+
+#include "kvm/iobus.h"
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VM_MAX_VCPUS 64
+#define VM_MAX_ROUTES 512
+
+struct vcpu;
+struct device;
+struct evloop;
+
+struct vm_mem_slot {
+	uint32_t slot;
+	uint64_t gpa, size;
+	uint8_t *hva;
+};
+
+enum vm_exit_reason {
+	VM_EXIT_NONE = 0,
+	VM_EXIT_RESET,    /* guest reset (i8042, triple fault): a clean end */
+	VM_EXIT_DEBUG,    /* debug-exit port: exit status chosen by the guest */
+	VM_EXIT_QUIT,     /* the host asked (signal, control socket) */
+	VM_EXIT_ERROR,    /* the VMM or KVM failed; message in vm->exit_msg */
+};
+
+struct vm {
+	int kvm_fd, vm_fd;
+	int vcpu_mmap_size;
+	bool pvm; /* /dev/kvm is PVM (see docs/pvm.md) */
+
+	uint8_t *ram;      /* one host mapping of all guest RAM */
+	uint64_t ram_size; /* bytes of guest RAM */
+	struct vm_mem_slot slots[2];
+	int nslots;
+
+	struct io_bus pio, mmio;
+	struct evloop *loop; /* the I/O thread's loop (owned by the VMM) */
+
+	struct vcpu *vcpus[VM_MAX_VCPUS];
+	int ncpus;
+	struct device *devices; /* in init order */
+	void *pci_host;         /* bus 0 (devices/pci.c) */
+
+	pthread_mutex_t route_lock;
+	struct kvm_irq_routing_entry routes[VM_MAX_ROUTES];
+	unsigned nroutes;
+	uint32_t next_gsi;
+
+	pthread_mutex_t lock;
+	enum vm_exit_reason exit_reason;
+	int exit_code;
+	char exit_msg[2600];
+
+	/* Hook for instructions KVM's emulator refuses (PVM hosts); returns 0
+	 * when the instruction was completed. */
+	int (*emul_fallback)(struct vcpu *vcpu);
+};
+
+/* Open /dev/kvm and create the VM with irqchip, PIT and TSS set up.
+ * Errors say what is wrong with /dev/kvm. */
+int vm_create(struct vm **out);
+void vm_destroy(struct vm *vm);
+
+/* Allocate SIZE bytes of anonymous guest RAM, laid out below the PCI hole
+ * and above 4 GiB (arch layout). */
+int vm_mem_alloc(struct vm *vm, uint64_t size);
+/* Register the KVM memory slots for vm->ram (also used after restore maps
+ * RAM from a file). */
+int vm_mem_register(struct vm *vm);
+/* Host address of guest-physical [GPA, GPA+LEN), or NULL when any part is
+ * outside guest RAM. */
+void *vm_gpa_to_hva(struct vm *vm, uint64_t gpa, uint64_t len);
+
+/* Interrupts. */
+int vm_irq_line(struct vm *vm, uint32_t irq, int level);
+/* A GSI for an MSI route (kept in vm->routes so a restore can rebuild it). */
+int vm_msi_route_alloc(struct vm *vm);
+int vm_msi_route_set(struct vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
+int vm_irqfd(struct vm *vm, int fd, uint32_t gsi, bool assign);
+int vm_ioeventfd(struct vm *vm, int fd, uint64_t addr, unsigned len, bool pio, bool assign);
+
+/* End the VM: the first reason given wins; vCPUs are kicked out of
+ * KVM_RUN and the I/O loop stops.  Safe from any thread. */
+void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, int code, const char *msg);
+
+#endif

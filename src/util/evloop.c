@@ -1,0 +1,174 @@
+#include "util/evloop.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct evloop_watch {
+	int fd;
+	evloop_fn fn;
+	void *opaque;
+	struct evloop_watch *next;
+};
+
+struct evloop_call {
+	void (*fn)(void *);
+	void *opaque;
+	struct evloop_call *next;
+};
+
+struct evloop {
+	int epfd;
+	int wakefd; /* eventfd: stop requests and queued calls */
+	volatile int stop;
+	pthread_mutex_t lock;
+	struct evloop_watch *watches;
+	struct evloop_call *calls;
+};
+
+int evloop_create(struct evloop **out)
+{
+	struct evloop *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	l->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->epfd < 0 || l->wakefd < 0) {
+		int r = -errno;
+		if (l->epfd >= 0)
+			close(l->epfd);
+		if (l->wakefd >= 0)
+			close(l->wakefd);
+		free(l);
+		return r;
+	}
+	pthread_mutex_init(&l->lock, NULL);
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+	epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev);
+	*out = l;
+	return 0;
+}
+
+void evloop_destroy(struct evloop *l)
+{
+	if (!l)
+		return;
+	while (l->watches) {
+		struct evloop_watch *w = l->watches;
+		l->watches = w->next;
+		free(w);
+	}
+	while (l->calls) {
+		struct evloop_call *c = l->calls;
+		l->calls = c->next;
+		free(c);
+	}
+	close(l->epfd);
+	close(l->wakefd);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}
+
+int evloop_add(struct evloop *l, int fd, uint32_t events, evloop_fn fn, void *opaque)
+{
+	struct evloop_watch *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	*w = (struct evloop_watch){fd, fn, opaque, NULL};
+	struct epoll_event ev = {.events = events, .data.ptr = w};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int r = -errno;
+		free(w);
+		return r;
+	}
+	pthread_mutex_lock(&l->lock);
+	w->next = l->watches;
+	l->watches = w;
+	pthread_mutex_unlock(&l->lock);
+	return 0;
+}
+
+int evloop_del(struct evloop *l, int fd)
+{
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+	pthread_mutex_lock(&l->lock);
+	/* Keep the watch struct's fd invalid rather than freeing it: an event
+	 * for it may already sit in the current epoll batch. */
+	for (struct evloop_watch *w = l->watches; w; w = w->next)
+		if (w->fd == fd)
+			w->fd = -1;
+	pthread_mutex_unlock(&l->lock);
+	return 0;
+}
+
+void evloop_stop(struct evloop *l)
+{
+	l->stop = 1;
+	uint64_t one = 1;
+	ssize_t n = write(l->wakefd, &one, sizeof(one));
+	(void)n;
+}
+
+int evloop_call(struct evloop *l, void (*fn)(void *), void *opaque)
+{
+	struct evloop_call *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->fn = fn;
+	c->opaque = opaque;
+	pthread_mutex_lock(&l->lock);
+	struct evloop_call **p = &l->calls;
+	while (*p)
+		p = &(*p)->next;
+	*p = c;
+	pthread_mutex_unlock(&l->lock);
+	uint64_t one = 1;
+	ssize_t n = write(l->wakefd, &one, sizeof(one));
+	(void)n;
+	return 0;
+}
+
+static void evloop_run_calls(struct evloop *l)
+{
+	uint64_t v;
+	ssize_t n = read(l->wakefd, &v, sizeof(v));
+	(void)n;
+	for (;;) {
+		pthread_mutex_lock(&l->lock);
+		struct evloop_call *c = l->calls;
+		if (c)
+			l->calls = c->next;
+		pthread_mutex_unlock(&l->lock);
+		if (!c)
+			break;
+		c->fn(c->opaque);
+		free(c);
+	}
+}
+
+int evloop_run(struct evloop *l)
+{
+	struct epoll_event evs[32];
+	while (!l->stop) {
+		int n = epoll_wait(l->epfd, evs, 32, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (int i = 0; i < n && !l->stop; i++) {
+			struct evloop_watch *w = evs[i].data.ptr;
+			if (!w) {
+				evloop_run_calls(l);
+				continue;
+			}
+			if (w->fd >= 0)
+				w->fn(w->opaque, evs[i].events);
+		}
+	}
+	return 0;
+}
