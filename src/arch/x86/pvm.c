@@ -194,31 +194,59 @@ static size_t fetch_bytes(struct glue *g, const struct kvm_run *run, const struc
 }
 
 /* Without KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM queues #UD before exiting
- * at CPL 0: drop it, and inject what the instruction really raises. */
-static int set_events(int vcpu_fd, const struct insn_event *ev)
+ * at CPL 0: drop it, and inject what the instruction really raises.  e is
+ * the state at the exit (from the sync area or KVM_GET_VCPU_EVENTS). */
+static int set_events(int vcpu_fd, struct kvm_vcpu_events *e, const struct insn_event *ev)
 {
-	struct kvm_vcpu_events e;
-	if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &e) < 0)
-		return err_set(errno, "KVM_GET_VCPU_EVENTS");
-	bool queued_ud = (e.exception.injected || e.exception.pending) && e.exception.nr == X86_VEC_UD;
+	bool queued_ud = (e->exception.injected || e->exception.pending) && e->exception.nr == X86_VEC_UD;
 	if (!queued_ud && !ev->pending)
 		return 0;
 	if (queued_ud) {
-		e.exception.injected = 0;
-		e.exception.pending = 0;
-		e.exception_has_payload = 0;
+		e->exception.injected = 0;
+		e->exception.pending = 0;
+		e->exception_has_payload = 0;
 	}
 	if (ev->pending) {
-		e.exception.injected = 1;
-		e.exception.pending = 0;
-		e.exception.nr = ev->vector;
-		e.exception.has_error_code = ev->has_error_code;
-		e.exception.error_code = ev->error_code;
-		e.exception_has_payload = 0;
+		e->exception.injected = 1;
+		e->exception.pending = 0;
+		e->exception.nr = ev->vector;
+		e->exception.has_error_code = ev->has_error_code;
+		e->exception.error_code = ev->error_code;
+		e->exception_has_payload = 0;
 	}
-	e.flags &= ~(uint32_t)KVM_VCPUEVENT_VALID_PAYLOAD;
-	if (ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &e) < 0)
+	e->flags &= ~(uint32_t)KVM_VCPUEVENT_VALID_PAYLOAD;
+	if (ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, e) < 0)
 		return err_set(errno, "KVM_SET_VCPU_EVENTS");
+	return 0;
+}
+
+/* The state at the exit.  KVM copies registers, special registers and
+ * events into kvm_run at every exit once kvm_valid_regs asks for them
+ * (KVM_CAP_SYNC_REGS): after the first completion we ask, which saves
+ * three of the four ioctls a completion costs (writes still go through
+ * KVM_SET_REGS, so that a snapshot taken before the next KVM_RUN sees them). */
+#define SYNC_WANT (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS)
+
+static int state_get(int vcpu_fd, struct kvm_run *run, struct kvm_regs *k, struct kvm_sregs *s,
+		     struct kvm_vcpu_events *e)
+{
+	if ((run->kvm_valid_regs & SYNC_WANT) == SYNC_WANT) {
+		*k = run->s.regs.regs;
+		*s = run->s.regs.sregs;
+		*e = run->s.regs.events;
+		return 0;
+	}
+	if (ioctl(vcpu_fd, KVM_GET_REGS, k) < 0)
+		return err_set(errno, "KVM_GET_REGS");
+	if (ioctl(vcpu_fd, KVM_GET_SREGS, s) < 0)
+		return err_set(errno, "KVM_GET_SREGS");
+	if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, e) < 0)
+		return err_set(errno, "KVM_GET_VCPU_EVENTS");
+	/* Kernels that put the instruction bytes in the exit (5.14+) all have
+	 * x86 sync regs; older ones would refuse the bits in KVM_RUN. */
+	if (run->emulation_failure.ndata >= 3 &&
+	    (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES))
+		run->kvm_valid_regs |= SYNC_WANT;
 	return 0;
 }
 
@@ -244,10 +272,10 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 		return err_set(EINVAL, "pvm: not an emulation-failure exit (reason %u)", run->exit_reason);
 	struct kvm_regs k;
 	struct kvm_sregs s;
-	if (ioctl(vcpu_fd, KVM_GET_REGS, &k) < 0)
-		return err_set(errno, "KVM_GET_REGS");
-	if (ioctl(vcpu_fd, KVM_GET_SREGS, &s) < 0)
-		return err_set(errno, "KVM_GET_SREGS");
+	struct kvm_vcpu_events e;
+	int r = state_get(vcpu_fd, run, &k, &s, &e);
+	if (r)
+		return r;
 
 	struct glue g = { vcpu_fd, mem };
 	struct insn_mem ops = { &g, glue_read, glue_write, glue_cmpxchg16 };
@@ -257,7 +285,7 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 	size_t n = fetch_bytes(&g, run, &s, &k, mode, bytes);
 
 	struct insn in;
-	int r = insn_decode(&in, bytes, n, mode);
+	r = insn_decode(&in, bytes, n, mode);
 	if (r)
 		return fail(st, r, bytes, n, &k, cpl, "undecodable");
 	if (in.op == INSN_UNKNOWN)
@@ -278,7 +306,7 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 	regs_to_kvm(&k, &regs);
 	if (ioctl(vcpu_fd, KVM_SET_REGS, &k) < 0)
 		return err_set(errno, "KVM_SET_REGS");
-	if ((r = set_events(vcpu_fd, &ev)))
+	if ((r = set_events(vcpu_fd, &e, &ev)))
 		return r;
 	if (st)
 		st->count[in.op]++;
