@@ -1,4 +1,5 @@
 #include "disk/block.h"
+#include "disk/qcow2.h"
 #include "util/err.h"
 #include "util/fileutil.h"
 
@@ -31,7 +32,7 @@ int block_open(const char *path, const char *format, unsigned flags, struct bloc
 	if (!strcmp(format, "raw"))
 		return raw_open(path, flags, out);
 	if (!strcmp(format, "qcow2"))
-		return err_set(ENOTSUP, "%s: qcow2 images are not supported yet", path);
+		return qcow2_open(path, flags, out);
 	return err_set(EINVAL, "%s: unknown image format '%s'", path, format);
 }
 
@@ -84,4 +85,18 @@ int block_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len)
 {
 	int r = block_check_write(bd, off, len);
 	return r < 0 ? r : bd->ops->write_zeroes(bd, off, len);
+}
+
+int block_status(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *pnum,
+		 unsigned *status, uint64_t *host)
+{
+	int r = block_check_range(bd, off, len);
+	if (r < 0)
+		return r;
+	if (bd->ops->status)
+		return bd->ops->status(bd, off, len, pnum, status, host);
+	*pnum = len;
+	*status = BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_DATA;
+	*host = off;
+	return 0;
 }

@@ -17,6 +17,9 @@ struct block_ops {
 	int (*discard)(struct block_dev *bd, uint64_t off, uint64_t len);
 	int (*write_zeroes)(struct block_dev *bd, uint64_t off, uint64_t len);
 	void (*close)(struct block_dev *bd);
+	/* Optional: what the image itself holds at OFF (see block_status). */
+	int (*status)(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *pnum,
+		      unsigned *status, uint64_t *host);
 };
 
 struct block_dev {
@@ -28,6 +31,9 @@ struct block_dev {
 };
 
 #define BLOCK_RDONLY 0x1u
+/* Open the image alone, without its backing chain: unallocated ranges read
+ * as zeroes.  For tools that look at one layer. */
+#define BLOCK_NO_BACKING 0x2u
 
 /* Open PATH.  FORMAT may be NULL (detected from the header), "raw" or
  * "qcow2".  Errors name the file. */
@@ -41,6 +47,17 @@ int block_write(struct block_dev *bd, const void *buf, uint64_t off, size_t len)
 int block_flush(struct block_dev *bd);
 int block_discard(struct block_dev *bd, uint64_t off, uint64_t len);
 int block_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len);
+
+/* What the image itself (not its backing chain) holds at OFF: STATUS gets
+ * BLOCK_STATUS_* bits, valid for *PNUM bytes (1 <= *PNUM <= LEN); HOST the
+ * offset in the image file when BLOCK_STATUS_DATA (else 0).  A range that
+ * is not ALLOCATED comes from the backing chain (or reads as zeroes). */
+#define BLOCK_STATUS_ALLOCATED 0x1u /* this layer decides the content */
+#define BLOCK_STATUS_ZERO 0x2u      /* reads as zeroes */
+#define BLOCK_STATUS_DATA 0x4u      /* stored at HOST in this file */
+#define BLOCK_STATUS_COMPRESSED 0x8u
+int block_status(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *pnum,
+		 unsigned *status, uint64_t *host);
 
 /* Format detection from the first bytes of a file ("qcow2" or "raw"). */
 const char *block_probe_format(const void *head, size_t len);

@@ -89,6 +89,7 @@ static const struct block_ops raw_ops = {
 	.discard = raw_discard,
 	.write_zeroes = raw_write_zeroes,
 	.close = raw_close,
+	.status = NULL,
 };
 
 int raw_open(const char *path, unsigned flags, struct block_dev **out)
