@@ -1,0 +1,418 @@
+/*
+ * Jobs: "[@N ]command args" separated by ';'.  Each CPU runs its own jobs in
+ * order; the work is user-mode loops.
+ */
+#include "jobs.h"
+#include "../diskpat.h"
+#include "platform.h"
+#include "ulib.h"
+#include "vblk.h"
+
+#define MAX_JOBS 64
+#define JOB_LEN 256
+
+static struct job {
+	unsigned cpu;
+	char text[JOB_LEN];
+} jobs[MAX_JOBS];
+static unsigned njobs;
+
+/* per-CPU state of memfill/memverify/flip/dirty */
+static struct ustate {
+	uint64_t region, region_bytes; /* memfill region */
+	uint64_t bytes, seed, sum;
+	int filled;
+	uint64_t flips;
+	uint64_t dirty, dirty_bytes;
+} ust[MAX_CPUS];
+
+static int is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Splits off one job from *s (up to ';' or end); returns 0 when none left. */
+static int next_job(const char **s, unsigned *cpu, int *has_cpu, char *out)
+{
+	const char *p = *s;
+	while (*p == ';' || is_space(*p))
+		p++;
+	if (!*p)
+		return 0;
+	*has_cpu = 0;
+	*cpu = 0;
+	if (*p == '@') {
+		p++;
+		*has_cpu = 1;
+		while (*p >= '0' && *p <= '9')
+			*cpu = *cpu * 10 + (unsigned)(*p++ - '0');
+		while (is_space(*p))
+			p++;
+	}
+	int n = 0;
+	while (*p && *p != ';') {
+		if (n < JOB_LEN - 1)
+			out[n++] = *p;
+		p++;
+	}
+	while (n && is_space(out[n - 1]))
+		n--;
+	out[n] = 0;
+	*s = p;
+	return 1;
+}
+
+void jobs_parse(const char *cl)
+{
+	struct job j;
+	int has_cpu;
+	while (njobs < MAX_JOBS && next_job(&cl, &j.cpu, &has_cpu, j.text))
+		if (j.text[0])
+			jobs[njobs++] = j;
+}
+
+void jobs_warn_unplaced(void)
+{
+	for (unsigned i = 0; i < njobs; i++)
+		if (jobs[i].cpu >= ncpus)
+			con_printf("cairn-guest: warning: no cpu%u for job '%s'", jobs[i].cpu,
+				   jobs[i].text);
+}
+
+/* ---- commands ---- */
+
+static void failed(void)
+{
+	verify_failed = 1;
+}
+
+static int arg_u64(int argc, char **argv, int i, uint64_t def, uint64_t *v)
+{
+	if (i >= argc) {
+		*v = def;
+		return 0;
+	}
+	if (parse_u64(argv[i], v)) {
+		cpu_printf("%s: bad number '%s'", argv[0], argv[i]);
+		return -1;
+	}
+	return 0;
+}
+
+static void cmd_count(uint64_t hz)
+{
+	if (!hz || hz > 100000) {
+		cpu_printf("count: HZ must be 1..100000");
+		return;
+	}
+	uint64_t period = NS_PER_SEC / hz, start = now_ns();
+	for (uint64_t k = 1;; k++) {
+		sleep_until(start + k * period);
+		cpu_printf("tick=%lu", k);
+	}
+}
+
+static uint64_t fill_region(uint64_t *p, uint64_t words, uint64_t seed)
+{
+	uint64_t sum = 0, z = seed;
+	for (uint64_t i = 0; i < words; i++) {
+		z += PAT_GOLDEN;
+		uint64_t w = pat_mix64(z);
+		p[i] = w;
+		sum += w;
+	}
+	return sum;
+}
+
+static void cmd_memfill(uint64_t mb, uint64_t seed)
+{
+	struct ustate *u = &ust[this_cpu()];
+	uint64_t bytes = mb * MIB;
+	if (!mb) {
+		cpu_printf("memfill: MB must be > 0");
+		return;
+	}
+	if (u->region_bytes < bytes) {
+		uint64_t r = pool_alloc(bytes);
+		if (!r) {
+			cpu_printf("memfill FAILED: no %lu MiB free (largest free %lu MiB)", mb,
+				   pool_largest() / MIB);
+			failed();
+			return;
+		}
+		u->region = r;
+		u->region_bytes = bytes;
+	}
+	u->bytes = bytes;
+	u->seed = seed;
+	u->sum = fill_region((uint64_t *)u->region, bytes / 8, seed);
+	u->filled = 1;
+	cpu_printf("memfill mb=%lu seed=%lu sum=%016lx", mb, seed, u->sum);
+}
+
+static void cmd_memverify(void)
+{
+	struct ustate *u = &ust[this_cpu()];
+	if (!u->filled) {
+		cpu_printf("memverify FAILED: no memfill on this cpu");
+		failed();
+		return;
+	}
+	const uint64_t *p = (const uint64_t *)u->region;
+	uint64_t words = u->bytes / 8, sum = 0, z = u->seed;
+	for (uint64_t i = 0; i < words; i++) {
+		z += PAT_GOLDEN;
+		uint64_t w = pat_mix64(z), got = p[i];
+		if (got != w) {
+			uint64_t off = i * 8;
+			while (((got ^ w) & 0xff) == 0)
+				got >>= 8, w >>= 8, off++;
+			cpu_printf("memverify FAILED at offset 0x%lx", off);
+			failed();
+			return;
+		}
+		sum += w;
+	}
+	cpu_printf("memverify ok sum=%016lx", sum);
+}
+
+static void cmd_flip(void)
+{
+	struct ustate *u = &ust[this_cpu()];
+	if (!u->filled) {
+		cpu_printf("flip: no memfill on this cpu");
+		return;
+	}
+	uint64_t off = pat_word(u->seed ^ 0xf11bf11b, u->flips++) % u->bytes;
+	*(volatile uint8_t *)(u->region + off) ^= 0xff;
+	cpu_printf("flip offset=0x%lx", off);
+}
+
+/* ns * rate / 1e9 without 128-bit division */
+static uint64_t muldiv_sec(uint64_t ns, uint64_t rate)
+{
+	return ns / NS_PER_SEC * rate + ns % NS_PER_SEC * rate / NS_PER_SEC;
+}
+
+static void cmd_dirty(uint64_t mb, uint64_t rate)
+{
+	struct ustate *u = &ust[this_cpu()];
+	uint64_t bytes = mb * MIB;
+	if (!mb) {
+		cpu_printf("dirty: MB must be > 0");
+		return;
+	}
+	if (u->dirty_bytes < bytes) {
+		uint64_t r = pool_alloc(bytes);
+		if (!r) {
+			cpu_printf("dirty FAILED: no %lu MiB free (largest free %lu MiB)", mb,
+				   pool_largest() / MIB);
+			failed();
+			return;
+		}
+		u->dirty = r;
+		u->dirty_bytes = bytes;
+	}
+	uint64_t pages = bytes / 4096, idx = 0, total = 0, last_total = 0, gen = 0;
+	uint64_t start = now_ns(), next_report = start + NS_PER_SEC;
+	cpu_printf("dirty mb=%lu rate=%lu started", mb, rate);
+	for (;;) {
+		uint64_t now = now_ns();
+		if (now >= next_report) {
+			cpu_printf("dirty mb=%lu pages=%lu pages_per_s=%lu", mb, total,
+				   total - last_total);
+			last_total = total;
+			next_report += NS_PER_SEC;
+			if (next_report <= now)
+				next_report = now + NS_PER_SEC;
+		}
+		uint64_t target;
+		if (rate == 0) {
+			target = total + 4096;
+		} else {
+			target = muldiv_sec(now - start, rate);
+		}
+		while (total < target) {
+			*(volatile uint64_t *)(u->dirty + idx * 4096) = ++gen;
+			if (++idx == pages)
+				idx = 0;
+			total++;
+		}
+		if (rate) {
+			/* sleep until the next page is due, at least 1 ms, at most to the report */
+			uint64_t next = start + (total + 1) / rate * NS_PER_SEC +
+					(total + 1) % rate * NS_PER_SEC / rate;
+			if (next < now + 1000000)
+				next = now + 1000000;
+			if (next > next_report)
+				next = next_report;
+			sleep_until(next);
+		}
+	}
+}
+
+static void cmd_fault(const char *kind)
+{
+	/* addresses laundered through asm so the compiler does not object */
+	uint64_t bad = !strcmp(kind, "gp") ? 0x8000000000000000ull : 0x10;
+	__asm__ volatile("" : "+r"(bad));
+	cpu_printf("fault: %s", kind);
+	if (!strcmp(kind, "gp"))
+		*(volatile uint64_t *)bad = 1; /* non-canonical */
+	else if (!strcmp(kind, "ud"))
+		__asm__ volatile("ud2");
+	else if (!strcmp(kind, "de")) {
+		uint64_t a = 1, d = 0, q;
+		__asm__ volatile("xorl %%edx, %%edx; divq %2" : "=a"(q) : "a"(a), "r"(d) : "rdx");
+		(void)q;
+	} else
+		*(volatile uint64_t *)bad = 1; /* page 0 is not mapped */
+	cpu_printf("fault: survived?");
+}
+
+static void cmd_exit(uint64_t code)
+{
+	unsigned c = verify_failed ? EXIT_VERIFY_FAILED : (unsigned)(code & 0xff);
+	cpu_printf("exit code=%u%s", c, verify_failed ? " (a verify failed earlier)" : "");
+	vm_exit(c);
+}
+
+static void shell(void);
+
+static void run_job(char *text)
+{
+	char *argv[16];
+	int argc = 0;
+	if (!memcmp(text, "echo", 4) && (!text[4] || is_space(text[4]))) {
+		const char *t = text + 4;
+		while (is_space(*t))
+			t++;
+		cpu_printf("%s", t);
+		return;
+	}
+	for (char *p = text; *p && argc < 16;) {
+		while (is_space(*p))
+			*p++ = 0;
+		if (!*p)
+			break;
+		argv[argc++] = p;
+		while (*p && !is_space(*p))
+			p++;
+	}
+	if (!argc)
+		return;
+	const char *c = argv[0];
+	uint64_t a, b;
+	if (!strcmp(c, "count")) {
+		if (!arg_u64(argc, argv, 1, 10, &a))
+			cmd_count(a);
+	} else if (!strcmp(c, "memfill") && argc == 3) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
+			cmd_memfill(a, b);
+	} else if (!strcmp(c, "memverify")) {
+		cmd_memverify();
+	} else if (!strcmp(c, "flip")) {
+		cmd_flip();
+	} else if (!strcmp(c, "dirty") && argc == 3) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
+			cmd_dirty(a, b);
+	} else if (!strcmp(c, "diskfill") && argc == 3) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
+			if (vblk_diskfill(a, b))
+				failed();
+	} else if (!strcmp(c, "diskverify") && argc == 3) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
+			if (vblk_diskverify(a, b))
+				failed();
+	} else if (!strcmp(c, "sleep") && argc == 2) {
+		if (!arg_u64(argc, argv, 1, 0, &a))
+			sleep_until(now_ns() + a * 1000000);
+	} else if (!strcmp(c, "cpus")) {
+		cpu_printf("cpus=%u", ncpus);
+	} else if (!strcmp(c, "exit")) {
+		if (!arg_u64(argc, argv, 1, 0, &a))
+			cmd_exit(a);
+	} else if (!strcmp(c, "reset")) {
+		cpu_printf("reset");
+		vm_reset();
+	} else if (!strcmp(c, "fault")) {
+		cmd_fault(argc > 1 ? argv[1] : "pf");
+	} else if (!strcmp(c, "shell")) {
+		shell();
+	} else {
+		cpu_printf("unknown command or wrong arguments: '%s' (see docs/guest.md)", c);
+	}
+}
+
+void jobs_run_cpu(unsigned cpu)
+{
+	int any = 0;
+	for (unsigned i = 0; i < njobs; i++) {
+		if (jobs[i].cpu != cpu)
+			continue;
+		any = 1;
+		char buf[JOB_LEN];
+		memcpy(buf, jobs[i].text, JOB_LEN);
+		run_job(buf);
+	}
+	if (!any && cpu == 0 && njobs == 0)
+		shell();
+}
+
+/* ---- the serial shell ---- */
+
+#define COM1 0x3f8
+
+static void shell_line(char *line)
+{
+	const char *s = line;
+	char text[JOB_LEN];
+	unsigned cpu;
+	int has_cpu;
+	while (next_job(&s, &cpu, &has_cpu, text)) {
+		if (has_cpu && cpu != this_cpu())
+			cpu_printf("shell: runs jobs on cpu%u only", this_cpu());
+		else
+			run_job(text);
+	}
+}
+
+static void shell(void)
+{
+	struct percpu *pc = this_pc();
+	char line[JOB_LEN];
+	int n = 0;
+	char last = 0;
+	/* RX interrupt through the IOAPIC to this CPU; the ISR only bumps events */
+	ioapic_route(serial_gsi, VEC_SERIAL, cpu_apic_id[this_cpu()]);
+	outb(COM1 + 4, 0x0b); /* DTR RTS OUT2 */
+	outb(COM1 + 1, 0x01); /* IER: received data */
+	con_write("cairn> ", 7);
+	for (;;) {
+		uint64_t seen = pc->events;
+		while (inb(COM1 + 5) & 1) {
+			char c = (char)inb(COM1);
+			if (c == '\n' && last == '\r') {
+				last = c;
+				continue;
+			}
+			last = c;
+			if (c == '\r' || c == '\n') {
+				con_write("\r\n", 2);
+				line[n] = 0;
+				n = 0;
+				shell_line(line);
+				con_write("cairn> ", 7);
+			} else if (c == 8 || c == 0x7f) {
+				if (n) {
+					n--;
+					con_write("\b \b", 3);
+				}
+			} else if (c >= 0x20 && n < JOB_LEN - 1) {
+				line[n++] = c;
+				con_write(&c, 1);
+			}
+		}
+		wait_event(seen, now_ns() + 1000000000);
+	}
+}

@@ -1,0 +1,45 @@
+/* user_start: every CPU's first user-mode code.  cpu0 boots the machine. */
+#include "jobs.h"
+#include "platform.h"
+#include "ulib.h"
+
+static volatile int go;
+
+static void ap_main(unsigned cpu)
+{
+	lapic_init_cpu();
+	cpu_online[cpu] = 1;
+	while (!go)
+		cpu_relax();
+	jobs_run_cpu(cpu);
+	sys_halt();
+}
+
+static void bsp_main(uint64_t start_info)
+{
+	if (platform_read_start_info(start_info)) {
+		con_printf("cairn-guest: no PVH start_info (magic) at 0x%lx", start_info);
+		vm_exit(EXIT_BOOT_ERROR);
+	}
+	lapic_init_cpu();
+	time_init();
+	platform_find_cpus(0);
+	jobs_parse(cmdline);
+	unsigned n = platform_start_aps();
+	con_printf("cairn-guest: mem=%luMiB clock=%s tsc=%lukHz cpu-table=%s", ram_bytes / MIB,
+		   clock_source, tsc_khz, cpu_table);
+	con_printf("cairn-guest: cpus=%u", n);
+	con_printf("cairn-guest: ready");
+	jobs_warn_unplaced();
+	go = 1;
+	jobs_run_cpu(0);
+	sys_halt();
+}
+
+void user_start(uint64_t cpu, uint64_t start_info)
+{
+	if (cpu == 0)
+		bsp_main(start_info);
+	else
+		ap_main((unsigned)cpu);
+}

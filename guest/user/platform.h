@@ -1,0 +1,20 @@
+/* Boot information, memory map, CPU tables and SMP bring-up (user mode, BSP). */
+#ifndef GUEST_PLATFORM_H
+#define GUEST_PLATFORM_H
+
+#include <stdint.h>
+
+extern char cmdline[4096];
+extern uint64_t ram_bytes;
+extern uint64_t ioapic_base;
+extern unsigned serial_gsi;
+extern const char *cpu_table; /* "madt", "mptable" or "none" */
+
+int platform_read_start_info(uint64_t start_info); /* 0 ok */
+void platform_find_cpus(uint64_t rsdp_hint);
+extern uint64_t rsdp_paddr;
+unsigned platform_start_aps(void); /* returns the number of CPUs online */
+void ioapic_route(unsigned gsi, unsigned vector, uint32_t apic_id);
+
+extern volatile uint32_t cpu_online[];
+#endif

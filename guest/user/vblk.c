@@ -1,0 +1,424 @@
+/*
+ * virtio-blk over the modern virtio-pci transport (virtio 1.x), entirely in
+ * user mode: PCI config through ports 0xcf8/0xcfc (IOPL 3), the BARs and the
+ * split virtqueue through the identity map.  Completions are taken from the
+ * used ring by polling, and while waiting the CPU sleeps in hlt until the
+ * queue's MSI-X interrupt (or a short timer when there is no MSI-X).
+ */
+#include "vblk.h"
+#include "../diskpat.h"
+#include "platform.h"
+#include "ulib.h"
+
+#define QSIZE_MAX 256
+#define NREQ_MAX 16
+#define REQ_BLOCKS 16 /* 64 KiB per request */
+
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+
+/* common configuration structure offsets */
+#define CC_DFSELECT 0
+#define CC_DF 4
+#define CC_GFSELECT 8
+#define CC_GF 12
+#define CC_MSIX 16
+#define CC_STATUS 20
+#define CC_QSELECT 22
+#define CC_QSIZE 24
+#define CC_QMSIX 26
+#define CC_QENABLE 28
+#define CC_QNOTIFYOFF 30
+#define CC_QDESC 32
+#define CC_QDRIVER 40
+#define CC_QDEVICE 48
+
+struct vring_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+
+struct blk_req {
+	uint32_t type, reserved;
+	uint64_t sector;
+};
+
+static struct {
+	int state; /* 0 not probed, 1 ready, -1 unusable (why) */
+	char why[96];
+	uint32_t bdf;
+	uint64_t common, notify, devcfg;
+	uint16_t qsize, nreq, avail_idx, used_idx;
+	struct vring_desc *desc;
+	volatile uint16_t *avail; /* flags, idx, ring[qsize] */
+	volatile uint16_t *used;  /* flags, idx, then {u32 id, u32 len}[qsize] */
+	struct blk_req *hdr;
+	volatile uint8_t *status;
+	uint8_t *buf;
+	uint64_t capacity; /* 512-byte sectors */
+	int flush, msix;
+	uint64_t msix_entry;
+	uint32_t msix_dest;
+	uint64_t slot_block[NREQ_MAX + 1], slot_count[NREQ_MAX + 1];
+} vb;
+static volatile int vb_lock;
+static uint64_t pci_top = 0xfec00000; /* BARs left unassigned get space below this */
+
+static uint32_t pci_r32(uint32_t bdf, uint32_t off)
+{
+	outl(0xcf8, 0x80000000u | bdf << 8 | (off & 0xfc));
+	return inl(0xcfc);
+}
+
+static void pci_w32(uint32_t bdf, uint32_t off, uint32_t v)
+{
+	outl(0xcf8, 0x80000000u | bdf << 8 | (off & 0xfc));
+	outl(0xcfc, v);
+}
+
+static uint64_t bar_addr(uint32_t bdf, unsigned bar)
+{
+	uint32_t off = 0x10 + 4 * bar, lo = pci_r32(bdf, off);
+	if (bar > 5 || (lo & 1))
+		return 0;
+	int is64 = ((lo >> 1) & 3) == 2;
+	uint64_t a = lo & ~0xfull;
+	if (is64)
+		a |= (uint64_t)pci_r32(bdf, off + 4) << 32;
+	if (a)
+		return a;
+	/* no firmware assigned it: size it and take space from the top of the window */
+	pci_w32(bdf, off, 0xffffffff);
+	uint64_t mask = pci_r32(bdf, off) & ~0xfull;
+	if (is64) {
+		pci_w32(bdf, off + 4, 0xffffffff);
+		mask |= (uint64_t)pci_r32(bdf, off + 4) << 32;
+	} else {
+		mask |= 0xffffffff00000000ull;
+	}
+	uint64_t size = ~mask + 1;
+	if (!size || size > 0x10000000)
+		return 0;
+	a = (pci_top - size) & ~(size - 1);
+	pci_top = a;
+	pci_w32(bdf, off, (uint32_t)a | (lo & 0xf));
+	if (is64)
+		pci_w32(bdf, off + 4, (uint32_t)(a >> 32));
+	return a;
+}
+
+static int fail_init(const char *why)
+{
+	fmt(vb.why, sizeof(vb.why), "%s", why);
+	vb.state = -1;
+	return -1;
+}
+
+static int find_device(void)
+{
+	for (uint32_t dev = 0; dev < 32; dev++) {
+		uint32_t bdf = dev << 3, id = pci_r32(bdf, 0);
+		if ((id & 0xffff) != 0x1af4)
+			continue;
+		uint32_t did = id >> 16;
+		if (did != 0x1042 && did != 0x1001)
+			continue;
+		if (!(pci_r32(bdf, 4) & (0x10u << 16)))
+			continue; /* no capability list: legacy-only device */
+		vb.bdf = bdf;
+		return 0;
+	}
+	return -1;
+}
+
+static int vblk_init(void)
+{
+	uint32_t bdf, notify_mult = 0, msix_cap = 0;
+	if (find_device())
+		return fail_init("no virtio-blk PCI device (1af4:1042) on bus 0");
+	bdf = vb.bdf;
+	uint32_t cmd = pci_r32(bdf, 4) & 0xffff;
+	pci_w32(bdf, 4, cmd & ~0x2u); /* memory decoding off while BARs are checked */
+	for (uint32_t p = pci_r32(bdf, 0x34) & 0xfc; p; p = (pci_r32(bdf, p) >> 8) & 0xfc) {
+		uint32_t d0 = pci_r32(bdf, p);
+		if ((d0 & 0xff) == 0x11 && !msix_cap)
+			msix_cap = p;
+		if ((d0 & 0xff) != 0x09)
+			continue;
+		uint8_t type = (uint8_t)(d0 >> 24);
+		uint64_t base = bar_addr(bdf, pci_r32(bdf, p + 4) & 0xff);
+		uint64_t a = base ? base + pci_r32(bdf, p + 8) : 0;
+		if (type == 1 && !vb.common)
+			vb.common = a;
+		else if (type == 2 && !vb.notify) {
+			vb.notify = a;
+			notify_mult = pci_r32(bdf, p + 16);
+		} else if (type == 4 && !vb.devcfg)
+			vb.devcfg = a;
+	}
+	uint64_t msix_table = 0;
+	if (msix_cap) {
+		uint32_t t = pci_r32(bdf, msix_cap + 4);
+		uint64_t base = bar_addr(bdf, t & 7);
+		msix_table = base ? base + (t & ~7u) : 0;
+	}
+	pci_w32(bdf, 4, cmd | 0x6); /* memory decoding and bus mastering */
+	if (!vb.common || !vb.notify || !vb.devcfg)
+		return fail_init("virtio-pci capabilities missing (not a modern device?)");
+	if (vb.common + 64 > ((uint64_t)IDMAP_GIB << 30))
+		return fail_init("BAR above the identity map");
+
+	uint64_t cc = vb.common;
+	mmio_w8(cc + CC_STATUS, 0);
+	for (int i = 0; i < 1000000 && mmio_r8(cc + CC_STATUS); i++)
+		cpu_relax();
+	mmio_w8(cc + CC_STATUS, 1);     /* ACKNOWLEDGE */
+	mmio_w8(cc + CC_STATUS, 1 | 2); /* DRIVER */
+	mmio_w32(cc + CC_DFSELECT, 0);
+	uint32_t f0 = mmio_r32(cc + CC_DF);
+	mmio_w32(cc + CC_DFSELECT, 1);
+	uint32_t f1 = mmio_r32(cc + CC_DF);
+	if (!(f1 & 1))
+		return fail_init("device lacks VIRTIO_F_VERSION_1");
+	vb.flush = (f0 >> 9) & 1;
+	mmio_w32(cc + CC_GFSELECT, 0);
+	mmio_w32(cc + CC_GF, vb.flush ? 1u << 9 : 0);
+	mmio_w32(cc + CC_GFSELECT, 1);
+	mmio_w32(cc + CC_GF, 1); /* VERSION_1 */
+	mmio_w8(cc + CC_STATUS, 1 | 2 | 8); /* FEATURES_OK */
+	if (!(mmio_r8(cc + CC_STATUS) & 8))
+		return fail_init("device refused our features");
+
+	mmio_w16(cc + CC_QSELECT, 0);
+	uint16_t qmax = mmio_r16(cc + CC_QSIZE);
+	uint16_t qs = 1;
+	while (qs * 2 <= qmax && qs * 2 <= QSIZE_MAX)
+		qs *= 2;
+	if (qs < 8)
+		return fail_init("virtqueue 0 too small");
+	vb.qsize = qs;
+	vb.nreq = (uint16_t)((qs - 2) / 3 < NREQ_MAX ? (qs - 2) / 3 : NREQ_MAX);
+	uint64_t mem = pool_alloc(2 * MIB);
+	if (!mem)
+		return fail_init("no memory for the virtqueue");
+	memset((void *)mem, 0, 65536);
+	vb.desc = (struct vring_desc *)mem;
+	vb.avail = (volatile uint16_t *)(mem + 4096);
+	vb.used = (volatile uint16_t *)(mem + 8192);
+	vb.hdr = (struct blk_req *)(mem + 12288);
+	vb.status = (volatile uint8_t *)(mem + 16384);
+	vb.buf = (uint8_t *)(mem + 65536);
+	for (unsigned s = 0; s < vb.nreq; s++) {
+		struct vring_desc *d = &vb.desc[3 * s];
+		d[0] = (struct vring_desc){(uint64_t)&vb.hdr[s], 16, 1, (uint16_t)(3 * s + 1)};
+		d[1] = (struct vring_desc){(uint64_t)vb.buf + s * REQ_BLOCKS * 4096ull, 0, 1,
+					   (uint16_t)(3 * s + 2)};
+		d[2] = (struct vring_desc){(uint64_t)&vb.status[s], 1, 2, 0};
+	}
+	unsigned f = 3 * vb.nreq; /* flush: header and status only */
+	vb.desc[f] = (struct vring_desc){(uint64_t)&vb.hdr[vb.nreq], 16, 1, (uint16_t)(f + 1)};
+	vb.desc[f + 1] = (struct vring_desc){(uint64_t)&vb.status[vb.nreq], 1, 2, 0};
+
+	mmio_w16(cc + CC_QSIZE, qs);
+	mmio_w32(cc + CC_QDESC, (uint32_t)(uint64_t)vb.desc);
+	mmio_w32(cc + CC_QDESC + 4, (uint32_t)((uint64_t)vb.desc >> 32));
+	mmio_w32(cc + CC_QDRIVER, (uint32_t)(uint64_t)vb.avail);
+	mmio_w32(cc + CC_QDRIVER + 4, (uint32_t)((uint64_t)vb.avail >> 32));
+	mmio_w32(cc + CC_QDEVICE, (uint32_t)(uint64_t)vb.used);
+	mmio_w32(cc + CC_QDEVICE + 4, (uint32_t)((uint64_t)vb.used >> 32));
+	mmio_w16(cc + CC_MSIX, 0xffff);
+	if (msix_table) {
+		/* entry 0 -> VEC_DISK on the CPU doing the I/O (set per operation) */
+		mmio_w32(msix_table + 12, 1);
+		mmio_w32(msix_table + 8, VEC_DISK);
+		mmio_w32(msix_table + 4, 0);
+		mmio_w32(msix_table, 0xfee00000);
+		uint32_t d0 = pci_r32(bdf, msix_cap);
+		pci_w32(bdf, msix_cap, (d0 & ~(1u << 30)) | (1u << 31));
+		mmio_w16(cc + CC_QMSIX, 0);
+		if (mmio_r16(cc + CC_QMSIX) == 0) {
+			vb.msix = 1;
+			vb.msix_entry = msix_table;
+			vb.msix_dest = 0xffffffff;
+		} else {
+			pci_w32(bdf, msix_cap, d0 & ~(1u << 31));
+		}
+	}
+	if (!vb.msix)
+		mmio_w16(cc + CC_QMSIX, 0xffff);
+	uint16_t noff = mmio_r16(cc + CC_QNOTIFYOFF);
+	vb.notify += (uint64_t)noff * notify_mult;
+	mmio_w16(cc + CC_QENABLE, 1);
+	mmio_w8(cc + CC_STATUS, 1 | 2 | 8 | 4); /* DRIVER_OK */
+	vb.capacity = mmio_r32(vb.devcfg) | (uint64_t)mmio_r32(vb.devcfg + 4) << 32;
+	vb.state = 1;
+	return 0;
+}
+
+static void push(unsigned head)
+{
+	vb.avail[2 + vb.avail_idx % vb.qsize] = (uint16_t)head;
+	vb.avail_idx++;
+}
+
+static void publish(void)
+{
+	barrier();
+	vb.avail[1] = vb.avail_idx;
+	barrier();
+	mmio_w16(vb.notify, 0);
+}
+
+/* waits for the next completion; returns its slot */
+static unsigned wait_one(void)
+{
+	struct percpu *pc = this_pc();
+	uint64_t t0 = now_ns();
+	for (;;) {
+		uint64_t seen = pc->events;
+		if (__atomic_load_n(&vb.used[1], __ATOMIC_ACQUIRE) != vb.used_idx)
+			break;
+		uint64_t now = now_ns();
+		if (now - t0 < 20000)
+			cpu_relax();
+		else
+			wait_event(seen, now + (vb.msix ? 10000000 : 50000));
+	}
+	volatile uint32_t *ring = (volatile uint32_t *)(vb.used + 2);
+	uint32_t id = ring[2 * (vb.used_idx % vb.qsize)];
+	vb.used_idx++;
+	return id / 3;
+}
+
+static int begin(const char *what)
+{
+	while (__atomic_exchange_n(&vb_lock, 1, __ATOMIC_ACQUIRE))
+		cpu_relax();
+	if (vb.state == 0)
+		vblk_init();
+	if (vb.state < 0) {
+		cpu_printf("%s FAILED (%s)", what, vb.why);
+		__atomic_store_n(&vb_lock, 0, __ATOMIC_RELEASE);
+		return -1;
+	}
+	uint32_t apic = cpu_apic_id[this_cpu()];
+	if (vb.msix && vb.msix_dest != apic) {
+		mmio_w32(vb.msix_entry, 0xfee00000 | apic << 12);
+		vb.msix_dest = apic;
+	}
+	return 0;
+}
+
+static void end(void)
+{
+	__atomic_store_n(&vb_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* Runs n blocks through the queue; write: fill before, else check after. */
+static int transfer(const char *what, uint64_t n, uint64_t seed, int write)
+{
+	if (n * 8 > vb.capacity) {
+		cpu_printf("%s FAILED (disk has only %lu blocks of 4 KiB)", what, vb.capacity / 8);
+		return -1;
+	}
+	uint16_t freelist[NREQ_MAX], nfree = 0;
+	for (uint16_t s = 0; s < vb.nreq; s++)
+		freelist[nfree++] = s;
+	uint64_t next = 0, bad_block = ~0ull;
+	const char *bad_reason = 0;
+	unsigned inflight = 0;
+	int ioerr = 0;
+	while (inflight || (next < n && !ioerr)) {
+		int pushed = 0;
+		while (nfree && next < n && !ioerr) {
+			uint16_t s = freelist[--nfree];
+			uint64_t cnt = n - next < REQ_BLOCKS ? n - next : REQ_BLOCKS;
+			uint8_t *buf = vb.buf + s * REQ_BLOCKS * 4096ull;
+			if (write)
+				for (uint64_t b = 0; b < cnt; b++)
+					diskpat_fill((uint64_t *)(buf + b * 4096), seed, next + b);
+			vb.hdr[s] = (struct blk_req){write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, 0,
+						     next * 8};
+			vb.desc[3 * s + 1].len = (uint32_t)(cnt * 4096);
+			vb.desc[3 * s + 1].flags = write ? 1 : 1 | 2;
+			vb.status[s] = 0xff;
+			vb.slot_block[s] = next;
+			vb.slot_count[s] = cnt;
+			push(3 * s);
+			next += cnt;
+			inflight++;
+			pushed = 1;
+		}
+		if (pushed)
+			publish();
+		if (!inflight)
+			break;
+		unsigned s = wait_one();
+		inflight--;
+		freelist[nfree++] = (uint16_t)s;
+		if (vb.status[s] != 0) {
+			if (!ioerr || vb.slot_block[s] < bad_block)
+				bad_block = vb.slot_block[s];
+			ioerr = vb.status[s];
+			continue;
+		}
+		if (write)
+			continue;
+		uint8_t *buf = vb.buf + s * REQ_BLOCKS * 4096ull;
+		for (uint64_t b = 0; b < vb.slot_count[s]; b++) {
+			int word;
+			uint64_t blk = vb.slot_block[s] + b;
+			const char *r = diskpat_check((const uint64_t *)(buf + b * 4096), seed, blk,
+						      &word);
+			if (r && blk < bad_block) {
+				bad_block = blk;
+				bad_reason = r;
+			}
+		}
+	}
+	if (ioerr) {
+		cpu_printf("%s FAILED block %lu (I/O error, status %d)", what, bad_block, ioerr);
+		return -1;
+	}
+	if (bad_reason) {
+		cpu_printf("%s FAILED block %lu (%s)", what, bad_block, bad_reason);
+		return -1;
+	}
+	if (write && vb.flush) {
+		vb.hdr[vb.nreq] = (struct blk_req){VIRTIO_BLK_T_FLUSH, 0, 0};
+		vb.status[vb.nreq] = 0xff;
+		push(3 * vb.nreq);
+		publish();
+		wait_one();
+		if (vb.status[vb.nreq] != 0) {
+			cpu_printf("%s FAILED (flush status %d)", what, vb.status[vb.nreq]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int vblk_diskfill(uint64_t n, uint64_t seed)
+{
+	if (begin("diskfill"))
+		return -1;
+	int r = transfer("diskfill", n, seed, 1);
+	end();
+	if (!r)
+		cpu_printf("diskfill n=%lu seed=%lu ok", n, seed);
+	return r;
+}
+
+int vblk_diskverify(uint64_t n, uint64_t seed)
+{
+	if (begin("diskverify"))
+		return -1;
+	int r = transfer("diskverify", n, seed, 0);
+	end();
+	if (!r)
+		cpu_printf("diskverify ok n=%lu", n);
+	return r;
+}
