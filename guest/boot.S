@@ -31,6 +31,8 @@ pvh_start32:
 
 	.globl ap_start32
 ap_start32:
+	movw $SEL_KDATA, %ax		/* real-mode DS still has a 64 KiB limit */
+	movw %ax, %ds
 	movl $1, %esi
 enter_long:
 	lgdt gdt_ptr
