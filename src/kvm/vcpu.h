@@ -3,6 +3,8 @@
 #ifndef CAIRN_KVM_VCPU_H
 #define CAIRN_KVM_VCPU_H
 
+#include "arch/x86/pvm.h"
+
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -18,6 +20,7 @@ struct vcpu {
 	pthread_t thread;
 	bool started;
 	uint64_t exits_io, exits_mmio, exits_fallback;
+	struct pvm_stats pvm_stats; /* instructions completed for KVM (PVM hosts) */
 };
 
 int vcpu_create(struct vm *vm, int id, struct vcpu **out);

@@ -1,7 +1,9 @@
 #include "vmm/vmm.h"
+#include "arch/x86/acpi.h"
 #include "arch/x86/boot.h"
 #include "arch/x86/cpu.h"
 #include "arch/x86/mptable.h"
+#include "arch/x86/pvm.h"
 #include "devices/device.h"
 #include "devices/pci.h"
 #include "kvm/vcpu.h"
@@ -26,9 +28,16 @@ struct vmm {
 	struct kernel_image kernel;
 };
 
-bool vmm_host_is_pvm(void)
+static void *vmm_gpa_to_hva(void *opaque, uint64_t gpa, uint64_t len)
 {
-	return access("/sys/module/kvm_pvm", F_OK) == 0;
+	return vm_gpa_to_hva(opaque, gpa, len);
+}
+
+/* KVM's emulator refused an instruction (PVM hosts): complete it here. */
+static int vmm_emul_fallback(struct vcpu *v)
+{
+	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
+	return pvm_complete_insn(v->fd, v->run, &mem, &v->pvm_stats);
 }
 
 /* SIGINT, SIGTERM and SIGHUP end the VM through the event loop, so the
@@ -66,7 +75,7 @@ static char *vmm_cmdline(const struct vm_config *cfg, const struct kernel_image 
 	const char *base = cfg->cmdline ? cfg->cmdline : "";
 	const char *extra = "";
 	if (k->is_linux && pvm && cfg->pvm_quirks)
-		extra = ""; /* PVM_GLUE: pvm_linux_cmdline_extra() */
+		extra = pvm_linux_cmdline_extra();
 	size_t len = strlen(base) + strlen(extra) + 2;
 	char *s = malloc(len);
 	if (s)
@@ -116,10 +125,15 @@ int vmm_create(const struct vm_config *cfg, struct vmm **out)
 		goto fail;
 	struct vm *vm = vmm->vm;
 	vm->loop = vmm->loop;
-	vm->pvm = vmm_host_is_pvm();
+	vm->pvm = pvm_host_detect();
 	if (vm->pvm)
 		log_info("/dev/kvm is PVM (kvm_pvm loaded): guest kernel code is emulated by KVM; "
-			 "%s", cfg->pvm_quirks ? "PVM quirks on" : "PVM quirks off");
+			 "PVM quirks %s (docs/pvm.md)", cfg->pvm_quirks ? "on" : "off");
+	if (vm->pvm && cfg->pvm_quirks) {
+		if ((r = pvm_vm_init(vm->vm_fd)) < 0)
+			goto fail;
+		vm->emul_fallback = vmm_emul_fallback;
+	}
 	if ((r = vm_mem_alloc(vm, cfg->mem_size)) < 0)
 		goto fail;
 	if ((r = devices_init(vm, cfg)) < 0)
@@ -131,15 +145,18 @@ int vmm_create(const struct vm_config *cfg, struct vmm **out)
 		goto fail;
 	}
 	log_debug("kernel command line: %s", cmdline);
-	struct boot_entry boot;
-	r = x86_boot_load(vm, &vmm->kernel, cfg->initrd, cmdline, &boot);
-	free(cmdline);
-	if (r < 0)
-		goto fail;
+	/* Firmware tables first: the kernel and initrd go where they are not. */
+	uint64_t rsdp = 0;
 	struct mp_pci_irq irqs[32];
 	unsigned nirq = pci_irq_table(vm, irqs, 32);
-	if ((r = x86_mptable_write(vm, cfg->ncpus, irqs, nirq)) < 0)
+	struct boot_entry boot;
+	if ((r = x86_mptable_write(vm, cfg->ncpus, irqs, nirq)) < 0 ||
+	    (r = x86_acpi_write(vm, cfg->ncpus, &rsdp)) < 0 ||
+	    (r = x86_boot_load(vm, &vmm->kernel, cfg->initrd, cmdline, rsdp, &boot)) < 0) {
+		free(cmdline);
 		goto fail;
+	}
+	free(cmdline);
 	if ((r = vmm_setup_vcpus(vmm, cfg, &boot)) < 0)
 		goto fail;
 	kernel_image_close(&vmm->kernel);
@@ -165,6 +182,11 @@ int vmm_run(struct vmm *vmm)
 	for (int i = 0; i < vm->ncpus; i++)
 		vcpu_join(vm->vcpus[i]);
 	log_info("VM ended: %s", vm->exit_msg);
+	struct pvm_stats total = {0};
+	for (int i = 0; i < vm->ncpus; i++)
+		pvm_stats_add(&total, &vm->vcpus[i]->pvm_stats);
+	if (log_get_level() >= LOG_INFO)
+		pvm_stats_print(&total, stderr);
 	switch (vm->exit_reason) {
 	case VM_EXIT_ERROR:
 		return err_set(0, "%s", vm->exit_msg);

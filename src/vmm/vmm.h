@@ -15,7 +15,4 @@ int vmm_create(const struct vm_config *cfg, struct vmm **out);
 int vmm_run(struct vmm *vmm);
 void vmm_destroy(struct vmm *vmm);
 
-/* Whether /dev/kvm here is PVM (kvm_pvm loaded): see docs/pvm.md. */
-bool vmm_host_is_pvm(void);
-
 #endif

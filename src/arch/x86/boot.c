@@ -14,6 +14,7 @@
 #define INITRD_MAX_SIZE (2048u << 20)
 
 /* Linux boot protocol offsets (Documentation/arch/x86/boot.rst). */
+#define BP_ACPI_RSDP_ADDR 0x070
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
 #define BP_EXT_RAMDISK_SIZE 0x0c4
 #define BP_EXT_CMD_LINE_PTR 0x0c8
@@ -310,7 +311,7 @@ static int cmdline_place(struct vm *vm, const char *cmdline, uint64_t max_len)
 /* ---- PVH ---- */
 
 static int pvh_load(struct vm *vm, const struct kernel_image *img, const char *initrd,
-		    const char *cmdline, struct boot_entry *entry)
+		    const char *cmdline, uint64_t rsdp, struct boot_entry *entry)
 {
 	uint64_t pvh_entry;
 	bool is_linux;
@@ -340,6 +341,7 @@ static int pvh_load(struct vm *vm, const struct kernel_image *img, const char *i
 		.cmdline_paddr = CMDLINE_ADDR,
 		.memmap_paddr = PVH_INFO_ADDR + 0x100,
 		.memmap_entries = n,
+		.rsdp_paddr = rsdp,
 	};
 	if (rd_size) {
 		*mod = (struct hvm_modlist_entry){.paddr = rd_addr, .size = rd_size};
@@ -353,7 +355,7 @@ static int pvh_load(struct vm *vm, const struct kernel_image *img, const char *i
 /* ---- bzImage ---- */
 
 static int bzimage_load(struct vm *vm, const struct kernel_image *img, const char *initrd,
-			const char *cmdline, struct boot_entry *entry)
+			const char *cmdline, uint64_t rsdp, struct boot_entry *entry)
 {
 	const uint8_t *k = img->data;
 	uint16_t version = rd16(k + HDR_VERSION);
@@ -400,6 +402,7 @@ static int bzimage_load(struct vm *vm, const struct kernel_image *img, const cha
 	wr32(bp + HDR_RAMDISK_SIZE, (uint32_t)rd_size);
 	wr32(bp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(rd_addr >> 32));
 	wr32(bp + BP_EXT_RAMDISK_SIZE, (uint32_t)(rd_size >> 32));
+	memcpy(bp + BP_ACPI_RSDP_ADDR, &rsdp, 8);
 	struct e820_entry e820[8];
 	unsigned n = x86_e820_build(vm->ram_size, e820, 8);
 	bp[BP_E820_ENTRIES] = (uint8_t)n;
@@ -414,12 +417,12 @@ static int bzimage_load(struct vm *vm, const struct kernel_image *img, const cha
 }
 
 int x86_boot_load(struct vm *vm, const struct kernel_image *kernel, const char *initrd_path,
-		  const char *cmdline, struct boot_entry *entry)
+		  const char *cmdline, uint64_t rsdp, struct boot_entry *entry)
 {
 	int r = x86_write_boot_tables(vm);
 	if (r < 0)
 		return r;
 	if (kernel->format == KERNEL_BZIMAGE)
-		return bzimage_load(vm, kernel, initrd_path, cmdline, entry);
-	return pvh_load(vm, kernel, initrd_path, cmdline, entry);
+		return bzimage_load(vm, kernel, initrd_path, cmdline, rsdp, entry);
+	return pvh_load(vm, kernel, initrd_path, cmdline, rsdp, entry);
 }

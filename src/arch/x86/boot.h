@@ -29,9 +29,10 @@ void kernel_image_close(struct kernel_image *img);
 int kernel_image_probe(struct kernel_image *img);
 
 /* Place kernel, initrd (may be NULL), command line, memory map and boot
- * structures in guest RAM; fill in where the boot CPU starts. */
+ * structures in guest RAM; fill in where the boot CPU starts.  RSDP is the
+ * ACPI root pointer handed to the kernel (0: none). */
 int x86_boot_load(struct vm *vm, const struct kernel_image *kernel, const char *initrd_path,
-		  const char *cmdline, struct boot_entry *entry);
+		  const char *cmdline, uint64_t rsdp, struct boot_entry *entry);
 
 /* The e820 map of VM's RAM (shared by both protocols). */
 struct e820_entry {

@@ -6,6 +6,7 @@
  *   0x00009000  boot page tables (PML4, PDPT, 4 PDs: 4 GiB identity map)
  *   0x00020000  kernel command line
  *   0x0009fc00  start of the reserved legacy area (EBDA .. 1 MiB)
+ *   0x000e0000  ACPI tables (RSDP first, found by the 0xe0000 scan)
  *   0x000f0000  MP table
  *   0x00100000  kernel (bzImage protected-mode part, or PVH ELF segments)
  *   ...         initrd at the top of low RAM
@@ -28,6 +29,7 @@
 #define CMDLINE_ADDR 0x20000ULL
 #define CMDLINE_MAX 0x10000ULL
 #define EBDA_START 0x9fc00ULL
+#define ACPI_TABLES_ADDR 0xe0000ULL
 #define MPTABLE_ADDR 0xf0000ULL
 #define BIOS_END 0x100000ULL
 #define KERNEL_LOAD_ADDR 0x100000ULL

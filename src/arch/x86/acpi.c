@@ -1,0 +1,130 @@
+#include "arch/x86/acpi.h"
+#include "arch/x86/layout.h"
+#include "kvm/vm.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define ACPI_HDR_LEN 36
+#define FADT_LEN 276
+#define FADT_FLAG_HW_REDUCED (1u << 20)
+#define FADT_FLAG_RESET_REG_SUP (1u << 10)
+#define MADT_PCAT_COMPAT 1u
+
+static uint8_t acpi_checksum(const uint8_t *p, size_t len)
+{
+	uint8_t s = 0;
+	while (len--)
+		s += *p++;
+	return (uint8_t)-s;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	memcpy(p, &v, 2);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+
+/* Fill the common header of a table of LEN bytes and checksum it (the
+ * body must already be in place). */
+static void acpi_finish(uint8_t *t, const char sig[4], uint32_t len, uint8_t rev)
+{
+	memcpy(t, sig, 4);
+	put32(t + 4, len);
+	t[8] = rev;
+	memcpy(t + 10, "CAIRN ", 6);
+	memcpy(t + 16, "CAIRNVM ", 8);
+	put32(t + 24, 1);
+	memcpy(t + 28, "CRN ", 4);
+	put32(t + 32, 1);
+	t[9] = 0;
+	t[9] = acpi_checksum(t, len);
+}
+
+static uint32_t acpi_madt(uint8_t *t, int ncpus)
+{
+	uint8_t *p = t + ACPI_HDR_LEN;
+	put32(p, (uint32_t)LAPIC_ADDR);
+	put32(p + 4, MADT_PCAT_COMPAT);
+	p += 8;
+	for (int i = 0; i < ncpus; i++, p += 8) {
+		/* Processor Local APIC: uid, APIC id, enabled. */
+		p[0] = 0;
+		p[1] = 8;
+		p[2] = (uint8_t)i;
+		p[3] = (uint8_t)i;
+		put32(p + 4, 1);
+	}
+	/* I/O APIC: id after the CPUs, GSI base 0. */
+	p[0] = 1;
+	p[1] = 12;
+	p[2] = (uint8_t)ncpus;
+	p[3] = 0;
+	put32(p + 4, (uint32_t)IOAPIC_ADDR);
+	put32(p + 8, 0);
+	p += 12;
+	/* Local APIC NMI on LINT1 of every processor. */
+	p[0] = 4;
+	p[1] = 6;
+	p[2] = 0xff;
+	put16(p + 3, 0);
+	p[5] = 1;
+	p += 6;
+	uint32_t len = (uint32_t)(p - t);
+	acpi_finish(t, "APIC", len, 5);
+	return len;
+}
+
+static void acpi_fadt(uint8_t *t, uint64_t dsdt)
+{
+	put32(t + 40, (uint32_t)dsdt);
+	put32(t + 112, FADT_FLAG_HW_REDUCED);
+	t[131] = 3; /* FADT minor version: 6.3 */
+	put64(t + 140, dsdt);
+	memcpy(t + 268, "CAIRNKVM", 8); /* hypervisor vendor identity */
+	acpi_finish(t, "FACP", FADT_LEN, 6);
+}
+
+int x86_acpi_write(struct vm *vm, int ncpus, uint64_t *rsdp_out)
+{
+	const uint64_t base = ACPI_TABLES_ADDR, size = 0x4000;
+	uint8_t *b = vm_gpa_to_hva(vm, base, size);
+	if (!b)
+		return err_set(ENOMEM, "no guest memory for the ACPI tables");
+	if (ncpus > 200)
+		return err_set(EINVAL, "too many vCPUs for the MADT");
+	memset(b, 0, size);
+	const uint64_t rsdp = base, xsdt = base + 0x40, fadt = base + 0x100,
+		       dsdt = base + 0x300, madt = base + 0x400;
+
+	uint8_t *t = b + (dsdt - base);
+	acpi_finish(t, "DSDT", ACPI_HDR_LEN, 2);
+	acpi_fadt(b + (fadt - base), dsdt);
+	acpi_madt(b + (madt - base), ncpus);
+
+	t = b + (xsdt - base);
+	put64(t + ACPI_HDR_LEN, fadt);
+	put64(t + ACPI_HDR_LEN + 8, madt);
+	acpi_finish(t, "XSDT", ACPI_HDR_LEN + 16, 1);
+
+	t = b + (rsdp - base);
+	memcpy(t, "RSD PTR ", 8);
+	memcpy(t + 9, "CAIRN ", 6);
+	t[15] = 2; /* ACPI 2.0+: XSDT */
+	put32(t + 20, 36);
+	put64(t + 24, xsdt);
+	t[8] = acpi_checksum(t, 20);
+	t[32] = acpi_checksum(t, 36);
+	*rsdp_out = rsdp;
+	return 0;
+}
