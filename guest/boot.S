@@ -393,7 +393,8 @@ idt_ptr:
 	.set i, i + 1
 	.endr
 
-/* ---- identity page tables 0..IDMAP_GIB GiB; page 0 unmapped; 3-4 GiB uncached ---- */
+/* ---- identity page tables 0..IDMAP_GIB GiB, 2 MiB pages, 3-4 GiB uncached.
+   Page 0 stays mapped: loaders put start_info there. ---- */
 	.section .pagetables, "aw"
 	.balign 4096
 	.globl pml4
@@ -408,21 +409,13 @@ pdpt:
 	.endr
 	.fill 512 - IDMAP_GIB, 8, 0
 pds:
-	.quad pt0 + 7
-	.set i, 1
-	.rept 512 * IDMAP_GIB - 1
+	.set i, 0
+	.rept 512 * IDMAP_GIB
 	.if i >= 1536 && i < 2048
 	.quad (i << 21) | 0x9f
 	.else
 	.quad (i << 21) | 0x87
 	.endif
-	.set i, i + 1
-	.endr
-pt0:
-	.quad 0
-	.set i, 1
-	.rept 511
-	.quad (i << 12) | 7
 	.set i, i + 1
 	.endr
 

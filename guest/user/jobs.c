@@ -254,7 +254,7 @@ static void cmd_dirty(uint64_t mb, uint64_t rate)
 static void cmd_fault(const char *kind)
 {
 	/* addresses laundered through asm so the compiler does not object */
-	uint64_t bad = !strcmp(kind, "gp") ? 0x8000000000000000ull : 0x10;
+	uint64_t bad = !strcmp(kind, "gp") ? 0x8000000000000000ull : (uint64_t)IDMAP_GIB << 30;
 	__asm__ volatile("" : "+r"(bad));
 	cpu_printf("fault: %s", kind);
 	if (!strcmp(kind, "gp"))
@@ -266,7 +266,7 @@ static void cmd_fault(const char *kind)
 		__asm__ volatile("xorl %%edx, %%edx; divq %2" : "=a"(q) : "a"(a), "r"(d) : "rdx");
 		(void)q;
 	} else
-		*(volatile uint64_t *)bad = 1; /* page 0 is not mapped */
+		*(volatile uint64_t *)bad = 1; /* first address past the identity map */
 	cpu_printf("fault: survived?");
 }
 

@@ -295,6 +295,29 @@ void time_init(void)
 	tsc_base = rdtsc();
 }
 
+uint64_t kvmclock_ns(void)
+{
+	struct percpu *pc = this_pc();
+	uint64_t t, ts, st;
+	uint32_t v, mul;
+	int8_t shift;
+	if (!pc->kvmclock)
+		return 0;
+	do {
+		v = pc->pvclock.version;
+		__asm__ volatile("" ::: "memory");
+		ts = pc->pvclock.tsc_timestamp;
+		st = pc->pvclock.system_time;
+		mul = pc->pvclock.tsc_to_system_mul;
+		shift = pc->pvclock.tsc_shift;
+		t = rdtsc();
+		__asm__ volatile("" ::: "memory");
+	} while ((v & 1) || v != pc->pvclock.version);
+	uint64_t d = t - ts;
+	d = shift >= 0 ? d << shift : d >> -shift;
+	return st + (uint64_t)(((unsigned __int128)d * mul) >> 32);
+}
+
 uint64_t now_ns(void)
 {
 	return (uint64_t)(((unsigned __int128)(rdtsc() - tsc_base) * ns_mult) >> 32);

@@ -120,6 +120,7 @@ void lapic_init_cpu(void);
 /* ---- time ---- */
 void time_init(void); /* BSP: tsc rate from kvmclock, else PIT */
 uint64_t now_ns(void);
+uint64_t kvmclock_ns(void); /* kvmclock system time (since VM creation); 0 without */
 extern uint64_t tsc_khz;
 extern const char *clock_source;
 /* sleep (hlt) until deadline or until this CPU's event counter moves past seen */

@@ -255,6 +255,8 @@ static int vblk_init(void)
 	mmio_w8(cc + CC_STATUS, 1 | 2 | 8 | 4); /* DRIVER_OK */
 	vb.capacity = mmio_r32(vb.devcfg) | (uint64_t)mmio_r32(vb.devcfg + 4) << 32;
 	vb.state = 1;
+	cpu_printf("virtio-blk 00:%02x.0 blocks=%lu queue=%u msix=%s flush=%s", bdf >> 3,
+		   vb.capacity / 8, vb.qsize, vb.msix ? "yes" : "no", vb.flush ? "yes" : "no");
 	return 0;
 }
 
