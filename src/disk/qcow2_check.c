@@ -230,8 +230,10 @@ static int compare(struct check *k, uint64_t *leaked, size_t *nleaked, bool coll
 			say(k, "Leaked cluster %llu refcount=%llu reference=%u",
 			    (unsigned long long)c, (unsigned long long)rc, k->refs[c]);
 			k->res->leaks++;
-			if (collect)
-				leaked[(*nleaked)++] = c;
+			if (collect) {
+				leaked[2 * *nleaked] = c;
+				leaked[2 * (*nleaked)++ + 1] = k->refs[c];
+			}
 		}
 	}
 	k->res->image_end_offset = end << img->cluster_bits;
@@ -257,7 +259,7 @@ static int check_once(const char *path, struct qcow2_check_result *res, FILE *lo
 	}
 	k.refs = calloc(k.nclusters + 1, sizeof(*k.refs));
 	k.l2buf = malloc(cs);
-	*leaked = calloc(k.nclusters + 1, sizeof(**leaked));
+	*leaked = calloc(2 * k.nclusters + 2, sizeof(**leaked));
 	if (!k.refs || !k.l2buf || !*leaked) {
 		r = err_set(ENOMEM, "%s: check", path);
 		goto out;
@@ -277,12 +279,12 @@ static int check_once(const char *path, struct qcow2_check_result *res, FILE *lo
 out:
 	free(k.refs);
 	free(k.l2buf);
-	qcow2_cache_free(NULL);
 	/* image_free is private to qcow2.c: close through the block layer. */
 	block_close(&img->bd);
 	return r;
 }
 
+/* LEAKED holds pairs (cluster, references found). */
 static int repair_leaks(const char *path, const uint64_t *leaked, size_t n, FILE *log)
 {
 	struct qcow2_image *img;
@@ -291,17 +293,8 @@ static int repair_leaks(const char *path, const uint64_t *leaked, size_t n, FILE
 		return r;
 	/* Lowering a leaked refcount to the true count is safe in any order:
 	 * nothing references the difference. */
-	struct qcow2_check_result res;
-	memset(&res, 0, sizeof(res));
-	uint64_t *refs = NULL;
-	(void)refs;
-	(void)res;
-	for (size_t i = 0; i < n && r == 0; i++) {
-		uint64_t rc;
-		r = qcow2_refcount_get(img, leaked[i], &rc);
-		if (r == 0 && rc)
-			r = qcow2_refcount_set(img, leaked[i], rc - 1);
-	}
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = qcow2_refcount_set(img, leaked[2 * i], leaked[2 * i + 1]);
 	if (r == 0)
 		r = qcow2_flush_metadata(img);
 	if (r < 0 && log)
@@ -319,19 +312,14 @@ int qcow2_check(const char *path, unsigned flags, struct qcow2_check_result *res
 		free(leaked);
 		return r;
 	}
-	/* A leak may be more than one reference too many: repeat until clean
-	 * (each pass lowers each leaked count by one). */
 	uint64_t first_leaks = res->leaks;
-	for (int pass = 0; pass < 64 && nleaked; pass++) {
-		r = repair_leaks(path, leaked, nleaked, log);
-		free(leaked);
-		leaked = NULL;
-		nleaked = 0;
-		if (r < 0)
-			return r;
-		if ((r = check_once(path, res, NULL, &leaked, &nleaked)) < 0)
-			break;
-	}
+	r = repair_leaks(path, leaked, nleaked, log);
+	free(leaked);
+	leaked = NULL;
+	nleaked = 0;
+	if (r < 0)
+		return r;
+	r = check_once(path, res, NULL, &leaked, &nleaked);
 	free(leaked);
 	if (r == 0) {
 		res->leaks_fixed = first_leaks - res->leaks;
