@@ -277,6 +277,12 @@ static void info_human(json_t *j)
 		const char *k;
 		json_t *v;
 		json_object_foreach(fs, k, v) {
+			char key[64];
+			snprintf(key, sizeof(key), "%s", k);
+			for (char *q = key; *q; q++)
+				if (*q == '-')
+					*q = ' ';
+			k = key;
 			if (json_is_string(v))
 				printf("    %s: %s\n", k, json_string_value(v));
 			else if (json_is_boolean(v))
