@@ -192,6 +192,8 @@ static void *vcpu_thread(void *arg)
 	char name[16];
 	snprintf(name, sizeof(name), "vcpu%d", v->id);
 	pthread_setname_np(pthread_self(), name);
+	if (v->id == 0)
+		log_info("first KVM_RUN %llu us after process start", log_uptime_us());
 	for (;;) {
 		if (v->vm->exit_reason != VM_EXIT_NONE)
 			break;

@@ -101,21 +101,22 @@ int vm_create(struct vm **out)
 		r = err_set(errno, "KVM_SET_IDENTITY_MAP_ADDR");
 		goto fail;
 	}
-	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
-		r = err_set(errno, "KVM_CREATE_IRQCHIP");
-		goto fail;
-	}
-	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
-	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
-		r = err_set(errno, "KVM_CREATE_PIT2");
-		goto fail;
-	}
 	vm_routes_init(vm);
 	*out = vm;
 	return 0;
 fail:
 	vm_destroy(vm);
 	return r;
+}
+
+int vm_create_irqchip(struct vm *vm)
+{
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return err_set(errno, "KVM_CREATE_IRQCHIP");
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return err_set(errno, "KVM_CREATE_PIT2");
+	return 0;
 }
 
 void vm_destroy(struct vm *vm)

@@ -65,9 +65,13 @@ struct vm {
 	int (*emul_fallback)(struct vcpu *vcpu);
 };
 
-/* Open /dev/kvm and create the VM with irqchip, PIT and TSS set up.
- * Errors say what is wrong with /dev/kvm. */
+/* Open /dev/kvm and create the VM (TSS and identity map set).  Errors say
+ * what is wrong with /dev/kvm. */
 int vm_create(struct vm **out);
+/* The in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.  Done after the
+ * memory slots: each of these waits for a KVM SRCU grace period, and in
+ * this order fewer of them do (start-up time, see bench/RESULTS.md). */
+int vm_create_irqchip(struct vm *vm);
 void vm_destroy(struct vm *vm);
 
 /* Allocate SIZE bytes of anonymous guest RAM, laid out below the PCI hole

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 
 static enum log_level log_level = LOG_WARN;
 
@@ -28,4 +29,19 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "cairn: %s: %s\r\n", names[level], buf);
+}
+
+static struct timespec log_start;
+
+__attribute__((constructor)) static void log_mark_start(void)
+{
+	clock_gettime(CLOCK_MONOTONIC, &log_start);
+}
+
+unsigned long long log_uptime_us(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (unsigned long long)((now.tv_sec - log_start.tv_sec) * 1000000LL +
+				    (now.tv_nsec - log_start.tv_nsec) / 1000);
 }

@@ -134,7 +134,7 @@ int vmm_create(const struct vm_config *cfg, struct vmm **out)
 			goto fail;
 		vm->emul_fallback = vmm_emul_fallback;
 	}
-	if ((r = vm_mem_alloc(vm, cfg->mem_size)) < 0)
+	if ((r = vm_mem_alloc(vm, cfg->mem_size)) < 0 || (r = vm_create_irqchip(vm)) < 0)
 		goto fail;
 	if ((r = devices_init(vm, cfg)) < 0)
 		goto fail;
