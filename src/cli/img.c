@@ -32,8 +32,8 @@ static const char img_usage[] =
 	"  map     [-f FMT] [--json|--output=json] FILE\n"
 	"  convert [-f FMT] [-O qcow2|raw] [-o cluster_size=N] [-p] SRC DST\n"
 	"  compare [-f FMT] [-F FMT] A B\n"
-	"  io      [-f FMT] -c CMD [-c CMD...] FILE   (test helper; CMD: read|write [-P BYTE]\n"
-	"          [-z] OFF LEN, discard OFF LEN, flush)\n"
+	"  io      [-f FMT] [-v] -c CMD [-c CMD...] FILE   (test helper; CMD: read|write\n"
+	"          [-P BYTE] [-z] OFF LEN, discard OFF LEN, flush; -v: \"done N\" per command)\n"
 	"\n"
 	"Exit status: 0 ok, 1 failed, 2 usage error; check: 0 clean, 2 corruptions,\n"
 	"3 leaks only (1 when the check could not run); compare: 0 same, 1 different,\n"
@@ -694,12 +694,15 @@ static int io_cmd(struct block_dev *bd, char *cmd)
 static int img_io(int argc, char **argv)
 {
 	const char *fmt = NULL;
-	char *cmds[256];
+	static char *cmds[8192];
 	int ncmds = 0, c;
-	while ((c = getopt_long(argc, argv, "+f:c:h", common_longopts, NULL)) != -1) {
+	bool verbose = false;
+	while ((c = getopt_long(argc, argv, "+f:c:vh", common_longopts, NULL)) != -1) {
 		if (c == 'f')
 			fmt = optarg;
-		else if (c == 'c' && ncmds < 256)
+		else if (c == 'v')
+			verbose = true;
+		else if (c == 'c' && ncmds < 8192)
 			cmds[ncmds++] = optarg;
 		else
 			return usage_err("io", "bad option");
@@ -710,8 +713,14 @@ static int img_io(int argc, char **argv)
 	if (block_open(argv[optind], fmt, 0, &bd) < 0)
 		return cli_fail();
 	int r = 0;
-	for (int i = 0; i < ncmds && r == 0; i++)
+	for (int i = 0; i < ncmds && r == 0; i++) {
 		r = io_cmd(bd, cmds[i]);
+		if (r == 0 && verbose) {
+			/* An acknowledgement per command, for crash tests. */
+			printf("done %d\n", i);
+			fflush(stdout);
+		}
+	}
 	if (r < 0) {
 		cli_fail();
 		block_close(bd);
