@@ -107,6 +107,8 @@ syscall_entry:
 	je sys_exit
 	cmpq $SYS_HALT, %rax
 	je sys_halt
+	cmpq $SYS_RESET, %rax
+	je sys_reset
 	movq $-1, %rax
 	jmp sys_ret
 sys_wait:
@@ -190,11 +192,19 @@ sys_exit:
 	movl %edi, %eax
 	movw $0x501, %dx
 	outb %al, %dx
+/* reset: i8042, then the PCI reset register (q35), then a triple fault */
+	.globl sys_reset
+sys_reset:
 	movb $0xfe, %al
 	outb %al, $0x64
-3:	cli
-	hlt
-	jmp 3b
+	movb $0x06, %al
+	movw $0xcf9, %dx
+	outb %al, %dx
+	lidt null_idt
+	ud2
+null_idt:
+	.word 0
+	.quad 0
 sys_ret:
 	iretq
 

@@ -14,6 +14,7 @@ extern struct {
 void enter_user(uint64_t cpu, uint64_t start_info, uint64_t rsp) __attribute__((noreturn));
 void kmain(uint64_t cpu);
 void kernel_trap(uint64_t *frame);
+void sys_reset(void) __attribute__((noreturn));
 
 static inline void wrmsr(uint32_t msr, uint64_t v)
 {
@@ -143,7 +144,5 @@ void kernel_trap(uint64_t *frame)
 	kputu(EXIT_EXCEPTION);
 	kputs("\r\n");
 	outb(0x501, EXIT_EXCEPTION);
-	outb(0x64, 0xfe);
-	for (;;)
-		__asm__ volatile("cli; hlt");
+	sys_reset(); /* without a debug-exit device */
 }

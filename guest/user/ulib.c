@@ -406,6 +406,6 @@ void vm_exit(unsigned code)
 
 void vm_reset(void)
 {
-	outb(0x64, 0xfe);
+	syscall2(SYS_RESET, 0, 0);
 	sys_halt();
 }
