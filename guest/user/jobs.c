@@ -259,6 +259,8 @@ static void cmd_fault(const char *kind)
 	cpu_printf("fault: %s", kind);
 	if (!strcmp(kind, "gp"))
 		*(volatile uint64_t *)bad = 1; /* non-canonical */
+	else if (!strcmp(kind, "kernel"))
+		syscall2(SYS_WRITE, bad, 1); /* the kernel faults reading the buffer */
 	else if (!strcmp(kind, "ud"))
 		__asm__ volatile("ud2");
 	else if (!strcmp(kind, "de")) {

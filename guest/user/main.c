@@ -17,18 +17,17 @@ static void ap_main(unsigned cpu)
 
 static void bsp_main(uint64_t start_info)
 {
-	uint64_t vm_entry_us = kvmclock_ns() / 1000;
+	uint64_t vm_entry_us = kvmclock_ns() / 1000, tsc_entry = rdtsc();
 	if (platform_read_start_info(start_info)) {
 		con_printf("cairn-guest: no PVH start_info (magic) at 0x%lx", start_info);
 		vm_exit(EXIT_BOOT_ERROR);
 	}
 	lapic_init_cpu();
 	time_init();
-	uint64_t t_user = now_ns();
 	platform_find_cpus(0);
 	jobs_parse(cmdline);
 	unsigned n = platform_start_aps();
-	uint64_t boot_us = (now_ns() - t_user) / 1000, vm_us = kvmclock_ns() / 1000;
+	uint64_t boot_us = (rdtsc() - tsc_entry) * 1000 / tsc_khz, vm_us = kvmclock_ns() / 1000;
 	con_printf("\r\ncairn-guest: mem=%luMiB clock=%s tsc=%lukHz cpu-table=%s boot=%luus "
 		   "kvmclock=%lu/%luus",
 		   ram_bytes / MIB, clock_source, tsc_khz, cpu_table, boot_us, vm_entry_us, vm_us);

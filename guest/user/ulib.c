@@ -252,18 +252,33 @@ uint64_t tsc_khz;
 const char *clock_source = "none";
 static uint64_t tsc_base, ns_mult; /* ns = (tsc - tsc_base) * ns_mult >> 32 */
 
+static uint16_t pit_read0(void)
+{
+	outb(0x43, 0x00); /* latch channel 0 */
+	uint16_t lo = inb(0x40);
+	return (uint16_t)(lo | inb(0x40) << 8);
+}
+
+/* TSC rate against PIT channel 0 (counter read-back; microvm has no port 0x61) */
 static uint64_t pit_calibrate(void)
 {
-	const uint16_t count = 11932; /* 10 ms of the 1.193182 MHz PIT */
-	outb(0x61, (uint8_t)((inb(0x61) & ~0x02) | 0x01));
-	outb(0x43, 0xb0); /* channel 2, lo/hi, mode 0 */
-	outb(0x42, count & 0xff);
-	outb(0x42, count >> 8);
+	const uint32_t ticks = 11932; /* 10 ms of the 1.193182 MHz PIT */
+	outb(0x43, 0x34);	      /* channel 0, lo/hi, mode 2 */
+	outb(0x40, 0xff);
+	outb(0x40, 0xff);
+	uint16_t last = pit_read0();
 	uint64_t t0 = rdtsc();
-	for (uint64_t i = 0; i < 100000000 && !(inb(0x61) & 0x20); i++)
-		;
+	uint32_t elapsed = 0;
+	for (uint32_t i = 0; i < 10000000 && elapsed < ticks; i++) {
+		uint16_t c = pit_read0();
+		elapsed += (uint16_t)(last - c);
+		last = c;
+	}
 	uint64_t t1 = rdtsc();
-	return (t1 - t0) * 1193182 / count / 1000;
+	outb(0x43, 0x30); /* mode 0: one more count, then quiet */
+	outb(0x40, 0xff);
+	outb(0x40, 0xff);
+	return elapsed ? (t1 - t0) * 1193182 / elapsed / 1000 : 0;
 }
 
 void time_init(void)

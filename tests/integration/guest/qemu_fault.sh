@@ -13,6 +13,12 @@ for k in pf:14 gp:13 ud:6 de:0; do
   pass "fault $kind reported as vector $vec"
 done
 
+# a fault in kernel mode (a system call handed an unmapped buffer)
+rc=$(run_qemu microvm 20 "$TMP/k.log" "fault kernel")
+expect "$TMP/k.log" "cairn-guest: EXCEPTION #PF vector=14 cpu=0 mode=kernel .*"
+[ "$rc" = "$(qemu_status 113)" ] || fail "status $rc"
+pass "kernel-mode fault reported"
+
 # on another CPU too
 rc=$(run_qemu microvm 20 "$TMP/smp.log" "@1 fault" -smp 2)
 expect "$TMP/smp.log" "cairn-guest: EXCEPTION #PF vector=14 cpu=1 mode=user .*"

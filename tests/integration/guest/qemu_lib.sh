@@ -3,7 +3,9 @@
 need_testos
 command -v qemu-system-x86_64 >/dev/null || {
   echo "SKIP: qemu-system-x86_64 is not installed"; exit 77; }
-if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+if [ "${GUEST_QEMU_ACCEL:-}" = tcg ]; then   # by hand: check the TCG path
+  ACCEL=(-accel tcg)
+elif [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
   ACCEL=(-enable-kvm)
 else
   echo "note: /dev/kvm is missing: running QEMU with TCG"
