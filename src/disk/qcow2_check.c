@@ -19,6 +19,7 @@ struct check {
 	uint64_t nclusters;
 	uint32_t *refs;
 	uint64_t *l2buf;
+	uint64_t budget; /* L2 tables left to walk: bounds hostile images */
 };
 
 static void say(struct check *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -158,6 +159,12 @@ static void walk_l1(struct check *k, const uint64_t *l1, uint64_t n, bool active
 			continue;
 		}
 		ref(k, o, "L2 table");
+		if (k->budget == 0) {
+			say(k, "ERROR: too many L2 table references to walk");
+			k->res->check_errors++;
+			return;
+		}
+		k->budget--;
 		if (active)
 			check_copied(k, o, e & QCOW2_OFLAG_COPIED, "L2 table", e);
 		walk_l2(k, o, active);
@@ -252,6 +259,7 @@ static int check_once(const char *path, struct qcow2_check_result *res, FILE *lo
 	uint64_t cs = img->cluster_size;
 	k.nclusters = (img->file_size + cs - 1) >> img->cluster_bits;
 	res->total_clusters = (img->bd.size + cs - 1) >> img->cluster_bits;
+	k.budget = 16 * k.nclusters + 4096;
 	if (k.nclusters > CHECK_MAX_CLUSTERS) {
 		r = err_set(EFBIG, "%s: %llu clusters are too many to check", path,
 			    (unsigned long long)k.nclusters);
