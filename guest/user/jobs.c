@@ -108,6 +108,11 @@ static void cmd_count(uint64_t hz)
 	uint64_t period = NS_PER_SEC / hz, start = now_ns();
 	for (uint64_t k = 1;; k++) {
 		sleep_until(start + k * period);
+		/* more than a period late (the VM was paused, or restored): go on
+		   from now instead of printing the missed ticks in a burst */
+		uint64_t now = now_ns();
+		if (now > start + (k + 1) * period)
+			start = now - k * period;
 		cpu_printf("tick=%lu", k);
 	}
 }
@@ -231,6 +236,11 @@ static void cmd_dirty(uint64_t mb, uint64_t rate)
 			target = total + 4096;
 		} else {
 			target = muldiv_sec(now - start, rate);
+			if (target > total + rate) { /* over a second behind (paused): no burst */
+				start = now - (total / rate * NS_PER_SEC +
+					       total % rate * NS_PER_SEC / rate);
+				target = total;
+			}
 		}
 		while (total < target) {
 			*(volatile uint64_t *)(u->dirty + idx * 4096) = ++gen;
