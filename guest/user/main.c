@@ -9,8 +9,16 @@ static void ap_main(unsigned cpu)
 {
 	lapic_init_cpu();
 	cpu_online[cpu] = 1;
-	while (!go)
-		cpu_relax();
+	barrier();
+	lapic_w(0x310, cpu_apic_id[0] << 24); /* wake the BSP: fixed IPI, VEC_WAKE */
+	lapic_w(0x300, VEC_WAKE);
+	/* sleep until `go` (the BSP broadcasts VEC_WAKE after "ready") */
+	for (;;) {
+		uint64_t seen = this_pc()->events;
+		if (go)
+			break;
+		wait_event(seen, now_ns() + 10000000);
+	}
 	jobs_run_cpu(cpu);
 	sys_halt();
 }
@@ -35,6 +43,8 @@ static void bsp_main(uint64_t start_info)
 	con_printf("cairn-guest: ready");
 	jobs_warn_unplaced();
 	go = 1;
+	barrier();
+	lapic_w(0x300, 0xc0000 | VEC_WAKE); /* all but self */
 	jobs_run_cpu(0);
 	sys_halt();
 }

@@ -197,15 +197,19 @@ static void send_ipi(uint32_t apic_id, uint32_t low)
 		cpu_relax();
 }
 
+/* Sleeps (hlt) until the AP says it is up (it sends VEC_WAKE): a spinning BSP
+   would take the host CPU the AP's vCPU thread needs. */
 static int wait_online(unsigned cpu, uint64_t ns)
 {
 	uint64_t end = now_ns() + ns;
-	while (!cpu_online[cpu])
-		if (now_ns() > end)
+	for (;;) {
+		uint64_t seen = this_pc()->events, now = now_ns();
+		if (cpu_online[cpu])
+			return 1;
+		if (now > end)
 			return 0;
-		else
-			cpu_relax();
-	return 1;
+		wait_event(seen, now + 1000000 < end ? now + 1000000 : end);
+	}
 }
 
 unsigned platform_start_aps(void)

@@ -10,7 +10,7 @@ kill "$QPID" 2>/dev/null; wait "$QPID" 2>/dev/null
 tr -d '\r' <"$TMP/d.log" >"$TMP/d.txt"
 grep -qx "cpu0: dirty mb=16 rate=2000 started" "$TMP/d.txt" || fail "no start line"
 # full seconds after the first: about 2000 pages each
-rates=$(sed -n 's/^cpu0: dirty mb=16 pages=[0-9]* pages_per_s=//p' "$TMP/d.txt" | tail -n +2)
+rates=$(sed -n 's/^cpu0: dirty mb=16 pages=[0-9]* pages_per_s=//p' "$TMP/d.txt" | tail -n +2 | tr '\n' ' ')
 [ -n "$rates" ] || fail "fewer than 2 progress lines"
 for r in $rates; do
   [ "$r" -ge 1500 ] && [ "$r" -le 2500 ] || fail "rate $r pages/s, expected ~2000 (all: $rates)"
