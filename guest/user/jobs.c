@@ -147,6 +147,7 @@ static void cmd_memfill(uint64_t mb, uint64_t seed)
 		}
 		u->region = r;
 		u->region_bytes = bytes;
+		cpu_printf("memfill region 0x%lx-0x%lx (guest physical)", r, r + bytes);
 	}
 	u->bytes = bytes;
 	u->seed = seed;

@@ -360,7 +360,7 @@ void sleep_until(uint64_t deadline)
 	}
 }
 
-/* ---- memory pool: usable RAM above the image, first fit ---- */
+/* ---- memory pool: usable RAM above the image, best fit ---- */
 
 #define POOL_MAX 32
 static struct {
@@ -385,11 +385,15 @@ uint64_t pool_alloc(uint64_t bytes)
 	bytes = (bytes + 0xfff) & ~0xfffull;
 	while (__atomic_exchange_n(&pool_lock, 1, __ATOMIC_ACQUIRE))
 		cpu_relax();
-	for (int i = 0; i < npool && !r; i++) {
-		if (pool[i].end - pool[i].start >= bytes) {
-			r = pool[i].start;
-			pool[i].start += bytes;
-		}
+	int best = -1; /* best fit: keep large ranges for large requests */
+	for (int i = 0; i < npool; i++) {
+		uint64_t free = pool[i].end - pool[i].start;
+		if (free >= bytes && (best < 0 || free < pool[best].end - pool[best].start))
+			best = i;
+	}
+	if (best >= 0) {
+		r = pool[best].start;
+		pool[best].start += bytes;
 	}
 	__atomic_store_n(&pool_lock, 0, __ATOMIC_RELEASE);
 	return r;
