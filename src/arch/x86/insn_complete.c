@@ -135,6 +135,34 @@ static int complete_cmpxchg16b(const struct insn *in, struct insn_regs *r, const
 	return 0;
 }
 
+/* ldmxcsr/stmxcsr m32: #UD without SSE enabled, #NM when CR0.TS says the
+ * SSE state is not loaded, #GP(0) for reserved MXCSR bits. */
+static int complete_mxcsr(const struct insn *in, struct insn_regs *r, const struct insn_mem *mem,
+			  struct insn_event *ev)
+{
+	if ((r->cr0 & CR0_EM) || !(r->cr4 & CR4_OSFXSR)) {
+		raise(ev, X86_VEC_UD, false);
+		return 0;
+	}
+	if (r->cr0 & CR0_TS) {
+		raise(ev, X86_VEC_NM, false);
+		return 0;
+	}
+	uint64_t la = insn_linear_address(in, r);
+	if (in->op == INSN_STMXCSR)
+		return mem->write(mem->opaque, la, &r->mxcsr, 4);
+	uint32_t v;
+	int ret = mem->read(mem->opaque, la, &v, 4);
+	if (ret)
+		return ret;
+	if (v & ~r->mxcsr_mask) {
+		raise(ev, X86_VEC_GP, true);
+		return 0;
+	}
+	r->mxcsr = v;
+	return 0;
+}
+
 int insn_complete(const struct insn *in, struct insn_regs *r, const struct insn_mem *mem,
 		  struct insn_event *ev)
 {
@@ -181,6 +209,13 @@ int insn_complete(const struct insn *in, struct insn_regs *r, const struct insn_
 		return 0;
 	case INSN_CMPXCHG16B:
 		if ((ret = complete_cmpxchg16b(in, r, mem, ev)))
+			return ret;
+		if (!ev->pending)
+			advance(in, r);
+		return 0;
+	case INSN_LDMXCSR:
+	case INSN_STMXCSR:
+		if ((ret = complete_mxcsr(in, r, mem, ev)))
 			return ret;
 		if (!ev->pending)
 			advance(in, r);

@@ -25,7 +25,9 @@ enum insn_gpr {
 #define RFLAGS_ARITH (RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF)
 
 #define CR0_MP (1u << 1)
+#define CR0_EM (1u << 2)
 #define CR0_TS (1u << 3)
+#define CR4_OSFXSR (1u << 9)
 #define FSW_ES (1u << 7)
 
 /* The part of a vCPU's state the completions read or write. */
@@ -35,6 +37,8 @@ struct insn_regs {
 	uint64_t cr0, cr4;
 	uint64_t seg_base[6]; /* enum insn_seg order: ES CS SS DS FS GS */
 	uint16_t fsw;         /* x87 status word; read by fwait only */
+	uint32_t mxcsr;       /* read by stmxcsr, written by ldmxcsr */
+	uint32_t mxcsr_mask;  /* bits ldmxcsr may set (FXSAVE's MXCSR_MASK) */
 	uint8_t cpl;
 };
 

@@ -279,6 +279,10 @@ static enum insn_op classify(const struct insn *in)
 			return INSN_CMPXCHG16B;
 		break;
 	case 0xae:
+		if (in->mod != 3 && mandatory_none && ((in->modrm >> 3) & 7) == 2)
+			return INSN_LDMXCSR;
+		if (in->mod != 3 && mandatory_none && ((in->modrm >> 3) & 7) == 3)
+			return INSN_STMXCSR;
 		if (in->mod == 3 && mandatory_none) {
 			switch ((in->modrm >> 3) & 7) {
 			case 5: return INSN_LFENCE;
@@ -424,6 +428,7 @@ const char *insn_op_name(enum insn_op op)
 		[INSN_POPCNT] = "popcnt",     [INSN_TZCNT] = "tzcnt",   [INSN_LZCNT] = "lzcnt",
 		[INSN_CMPXCHG16B] = "cmpxchg16b", [INSN_LFENCE] = "lfence",
 		[INSN_MFENCE] = "mfence",     [INSN_SFENCE] = "sfence",
+		[INSN_LDMXCSR] = "ldmxcsr",   [INSN_STMXCSR] = "stmxcsr",
 	};
 	if ((unsigned)op >= INSN_OP_MAX || !names[op])
 		return "unknown";

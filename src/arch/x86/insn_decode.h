@@ -36,6 +36,8 @@ enum insn_op {
 	INSN_LFENCE,     /* 0F AE E8 */
 	INSN_MFENCE,     /* 0F AE F0 */
 	INSN_SFENCE,     /* 0F AE F8 */
+	INSN_LDMXCSR,    /* 0F AE /2 m32 */
+	INSN_STMXCSR,    /* 0F AE /3 m32 */
 	INSN_OP_MAX
 };
 

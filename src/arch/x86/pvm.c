@@ -38,7 +38,7 @@ int pvm_vm_init(int vm_fd)
  * xsaveopt, xsavec, xsaves, avx, avx2, fma and the avx512 family with it. */
 const char *pvm_linux_cmdline_extra(void)
 {
-	return "clearcpuid=popcnt,cx16,xsave,smap,smep,fsgsbase,invpcid,pcid,rdpid,rdrand,rdseed,"
+	return "clearcpuid=popcnt,cx16,xsave,ssse3,smap,smep,fsgsbase,invpcid,pcid,rdpid,rdrand,rdseed,"
 	       "aes,pclmulqdq,sha_ni,clwb";
 }
 
@@ -293,16 +293,26 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 
 	struct insn_regs regs;
 	regs_from_kvm(&regs, &k, &s);
-	if (in.op == INSN_FWAIT) {
-		struct kvm_fpu fpu;
-		if (ioctl(vcpu_fd, KVM_GET_FPU, &fpu) < 0)
-			return err_set(errno, "KVM_GET_FPU");
-		regs.fsw = fpu.fsw;
+	/* x87/SSE state through KVM_GET_XSAVE: its first 512 bytes are the
+	 * FXSAVE image (KVM_GET_FPU's mxcsr reads 0 on this PVM host). */
+	struct kvm_xsave xs;
+	bool fpu_op = in.op == INSN_FWAIT || in.op == INSN_LDMXCSR || in.op == INSN_STMXCSR;
+	if (fpu_op) {
+		if (ioctl(vcpu_fd, KVM_GET_XSAVE, &xs) < 0)
+			return err_set(errno, "KVM_GET_XSAVE");
+		regs.fsw = (uint16_t)(xs.region[0] >> 16);
+		regs.mxcsr = xs.region[6];
+		regs.mxcsr_mask = xs.region[7] ? xs.region[7] : 0xffbf; /* 0: the SDM's default */
 	}
 	struct insn_event ev;
 	if ((r = insn_complete(&in, &regs, &ops, &ev)))
 		return fail(st, r, bytes, in.len, &k, cpl, NULL);
 
+	if (in.op == INSN_LDMXCSR && !ev.pending) {
+		xs.region[6] = regs.mxcsr;
+		if (ioctl(vcpu_fd, KVM_SET_XSAVE, &xs) < 0)
+			return err_set(errno, "KVM_SET_XSAVE");
+	}
 	regs_to_kvm(&k, &regs);
 	if (ioctl(vcpu_fd, KVM_SET_REGS, &k) < 0)
 		return err_set(errno, "KVM_SET_REGS");

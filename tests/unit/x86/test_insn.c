@@ -209,6 +209,9 @@ static void test_decode_ops(void)
 		{ "0f ae f8", INSN_SFENCE },
 		{ "66 0f ae f0", INSN_UNKNOWN },    /* tpause */
 		{ "0f ae 38", INSN_UNKNOWN },       /* clflush */
+		{ "0f ae 54 24 04", INSN_LDMXCSR }, /* ldmxcsr 4(%rsp), as in kernel_fpu_begin */
+		{ "0f ae 5c 24 04", INSN_STMXCSR },
+		{ "f3 0f ae d0", INSN_UNKNOWN },    /* wrfsbase %eax */
 		{ "0f 01 f8", INSN_UNKNOWN },       /* swapgs */
 		{ "cd 03", INSN_UNKNOWN },          /* int 3 is not int3 */
 	};
@@ -674,6 +677,42 @@ static void test_simple(void)
 	CHECK_EQ(r.gpr[INSN_RAX], 0x1111111111110003ull); /* 16-bit destination merges */
 }
 
+static void test_mxcsr(void)
+{
+	uint32_t cell = 0x1f80, out = 0;
+	struct insn_regs r = { .rip = 0x1000, .rflags = 2, .cr0 = 0x80050033, .cr4 = CR4_OSFXSR,
+			       .mxcsr = 0x1f80, .mxcsr_mask = 0xffff };
+	struct insn_event ev;
+	r.gpr[INSN_RSI] = (uint64_t)(uintptr_t)&cell;
+	r.gpr[INSN_RDI] = (uint64_t)(uintptr_t)&out;
+	cell = 0x9fc0; /* FZ, DAZ, masks */
+	complete_bytes("0f ae 16", &r, &ev, 0); /* ldmxcsr (%rsi) */
+	CHECK(!ev.pending);
+	CHECK_EQ(r.mxcsr, 0x9fc0);
+	complete_bytes("0f ae 1f", &r, &ev, 0); /* stmxcsr (%rdi) */
+	CHECK_EQ(out, 0x9fc0);
+	CHECK_EQ(r.rip, 0x1006);
+	cell = 0x10000; /* reserved bit: #GP(0), MXCSR unchanged */
+	complete_bytes("0f ae 16", &r, &ev, 0);
+	CHECK(ev.pending && ev.vector == X86_VEC_GP && ev.has_error_code);
+	CHECK_EQ(r.mxcsr, 0x9fc0);
+	CHECK_EQ(r.rip, 0x1006);
+	r.cr0 |= CR0_TS;
+	complete_bytes("0f ae 1f", &r, &ev, 0);
+	CHECK(ev.pending && ev.vector == X86_VEC_NM);
+	r.cr0 &= ~(uint64_t)CR0_TS;
+	r.cr4 = 0;
+	complete_bytes("0f ae 1f", &r, &ev, 0);
+	CHECK(ev.pending && ev.vector == X86_VEC_UD);
+	CHECK_EQ(r.rip, 0x1006);
+
+	/* The CPU agrees that what stmxcsr stores is what ldmxcsr loaded. */
+	uint32_t saved, v = 0x1f80 | 0x40, back;
+	__asm__ volatile("stmxcsr %0\n\tldmxcsr %2\n\tstmxcsr %1\n\tldmxcsr %0"
+			 : "=m"(saved), "=m"(back) : "m"(v) : "memory");
+	CHECK_EQ(back, v);
+}
+
 /* 32-bit mode addressing: segment base added, wraps at 4 GiB. */
 static void test_linear_address(void)
 {
@@ -710,6 +749,7 @@ int main(void)
 	test_decode_fields();
 	test_decode_fuzz();
 	test_simple();
+	test_mxcsr();
 	test_linear_address();
 
 	unsigned a, b, c, d;

@@ -32,7 +32,7 @@
 /* Guest code, copied to CODE; labels give the entry points. */
 extern const uint8_t gc_start[], gc_end[], gc_popcnt_reg[], gc_popcnt_mem[], gc_lzcnt[], gc_tzcnt[],
 	gc_cmpxchg16b[], gc_clac[], gc_fwait[], gc_fences[], gc_int3[], gc_ud2[], gc_bp_handler[],
-	gc_ud_handler[], gc_other_handler[], gc_loop_popcnt[], gc_loop_add[];
+	gc_ud_handler[], gc_other_handler[], gc_loop_popcnt[], gc_loop_add[], gc_mxcsr[];
 __asm__(".pushsection .rodata\n"
 	".balign 16\n"
 	"gc_start:\n"
@@ -43,6 +43,7 @@ __asm__(".pushsection .rodata\n"
 	"gc_cmpxchg16b: lock cmpxchg16b (%rdi)\n hlt\n"
 	"gc_clac: stac\n pushf\n pop %rax\n clac\n pushf\n pop %rbx\n hlt\n"
 	"gc_fwait: fwait\n hlt\n"
+	"gc_mxcsr: ldmxcsr (%rsi)\n stmxcsr (%rdi)\n hlt\n"
 	"gc_fences: lfence\n mfence\n sfence\n hlt\n"
 	"gc_int3: int3\n hlt\n"
 	"gc_ud2: ud2\n hlt\n"
@@ -279,6 +280,12 @@ int main(void)
 	CHECK(!(out.rbx & RFLAGS_AC));
 	CALL(gc_fwait, &in, &out);
 	CHECK_EQ(out.rip, guest_addr(gc_fwait) + 2);
+	put64(&v, DATA + 0x300, 0x9fc0);
+	put64(&v, DATA + 0x308, 0);
+	in.rsi = DATA + 0x300;
+	in.rdi = DATA + 0x308;
+	CALL(gc_mxcsr, &in, &out);
+	CHECK_EQ(get64(&v, DATA + 0x308), 0x9fc0);
 	CALL(gc_fences, &in, &out);
 	CHECK_EQ(out.rip, guest_addr(gc_fences) + 10);
 
