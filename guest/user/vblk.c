@@ -59,7 +59,7 @@ static struct {
 	volatile uint8_t *status;
 	uint8_t *buf;
 	uint64_t capacity; /* 512-byte sectors */
-	int flush, msix;
+	int flush, msix, ro;
 	uint64_t msix_entry;
 	uint32_t msix_dest;
 	uint64_t slot_block[NREQ_MAX + 1], slot_count[NREQ_MAX + 1];
@@ -184,8 +184,9 @@ static int vblk_init(void)
 	if (!(f1 & 1))
 		return fail_init("device lacks VIRTIO_F_VERSION_1");
 	vb.flush = (f0 >> 9) & 1;
+	vb.ro = (f0 >> 5) & 1; /* VIRTIO_BLK_F_RO */
 	mmio_w32(cc + CC_GFSELECT, 0);
-	mmio_w32(cc + CC_GF, vb.flush ? 1u << 9 : 0);
+	mmio_w32(cc + CC_GF, (vb.flush ? 1u << 9 : 0) | (f0 & (1u << 5)));
 	mmio_w32(cc + CC_GFSELECT, 1);
 	mmio_w32(cc + CC_GF, 1); /* VERSION_1 */
 	mmio_w8(cc + CC_STATUS, 1 | 2 | 8); /* FEATURES_OK */
@@ -255,8 +256,9 @@ static int vblk_init(void)
 	mmio_w8(cc + CC_STATUS, 1 | 2 | 8 | 4); /* DRIVER_OK */
 	vb.capacity = mmio_r32(vb.devcfg) | (uint64_t)mmio_r32(vb.devcfg + 4) << 32;
 	vb.state = 1;
-	cpu_printf("virtio-blk 00:%02x.0 blocks=%lu queue=%u msix=%s flush=%s", bdf >> 3,
-		   vb.capacity / 8, vb.qsize, vb.msix ? "yes" : "no", vb.flush ? "yes" : "no");
+	cpu_printf("virtio-blk 00:%02x.0 blocks=%lu queue=%u msix=%s flush=%s%s", bdf >> 3,
+		   vb.capacity / 8, vb.qsize, vb.msix ? "yes" : "no", vb.flush ? "yes" : "no",
+		   vb.ro ? " read-only" : "");
 	return 0;
 }
 
@@ -322,6 +324,10 @@ static void end(void)
 /* Runs n blocks through the queue; write: fill before, else check after. */
 static int transfer(const char *what, uint64_t n, uint64_t seed, int write)
 {
+	if (write && vb.ro) {
+		cpu_printf("%s FAILED (the disk is read-only)", what);
+		return -1;
+	}
 	if (n * 8 > vb.capacity) {
 		cpu_printf("%s FAILED (disk has only %lu blocks of 4 KiB)", what, vb.capacity / 8);
 		return -1;
