@@ -56,8 +56,7 @@ static inline void diskpat_fill(uint64_t *blk, uint64_t seed, uint64_t seq)
 }
 
 /* NULL if block seq of seed is intact, else the reason; *word = first bad word. */
-static inline const char *diskpat_check(const uint64_t *blk, uint64_t seed, uint64_t seq,
-					int *word)
+static inline const char *diskpat_check(const uint64_t *blk, uint64_t seed, uint64_t seq, int *word)
 {
 	*word = 0;
 	if (blk[0] != DISKPAT_MAGIC)

@@ -5,7 +5,7 @@
 #define KERNEL_BASE 0x100000 /* physical = virtual load address of the image */
 #define MAX_CPUS 64
 #define TRAMPOLINE_ADDR 0x8000 /* AP real-mode start page (SIPI vector 0x08) */
-#define IDMAP_GIB 64           /* identity map 0..IDMAP_GIB GiB with 2 MiB pages */
+#define IDMAP_GIB 64	       /* identity map 0..IDMAP_GIB GiB with 2 MiB pages */
 
 #define KSTACK_SIZE 0x2000
 #define USTACK_SIZE 0x10000
@@ -38,15 +38,15 @@
 #define VEC_SPURIOUS 0xff
 
 /* System calls: int $0x80, number in rax */
-#define SYS_WAIT 0   /* rdi = events value seen; sleeps (hlt) unless it changed */
-#define SYS_HALT 1   /* halts this CPU for good */
-#define SYS_WRMSR 2  /* rdi = msr, rsi = value */
-#define SYS_RDMSR 3  /* rdi = msr; returns value */
-#define SYS_EXIT 4   /* rdi = code: debug-exit port, then reset */
-#define SYS_WRITE 5  /* rdi = buf, rsi = len: COM1, 16 bytes per rep outsb */
-#define SYS_OUT 6    /* rdi = port | size << 16 (size 1, 2, 4), rsi = value */
-#define SYS_IN 7     /* rdi = port | size << 16; returns the value */
-#define SYS_RESET 8  /* i8042 reset, else PCI 0xcf9 reset, else triple fault */
+#define SYS_WAIT 0  /* rdi = events value seen; sleeps (hlt) unless it changed */
+#define SYS_HALT 1  /* halts this CPU for good */
+#define SYS_WRMSR 2 /* rdi = msr, rsi = value */
+#define SYS_RDMSR 3 /* rdi = msr; returns value */
+#define SYS_EXIT 4  /* rdi = code: debug-exit port, then reset */
+#define SYS_WRITE 5 /* rdi = buf, rsi = len: COM1, 16 bytes per rep outsb */
+#define SYS_OUT 6   /* rdi = port | size << 16 (size 1, 2, 4), rsi = value */
+#define SYS_IN 7    /* rdi = port | size << 16; returns the value */
+#define SYS_RESET 8 /* i8042 reset, else PCI 0xcf9 reset, else triple fault */
 
 /* Debug-exit codes the guest chooses itself (documented in docs/guest.md). */
 #define EXIT_VERIFY_FAILED 0x70

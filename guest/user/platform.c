@@ -228,8 +228,9 @@ unsigned platform_start_aps(void)
 		if (!wait_online(up, 20000000)) {
 			send_ipi(cpu_apic_id[i], 0x4600 | (TRAMPOLINE_ADDR >> 12));
 			if (!wait_online(up, 500000000)) {
-				con_printf("cairn-guest: warning: cpu with apic id %u did not start",
-					   cpu_apic_id[i]);
+				con_printf(
+				    "cairn-guest: warning: cpu with apic id %u did not start",
+				    cpu_apic_id[i]);
 				continue;
 			}
 		}

@@ -241,11 +241,11 @@ void con_printf(const char *f, ...)
 
 void lapic_init_cpu(void)
 {
-	lapic_w(0x80, 0);		   /* TPR: accept everything */
+	lapic_w(0x80, 0);		     /* TPR: accept everything */
 	lapic_w(0xf0, 0x100 | VEC_SPURIOUS); /* software enable */
-	lapic_w(0x3e0, 0x3);		   /* timer divide by 16 */
-	lapic_w(0x320, VEC_TIMER);	   /* one-shot */
-	lapic_w(0x370, 0x10000);	   /* error LVT masked */
+	lapic_w(0x3e0, 0x3);		     /* timer divide by 16 */
+	lapic_w(0x320, VEC_TIMER);	     /* one-shot */
+	lapic_w(0x370, 0x10000);	     /* error LVT masked */
 }
 
 uint64_t tsc_khz;

@@ -175,7 +175,7 @@ static int vblk_init(void)
 	mmio_w8(cc + CC_STATUS, 0);
 	for (int i = 0; i < 1000000 && mmio_r8(cc + CC_STATUS); i++)
 		cpu_relax();
-	mmio_w8(cc + CC_STATUS, 1);     /* ACKNOWLEDGE */
+	mmio_w8(cc + CC_STATUS, 1);	/* ACKNOWLEDGE */
 	mmio_w8(cc + CC_STATUS, 1 | 2); /* DRIVER */
 	mmio_w32(cc + CC_DFSELECT, 0);
 	uint32_t f0 = mmio_r32(cc + CC_DF);
@@ -188,7 +188,7 @@ static int vblk_init(void)
 	mmio_w32(cc + CC_GFSELECT, 0);
 	mmio_w32(cc + CC_GF, (vb.flush ? 1u << 9 : 0) | (f0 & (1u << 5)));
 	mmio_w32(cc + CC_GFSELECT, 1);
-	mmio_w32(cc + CC_GF, 1); /* VERSION_1 */
+	mmio_w32(cc + CC_GF, 1);	    /* VERSION_1 */
 	mmio_w8(cc + CC_STATUS, 1 | 2 | 8); /* FEATURES_OK */
 	if (!(mmio_r8(cc + CC_STATUS) & 8))
 		return fail_init("device refused our features");
@@ -379,8 +379,8 @@ static int transfer(const char *what, uint64_t n, uint64_t seed, int write)
 		for (uint64_t b = 0; b < vb.slot_count[s]; b++) {
 			int word;
 			uint64_t blk = vb.slot_block[s] + b;
-			const char *r = diskpat_check((const uint64_t *)(buf + b * 4096), seed, blk,
-						      &word);
+			const char *r =
+			    diskpat_check((const uint64_t *)(buf + b * 4096), seed, blk, &word);
 			if (r && blk < bad_block) {
 				bad_block = blk;
 				bad_reason = r;
