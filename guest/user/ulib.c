@@ -251,6 +251,7 @@ void lapic_init_cpu(void)
 uint64_t tsc_khz;
 const char *clock_source = "none";
 static uint64_t tsc_base, ns_mult; /* ns = (tsc - tsc_base) * ns_mult >> 32 */
+static int use_kvmclock;
 
 static uint16_t pit_read0(void)
 {
@@ -300,6 +301,7 @@ void time_init(void)
 		ns_mult = shift >= 0 ? (uint64_t)mul << shift : (uint64_t)mul >> -shift;
 		tsc_khz = (1000000ull << 32) / ns_mult;
 		clock_source = "kvmclock";
+		use_kvmclock = 1;
 	} else {
 		tsc_khz = pit_calibrate();
 		if (!tsc_khz)
@@ -333,8 +335,12 @@ uint64_t kvmclock_ns(void)
 	return st + (uint64_t)(((unsigned __int128)d * mul) >> 32);
 }
 
+/* kvmclock when there is one: the VMM keeps it continuous across snapshot and
+   restore, the raw TSC it may not. */
 uint64_t now_ns(void)
 {
+	if (use_kvmclock)
+		return kvmclock_ns();
 	return (uint64_t)(((unsigned __int128)(rdtsc() - tsc_base) * ns_mult) >> 32);
 }
 
