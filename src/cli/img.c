@@ -313,8 +313,30 @@ static int img_info(int argc, char **argv)
 	json_t *all = json_array();
 	char *path = strdup(argv[optind]);
 	int rc = CLI_OK;
+	dev_t devs[1001];
+	ino_t inos[1001];
+	int nseen = 0;
 	while (path) {
 		struct block_dev *bd;
+		struct stat st;
+		if (stat(path, &st) == 0) {
+			for (int i = 0; i < nseen; i++) {
+				if (devs[i] == st.st_dev && inos[i] == st.st_ino) {
+					err_set(ELOOP, "%s: backing file loop: %s is already in the chain",
+						argv[optind], path);
+					nseen = -1;
+					break;
+				}
+			}
+			if (nseen < 0 || nseen == 1001) {
+				if (nseen == 1001)
+					err_set(ELOOP, "%s: backing chain too deep", argv[optind]);
+				rc = cli_fail();
+				break;
+			}
+			devs[nseen] = st.st_dev;
+			inos[nseen++] = st.st_ino;
+		}
 		if (block_open(path, fmt, BLOCK_RDONLY | BLOCK_NO_BACKING, &bd) < 0) {
 			rc = cli_fail();
 			break;
