@@ -252,8 +252,10 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 {
 	while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
 		len--;
-	size_t lead = strspn(line, " \t");
-	if (lead >= len)
+	size_t lead = 0;
+	while (lead < len && (line[lead] == ' ' || line[lead] == '\t'))
+		lead++;
+	if (lead == len)
 		return; /* a blank line is no request: no reply */
 
 	json_error_t jerr;
