@@ -66,6 +66,7 @@ static struct {
 } vb;
 static volatile int vb_lock;
 static uint64_t pci_top = 0xfec00000; /* BARs left unassigned get space below this */
+static int assigned;
 
 static uint32_t pci_r32(uint32_t bdf, uint32_t off)
 {
@@ -104,6 +105,7 @@ static uint64_t bar_addr(uint32_t bdf, unsigned bar)
 		return 0;
 	a = (pci_top - size) & ~(size - 1);
 	pci_top = a;
+	assigned = 1;
 	pci_w32(bdf, off, (uint32_t)a | (lo & 0xf));
 	if (is64)
 		pci_w32(bdf, off + 4, (uint32_t)(a >> 32));
@@ -256,9 +258,10 @@ static int vblk_init(void)
 	mmio_w8(cc + CC_STATUS, 1 | 2 | 8 | 4); /* DRIVER_OK */
 	vb.capacity = mmio_r32(vb.devcfg) | (uint64_t)mmio_r32(vb.devcfg + 4) << 32;
 	vb.state = 1;
-	cpu_printf("virtio-blk 00:%02x.0 blocks=%lu queue=%u msix=%s flush=%s%s", bdf >> 3,
-		   vb.capacity / 8, vb.qsize, vb.msix ? "yes" : "no", vb.flush ? "yes" : "no",
-		   vb.ro ? " read-only" : "");
+	cpu_printf("virtio-blk 00:%02x.0 blocks=%lu queue=%u msix=%s flush=%s%s common=0x%lx%s",
+		   bdf >> 3, vb.capacity / 8, vb.qsize, vb.msix ? "yes" : "no",
+		   vb.flush ? "yes" : "no", vb.ro ? " read-only" : "", vb.common,
+		   assigned ? " (BARs assigned by the guest)" : "");
 	return 0;
 }
 
