@@ -283,6 +283,27 @@ static void cmd_fault(const char *kind)
 	cpu_printf("fault: survived?");
 }
 
+/* diagnostic: the cost of a null system call, of a port read through the
+   kernel, and of a user-mode LAPIC register read (an MMIO exit) */
+static void cmd_syscalls(uint64_t n)
+{
+	struct percpu *pc = this_pc();
+	if (!n)
+		n = 1000;
+	uint64_t t0 = now_ns();
+	for (uint64_t i = 0; i < n; i++)
+		sys_wait(pc->events + 1); /* returns at once: the counter is not at seen */
+	uint64_t t1 = now_ns();
+	for (uint64_t i = 0; i < n; i++)
+		inb(0x3fd);
+	uint64_t t2 = now_ns();
+	for (uint64_t i = 0; i < n; i++)
+		lapic_r(0x20);
+	uint64_t t3 = now_ns();
+	cpu_printf("syscalls n=%lu null=%luns inb=%luns lapic-read=%luns", n, (t1 - t0) / n,
+		   (t2 - t1) / n, (t3 - t2) / n);
+}
+
 static void cmd_exit(uint64_t code)
 {
 	unsigned c = verify_failed ? EXIT_VERIFY_FAILED : (unsigned)(code & 0xff);
@@ -340,6 +361,9 @@ static void run_job(char *text)
 	} else if (!strcmp(c, "sleep") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a))
 			sleep_until(now_ns() + a * 1000000);
+	} else if (!strcmp(c, "syscalls")) {
+		if (!arg_u64(argc, argv, 1, 1000, &a))
+			cmd_syscalls(a);
 	} else if (!strcmp(c, "cpus")) {
 		cpu_printf("cpus=%u", ncpus);
 	} else if (!strcmp(c, "exit")) {
