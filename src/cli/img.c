@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int cli_img_bench(int argc, char **argv);
+
 static const char img_usage[] =
 	"Usage: cairn img COMMAND [options] FILE...\n"
 	"\n"
@@ -32,6 +34,7 @@ static const char img_usage[] =
 	"  map     [-f FMT] [--json|--output=json] FILE\n"
 	"  convert [-f FMT] [-O qcow2|raw] [-o cluster_size=N] [-p] SRC DST\n"
 	"  compare [-f FMT] [-F FMT] A B\n"
+	"  bench   [-c N] [-s SIZE] [-S STEP] [-o OFF] [-w] [--flush-interval=N] FILE\n"
 	"  io      [-f FMT] [-v] -c CMD [-c CMD...] FILE   (test helper; CMD: read|write\n"
 	"          [-P BYTE] [-z] OFF LEN, discard OFF LEN, flush; -v: \"done N\" per command)\n"
 	"\n"
@@ -761,7 +764,7 @@ int cli_img_main(int argc, char **argv)
 		{"create", img_create}, {"info", img_info},       {"check", img_check},
 		{"commit", img_commit}, {"stream", img_stream},   {"rebase", img_rebase},
 		{"map", img_map},       {"convert", img_convert}, {"compare", img_compare},
-		{"io", img_io},
+		{"io", img_io},         {"bench", cli_img_bench},
 	};
 	if (argc < 2) {
 		fputs(img_usage, stderr);
