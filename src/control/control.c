@@ -35,9 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define IN_CAP (CONTROL_LINE_MAX + 1)  /* a longest line and its newline */
-#define OUT_SOFT_MAX (256 * 1024)       /* stop dispatching above this much unsent */
-#define REPLY_MAX (16 * 1024 * 1024)    /* longest reply control_request() accepts */
+#define IN_CAP (CONTROL_LINE_MAX + 1) /* a longest line and its newline */
+#define OUT_SOFT_MAX (256 * 1024)     /* stop dispatching above this much unsent */
+#define REPLY_MAX (16 * 1024 * 1024)  /* longest reply control_request() accepts */
 
 struct control_conn {
 	struct control_server *server; /* NULL once the server closed under us */
@@ -48,12 +48,12 @@ struct control_conn {
 	char *out;
 	size_t out_off, out_len, out_cap; /* unsent bytes: out[out_off..out_len) */
 	struct control_pending *pending;  /* the deferred reply we wait for */
-	bool eof;     /* the client sent all it will send */
-	bool hup;     /* the client is gone for good (no one to read replies) */
-	bool dead;    /* a read or write failed */
-	bool closing; /* an over-long line: send the error, then close */
-	bool busy;    /* inside conn_pump() */
-	bool doomed;  /* freed by the pump on its way out */
+	bool eof;			  /* the client sent all it will send */
+	bool hup;			  /* the client is gone for good (no one to read replies) */
+	bool dead;			  /* a read or write failed */
+	bool closing;			  /* an over-long line: send the error, then close */
+	bool busy;			  /* inside conn_pump() */
+	bool doomed;			  /* freed by the pump on its way out */
 	struct control_conn *prev, *next;
 };
 
@@ -158,7 +158,8 @@ static void conn_reply(struct control_conn *c, json_t *id, int result, json_t *f
 	json_decref(o);
 	if (!s) {
 		/* Out of memory, or a field jansson cannot encode. */
-		static const char fallback[] = "{\"ok\":false,\"error\":\"cannot encode the reply\"}";
+		static const char fallback[] =
+		    "{\"ok\":false,\"error\":\"cannot encode the reply\"}";
 		conn_append(c, fallback, strlen(fallback));
 	} else {
 		conn_append(c, s, strlen(s));
@@ -169,7 +170,7 @@ static void conn_reply(struct control_conn *c, json_t *id, int result, json_t *f
 }
 
 static void conn_reply_error(struct control_conn *c, json_t *id, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void conn_reply_error(struct control_conn *c, json_t *id, const char *fmt, ...)
 {
@@ -187,8 +188,8 @@ static void control_help(struct control_server *s, struct control_conn *c, json_
 {
 	json_t *list = json_array();
 	json_t *fields = json_object();
-	json_array_append_new(list, json_pack("{s:s,s:s}", "name", "help", "help",
-					      "list the commands"));
+	json_array_append_new(list,
+			      json_pack("{s:s,s:s}", "name", "help", "help", "list the commands"));
 	for (size_t i = 0; i < s->ncmds; i++) {
 		json_t *e = json_pack("{s:s}", "name", s->cmds[i].name);
 		if (e && s->cmds[i].help)
@@ -266,7 +267,8 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 		return;
 	}
 	if (!json_is_object(req)) {
-		conn_reply_error(c, NULL, "the request must be a JSON object, like {\"cmd\":\"help\"}");
+		conn_reply_error(c, NULL,
+				 "the request must be a JSON object, like {\"cmd\":\"help\"}");
 		json_decref(req);
 		return;
 	}
@@ -274,7 +276,8 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 	json_t *jcmd = json_object_get(req, "cmd");
 	const char *name = json_string_value(jcmd);
 	if (!jcmd) {
-		conn_reply_error(c, id, "the request has no \"cmd\"; {\"cmd\":\"help\"} lists the commands");
+		conn_reply_error(
+		    c, id, "the request has no \"cmd\"; {\"cmd\":\"help\"} lists the commands");
 	} else if (!name) {
 		conn_reply_error(c, id, "\"cmd\" must be a string");
 	} else if (strcmp(name, "help") == 0) {
@@ -284,9 +287,9 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 		if (cmd)
 			control_run(c->server, c, cmd, req, id);
 		else
-			conn_reply_error(c, id,
-					 "unknown command \"%s\"; {\"cmd\":\"help\"} lists the commands",
-					 name);
+			conn_reply_error(
+			    c, id, "unknown command \"%s\"; {\"cmd\":\"help\"} lists the commands",
+			    name);
 	}
 	json_decref(req);
 }
@@ -328,7 +331,8 @@ static void conn_read(struct control_conn *c)
 				cap = IN_CAP;
 			char *p = realloc(c->in, cap);
 			if (!p) {
-				log_error("control: out of memory for a request; closing the connection");
+				log_error(
+				    "control: out of memory for a request; closing the connection");
 				c->dead = true;
 				return;
 			}
@@ -473,8 +477,8 @@ static int control_addr(const char *path, struct sockaddr_un *sa)
 	if (len == 0)
 		return err_set(EINVAL, "control socket path is empty");
 	if (len >= sizeof(sa->sun_path))
-		return err_set(ENAMETOOLONG, "control socket path %s (%zu bytes, at most %zu)", path,
-			       len, sizeof(sa->sun_path) - 1);
+		return err_set(ENAMETOOLONG, "control socket path %s (%zu bytes, at most %zu)",
+			       path, len, sizeof(sa->sun_path) - 1);
 	memcpy(sa->sun_path, path, len);
 	return 0;
 }

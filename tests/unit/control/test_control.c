@@ -1,13 +1,14 @@
 /* Unit tests for src/control: a real event loop in a thread, a few fake
  * commands, and clients over real Unix sockets. */
-#include "test.h"
 #include "control/control.h"
+#include "test.h"
 #include "util/err.h"
 #include "util/evloop.h"
+#include "util/log.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <poll.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -172,6 +173,25 @@ static int cmd_undecided(void *opaque, json_t *req, json_t *reply)
 	return 0;
 }
 
+/* Finishes every outstanding deferred reply from inside a command, as a
+ * "resume" might end a "pause" that waits. */
+static int cmd_release(void *opaque, json_t *req, json_t *reply)
+{
+	int n = 0;
+	for (int i = 0; i < fx.npending; i++) {
+		if (!fx.pending[i])
+			continue;
+		json_t *r = json_pack("{s:b}", "released", 1);
+		struct control_pending *p = fx.pending[i];
+		fx.pending[i] = NULL;
+		control_pending_finish(p, 0, r);
+		json_decref(r);
+		n++;
+	}
+	json_object_set_new(reply, "released", json_integer(n));
+	return 0;
+}
+
 static int cmd_close(void *opaque, json_t *req, json_t *reply)
 {
 	struct control_server **srv = opaque;
@@ -182,16 +202,17 @@ static int cmd_close(void *opaque, json_t *req, json_t *reply)
 }
 
 static const struct control_cmd cmds[] = {
-	{"echo", cmd_echo, "reply with the request's \"value\""},
-	{"fail", cmd_fail, "fail with a message"},
-	{"fail_plain", cmd_fail_plain, NULL},
-	{"override", cmd_override, "try to forge the envelope"},
-	{"slow", cmd_slow, "reply later"},
-	{"now", cmd_now, "defer and finish at once"},
-	{"nohandle", cmd_nohandle, NULL},
-	{"wrong_handle", cmd_wrong_handle, NULL},
-	{"undecided", cmd_undecided, NULL},
-	{"close", cmd_close, "close the server from inside a command"},
+    {"echo", cmd_echo, "reply with the request's \"value\""},
+    {"fail", cmd_fail, "fail with a message"},
+    {"fail_plain", cmd_fail_plain, NULL},
+    {"override", cmd_override, "try to forge the envelope"},
+    {"slow", cmd_slow, "reply later"},
+    {"now", cmd_now, "defer and finish at once"},
+    {"nohandle", cmd_nohandle, NULL},
+    {"wrong_handle", cmd_wrong_handle, NULL},
+    {"undecided", cmd_undecided, NULL},
+    {"release", cmd_release, NULL},
+    {"close", cmd_close, "close the server from inside a command"},
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
@@ -279,7 +300,8 @@ static void expect_line(int fd, const char *want, int line)
 {
 	char *got = cl_line(fd, 3000);
 	if (!got || strcmp(got, want) != 0) {
-		fprintf(stderr, "line %d: want %s\n         got  %s\n", line, want, got ? got : "(none)");
+		fprintf(stderr, "line %d: want %s\n         got  %s\n", line, want,
+			got ? got : "(none)");
 		test_failures++;
 	}
 	free(got);
@@ -354,12 +376,14 @@ static void test_replies(void)
 	EXPECT_REPLY("{\"cmd\":\"fail\",\"id\":\"q\"}",
 		     "{\"ok\":false,\"id\":\"q\",\"error\":\"no such widget w1: No such file or "
 		     "directory\"}");
-	EXPECT_REPLY("{\"cmd\":\"fail_plain\"}", "{\"ok\":false,\"error\":\"Device or resource busy\"}");
+	EXPECT_REPLY("{\"cmd\":\"fail_plain\"}",
+		     "{\"ok\":false,\"error\":\"Device or resource busy\"}");
 	EXPECT_REPLY("{\"cmd\":\"override\",\"id\":1}", "{\"ok\":true,\"id\":1,\"x\":1}");
 	EXPECT_REPLY("{\"cmd\":\"override\"}", "{\"ok\":true,\"x\":1}");
-	EXPECT_REPLY("{\"cmd\":\"nohandle\"}",
-		     "{\"ok\":false,\"error\":\"command \\\"nohandle\\\" deferred its reply without "
-		     "a handle\"}");
+	EXPECT_REPLY(
+	    "{\"cmd\":\"nohandle\"}",
+	    "{\"ok\":false,\"error\":\"command \\\"nohandle\\\" deferred its reply without "
+	    "a handle\"}");
 	EXPECT_REPLY("{\"cmd\":\"wrong_handle\"}", "{\"ok\":true,\"handle\":false}");
 	EXPECT_REPLY("{\"cmd\":\"now\",\"id\":3}", "{\"ok\":true,\"id\":3,\"when\":\"now\"}");
 }
@@ -395,7 +419,8 @@ static void test_help(void)
 	CHECK(json_is_true(json_object_get(j, "ok")));
 	json_t *list = json_object_get(j, "commands");
 	CHECK_EQ(json_array_size(list), NCMDS + 1);
-	CHECK(strcmp(json_string_value(json_object_get(json_array_get(list, 0), "name")), "help") == 0);
+	CHECK(strcmp(json_string_value(json_object_get(json_array_get(list, 0), "name")), "help") ==
+	      0);
 	json_t *echo = json_array_get(list, 1);
 	CHECK(strcmp(json_string_value(json_object_get(echo, "name")), "echo") == 0);
 	CHECK(strcmp(json_string_value(json_object_get(echo, "help")), cmds[0].help) == 0);
@@ -413,7 +438,8 @@ static void test_one_connection(void)
 	cl_send(fd, "{\"cmd\":\"fail_plain\"}\n");
 	EXPECT_LINE(fd, "{\"ok\":false,\"error\":\"Device or resource busy\"}");
 	/* Several in one write, blank lines between them ignored. */
-	cl_send(fd, "{\"cmd\":\"echo\",\"value\":2}\n\n \r\n{\"cmd\":\"nope\"}\n{\"cmd\":\"echo\",\"value\":3}\n");
+	cl_send(fd, "{\"cmd\":\"echo\",\"value\":2}\n\n "
+		    "\r\n{\"cmd\":\"nope\"}\n{\"cmd\":\"echo\",\"value\":3}\n");
 	EXPECT_LINE(fd, "{\"ok\":true,\"value\":2}");
 	char *l = cl_line(fd, 3000);
 	CHECK(l && strstr(l, "unknown command"));
@@ -569,7 +595,8 @@ static void *flood_writer(void *arg)
 	pad[200] = 0;
 	for (int i = 0; i < f->n; i++) {
 		char req[300];
-		snprintf(req, sizeof(req), "{\"cmd\":\"echo\",\"id\":%d,\"value\":\"%s\"}\n", i, pad);
+		snprintf(req, sizeof(req), "{\"cmd\":\"echo\",\"id\":%d,\"value\":\"%s\"}\n", i,
+			 pad);
 		cl_send(f->fd, req);
 	}
 	return NULL;
@@ -676,6 +703,34 @@ static void test_deferred(void)
 	EXPECT_LINE(a, "{\"ok\":true,\"value\":0}");
 	close(a);
 
+	/* Finished by another client's command; each gets its own reply and
+	 * the first connection carries on with its next request. */
+	a = cl_connect(fx.path);
+	int b = cl_connect(fx.path);
+	cl_send(a, "{\"cmd\":\"slow\",\"id\":\"a1\"}\n{\"cmd\":\"echo\",\"id\":\"a2\"}\n");
+	cl_send(b, "{\"cmd\":\"slow\",\"id\":\"b1\"}\n{\"cmd\":\"release\",\"id\":\"b2\"}\n");
+	wait_pending(base + 2);
+	int c = cl_connect(fx.path);
+	cl_send(c, "{\"cmd\":\"release\"}\n");
+	EXPECT_LINE(c, "{\"ok\":true,\"released\":2}");
+	EXPECT_LINE(a, "{\"ok\":true,\"id\":\"a1\",\"released\":true}");
+	EXPECT_LINE(a, "{\"ok\":true,\"id\":\"a2\"}");
+	EXPECT_LINE(b, "{\"ok\":true,\"id\":\"b1\",\"released\":true}");
+	EXPECT_LINE(b, "{\"ok\":true,\"id\":\"b2\",\"released\":0}");
+	/* A command that finishes its own connection's earlier reply cannot
+	 * run before it: release on the same connection waits behind slow. */
+	cl_send(a, "{\"cmd\":\"slow\",\"id\":3}\n{\"cmd\":\"release\",\"id\":4}\n");
+	wait_pending(base + 3);
+	CHECK(cl_line(a, 100) == NULL);
+	cl_send(c, "{\"cmd\":\"release\"}\n");
+	EXPECT_LINE(c, "{\"ok\":true,\"released\":1}");
+	EXPECT_LINE(a, "{\"ok\":true,\"id\":3,\"released\":true}");
+	EXPECT_LINE(a, "{\"ok\":true,\"id\":4,\"released\":0}");
+	close(a);
+	close(b);
+	close(c);
+	base += 3;
+
 	/* Left outstanding: fixture_stop() finishes it after control_close(). */
 	a = cl_connect(fx.path);
 	cl_send(a, "{\"cmd\":\"slow\"}\n");
@@ -749,7 +804,8 @@ static void test_request_errors(void)
 	pthread_t t;
 	CHECK_EQ(pthread_create(&t, NULL, hangup_server, &s), 0);
 	CHECK_EQ(control_request(path, "{\"cmd\":\"status\"}", &reply, 3000), -ECONNRESET);
-	CHECK(strstr(err_msg(), "closed the connection without a reply") && strstr(err_msg(), path));
+	CHECK(strstr(err_msg(), "closed the connection without a reply") &&
+	      strstr(err_msg(), path));
 	pthread_join(t, NULL);
 	close(s);
 	unlink(path);
@@ -804,8 +860,7 @@ static void test_open_errors(void)
 	memset(longpath, 'a', sizeof(longpath) - 1);
 	longpath[sizeof(longpath) - 1] = 0;
 	CHECK_EQ(control_open(fx.loop, longpath, cmds, NCMDS, NULL, &s2), -ENAMETOOLONG);
-	CHECK_EQ(control_open(fx.loop, "/nonexistent-dir/x.sock", cmds, NCMDS, NULL, &s2),
-		 -ENOENT);
+	CHECK_EQ(control_open(fx.loop, "/nonexistent-dir/x.sock", cmds, NCMDS, NULL, &s2), -ENOENT);
 	CHECK(strstr(err_msg(), "/nonexistent-dir/x.sock") != NULL);
 }
 
@@ -866,6 +921,7 @@ static void test_stale_and_close_inside(void)
 
 int main(void)
 {
+	log_set_level(LOG_ERROR); /* the refusals tested here warn */
 	fixture_start();
 	if (!fx.srv)
 		TEST_DONE();
