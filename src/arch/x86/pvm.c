@@ -162,21 +162,23 @@ static void regs_to_kvm(struct kvm_regs *k, const struct insn_regs *r)
 	k->rflags = r->rflags;
 }
 
-/* The instruction bytes: from the exit when KVM gives them, else read at
- * CS:RIP through the guest page tables. */
+/* The instruction bytes: from the exit when KVM gives all 15, else read at
+ * CS:RIP through the guest page tables (KVM gives what its decoder fetched,
+ * which may end early); whichever source has more wins. */
 static size_t fetch_bytes(struct glue *g, const struct kvm_run *run, const struct kvm_sregs *s,
 			  const struct kvm_regs *k, enum insn_mode mode, uint8_t *buf)
 {
+	size_t from_kvm = 0;
 	if (run->emulation_failure.ndata >= 3 &&
 	    (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
-		size_t n = run->emulation_failure.insn_size;
-		if (n > INSN_MAX_LEN)
-			n = INSN_MAX_LEN;
-		memcpy(buf, run->emulation_failure.insn_bytes, n);
-		if (n == INSN_MAX_LEN)
-			return n;
-		/* KVM gives what its decoder fetched; fall through to read all 15. */
+		from_kvm = run->emulation_failure.insn_size;
+		if (from_kvm > INSN_MAX_LEN)
+			from_kvm = INSN_MAX_LEN;
+		memcpy(buf, run->emulation_failure.insn_bytes, from_kvm);
+		if (from_kvm == INSN_MAX_LEN)
+			return from_kvm;
 	}
+	uint8_t mem[INSN_MAX_LEN];
 	uint64_t la = k->rip + s->cs.base;
 	if (mode != INSN_MODE_64)
 		la &= 0xffffffffull;
@@ -185,11 +187,14 @@ static size_t fetch_bytes(struct glue *g, const struct kvm_run *run, const struc
 		size_t chunk = PAGE_SIZE - ((la + n) & (PAGE_SIZE - 1));
 		if (chunk > INSN_MAX_LEN - n)
 			chunk = INSN_MAX_LEN - n;
-		if (glue_read(g, la + n, buf + n, (unsigned)chunk))
+		if (glue_read(g, la + n, mem + n, (unsigned)chunk))
 			break; /* the instruction may well end before the unmapped page */
 		n += chunk;
 	}
 	err_clear();
+	if (n <= from_kvm)
+		return from_kvm;
+	memcpy(buf, mem, n);
 	return n;
 }
 
