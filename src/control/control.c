@@ -822,6 +822,9 @@ int control_request(const char *path, const char *request, char **reply, int tim
 		len--;
 	if (memchr(request, '\n', len))
 		return err_set(EINVAL, "a request to %s must be one line", path);
+	if (strspn(request, " \t\r") >= len)
+		/* The server ignores blank lines: we would wait for nothing. */
+		return err_set(EINVAL, "an empty request to %s", path);
 	struct sockaddr_un sa;
 	int r = control_addr(path, &sa);
 	if (r < 0)

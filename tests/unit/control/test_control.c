@@ -814,6 +814,9 @@ static void test_request_errors(void)
 	CHECK_EQ(control_request(fx.path, "{\"cmd\":\"echo\"}\n{\"cmd\":\"echo\"}", &reply, 100),
 		 -EINVAL);
 	CHECK(strstr(err_msg(), "one line") != NULL);
+	CHECK_EQ(control_request(fx.path, " \r\n", &reply, 100), -EINVAL);
+	CHECK_EQ(control_request(fx.path, "", &reply, 100), -EINVAL);
+	CHECK(strstr(err_msg(), "empty request") != NULL);
 	char longpath[200];
 	memset(longpath, 'a', sizeof(longpath) - 1);
 	longpath[sizeof(longpath) - 1] = 0;
