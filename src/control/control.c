@@ -665,7 +665,7 @@ void control_pending_finish(struct control_pending *p, int result, json_t *reply
 			result = 0;
 		json_t *fields = NULL;
 		if (result >= 0 && reply) {
-			fields = json_deep_copy(reply);
+			fields = json_copy(reply); /* shallow: only to drop "error" */
 			json_object_del(fields, "error");
 		}
 		c->pending = NULL;
