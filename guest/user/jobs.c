@@ -62,17 +62,24 @@ static int next_job(const char **s, unsigned *cpu, int *has_cpu, char *out)
 	return 1;
 }
 
+static unsigned jobs_dropped;
+
 void jobs_parse(const char *cl)
 {
 	struct job j;
 	int has_cpu;
-	while (njobs < MAX_JOBS && next_job(&cl, &j.cpu, &has_cpu, j.text))
-		if (j.text[0])
+	while (next_job(&cl, &j.cpu, &has_cpu, j.text))
+		if (j.text[0] && njobs < MAX_JOBS)
 			jobs[njobs++] = j;
+		else if (j.text[0])
+			jobs_dropped++;
 }
 
 void jobs_warn_unplaced(void)
 {
+	if (jobs_dropped)
+		con_printf("cairn-guest: warning: more than %u jobs: %u ignored", MAX_JOBS,
+			   jobs_dropped);
 	for (unsigned i = 0; i < njobs; i++)
 		if (jobs[i].cpu >= ncpus)
 			con_printf("cairn-guest: warning: no cpu%u for job '%s'", jobs[i].cpu,
