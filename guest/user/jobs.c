@@ -8,7 +8,7 @@
 #include "ulib.h"
 #include "vblk.h"
 
-#define MAX_JOBS 64
+#define MAX_JOBS 256
 #define JOB_LEN 256
 
 static struct job {
