@@ -1,0 +1,461 @@
+/* Guest RAM images; the layout is in docs/state-format.md. */
+#include "snapshot/mem_image.h"
+#include "util/err.h"
+#include "util/fileutil.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define MEM_MAGIC "CAIRNMEM"
+#define MEM_FORMAT_VERSION 1u
+#define MEM_TRAILER_HEADER 48u
+#define MEM_HASH_XXH3_64 1u
+/* Non-zero pages are written in runs of up to this size; after each run
+ * the kernel is asked to start writeback, so the final fsync has little
+ * left and dirty pages do not pile up. */
+#define MEM_RUN_MAX (32u << 20)
+
+static uint64_t chunk_count(uint64_t size)
+{
+	return (size + MEM_IMAGE_CHUNK_SIZE - 1) / MEM_IMAGE_CHUNK_SIZE;
+}
+
+static uint64_t trailer_size(uint64_t size)
+{
+	return MEM_TRAILER_HEADER + 8 * chunk_count(size) + 8;
+}
+
+static uint64_t chunk_len(uint64_t size, uint64_t c)
+{
+	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE;
+	return size - off < MEM_IMAGE_CHUNK_SIZE ? size - off : MEM_IMAGE_CHUNK_SIZE;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+/* 64 bytes per step; a page of guest data usually fails on the first. */
+static bool page_is_zero(const uint8_t *p)
+{
+	for (size_t i = 0; i < MEM_IMAGE_PAGE_SIZE; i += 64) {
+		uint64_t w[8];
+		memcpy(w, p + i, sizeof(w));
+		if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])
+			return false;
+	}
+	return true;
+}
+
+static int check_size_arg(const char *path, uint64_t size)
+{
+	if (size == 0 || size % MEM_IMAGE_PAGE_SIZE)
+		return err_set(EINVAL, "%s: memory size %llu is not a positive multiple of 4 KiB",
+			       path, (unsigned long long)size);
+	return 0;
+}
+
+/* ---- save ---- */
+
+struct saver {
+	const char *tmp;
+	int fd;
+	const uint8_t *ram;
+	uint64_t run_start, run_end; /* pending run of non-zero pages */
+	uint64_t written;
+};
+
+static int saver_flush(struct saver *s)
+{
+	if (s->run_end == s->run_start)
+		return 0;
+	uint64_t len = s->run_end - s->run_start;
+	int r = file_pwrite_all(s->fd, s->ram + s->run_start, len, s->run_start);
+	if (r < 0)
+		return err_set(-r, "%s: write of %llu bytes at offset %#llx failed", s->tmp,
+			       (unsigned long long)len, (unsigned long long)s->run_start);
+	/* Only a hint: start writeback now; fsync makes it durable. */
+	sync_file_range(s->fd, (off_t)s->run_start, (off_t)len, SYNC_FILE_RANGE_WRITE);
+	s->written += len;
+	s->run_start = s->run_end;
+	return 0;
+}
+
+static int saver_page(struct saver *s, uint64_t off)
+{
+	if (page_is_zero(s->ram + off))
+		return saver_flush(s);
+	if (s->run_end != off) { /* a hole lay between */
+		int r = saver_flush(s);
+		if (r < 0)
+			return r;
+		s->run_start = off;
+	}
+	s->run_end = off + MEM_IMAGE_PAGE_SIZE;
+	return s->run_end - s->run_start >= MEM_RUN_MAX ? saver_flush(s) : 0;
+}
+
+static void trailer_encode(uint8_t *t, uint64_t size, const uint64_t *hashes)
+{
+	uint64_t n = chunk_count(size);
+	memcpy(t, MEM_MAGIC, 8);
+	put_le32(t + 8, MEM_FORMAT_VERSION);
+	put_le32(t + 12, MEM_TRAILER_HEADER);
+	put_le64(t + 16, size);
+	put_le32(t + 24, MEM_IMAGE_CHUNK_SIZE);
+	put_le32(t + 28, MEM_IMAGE_PAGE_SIZE);
+	put_le64(t + 32, n);
+	put_le32(t + 40, MEM_HASH_XXH3_64);
+	put_le32(t + 44, 0); /* flags: none in version 1 */
+	for (uint64_t i = 0; i < n; i++)
+		put_le64(t + MEM_TRAILER_HEADER + 8 * i, hashes[i]);
+	uint64_t body = MEM_TRAILER_HEADER + 8 * n;
+	put_le64(t + body, XXH3_64bits(t, body));
+}
+
+static int save_to(struct saver *s, uint64_t size, uint64_t *hashes, uint8_t *trailer,
+		   mem_image_progress_fn progress, void *opaque)
+{
+	if (ftruncate(s->fd, (off_t)size) < 0) /* the holes */
+		return err_set(errno, "%s: cannot size to %llu bytes", s->tmp,
+			       (unsigned long long)size);
+	uint64_t n = chunk_count(size);
+	for (uint64_t c = 0; c < n; c++) {
+		uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(size, c);
+		hashes[c] = XXH3_64bits(s->ram + off, len);
+		for (uint64_t p = off; p < off + len; p += MEM_IMAGE_PAGE_SIZE) {
+			int r = saver_page(s, p);
+			if (r < 0)
+				return r;
+		}
+		if (progress && progress(opaque, off + len, size))
+			return err_set(ECANCELED, "%s: save cancelled", s->tmp);
+	}
+	int r = saver_flush(s);
+	if (r < 0)
+		return r;
+	trailer_encode(trailer, size, hashes);
+	r = file_pwrite_all(s->fd, trailer, trailer_size(size), size);
+	if (r < 0)
+		return err_set(-r, "%s: writing the trailer failed", s->tmp);
+	if (fsync(s->fd) < 0)
+		return err_set(errno, "%s: fsync failed", s->tmp);
+	return 0;
+}
+
+int mem_image_save(const char *path, const void *ram, uint64_t size,
+		   mem_image_progress_fn progress, void *opaque, struct mem_image_info *info)
+{
+	int r = check_size_arg(path, size);
+	if (r < 0)
+		return r;
+	char *tmp = NULL;
+	uint8_t *trailer = calloc(1, trailer_size(size));
+	uint64_t *hashes = malloc(8 * chunk_count(size));
+	if (!trailer || !hashes || asprintf(&tmp, "%s.tmp", path) < 0) {
+		tmp = NULL;
+		r = err_set(ENOMEM, "%s", path);
+		goto out;
+	}
+	struct saver s = {.tmp = tmp, .ram = ram};
+	s.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (s.fd < 0) {
+		r = err_set(errno, "%s: cannot create", tmp);
+		goto out;
+	}
+	r = save_to(&s, size, hashes, trailer, progress, opaque);
+	if (close(s.fd) < 0 && r == 0)
+		r = err_set(errno, "%s: close failed", tmp);
+	if (r == 0 && rename(tmp, path) < 0)
+		r = err_set(errno, "%s: cannot rename into place", path);
+	if (r < 0) {
+		unlink(tmp);
+		goto out;
+	}
+	r = file_fsync_parent(path);
+	if (r == 0 && info) {
+		uint64_t tsize = trailer_size(size);
+		*info = (struct mem_image_info){
+			.size = size,
+			.data_bytes = s.written,
+			.file_size = size + tsize,
+			.chunks = chunk_count(size),
+			.digest = get_le64(trailer + tsize - 8),
+		};
+	}
+out:
+	free(hashes);
+	free(trailer);
+	free(tmp);
+	return r;
+}
+
+/* ---- reading ---- */
+
+struct image {
+	const char *path;
+	int fd;
+	uint64_t size;
+	uint64_t nchunks;
+	uint64_t *hashes; /* host order */
+	uint64_t digest;
+	uint64_t allocated;
+};
+
+static void image_close(struct image *im)
+{
+	if (im->fd >= 0)
+		close(im->fd);
+	free(im->hashes);
+	im->fd = -1;
+	im->hashes = NULL;
+}
+
+static int trailer_check(struct image *im, const uint8_t *t)
+{
+	const char *path = im->path;
+	uint64_t n = im->nchunks;
+	if (memcmp(t, MEM_MAGIC, 8) != 0)
+		return err_set(EINVAL, "%s: not a cairn memory image (no trailer at offset %#llx)",
+			       path, (unsigned long long)im->size);
+	uint32_t version = get_le32(t + 8);
+	if (version != MEM_FORMAT_VERSION)
+		return err_set(ENOTSUP, "%s: memory image format version %u; this cairn reads version %u",
+			       path, version, MEM_FORMAT_VERSION);
+	uint64_t body = MEM_TRAILER_HEADER + 8 * n;
+	uint64_t stored = get_le64(t + body), computed = XXH3_64bits(t, body);
+	if (stored != computed)
+		return err_set(EUCLEAN,
+			       "%s: trailer checksum mismatch (stored %016llx, computed %016llx)",
+			       path, (unsigned long long)stored, (unsigned long long)computed);
+	if (get_le32(t + 12) != MEM_TRAILER_HEADER || get_le64(t + 16) != im->size ||
+	    get_le32(t + 24) != MEM_IMAGE_CHUNK_SIZE || get_le32(t + 28) != MEM_IMAGE_PAGE_SIZE ||
+	    get_le64(t + 32) != n || get_le32(t + 40) != MEM_HASH_XXH3_64 || get_le32(t + 44) != 0)
+		return err_set(EUCLEAN,
+			       "%s: trailer describes a %llu-byte image in %llu chunks of %u bytes "
+			       "(hash %u, flags %#x); expected %llu bytes in %llu chunks of %u",
+			       path, (unsigned long long)get_le64(t + 16),
+			       (unsigned long long)get_le64(t + 32), get_le32(t + 24),
+			       get_le32(t + 40), get_le32(t + 44), (unsigned long long)im->size,
+			       (unsigned long long)n, MEM_IMAGE_CHUNK_SIZE);
+	for (uint64_t i = 0; i < n; i++)
+		im->hashes[i] = get_le64(t + MEM_TRAILER_HEADER + 8 * i);
+	im->digest = stored;
+	return 0;
+}
+
+/* Open PATH and check its size and trailer against SIZE. */
+static int image_open(struct image *im, const char *path, uint64_t size)
+{
+	*im = (struct image){.path = path, .fd = -1, .size = size, .nchunks = chunk_count(size)};
+	int r = check_size_arg(path, size);
+	if (r < 0)
+		return r;
+	im->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (im->fd < 0)
+		return err_set(errno, "%s", path);
+	struct stat st;
+	if (fstat(im->fd, &st) < 0) {
+		r = err_set(errno, "%s: stat", path);
+		goto fail;
+	}
+	uint64_t tsize = trailer_size(size), want = size + tsize;
+	if ((uint64_t)st.st_size != want) {
+		r = err_set(EUCLEAN,
+			    "%s: %s: %llu bytes, a %llu-byte memory image takes %llu (%llu of RAM "
+			    "and a %llu-byte trailer)",
+			    path, (uint64_t)st.st_size < want ? "truncated" : "too long",
+			    (unsigned long long)st.st_size, (unsigned long long)size,
+			    (unsigned long long)want, (unsigned long long)size,
+			    (unsigned long long)tsize);
+		goto fail;
+	}
+	im->allocated = (uint64_t)st.st_blocks * 512;
+	uint8_t *t = malloc(tsize);
+	im->hashes = malloc(8 * im->nchunks);
+	if (!t || !im->hashes) {
+		free(t);
+		r = err_set(ENOMEM, "%s: trailer", path);
+		goto fail;
+	}
+	r = file_pread_all(im->fd, t, tsize, size);
+	if (r < 0)
+		r = err_set(-r, "%s: reading the trailer", path);
+	else
+		r = trailer_check(im, t);
+	free(t);
+	if (r < 0)
+		goto fail;
+	return 0;
+fail:
+	image_close(im);
+	return r;
+}
+
+static int chunk_mismatch(const struct image *im, uint64_t c, uint64_t computed)
+{
+	return err_set(EUCLEAN,
+		       "%s: chunk %llu (offset %#llx, %llu bytes) checksum mismatch (stored "
+		       "%016llx, computed %016llx): the image was altered",
+		       im->path, (unsigned long long)c,
+		       (unsigned long long)(c * MEM_IMAGE_CHUNK_SIZE),
+		       (unsigned long long)chunk_len(im->size, c), (unsigned long long)im->hashes[c],
+		       (unsigned long long)computed);
+}
+
+static int verify_chunk(const struct image *im, uint64_t c, uint8_t *buf)
+{
+	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(im->size, c);
+	int r = file_pread_all(im->fd, buf, len, off);
+	if (r < 0)
+		return err_set(-r, "%s: reading chunk %llu at offset %#llx", im->path,
+			       (unsigned long long)c, (unsigned long long)off);
+	uint64_t h = XXH3_64bits(buf, len);
+	return h == im->hashes[c] ? 0 : chunk_mismatch(im, c, h);
+}
+
+int mem_image_info(const char *path, uint64_t size, struct mem_image_info *info)
+{
+	struct image im;
+	int r = image_open(&im, path, size);
+	if (r < 0)
+		return r;
+	*info = (struct mem_image_info){
+		.size = size,
+		.data_bytes = im.allocated,
+		.file_size = size + trailer_size(size),
+		.chunks = im.nchunks,
+		.digest = im.digest,
+	};
+	image_close(&im);
+	return 0;
+}
+
+int mem_image_verify(const char *path, uint64_t size, mem_image_progress_fn progress,
+		     void *opaque)
+{
+	struct image im;
+	int r = image_open(&im, path, size);
+	if (r < 0)
+		return r;
+	uint8_t *buf = malloc(MEM_IMAGE_CHUNK_SIZE);
+	if (!buf) {
+		image_close(&im);
+		return err_set(ENOMEM, "%s", path);
+	}
+	posix_fadvise(im.fd, 0, (off_t)size, POSIX_FADV_SEQUENTIAL);
+	for (uint64_t c = 0; c < im.nchunks && r == 0; c++) {
+		r = verify_chunk(&im, c, buf);
+		if (r == 0 && progress &&
+		    progress(opaque, c * MEM_IMAGE_CHUNK_SIZE + chunk_len(size, c), size))
+			r = err_set(ECANCELED, "%s: verify cancelled", path);
+	}
+	free(buf);
+	image_close(&im);
+	return r;
+}
+
+int mem_image_verify_chunk(const char *path, uint64_t size, uint64_t chunk)
+{
+	struct image im;
+	int r = image_open(&im, path, size);
+	if (r < 0)
+		return r;
+	if (chunk >= im.nchunks) {
+		r = err_set(EINVAL, "%s: chunk %llu out of range (the image has %llu)", path,
+			    (unsigned long long)chunk, (unsigned long long)im.nchunks);
+	} else {
+		uint8_t *buf = malloc(MEM_IMAGE_CHUNK_SIZE);
+		r = buf ? verify_chunk(&im, chunk, buf) : err_set(ENOMEM, "%s", path);
+		free(buf);
+	}
+	image_close(&im);
+	return r;
+}
+
+int mem_image_map(const char *path, uint64_t size, void **ptr)
+{
+	struct image im;
+	int r = image_open(&im, path, size);
+	if (r < 0)
+		return r;
+	/* NORESERVE as for fresh guest RAM: copy-on-write pages are charged
+	 * only when the guest writes them. */
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, im.fd, 0);
+	if (p == MAP_FAILED)
+		r = err_set(errno, "%s: cannot map %llu MiB", path, (unsigned long long)(size >> 20));
+	else
+		*ptr = p;
+	image_close(&im); /* the mapping keeps the file */
+	return r;
+}
+
+/* Copy one chunk, read whole into BUF (holes read as zeros, cheaply) and
+ * verified before RAM is touched; then only non-zero pages are copied, and
+ * zero pages written only where RAM is not zero already, so untouched
+ * anonymous memory stays unallocated.  (One read per chunk: asking for the
+ * holes with SEEK_DATA/SEEK_HOLE per extent was 10x slower on ext4.) */
+static int load_chunk(const struct image *im, uint8_t *ram, uint64_t c, uint8_t *buf)
+{
+	int r = verify_chunk(im, c, buf);
+	if (r < 0)
+		return r;
+	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(im->size, c);
+	for (uint64_t p = 0; p < len; p += MEM_IMAGE_PAGE_SIZE) {
+		if (!page_is_zero(buf + p))
+			memcpy(ram + off + p, buf + p, MEM_IMAGE_PAGE_SIZE);
+		else if (!page_is_zero(ram + off + p))
+			memset(ram + off + p, 0, MEM_IMAGE_PAGE_SIZE);
+	}
+	return 0;
+}
+
+int mem_image_load(const char *path, void *ram, uint64_t size)
+{
+	struct image im;
+	int r = image_open(&im, path, size);
+	if (r < 0)
+		return r;
+	uint8_t *buf = malloc(MEM_IMAGE_CHUNK_SIZE);
+	if (!buf) {
+		image_close(&im);
+		return err_set(ENOMEM, "%s", path);
+	}
+	posix_fadvise(im.fd, 0, (off_t)size, POSIX_FADV_SEQUENTIAL);
+	for (uint64_t c = 0; c < im.nchunks && r == 0; c++)
+		r = load_chunk(&im, ram, c, buf);
+	free(buf);
+	image_close(&im);
+	return r;
+}
