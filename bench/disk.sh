@@ -67,7 +67,7 @@ row() { # row NAME IMG FMT WRITE UNIT_BYTES ARGS...
   echo "${rows[-1]}" >&2
 }
 
-N4=100000; N4W=20000; N1=1024; N1W=512
+N4=200000; N4W=20000; N1=1024; N1W=512
 for d in raw 1 8 32 100; do
   if [ $d = raw ]; then img=d.raw; fmt=raw; else img=c$d.qcow2; fmt=qcow2; fi
   label=$([ $d = raw ] && echo raw || echo "qcow2 depth $d")

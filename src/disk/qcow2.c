@@ -658,7 +658,15 @@ static int qcow2_write(struct block_dev *bd, const void *vbuf, uint64_t off, siz
 		uint64_t in = off & (cs - 1);
 		size_t n = cs - in < len ? (size_t)(cs - in) : len;
 		if (in_place(e)) {
-			r = qcow2_pwrite(img, buf, n, (e & QCOW2_OFFSET_MASK) + in, "data");
+			/* Extend over following clusters contiguous in the file. */
+			uint64_t host = e & QCOW2_OFFSET_MASK;
+			for (uint64_t k = 1; n < len && idx + k < img->l2_entries; k++) {
+				uint64_t e2 = be64_get(&t[idx + k]);
+				if (!in_place(e2) || (e2 & QCOW2_OFFSET_MASK) != host + k * cs)
+					break;
+				n += len - n < cs ? len - n : (size_t)cs;
+			}
+			r = qcow2_pwrite(img, buf, n, host + in, "data");
 		} else if (in == 0 && n == cs) {
 			/* Whole clusters: extend over the following ones that also
 			 * need allocation, within this L2 table. */
