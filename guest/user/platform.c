@@ -106,9 +106,9 @@ static void parse_madt(uint64_t t)
 		uint8_t type = *(uint8_t *)p, l = *(uint8_t *)(p + 1);
 		if (l < 2)
 			break;
-		if (type == 0 && (rd32(p + 4) & 3))
+		if (type == 0 && (rd32(p + 4) & 1)) /* enabled, not just online-capable */
 			add_cpu(*(uint8_t *)(p + 3));
-		else if (type == 9 && (rd32(p + 8) & 3))
+		else if (type == 9 && (rd32(p + 8) & 1))
 			add_cpu(rd32(p + 4));
 		else if (type == 1)
 			ioapic_base = rd32(p + 4);
