@@ -80,6 +80,36 @@ static void pci_w32(uint32_t bdf, uint32_t off, uint32_t v)
 	outl(0xcfc, v);
 }
 
+static int pci_scanned;
+
+static void pci_scan_window(void)
+{
+	pci_scanned = 1;
+	for (uint32_t dev = 0; dev < 32; dev++) {
+		for (uint32_t fn = 0; fn < 8; fn++) {
+			uint32_t bdf = dev << 3 | fn;
+			if ((pci_r32(bdf, 0) & 0xffff) == 0xffff) {
+				if (!fn)
+					break;
+				continue;
+			}
+			uint32_t n = ((pci_r32(bdf, 0xc) >> 16) & 0x7f) == 0 ? 6 : 2;
+			for (uint32_t b = 0; b < n; b++) {
+				uint32_t v = pci_r32(bdf, 0x10 + 4 * b);
+				uint64_t a = v & ~0xfull;
+				if (v & 1)
+					continue;
+				if (((v >> 1) & 3) == 2)
+					a |= (uint64_t)pci_r32(bdf, 0x10 + 4 * ++b) << 32;
+				if (a >= 0xc0000000 && a < pci_top && v != 0xffffffff)
+					pci_top = a;
+			}
+			if (!fn && !(pci_r32(bdf, 0xc) & 0x800000))
+				break; /* not multi-function */
+		}
+	}
+}
+
 static uint64_t bar_addr(uint32_t bdf, unsigned bar)
 {
 	uint32_t off = 0x10 + 4 * bar, lo = pci_r32(bdf, off);
@@ -91,7 +121,10 @@ static uint64_t bar_addr(uint32_t bdf, unsigned bar)
 		a |= (uint64_t)pci_r32(bdf, off + 4) << 32;
 	if (a)
 		return a;
-	/* no firmware assigned it: size it and take space from the top of the window */
+	/* no firmware assigned it: size it and take space from the top of the window,
+	   below every memory BAR already placed there */
+	if (!pci_scanned)
+		pci_scan_window();
 	pci_w32(bdf, off, 0xffffffff);
 	uint64_t mask = pci_r32(bdf, off) & ~0xfull;
 	if (is64) {
