@@ -22,7 +22,7 @@ struct percpu {
 	uint64_t user_rsp;
 	volatile uint64_t events; /* bumped by every timer/serial/disk/wake interrupt */
 	uint64_t lapic;
-	uint64_t scratch;
+	uint64_t reserved;
 	uint32_t kvmclock; /* 1: pvclock below is live */
 	uint32_t pad;
 	uint64_t pad2;

@@ -26,7 +26,6 @@
 #define PC_USER_RSP 16
 #define PC_EVENTS 24
 #define PC_LAPIC 32
-#define PC_SCRATCH 40
 #define PC_SIZE 256
 
 /* Interrupt vectors */

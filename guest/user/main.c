@@ -32,7 +32,7 @@ static void bsp_main(uint64_t start_info)
 	}
 	lapic_init_cpu();
 	time_init();
-	platform_find_cpus(0);
+	platform_find_cpus();
 	jobs_parse(cmdline);
 	unsigned n = platform_start_aps();
 	uint64_t boot_us = (rdtsc() - tsc_entry) * 1000 / tsc_khz, vm_us = kvmclock_ns() / 1000;

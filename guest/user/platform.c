@@ -176,9 +176,8 @@ static int mp_find_cpus(void)
 	return 1;
 }
 
-void platform_find_cpus(uint64_t hint)
+void platform_find_cpus(void)
 {
-	(void)hint;
 	cpu_apic_id[0] = lapic_r(0x20) >> 24;
 	ncpus = 1;
 	if (acpi_find_cpus())

@@ -11,7 +11,7 @@ extern unsigned serial_gsi;
 extern const char *cpu_table; /* "madt", "mptable" or "none" */
 
 int platform_read_start_info(uint64_t start_info); /* 0 ok */
-void platform_find_cpus(uint64_t rsdp_hint);
+void platform_find_cpus(void); /* fills ncpus, cpu_apic_id[] (BSP first), ioapic_base */
 extern uint64_t rsdp_paddr;
 unsigned platform_start_aps(void); /* returns the number of CPUs online */
 void ioapic_route(unsigned gsi, unsigned vector, uint32_t apic_id);
