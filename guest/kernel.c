@@ -113,7 +113,7 @@ void kernel_trap(uint64_t *frame)
 	uint64_t vec = frame[15], cpu, cr2;
 
 	__asm__ volatile("movq %%gs:0, %0" : "=r"(cpu));
-	if (vec >= 32) {
+	if (vec >= 32 || vec == 15) { /* 15: reserved, but a spurious 8259 IRQ 7 at base 8 */
 		kputs("cairn-guest: unexpected interrupt vector ");
 		kputu(vec);
 		kputs(" on cpu");
