@@ -9,6 +9,8 @@ sum=$(sed -n 's/^cpu0: memfill mb=64 seed=12345 sum=//p' "$TMP/ok.log.txt")
 expect "$TMP/ok.log" "cpu0: memverify ok sum=$sum"
 expect "$TMP/ok.log" "cpu0: memfill mb=16 seed=16 sum=[0-9a-f]{16}"
 [ "$rc" = "$(qemu_status 0)" ] || fail "status $rc, expected $(qemu_status 0)"
+# the documented pattern (docs/guest.md), computed independently
+[ "$sum" = e9fbb2dd24715a19 ] || fail "memfill 64 12345: sum $sum, expected e9fbb2dd24715a19"
 pass "memfill/memverify ok, sum $sum"
 
 # The same seed gives the same sum on every boot.
