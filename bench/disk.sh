@@ -103,6 +103,7 @@ cd - >/dev/null
   echo
   echo "\`bench/disk.sh\` on $(date -u +%Y-%m-%d), $(nproc) CPUs, $(uname -r), $(qemu-img --version | head -1)."
   echo "Files on $(df -T "${BENCH_DIR:-/tmp}" 2>/dev/null | awk 'NR==2 {print $2}'), page cache warm (both tools use it)."
+  echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: figures are noisy)."
   echo "Median of $RUNS runs (commit: 3).  qemu-img bench keeps 64 requests in flight;"
   echo "cairn img bench issues one at a time, as the VMM's I/O thread does."
   echo "Ratio = qemu-img time / cairn time: above 1.00 means cairn is faster."
