@@ -159,10 +159,12 @@ static int mp_find_cpus(void)
 	uint64_t ct = rd32(fp + 4);
 	if (!ct || memcmp((void *)ct, "PCMP", 4))
 		return 0;
-	uint16_t count = rd16(ct + 34);
-	uint64_t p = ct + 44;
-	for (uint16_t i = 0; i < count; i++) {
+	/* walk by the table length, not the entry count: qboot leaves the count 0 */
+	uint64_t end = ct + rd16(ct + 4);
+	for (uint64_t p = ct + 44; p < end;) {
 		uint8_t type = *(uint8_t *)p;
+		if (type > 4)
+			break;
 		if (type == 0) {
 			if (*(uint8_t *)(p + 3) & 1)
 				add_cpu(*(uint8_t *)(p + 1));

@@ -20,3 +20,11 @@ pass "two vCPUs run their own jobs"
 rc=$(run_qemu microvm 30 "$TMP/w.log" "@3 echo x; exit 0")
 expect "$TMP/w.log" "cairn-guest: warning: no cpu3 for job 'echo x'"
 pass "jobs for missing CPUs are reported"
+
+# without ACPI the CPUs come from the Intel MP table (qboot's has an entry count of 0)
+rc=$(run_qemu microvm,acpi=off 30 "$TMP/mp.log" "@1 cpus; sleep 300; exit 0" -smp 2)
+expect "$TMP/mp.log" "cairn-guest: mem=.* cpu-table=mptable .*"
+expect "$TMP/mp.log" "cairn-guest: cpus=2"
+expect "$TMP/mp.log" "cpu1: cpus=2"
+[ "$rc" = "$(qemu_status 0)" ] || fail "status $rc"
+pass "CPUs found in the MP table"
