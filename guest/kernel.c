@@ -56,7 +56,7 @@ void kmain(uint64_t cpu)
 	wrmsr(0xc0000101, (uint64_t)pc); /* GS base: per-CPU data, user mode too */
 	__asm__ volatile("lidt %0" ::"m"(idt_ptr));
 	__asm__ volatile("ltr %w0" ::"r"(SEL_TSS0 + 16 * cpu));
-	/* kvmclock, when the hypervisor leaves say KVM and CLOCKSOURCE2 */
+	/* kvmclock, when the hypervisor CPUID leaves say KVM with CLOCKSOURCE2 */
 	cpuid(0x40000000, r);
 	if (r[1] == 0x4b4d564b && r[2] == 0x564b4d56 && r[3] == 0x4d) {
 		cpuid(0x40000001, r);
