@@ -277,15 +277,15 @@ static void info_human(json_t *j)
 	json_t *fs = json_object_get(json_object_get(j, "format-specific"), "data");
 	if (fs) {
 		printf("Format specific information:\n");
-		const char *k;
+		const char *name;
 		json_t *v;
-		json_object_foreach(fs, k, v) {
-			char key[64];
-			snprintf(key, sizeof(key), "%s", k);
-			for (char *q = key; *q; q++)
+		json_object_foreach(fs, name, v) {
+			/* qemu-img prints "refcount bits", JSON has "refcount-bits" */
+			char k[64];
+			snprintf(k, sizeof(k), "%s", name);
+			for (char *q = k; *q; q++)
 				if (*q == '-')
 					*q = ' ';
-			k = key;
 			if (json_is_string(v))
 				printf("    %s: %s\n", k, json_string_value(v));
 			else if (json_is_boolean(v))
