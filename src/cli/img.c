@@ -32,7 +32,7 @@ static const char img_usage[] =
 	"  stream  [-b BASE [-F FMT]] [-p] FILE      (pull backing data into FILE)\n"
 	"  rebase  [-f FMT] [-u] -b BACKING [-F FMT] [-p] FILE   (-b \"\" = none)\n"
 	"  map     [-f FMT] [--json|--output=json] FILE\n"
-	"  convert [-f FMT] [-O qcow2|raw] [-o cluster_size=N] [-p] SRC DST\n"
+	"  convert [-f FMT] [-O qcow2|raw] [-o cluster_size=N] [-B BACKING [-F FMT]] [-p] SRC DST\n"
 	"  compare [-f FMT] [-F FMT] A B\n"
 	"  bench   [-c N] [-s SIZE] [-S STEP] [-o OFF] [-w] [--flush-interval=N] FILE\n"
 	"  io      [-f FMT] [-v] -c CMD [-c CMD...] FILE   (test helper; CMD: read|write\n"
@@ -616,9 +616,11 @@ static int img_convert(int argc, char **argv)
 	struct img_opts o = {0};
 	bool prog = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "+f:O:o:pqt:T:h", common_longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+f:O:o:B:F:pqt:T:h", common_longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': co.src_fmt = optarg; break;
+		case 'B': co.backing = optarg; break;
+		case 'F': co.backing_fmt = optarg; break;
 		case 'O': co.dst_fmt = optarg; break;
 		case 'o':
 			if (parse_o(optarg, &o) < 0)

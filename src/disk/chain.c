@@ -362,6 +362,28 @@ static int create_raw(const char *path, uint64_t size)
 	return r;
 }
 
+/* Write into D (an overlay reading its backing chain) what differs in S,
+ * one cluster at a time. */
+static int convert_diff(struct block_dev *s, struct block_dev *d, uint8_t *buf,
+			const struct chain_progress *p)
+{
+	uint64_t cs = to_qcow2(d)->cluster_size;
+	uint8_t *old = malloc(cs);
+	if (!old)
+		return err_set(ENOMEM, "%s", d->path);
+	int r = 0;
+	for (uint64_t off = 0; r == 0 && off < s->size;) {
+		size_t n = s->size - off < cs ? (size_t)(s->size - off) : (size_t)cs;
+		if ((r = block_read(s, buf, off, n)) == 0 && (r = block_read(d, old, off, n)) == 0 &&
+		    memcmp(buf, old, n))
+			r = is_zero(buf, n) ? block_write_zeroes(d, off, n) : block_write(d, buf, off, n);
+		off += n;
+		progress_report(p, off, s->size);
+	}
+	free(old);
+	return r;
+}
+
 int chain_convert(const char *src, const char *dst, const struct chain_convert_opts *o,
 		  const struct chain_progress *p)
 {
@@ -373,16 +395,24 @@ int chain_convert(const char *src, const char *dst, const struct chain_convert_o
 	if (!strcmp(fmt, "raw")) {
 		r = create_raw(dst, s->size);
 	} else if (!strcmp(fmt, "qcow2")) {
-		struct qcow2_create_opts co = {.size = s->size, .cluster_size = o->cluster_size};
+		struct qcow2_create_opts co = {.size = s->size, .cluster_size = o->cluster_size,
+					       .backing = o->backing, .backing_fmt = o->backing_fmt};
 		r = qcow2_create(dst, &co);
 	} else {
 		r = err_set(EINVAL, "%s: unknown output format '%s'", dst, fmt);
 	}
+	bool overlay = o->backing && *o->backing;
+	if (r == 0 && overlay && strcmp(fmt, "qcow2"))
+		r = err_set(EINVAL, "%s: only qcow2 output can have a backing file", dst);
 	if (r == 0)
-		r = block_open(dst, fmt, BLOCK_NO_BACKING, &d);
+		r = block_open(dst, fmt, overlay ? 0 : BLOCK_NO_BACKING, &d);
 	uint8_t *buf = r == 0 ? malloc(CHUNK) : NULL;
 	if (r == 0 && !buf)
 		r = err_set(ENOMEM, "%s", dst);
+	if (r == 0 && overlay) {
+		r = convert_diff(s, d, buf, p);
+		goto done;
+	}
 	for (uint64_t off = 0; r == 0 && off < s->size;) {
 		struct chain_extent e;
 		if ((r = chain_map_extent(s, off, &e)) < 0)
@@ -394,6 +424,7 @@ int chain_convert(const char *src, const char *dst, const struct chain_convert_o
 		off += n;
 		progress_report(p, off, s->size);
 	}
+done:
 	free(buf);
 	if (d) {
 		if (r == 0)

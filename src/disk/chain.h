@@ -45,9 +45,14 @@ struct chain_convert_opts {
 	const char *src_fmt; /* NULL = detect */
 	const char *dst_fmt; /* "raw" or "qcow2" (default qcow2) */
 	uint32_t cluster_size; /* qcow2 output; 0 = 64 KiB */
+	const char *backing;     /* qcow2 output on this backing file (qemu-img
+				    convert -B): only what differs is written */
+	const char *backing_fmt; /* NULL = detect */
 };
-/* Write the content of SRC (read through its whole chain) into a new
- * standalone image DST.  Zero ranges are left sparse / unallocated. */
+/* Write the content of SRC (read through its whole chain) into a new image
+ * DST: standalone (the chain flattened), or an overlay on opts->backing
+ * holding only the clusters where SRC differs from it.  Zero ranges are left
+ * sparse / unallocated. */
 int chain_convert(const char *src, const char *dst, const struct chain_convert_opts *opts,
 		  const struct chain_progress *progress);
 

@@ -66,7 +66,11 @@ same L5.qcow2 ref.raw
 [ "$(qemu-img info --backing-chain --output=json L5.qcow2 | jq length)" = 6 ] || fail "chain length"
 C convert -O qcow2 L5.qcow2 flat.qcow2 && qcheck flat.qcow2 && same flat.qcow2 ref.raw
 C convert -O raw L5.qcow2 flat.raw && cmp -s flat.raw ref.raw || fail "convert to raw"
-pass "5-layer chain on a raw base written by cairn: each layer clean, chain reads agree, convert flattens"
+C convert -O qcow2 -B L2.qcow2 -F qcow2 L5.qcow2 part.qcow2 || fail "convert -B"
+qcheck part.qcow2; same part.qcow2 ref.raw
+[ "$(qemu-img info --output=json part.qcow2 | jq -r '.["backing-filename"]')" = L2.qcow2 ] || fail "convert -B backing"
+[ $(stat -c %s part.qcow2) -lt $(stat -c %s flat.qcow2) ] || fail "convert -B should store only the differences"
+pass "5-layer chain on a raw base written by cairn: each layer clean, chain reads agree, convert flattens or keeps a backing file"
 
 # 3. Commit, stream and rebase: cairn against qemu-img on copies.
 mkdir q c
