@@ -9,6 +9,7 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 
 int cli_run_main(int argc, char **argv);
 int cli_img_main(int argc, char **argv);
+int cli_control_main(int argc, char **argv);
 
 /* Print "cairn: MESSAGE" for the current error (err_msg()) and return 1. */
 int cli_fail(void);

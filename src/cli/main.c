@@ -12,6 +12,7 @@ static const char usage[] =
 	"Commands:\n"
 	"  run      boot a guest under KVM (cairn run --help)\n"
 	"  img      qcow2/raw image tools, qemu-img conventions (cairn img --help)\n"
+	"  control  send a request to a running VM's control socket\n"
 	"  version  print the version\n"
 	"\n"
 	"Exit status: 0 ok, 1 failed, 2 usage error.\n";
@@ -42,6 +43,8 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "run"))
 		return cli_run_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "control"))
+		return cli_control_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "img"))
 		return cli_img_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -17,6 +17,7 @@
 
 static const char run_usage[] =
 	"Usage: cairn run --kernel FILE [options]\n"
+	"       cairn run --restore DIR [--control SOCK] [--restore-mode map|copy]\n"
 	"\n"
 	"Boot a guest under KVM.  The serial console (COM1) is this terminal; with a\n"
 	"terminal, Ctrl-A x quits.\n"
@@ -29,6 +30,13 @@ static const char run_usage[] =
 	"  --disk FILE[,readonly][,format=raw|qcow2][,serial=ID]\n"
 	"                       a virtio-blk disk (repeatable; raw or qcow2, detected)\n"
 	"  --no-pvm-quirks      on PVM hosts, do not adapt Linux guests (docs/pvm.md)\n"
+	"  --control SOCK       serve the control socket SOCK (docs/control.md)\n"
+	"  --restore DIR        start from the whole-machine snapshot in DIR\n"
+	"  --restore-mode MODE  map (default: memory loads as the guest touches it)\n"
+	"                       or copy (read all memory first)\n"
+	"  --no-verify          restore without checking every memory chunk first\n"
+	"  --disk-dir DIR       where a restore creates the new disk overlays\n"
+	"                       (default: beside the snapshot's frozen layers)\n"
 	"  -v, --verbose        more messages (twice: debug)\n"
 	"  -q, --quiet          errors only\n"
 	"  -h, --help           this help\n"
@@ -108,21 +116,26 @@ static void config_free(struct vm_config *c)
 
 int cli_run_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
+	static const struct option longopts[] = {
 		{"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
 		{"cmdline", required_argument, NULL, 'c'}, {"mem", required_argument, NULL, 'm'},
 		{"cpus", required_argument, NULL, 'n'},   {"disk", required_argument, NULL, 'd'},
 		{"no-pvm-quirks", no_argument, NULL, 'P'}, {"verbose", no_argument, NULL, 'v'},
+		{"control", required_argument, NULL, 'C'}, {"restore", required_argument, NULL, 'R'},
+		{"restore-mode", required_argument, NULL, 'M'}, {"no-verify", no_argument, NULL, 'N'},
+		{"disk-dir", required_argument, NULL, 'D'},
 		{"quiet", no_argument, NULL, 'q'},         {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	struct vm_config cfg = {.mem_size = 512ULL << 20, .ncpus = 1, .pvm_quirks = true,
 				.console_in = STDIN_FILENO, .console_out = STDOUT_FILENO};
+	struct vmm_opts opts = {.restore_mode = RESTORE_MAP, .verify_memory = true};
+	const char *restore = NULL;
 	int verbose = 0, c, status = CLI_OK;
 	bool quiet = false;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+vqh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+vqh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'k': cfg.kernel = optarg; break;
 		case 'i': cfg.initrd = optarg; break;
@@ -155,6 +168,20 @@ int cli_run_main(int argc, char **argv)
 			}
 			break;
 		case 'P': cfg.pvm_quirks = false; break;
+		case 'C': opts.control = optarg; break;
+		case 'R': restore = optarg; break;
+		case 'N': opts.verify_memory = false; break;
+		case 'D': opts.disk_dir = optarg; break;
+		case 'M':
+			if (!strcmp(optarg, "map")) {
+				opts.restore_mode = RESTORE_MAP;
+			} else if (!strcmp(optarg, "copy")) {
+				opts.restore_mode = RESTORE_COPY;
+			} else {
+				status = cli_usage_error("run", "--restore-mode is map or copy");
+				goto out;
+			}
+			break;
 		case 'v': verbose++; break;
 		case 'q': quiet = true; break;
 		case 'h': fputs(run_usage, stdout); goto out;
@@ -168,14 +195,19 @@ int cli_run_main(int argc, char **argv)
 		status = cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
 		goto out;
 	}
-	if (!cfg.kernel) {
+	if (restore && (cfg.kernel || cfg.initrd || cfg.cmdline || cfg.ndisks)) {
+		status = cli_usage_error("run", "--restore takes the machine from the snapshot: no "
+						"--kernel, --initrd, --cmdline or --disk");
+		goto out;
+	}
+	if (!cfg.kernel && !restore) {
 		status = cli_usage_error("run", "--kernel is required");
 		goto out;
 	}
 	log_set_level(quiet ? LOG_ERROR : verbose >= 2 ? LOG_DEBUG : verbose ? LOG_INFO : LOG_WARN);
 
 	struct vmm *vmm;
-	if (vmm_create(&cfg, &vmm) < 0) {
+	if ((restore ? vmm_restore(restore, &opts, &vmm) : vmm_create(&cfg, &opts, &vmm)) < 0) {
 		status = cli_fail();
 		goto out;
 	}

@@ -6,9 +6,20 @@
 
 struct vm;
 struct vm_config;
+struct state_buf;
 
 struct device_ops {
 	const char *name;
+	/* One function for both directions (sb->restoring says which): the
+	 * fields are listed once with STATE_FIELD, so save and restore cannot
+	 * drift apart.  After a restore the device re-applies what lives
+	 * outside it (IRQ lines, BAR mappings, MSI routes).  NULL: no state. */
+	int (*snapshot)(void *priv, struct state_buf *sb);
+	/* Devices backed by a disk image: the image in use, and switching to
+	 * another (a snapshot freezes the image and puts an overlay on it).
+	 * Called from the I/O thread with the VM paused. */
+	struct block_dev *(*get_block)(void *priv);
+	void (*set_block)(void *priv, struct block_dev *bd);
 	void (*destroy)(void *priv);
 };
 

@@ -5,6 +5,7 @@
 #include "arch/x86/layout.h"
 #include "devices/device.h"
 #include "kvm/vm.h"
+#include "snapshot/state_buf.h"
 #include "util/err.h"
 
 #include <errno.h>
@@ -100,7 +101,20 @@ static void i8042_destroy(void *priv)
 	free(k);
 }
 
-static const struct device_ops i8042_ops = {.name = "i8042", .destroy = i8042_destroy};
+static int i8042_snapshot(void *priv, struct state_buf *sb)
+{
+	struct i8042 *k = priv;
+	pthread_mutex_lock(&k->lock);
+	STATE_FIELD(sb, k->ctr);
+	STATE_FIELD(sb, k->status);
+	STATE_FIELD(sb, k->out);
+	STATE_FIELD(sb, k->pending);
+	pthread_mutex_unlock(&k->lock);
+	return sb->err;
+}
+
+static const struct device_ops i8042_ops = {
+	.name = "i8042", .snapshot = i8042_snapshot, .destroy = i8042_destroy};
 
 int i8042_init(struct vm *vm, const struct vm_config *cfg)
 {

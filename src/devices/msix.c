@@ -1,6 +1,7 @@
 #include "devices/msix.h"
 #include "devices/pci.h"
 #include "kvm/vm.h"
+#include "snapshot/state_buf.h"
 #include "util/err.h"
 
 #include <errno.h>
@@ -151,4 +152,23 @@ void msix_control_written(struct msix *m)
 	for (unsigned i = 0; i < m->nvec; i++)
 		msix_sync(m, i);
 	pthread_mutex_unlock(&m->lock);
+}
+
+int msix_snapshot(struct msix *m, struct state_buf *sb)
+{
+	pthread_mutex_lock(&m->lock);
+	for (unsigned i = 0; i < m->nvec; i++) {
+		struct msix_vector *v = &m->vec[i];
+		STATE_FIELD(sb, v->addr_lo);
+		STATE_FIELD(sb, v->addr_hi);
+		STATE_FIELD(sb, v->data);
+		STATE_FIELD(sb, v->ctrl);
+		STATE_FIELD(sb, v->pending);
+	}
+	/* Routes live in KVM, not in the snapshot: make them again. */
+	if (sb->restoring && !sb->err)
+		for (unsigned i = 0; i < m->nvec; i++)
+			msix_sync(m, i);
+	pthread_mutex_unlock(&m->lock);
+	return sb->err;
 }

@@ -40,6 +40,9 @@ void msix_notify(struct msix *m, unsigned vector);
 void msix_table_read(struct msix *m, uint64_t off, void *data, unsigned len);
 void msix_table_write(struct msix *m, uint64_t off, const void *data, unsigned len);
 void msix_pba_read(struct msix *m, uint64_t off, void *data, unsigned len);
+/* Save or restore the vector table and pending bits (routes re-made). */
+struct state_buf;
+int msix_snapshot(struct msix *m, struct state_buf *sb);
 /* The guest wrote the capability's control word (enable / function mask). */
 void msix_control_written(struct msix *m);
 

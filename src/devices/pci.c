@@ -3,6 +3,7 @@
 #include "arch/x86/mptable.h"
 #include "devices/device.h"
 #include "kvm/vm.h"
+#include "snapshot/state_buf.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -203,6 +204,17 @@ int pci_register(struct vm *vm, struct pci_dev *d)
 	return 0;
 }
 
+int pci_dev_snapshot(struct pci_dev *d, struct state_buf *sb)
+{
+	struct pci_host *h = pci_host_of(d->vm);
+	pthread_mutex_lock(&h->lock);
+	STATE_FIELD(sb, d->cfg);
+	if (sb->restoring && !sb->err)
+		pci_update_bars(d);
+	pthread_mutex_unlock(&h->lock);
+	return sb->err;
+}
+
 void pci_set_intx(struct pci_dev *d, int level)
 {
 	bool disabled = get32(d->cfg + PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE;
@@ -233,7 +245,17 @@ static void pci_host_destroy(void *priv)
 	free(h);
 }
 
-static const struct device_ops pci_host_ops = {.name = "pci-host", .destroy = pci_host_destroy};
+static int pci_host_snapshot(void *priv, struct state_buf *sb)
+{
+	struct pci_host *h = priv;
+	pthread_mutex_lock(&h->lock);
+	STATE_FIELD(sb, h->conf_addr);
+	pthread_mutex_unlock(&h->lock);
+	return sb->err ? sb->err : pci_dev_snapshot(&h->bridge, sb);
+}
+
+static const struct device_ops pci_host_ops = {
+	.name = "pci-host", .snapshot = pci_host_snapshot, .destroy = pci_host_destroy};
 
 int pci_init(struct vm *vm, const struct vm_config *cfg)
 {

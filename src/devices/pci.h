@@ -66,6 +66,9 @@ int pci_add_cap(struct pci_dev *dev, uint8_t id, const void *body, const void *w
 		unsigned len);
 /* Put DEV on bus 0: it gets a slot, an INTx IRQ, and its BARs an address. */
 int pci_register(struct vm *vm, struct pci_dev *dev);
+/* Save or restore DEV's configuration space; a restore re-maps its BARs. */
+struct state_buf;
+int pci_dev_snapshot(struct pci_dev *dev, struct state_buf *sb);
 /* Assert or deassert INTx (level). */
 void pci_set_intx(struct pci_dev *dev, int level);
 

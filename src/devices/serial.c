@@ -8,6 +8,7 @@
 #include "kvm/vm.h"
 #include "util/err.h"
 #include "util/evloop.h"
+#include "snapshot/state_buf.h"
 #include "util/fileutil.h"
 #include "vmm/config.h"
 
@@ -271,7 +272,33 @@ static void serial_destroy(void *priv)
 	free(s);
 }
 
-static const struct device_ops serial_ops = {.name = "serial", .destroy = serial_destroy};
+static int serial_snapshot(void *priv, struct state_buf *sb)
+{
+	struct serial *s = priv;
+	pthread_mutex_lock(&s->lock);
+	STATE_FIELD(sb, s->ier);
+	STATE_FIELD(sb, s->lcr);
+	STATE_FIELD(sb, s->mcr);
+	STATE_FIELD(sb, s->scr);
+	STATE_FIELD(sb, s->fcr);
+	STATE_FIELD(sb, s->dll);
+	STATE_FIELD(sb, s->dlm);
+	STATE_FIELD(sb, s->thri_pending);
+	STATE_FIELD(sb, s->rx_head);
+	STATE_FIELD(sb, s->rx_count);
+	STATE_FIELD(sb, s->rx);
+	if (sb->restoring && !sb->err) {
+		if (s->rx_head >= UART_RX_RING || s->rx_count > UART_RX_RING)
+			sb->err = -EINVAL;
+		s->irq_level = -1; /* force the line to be set again */
+		serial_update_irq(s);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return sb->err;
+}
+
+static const struct device_ops serial_ops = {
+	.name = "serial", .snapshot = serial_snapshot, .destroy = serial_destroy};
 
 int serial_init(struct vm *vm, const struct vm_config *cfg)
 {

@@ -228,7 +228,32 @@ static void vblk_destroy(void *priv)
 	free(b);
 }
 
-static const struct device_ops vblk_device_ops = {.name = "virtio-blk", .destroy = vblk_destroy};
+/* The block device itself has no guest-visible state beyond the
+ * transport's: requests complete before a snapshot is taken. */
+static int vblk_snapshot(void *priv, struct state_buf *sb)
+{
+	struct virtio_blk *b = priv;
+	return virtio_pci_snapshot(&b->vp, sb);
+}
+
+static struct block_dev *vblk_get_block(void *priv)
+{
+	return ((struct virtio_blk *)priv)->bd;
+}
+
+/* The size stays: an overlay has its backing image's size. */
+static void vblk_set_block(void *priv, struct block_dev *bd)
+{
+	((struct virtio_blk *)priv)->bd = bd;
+}
+
+static const struct device_ops vblk_device_ops = {
+	.name = "virtio-blk",
+	.snapshot = vblk_snapshot,
+	.get_block = vblk_get_block,
+	.set_block = vblk_set_block,
+	.destroy = vblk_destroy,
+};
 
 static int vblk_create(struct vm *vm, const struct disk_config *d, int index)
 {

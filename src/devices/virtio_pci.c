@@ -1,5 +1,6 @@
 #include "devices/virtio_pci.h"
 #include "kvm/vm.h"
+#include "snapshot/state_buf.h"
 #include "util/err.h"
 #include "util/evloop.h"
 #include "util/log.h"
@@ -324,4 +325,37 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 		}
 	msix_destroy(&vp->msix);
 	pthread_mutex_destroy(&vp->lock);
+}
+
+int virtio_pci_snapshot(struct virtio_pci *vp, struct state_buf *sb)
+{
+	int r = pci_dev_snapshot(&vp->pci, sb);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&vp->lock);
+	STATE_FIELD(sb, vp->dev_feature_sel);
+	STATE_FIELD(sb, vp->drv_feature_sel);
+	STATE_FIELD(sb, vp->driver_features);
+	STATE_FIELD(sb, vp->status);
+	STATE_FIELD(sb, vp->config_gen);
+	STATE_FIELD(sb, vp->isr);
+	STATE_FIELD(sb, vp->queue_sel);
+	STATE_FIELD(sb, vp->msix_config);
+	for (unsigned q = 0; q < vp->ops->nqueues; q++) {
+		struct virtqueue *vq = &vp->vqs[q];
+		STATE_FIELD(sb, vq->size);
+		STATE_FIELD(sb, vq->ready);
+		STATE_FIELD(sb, vq->desc_gpa);
+		STATE_FIELD(sb, vq->avail_gpa);
+		STATE_FIELD(sb, vq->used_gpa);
+		STATE_FIELD(sb, vq->last_avail);
+		STATE_FIELD(sb, vq->used_idx);
+		STATE_FIELD(sb, vq->msix_vector);
+		if (sb->restoring && (!vq->size || vq->size > VQ_MAX_SIZE || (vq->size & (vq->size - 1))))
+			sb->err = -EINVAL;
+	}
+	if (sb->restoring && !sb->err && vp->isr && !msix_enabled(&vp->msix))
+		pci_set_intx(&vp->pci, 1);
+	pthread_mutex_unlock(&vp->lock);
+	return sb->err ? sb->err : msix_snapshot(&vp->msix, sb);
 }

@@ -54,6 +54,10 @@ int virtio_pci_init(struct virtio_pci *vp, struct vm *vm, const struct virtio_de
 void virtio_pci_destroy(struct virtio_pci *vp);
 /* Interrupt the driver for queue Q (used ring updated). Transport lock held. */
 void virtio_pci_queue_interrupt(struct virtio_pci *vp, unsigned q);
+/* Save or restore the transport: PCI config, features, status, queues
+ * (addresses and ring indices) and MSI-X; interrupts are re-raised. */
+struct state_buf;
+int virtio_pci_snapshot(struct virtio_pci *vp, struct state_buf *sb);
 /* The device failed (the driver broke the protocol): DEVICE_NEEDS_RESET. */
 void virtio_pci_set_failed(struct virtio_pci *vp);
 

@@ -195,12 +195,16 @@ static void *vcpu_thread(void *arg)
 	if (v->id == 0)
 		log_info("first KVM_RUN %llu us after process start", log_uptime_us());
 	for (;;) {
-		if (v->vm->exit_reason != VM_EXIT_NONE)
+		if (__atomic_load_n(&v->vm->exit_reason, __ATOMIC_SEQ_CST) != VM_EXIT_NONE)
 			break;
 		int r = ioctl(v->fd, KVM_RUN, 0);
 		if (r < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
+				/* Kicked: any I/O of the last exit is complete now, so
+				 * this is a point where the state may be read. */
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+				if (__atomic_load_n(&v->vm->pause_requested, __ATOMIC_SEQ_CST))
+					vm_vcpu_park(v->vm);
 				continue;
 			}
 			char what[128];
@@ -211,6 +215,10 @@ static void *vcpu_thread(void *arg)
 		if (!vcpu_handle_exit(v))
 			break;
 	}
+	pthread_mutex_lock(&v->vm->lock);
+	v->vm->running--;
+	pthread_cond_broadcast(&v->vm->cond);
+	pthread_mutex_unlock(&v->vm->lock);
 	return NULL;
 }
 
@@ -221,9 +229,16 @@ int vcpu_start(struct vcpu *v)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	pthread_mutex_lock(&v->vm->lock);
+	v->vm->running++;
+	pthread_mutex_unlock(&v->vm->lock);
 	int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
-	if (r)
+	if (r) {
+		pthread_mutex_lock(&v->vm->lock);
+		v->vm->running--;
+		pthread_mutex_unlock(&v->vm->lock);
 		return err_set(r, "starting vCPU %d's thread", v->id);
+	}
 	v->started = true;
 	return 0;
 }

@@ -63,6 +63,7 @@ int vm_create(struct vm **out)
 		return err_set(ENOMEM, "allocating the VM");
 	vm->kvm_fd = vm->vm_fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
 	pthread_mutex_init(&vm->route_lock, NULL);
 	iobus_init(&vm->pio, "pio");
 	iobus_init(&vm->mmio, "mmio");
@@ -134,6 +135,7 @@ void vm_destroy(struct vm *vm)
 	iobus_destroy(&vm->pio);
 	iobus_destroy(&vm->mmio);
 	pthread_mutex_destroy(&vm->lock);
+	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->route_lock);
 	free(vm);
 }
@@ -269,6 +271,38 @@ int vm_ioeventfd(struct vm *vm, int fd, uint64_t addr, unsigned len, bool pio, b
 	return 0;
 }
 
+void vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_requested = true;
+	pthread_mutex_unlock(&vm->lock);
+	for (int i = 0; i < vm->ncpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+	pthread_mutex_lock(&vm->lock);
+	while (vm->parked < vm->running && vm->exit_reason == VM_EXIT_NONE)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_requested = false;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_vcpu_park(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->parked++;
+	pthread_cond_broadcast(&vm->cond);
+	while (vm->pause_requested && vm->exit_reason == VM_EXIT_NONE)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	vm->parked--;
+	pthread_mutex_unlock(&vm->lock);
+}
+
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, int code, const char *msg)
 {
 	pthread_mutex_lock(&vm->lock);
@@ -278,6 +312,7 @@ void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, int code, const 
 		vm->exit_code = code;
 		snprintf(vm->exit_msg, sizeof(vm->exit_msg), "%s", msg ? msg : "");
 	}
+	pthread_cond_broadcast(&vm->cond); /* parked vCPUs and a waiting pauser */
 	pthread_mutex_unlock(&vm->lock);
 	if (!first)
 		return;

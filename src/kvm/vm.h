@@ -60,6 +60,16 @@ struct vm {
 	int exit_code;
 	char exit_msg[2600];
 
+	/* MSRs saved in snapshots (arch/x86/vcpu_state.c). */
+	uint32_t msr_index[256];
+	unsigned nmsr_index;
+
+	/* Pausing: vCPUs park while pause_requested is set. */
+	pthread_cond_t cond;
+	bool pause_requested;
+	int parked;
+	int running; /* vCPU threads started and not ended */
+
 	/* Hook for instructions KVM's emulator refuses (PVM hosts); returns 0
 	 * when the instruction was completed. */
 	int (*emul_fallback)(struct vcpu *vcpu);
@@ -91,6 +101,14 @@ int vm_msi_route_alloc(struct vm *vm);
 int vm_msi_route_set(struct vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
 int vm_irqfd(struct vm *vm, int fd, uint32_t gsi, bool assign);
 int vm_ioeventfd(struct vm *vm, int fd, uint64_t addr, unsigned len, bool pio, bool assign);
+
+/* Park every vCPU outside KVM_RUN with its pending I/O completed; returns
+ * when all are parked (or the VM is ending).  From the I/O thread, which
+ * also serves virtio: so no disk request is in flight once this returns. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+/* Called by a vCPU thread that saw a kick: parks while a pause is asked. */
+void vm_vcpu_park(struct vm *vm);
 
 /* End the VM: the first reason given wins; vCPUs are kicked out of
  * KVM_RUN and the I/O loop stops.  Safe from any thread. */

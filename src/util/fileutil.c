@@ -135,3 +135,11 @@ int file_read_whole(const char *path, char **data, size_t *len, size_t max_len)
 		*len = (size_t)st.st_size;
 	return 0;
 }
+
+int path_join(char *out, size_t len, const char *dir, const char *name)
+{
+	int n = snprintf(out, len, "%s/%s", dir, name);
+	if (n < 0 || (size_t)n >= len)
+		return err_set(ENAMETOOLONG, "%s/%s", dir, name);
+	return 0;
+}

@@ -22,6 +22,9 @@ int file_replace_atomic(const char *path, const void *data, size_t len);
 /* fsync the directory holding PATH (after a rename or create in it). */
 int file_fsync_parent(const char *path);
 
+/* OUT = DIR "/" NAME; -ENAMETOOLONG (message set) when it does not fit. */
+int path_join(char *out, size_t len, const char *dir, const char *name);
+
 /* Read a whole (small) file into a malloc'd buffer, NUL-terminated. */
 int file_read_whole(const char *path, char **data, size_t *len, size_t max_len);
 

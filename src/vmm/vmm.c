@@ -4,29 +4,35 @@
 #include "arch/x86/cpu.h"
 #include "arch/x86/mptable.h"
 #include "arch/x86/pvm.h"
+#include "control/control.h"
 #include "devices/device.h"
 #include "devices/pci.h"
+#include "disk/qcow2.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
+#include "snapshot/mem_image.h"
+#include "snapshot/state_file.h"
 #include "util/err.h"
 #include "util/evloop.h"
+#include "util/fileutil.h"
 #include "util/log.h"
+#include "vmm/config_json.h"
+#include "vmm/vm_snapshot.h"
+#include "vmm/vmm_internal.h"
 
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-
-struct vmm {
-	struct vm *vm;
-	struct evloop *loop;
-	int sigfd;
-	struct kernel_image kernel;
-};
 
 static void *vmm_gpa_to_hva(void *opaque, uint64_t gpa, uint64_t len)
 {
@@ -70,6 +76,25 @@ static int vmm_setup_signals(struct vmm *vmm)
 	return evloop_add(vmm->loop, vmm->sigfd, EPOLLIN, vmm_on_signal, vmm);
 }
 
+static char *dup_opt(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
+{
+	*dst = *src;
+	dst->kernel = dup_opt(src->kernel);
+	dst->initrd = dup_opt(src->initrd);
+	dst->cmdline = dup_opt(src->cmdline);
+	for (int i = 0; i < src->ndisks; i++) {
+		dst->disks[i].path = dup_opt(src->disks[i].path);
+		dst->disks[i].format = dup_opt(src->disks[i].format);
+		dst->disks[i].serial = dup_opt(src->disks[i].serial);
+	}
+	return 0;
+}
+
 static char *vmm_cmdline(const struct vm_config *cfg, const struct kernel_image *k, bool pvm)
 {
 	const char *base = cfg->cmdline ? cfg->cmdline : "";
@@ -83,20 +108,54 @@ static char *vmm_cmdline(const struct vm_config *cfg, const struct kernel_image 
 	return s;
 }
 
-static int vmm_setup_vcpus(struct vmm *vmm, const struct vm_config *cfg,
-			   const struct boot_entry *boot)
+/* Steps shared by boot and restore: event loop, signals, the KVM VM with
+ * its memory (from RAM, or already mapped by the caller) and irqchip. */
+static int vmm_build_vm(struct vmm *vmm, void *ram)
+{
+	const struct vm_config *cfg = &vmm->cfg;
+	int r;
+	if ((r = evloop_create(&vmm->loop)) < 0)
+		return err_set(-r, "event loop");
+	if ((r = vmm_setup_signals(vmm)) < 0 || (r = vm_create(&vmm->vm)) < 0)
+		return r;
+	struct vm *vm = vmm->vm;
+	vm->loop = vmm->loop;
+	vm->pvm = pvm_host_detect();
+	if (vm->pvm)
+		log_info("/dev/kvm is PVM (kvm_pvm loaded): guest kernel code is emulated by KVM; "
+			 "PVM quirks %s (docs/pvm.md)", cfg->pvm_quirks ? "on" : "off");
+	if (vm->pvm && cfg->pvm_quirks) {
+		if ((r = pvm_vm_init(vm->vm_fd)) < 0)
+			return r;
+		vm->emul_fallback = vmm_emul_fallback;
+	}
+	if (ram) {
+		vm->ram = ram;
+		vm->ram_size = cfg->mem_size;
+		r = vm_mem_register(vm);
+	} else {
+		r = vm_mem_alloc(vm, cfg->mem_size);
+	}
+	if (r < 0 || (r = vm_create_irqchip(vm)) < 0)
+		return r;
+	return 0;
+}
+
+static int vmm_create_vcpus(struct vmm *vmm, const struct boot_entry *boot)
 {
 	struct vm *vm = vmm->vm;
 	struct kvm_cpuid2 *cpuid;
 	int r = x86_cpuid_supported(vm, &cpuid);
 	if (r < 0)
 		return r;
-	for (int i = 0; i < cfg->ncpus && r >= 0; i++) {
+	for (int i = 0; i < vmm->cfg.ncpus && r >= 0; i++) {
 		struct vcpu *v;
 		if ((r = vcpu_create(vm, i, &v)) < 0)
 			break;
 		vm->vcpus[vm->ncpus++] = v;
-		if ((r = x86_vcpu_set_cpuid(v, cpuid, cfg->ncpus, vm->pvm)) < 0 ||
+		if (!boot)
+			continue; /* a restore sets everything from the snapshot */
+		if ((r = x86_vcpu_set_cpuid(v, cpuid, vmm->cfg.ncpus, vm->pvm)) < 0 ||
 		    (r = x86_vcpu_set_boot_msrs(v)) < 0 || (r = x86_vcpu_set_lapic_lvt(v)) < 0)
 			break;
 		if (i == 0)
@@ -106,65 +165,145 @@ static int vmm_setup_vcpus(struct vmm *vmm, const struct vm_config *cfg,
 	return r;
 }
 
-int vmm_create(const struct vm_config *cfg, struct vmm **out)
+/* Firmware tables first: the kernel and initrd go where they are not. */
+static int vmm_load_guest(struct vmm *vmm, struct boot_entry *boot)
 {
-	struct vmm *vmm = calloc(1, sizeof(*vmm));
-	if (!vmm)
-		return err_set(ENOMEM, "VMM");
-	vmm->sigfd = -1;
-	int r;
-	if ((r = kernel_image_open(cfg->kernel, &vmm->kernel)) < 0)
-		goto fail;
-	if ((r = evloop_create(&vmm->loop)) < 0) {
-		err_set(-r, "event loop");
-		goto fail;
-	}
-	if ((r = vmm_setup_signals(vmm)) < 0)
-		goto fail;
-	if ((r = vm_create(&vmm->vm)) < 0)
-		goto fail;
 	struct vm *vm = vmm->vm;
-	vm->loop = vmm->loop;
-	vm->pvm = pvm_host_detect();
-	if (vm->pvm)
-		log_info("/dev/kvm is PVM (kvm_pvm loaded): guest kernel code is emulated by KVM; "
-			 "PVM quirks %s (docs/pvm.md)", cfg->pvm_quirks ? "on" : "off");
-	if (vm->pvm && cfg->pvm_quirks) {
-		if ((r = pvm_vm_init(vm->vm_fd)) < 0)
-			goto fail;
-		vm->emul_fallback = vmm_emul_fallback;
-	}
-	if ((r = vm_mem_alloc(vm, cfg->mem_size)) < 0 || (r = vm_create_irqchip(vm)) < 0)
-		goto fail;
-	if ((r = devices_init(vm, cfg)) < 0)
-		goto fail;
-
-	char *cmdline = vmm_cmdline(cfg, &vmm->kernel, vm->pvm);
-	if (!cmdline) {
-		r = err_set(ENOMEM, "command line");
-		goto fail;
-	}
+	char *cmdline = vmm_cmdline(&vmm->cfg, &vmm->kernel, vm->pvm);
+	if (!cmdline)
+		return err_set(ENOMEM, "command line");
 	log_debug("kernel command line: %s", cmdline);
-	/* Firmware tables first: the kernel and initrd go where they are not. */
 	uint64_t rsdp = 0;
 	struct mp_pci_irq irqs[32];
 	unsigned nirq = pci_irq_table(vm, irqs, 32);
-	struct boot_entry boot;
-	if ((r = x86_mptable_write(vm, cfg->ncpus, irqs, nirq)) < 0 ||
-	    (r = x86_acpi_write(vm, cfg->ncpus, &rsdp)) < 0 ||
-	    (r = x86_boot_load(vm, &vmm->kernel, cfg->initrd, cmdline, rsdp, &boot)) < 0) {
-		free(cmdline);
-		goto fail;
-	}
+	int r;
+	if ((r = x86_mptable_write(vm, vmm->cfg.ncpus, irqs, nirq)) == 0 &&
+	    (r = x86_acpi_write(vm, vmm->cfg.ncpus, &rsdp)) == 0)
+		r = x86_boot_load(vm, &vmm->kernel, vmm->cfg.initrd, cmdline, rsdp, boot);
 	free(cmdline);
-	if ((r = vmm_setup_vcpus(vmm, cfg, &boot)) < 0)
-		goto fail;
+	return r;
+}
+
+static struct vmm *vmm_alloc(const struct vmm_opts *opts)
+{
+	struct vmm *vmm = calloc(1, sizeof(*vmm));
+	if (!vmm) {
+		err_set(ENOMEM, "VMM");
+		return NULL;
+	}
+	vmm->sigfd = -1;
+	if (opts)
+		vmm->opts = *opts;
+	return vmm;
+}
+
+int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct vmm **out)
+{
+	struct vmm *vmm = vmm_alloc(opts);
+	if (!vmm)
+		return -ENOMEM;
+	vm_config_copy(&vmm->cfg, cfg);
+	struct boot_entry boot;
+	int r;
+	if ((r = kernel_image_open(cfg->kernel, &vmm->kernel)) < 0 ||
+	    (r = vmm_build_vm(vmm, NULL)) < 0 || (r = devices_init(vmm->vm, &vmm->cfg)) < 0 ||
+	    (r = vmm_load_guest(vmm, &boot)) < 0 || (r = vmm_create_vcpus(vmm, &boot)) < 0 ||
+	    (r = vmm_control_open(vmm)) < 0) {
+		vmm_destroy(vmm);
+		return r;
+	}
 	kernel_image_close(&vmm->kernel);
 	*out = vmm;
 	return 0;
-fail:
-	vmm_destroy(vmm);
-	return r;
+}
+
+/* A restore never writes to a snapshot's layers: each writable disk gets a
+ * new, empty overlay on its frozen layer. */
+static int vmm_restore_overlays(struct vmm *vmm)
+{
+	for (int i = 0; i < vmm->cfg.ndisks; i++) {
+		struct disk_config *d = &vmm->cfg.disks[i];
+		if (d->readonly)
+			continue;
+		char dirbuf[PATH_MAX], base[PATH_MAX], path[PATH_MAX];
+		snprintf(dirbuf, sizeof(dirbuf), "%s", d->path);
+		snprintf(base, sizeof(base), "%s", basename(dirbuf));
+		char *dot = strstr(base, ".qcow2");
+		if (dot)
+			*dot = 0;
+		snprintf(dirbuf, sizeof(dirbuf), "%s", d->path);
+		const char *dir = vmm->opts.disk_dir ? vmm->opts.disk_dir : dirname(dirbuf);
+		uint32_t rnd = 0;
+		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+			rnd = (uint32_t)getpid();
+		char name[PATH_MAX + 32];
+		snprintf(name, sizeof(name), "%s-r%08x.qcow2", base, rnd);
+		int r = path_join(path, sizeof(path), dir, name);
+		if (r == 0)
+			r = qcow2_create_overlay(path, d->path, "qcow2");
+		if (r < 0)
+			return err_prefix(r, "disk %d: new overlay for the restore", i);
+		log_info("disk %d: restored VM writes to %s (over %s)", i, path, d->path);
+		free(d->path);
+		free(d->format);
+		d->path = strdup(path);
+		d->format = strdup("qcow2");
+	}
+	return 0;
+}
+
+static int vmm_restore_memory(struct vmm *vmm, const char *dir, struct state_reader *r,
+			      void **ram)
+{
+	int ret = vm_snapshot_check_memory(dir, r, vmm->cfg.mem_size,
+					   vmm->opts.verify_memory &&
+						   vmm->opts.restore_mode == RESTORE_MAP);
+	if (ret < 0)
+		return ret;
+	char path[PATH_MAX];
+	if ((ret = path_join(path, sizeof(path), dir, SNAP_MEMORY_FILE)) < 0)
+		return ret;
+	if (vmm->opts.restore_mode == RESTORE_MAP)
+		return mem_image_map(path, vmm->cfg.mem_size, ram);
+	return 0; /* copy mode: loaded into anonymous RAM once the VM exists */
+}
+
+int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
+{
+	struct vmm *vmm = vmm_alloc(opts);
+	if (!vmm)
+		return -ENOMEM;
+	struct state_reader *r = NULL;
+	void *ram = NULL;
+	char mem[PATH_MAX];
+	/* Everything is checked before KVM is touched. */
+	int ret = path_join(mem, sizeof(mem), dir, SNAP_MEMORY_FILE);
+	if (ret == 0)
+		ret = vm_snapshot_open(dir, &r, &vmm->cfg);
+	/* The console is this process's, not the snapshot's. */
+	vmm->cfg.console_in = STDIN_FILENO;
+	vmm->cfg.console_out = STDOUT_FILENO;
+	if (ret == 0)
+		ret = vmm_restore_memory(vmm, dir, r, &ram);
+	if (ret == 0)
+		ret = vmm_restore_overlays(vmm);
+	if (ret == 0 && (ret = vmm_build_vm(vmm, ram)) < 0 && ram && (!vmm->vm || !vmm->vm->ram)) {
+		munmap(ram, vmm->cfg.mem_size);
+		ram = NULL;
+	}
+	if (ret == 0 && opts->restore_mode == RESTORE_COPY)
+		ret = mem_image_load(mem, vmm->vm->ram, vmm->cfg.mem_size);
+	if (ret == 0 && (ret = devices_init(vmm->vm, &vmm->cfg)) == 0 &&
+	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 && (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
+		ret = vmm_control_open(vmm);
+	if (r)
+		state_reader_close(r);
+	if (ret < 0) {
+		vmm_destroy(vmm);
+		return err_prefix(ret, "restoring %s", dir);
+	}
+	*out = vmm;
+	return 0;
 }
 
 int vmm_run(struct vmm *vmm)
@@ -182,6 +321,25 @@ int vmm_run(struct vmm *vmm)
 	for (int i = 0; i < vm->ncpus; i++)
 		vcpu_join(vm->vcpus[i]);
 	log_info("VM ended: %s", vm->exit_msg);
+	/* -vv: where each vCPU stopped, for guests that hang. */
+	for (int i = 0; log_get_level() >= LOG_DEBUG && i < vm->ncpus; i++) {
+		char regs[1024];
+		struct kvm_mp_state mp = {0};
+		ioctl(vm->vcpus[i]->fd, KVM_GET_MP_STATE, &mp);
+		struct kvm_lapic_state l;
+		uint32_t lvtt = 0, tmict = 0, tmcct = 0, irr1 = 0, isr1 = 0;
+		if (ioctl(vm->vcpus[i]->fd, KVM_GET_LAPIC, &l) == 0) {
+			memcpy(&lvtt, &l.regs[0x320], 4);
+			memcpy(&tmict, &l.regs[0x380], 4);
+			memcpy(&tmcct, &l.regs[0x390], 4);
+			memcpy(&irr1, &l.regs[0x210], 4);
+			memcpy(&isr1, &l.regs[0x110], 4);
+		}
+		vcpu_dump_regs(vm->vcpus[i], regs, sizeof(regs));
+		log_debug("mp_state %u, LAPIC timer lvt %#x initial %u current %u, irr[1] %#x "
+			  "isr[1] %#x; %s",
+			  mp.mp_state, lvtt, tmict, tmcct, irr1, isr1, regs);
+	}
 	struct pvm_stats total = {0};
 	for (int i = 0; i < vm->ncpus; i++)
 		pvm_stats_add(&total, &vm->vcpus[i]->pvm_stats);
@@ -201,6 +359,8 @@ void vmm_destroy(struct vmm *vmm)
 {
 	if (!vmm)
 		return;
+	if (vmm->ctl)
+		control_close(vmm->ctl);
 	if (vmm->vm) {
 		devices_destroy(vmm->vm);
 		vm_destroy(vmm->vm);
@@ -209,5 +369,6 @@ void vmm_destroy(struct vmm *vmm)
 	if (vmm->sigfd >= 0)
 		close(vmm->sigfd);
 	kernel_image_close(&vmm->kernel);
+	vm_config_free(&vmm->cfg);
 	free(vmm);
 }

@@ -1,14 +1,32 @@
 /* The builder: turns a vm_config into a running machine in one readable
- * sequence (memory, devices, kernel, firmware tables, vCPUs), then runs it
- * until it ends. */
+ * sequence (memory, devices, kernel, firmware tables, vCPUs) — or, for a
+ * restore, the same sequence with a snapshot's state instead of a boot —
+ * then runs it until it ends. */
 #ifndef CAIRN_VMM_VMM_H
 #define CAIRN_VMM_VMM_H
 
 #include "vmm/config.h"
 
+#include <stdbool.h>
+
 struct vmm;
 
-int vmm_create(const struct vm_config *cfg, struct vmm **out);
+enum restore_mode {
+	RESTORE_MAP,  /* map memory.img copy-on-write: run at once, load on touch */
+	RESTORE_COPY, /* read all of memory.img first */
+};
+
+struct vmm_opts {
+	const char *control;      /* control socket path, or NULL */
+	enum restore_mode restore_mode;
+	bool verify_memory;       /* check every memory chunk before the guest runs */
+	const char *disk_dir;     /* where a restore puts new disk overlays (NULL: beside the frozen layer) */
+};
+
+int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct vmm **out);
+/* A new VM from the snapshot in DIR: it goes on where the snapshot was
+ * taken, on new overlays over the snapshot's frozen disk layers. */
+int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out);
 /* Run until the guest resets or exits, or the host quits it.  Returns the
  * process exit status (debug-exit code, 0 on reset/quit) or -errno with
  * the error message set (KVM or VMM failure). */

@@ -1,0 +1,229 @@
+#include "arch/x86/vcpu_state.h"
+#include "arch/x86/cpu.h"
+#include "kvm/vcpu.h"
+#include "kvm/vm.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#define MSR_IA32_TSC 0x10
+#define MSR_IA32_TSC_DEADLINE 0x6e0
+
+/* A GET or SET ioctl with the error naming the call and the vCPU. */
+#define VCPU_IOCTL(v, req, arg)                                                              \
+	(ioctl((v)->fd, req, arg) < 0 ? err_set(errno, "%s on vCPU %d", #req, (v)->id) : 0)
+#define VM_IOCTL(vm, req, arg)                                                               \
+	(ioctl((vm)->vm_fd, req, arg) < 0 ? err_set(errno, "%s", #req) : 0)
+
+int x86_msr_list_init(struct vm *vm, struct vcpu *v)
+{
+	if (vm->nmsr_index)
+		return 0;
+	struct {
+		struct kvm_msr_list hdr;
+		uint32_t idx[X86_MAX_MSRS];
+	} list = {.hdr.nmsrs = X86_MAX_MSRS};
+	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &list) < 0)
+		return err_set(errno, "KVM_GET_MSR_INDEX_LIST");
+	/* The list names MSRs KVM_GET_MSRS then refuses: keep only those it reads. */
+	unsigned n = 0;
+	for (uint32_t i = 0; i < list.hdr.nmsrs && i < X86_MAX_MSRS; i++) {
+		struct {
+			struct kvm_msrs hdr;
+			struct kvm_msr_entry e;
+		} one = {.hdr.nmsrs = 1, .e.index = list.idx[i]};
+		if (ioctl(v->fd, KVM_GET_MSRS, &one) == 1)
+			vm->msr_index[n++] = list.idx[i];
+		else
+			log_debug("MSR %#x listed by KVM but not readable: not saved", list.idx[i]);
+	}
+	vm->nmsr_index = n;
+	log_debug("saving %u MSRs of the %u KVM lists", n, list.hdr.nmsrs);
+	return 0;
+}
+
+static int vcpu_get_msrs(struct vcpu *v, struct x86_vcpu_state *st)
+{
+	struct vm *vm = v->vm;
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[X86_MAX_MSRS];
+	} buf;
+	memset(&buf, 0, sizeof(buf));
+	buf.hdr.nmsrs = vm->nmsr_index;
+	for (unsigned i = 0; i < vm->nmsr_index; i++)
+		buf.e[i].index = vm->msr_index[i];
+	int r = ioctl(v->fd, KVM_GET_MSRS, &buf);
+	if (r < 0)
+		return err_set(errno, "KVM_GET_MSRS on vCPU %d", v->id);
+	if ((unsigned)r != vm->nmsr_index)
+		return err_set(EIO, "KVM_GET_MSRS on vCPU %d read %d of %u MSRs (stopped at %#x)",
+			       v->id, r, vm->nmsr_index, buf.e[r].index);
+	st->nmsrs = vm->nmsr_index;
+	memcpy(st->msrs, buf.e, st->nmsrs * sizeof(st->msrs[0]));
+	return 0;
+}
+
+static uint32_t lapic_reg(const struct kvm_lapic_state *l, unsigned off)
+{
+	uint32_t v;
+	memcpy(&v, &l->regs[off], 4);
+	return v;
+}
+
+/* A LAPIC timer that expired while the vCPU was out of KVM_RUN sits in
+ * KVM's "pending" counter, not yet in the IRR, and KVM_GET_LAPIC does not
+ * show it: restored as is, the interrupt is lost and a guest waiting for
+ * it in hlt never wakes (Firecracker hit this too).  Record such a timer
+ * as due: in the IRR for one-shot mode, as a deadline of "now" in
+ * TSC-deadline mode.  At worst the guest sees one spurious timer
+ * interrupt, which guests tolerate. */
+static void lapic_timer_fixup(struct x86_vcpu_state *st)
+{
+	uint32_t lvtt = lapic_reg(&st->lapic, 0x320);
+	unsigned mode = (lvtt >> 17) & 3, vector = lvtt & 0xff;
+	if (lvtt & (1u << 16) || vector < 16)
+		return; /* masked, or no valid vector */
+	if (mode == 0 && lapic_reg(&st->lapic, 0x380) && !lapic_reg(&st->lapic, 0x390)) {
+		unsigned irr = 0x200 + (vector / 32) * 0x10;
+		uint32_t bits = lapic_reg(&st->lapic, irr) | 1u << (vector % 32);
+		memcpy(&st->lapic.regs[irr], &bits, 4);
+	} else if (mode == 2) {
+		uint64_t tsc = 0;
+		for (unsigned i = 0; i < st->nmsrs; i++)
+			if (st->msrs[i].index == MSR_IA32_TSC)
+				tsc = st->msrs[i].data;
+		for (unsigned i = 0; i < st->nmsrs; i++)
+			if (st->msrs[i].index == MSR_IA32_TSC_DEADLINE && !st->msrs[i].data)
+				st->msrs[i].data = tsc;
+	}
+}
+
+int x86_vcpu_save(struct vcpu *v, struct x86_vcpu_state *st)
+{
+	memset(st, 0, offsetof(struct x86_vcpu_state, xsave));
+	int r;
+	if ((r = x86_msr_list_init(v->vm, v)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_GET_REGS, &st->regs)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_GET_SREGS, &st->sregs)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_GET_XCRS, &st->xcrs)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_GET_DEBUGREGS, &st->debugregs)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_GET_LAPIC, &st->lapic)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_GET_MP_STATE, &st->mp_state)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_GET_VCPU_EVENTS, &st->events)) < 0 || (r = vcpu_get_msrs(v, st)) < 0)
+		return r;
+	/* XSAVE: the size KVM_CAP_XSAVE2 reports, else the legacy 4 KiB. */
+	int xs = ioctl(v->vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	st->xsave_size = xs > (int)sizeof(struct kvm_xsave) ? (uint32_t)xs : sizeof(struct kvm_xsave);
+	if (st->xsave_size > X86_XSAVE_MAX)
+		return err_set(E2BIG, "XSAVE area of %u bytes", st->xsave_size);
+	unsigned long req = xs > (int)sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
+	if (ioctl(v->fd, req, st->xsave) < 0)
+		return err_set(errno, "KVM_GET_XSAVE on vCPU %d", v->id);
+	struct {
+		struct kvm_cpuid2 hdr;
+		struct kvm_cpuid_entry2 e[X86_MAX_CPUID];
+	} cpuid = {.hdr.nent = X86_MAX_CPUID};
+	if ((r = VCPU_IOCTL(v, KVM_GET_CPUID2, &cpuid)) < 0)
+		return r;
+	st->ncpuid = cpuid.hdr.nent;
+	memcpy(st->cpuid, cpuid.e, st->ncpuid * sizeof(st->cpuid[0]));
+	int khz = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
+	st->tsc_khz = khz > 0 ? (uint32_t)khz : 0;
+	lapic_timer_fixup(st);
+	return 0;
+}
+
+/* MSRs in two batches: TSC_DEADLINE last, after the LAPIC and the TSC,
+ * or a timer armed at the snapshot never fires (a Firecracker bug). */
+static int vcpu_set_msrs(struct vcpu *v, const struct x86_vcpu_state *st)
+{
+	struct kvm_msr_entry first[X86_MAX_MSRS], last[1];
+	unsigned nfirst = 0, nlast = 0;
+	for (unsigned i = 0; i < st->nmsrs && i < X86_MAX_MSRS; i++) {
+		if (st->msrs[i].index == MSR_IA32_TSC_DEADLINE)
+			last[nlast++] = st->msrs[i];
+		else
+			first[nfirst++] = st->msrs[i];
+	}
+	int r = x86_set_msrs_checked(v, first, nfirst);
+	if (r >= 0 && (unsigned)r != nfirst)
+		return err_set(EIO, "vCPU %d: KVM accepted %d of %u saved MSRs", v->id, r, nfirst);
+	if (r >= 0 && nlast)
+		r = x86_set_msrs_checked(v, last, nlast);
+	return r < 0 ? r : 0;
+}
+
+int x86_vcpu_restore(struct vcpu *v, const struct x86_vcpu_state *st)
+{
+	if (st->ncpuid > X86_MAX_CPUID || st->nmsrs > X86_MAX_MSRS ||
+	    st->xsave_size > X86_XSAVE_MAX)
+		return err_set(EINVAL, "vCPU %d: saved state has impossible sizes", v->id);
+	int khz = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
+	/* QEMU's tolerance is 250 ppm; without TSC scaling we cannot bridge more. */
+	if (st->tsc_khz && khz > 0 &&
+	    (uint64_t)llabs((long long)khz - (long long)st->tsc_khz) * 4000 > st->tsc_khz &&
+	    ioctl(v->fd, KVM_SET_TSC_KHZ, st->tsc_khz) < 0)
+		return err_set(ENOTSUP, "the snapshot's TSC runs at %u kHz, this host's at %d kHz, "
+					"and KVM cannot scale it: the guest's time would drift",
+			       st->tsc_khz, khz);
+	struct {
+		struct kvm_cpuid2 hdr;
+		struct kvm_cpuid_entry2 e[X86_MAX_CPUID];
+	} cpuid;
+	memset(&cpuid.hdr, 0, sizeof(cpuid.hdr));
+	cpuid.hdr.nent = st->ncpuid;
+	memcpy(cpuid.e, st->cpuid, st->ncpuid * sizeof(cpuid.e[0]));
+	/* CPUID first: it decides which MSRs and XSAVE components exist. */
+	int r;
+	if ((r = VCPU_IOCTL(v, KVM_SET_CPUID2, &cpuid)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_SET_MP_STATE, &st->mp_state)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_SET_REGS, &st->regs)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_SET_SREGS, &st->sregs)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_SET_XSAVE, st->xsave)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_SET_XCRS, &st->xcrs)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_SET_DEBUGREGS, &st->debugregs)) < 0 ||
+	    /* LAPIC after SREGS (APIC base), before MSRs and events. */
+	    (r = VCPU_IOCTL(v, KVM_SET_LAPIC, &st->lapic)) < 0 || (r = vcpu_set_msrs(v, st)) < 0 ||
+	    (r = VCPU_IOCTL(v, KVM_SET_VCPU_EVENTS, &st->events)) < 0)
+		return r;
+	/* Tell a kvmclock guest it was stopped (no soft-lockup warnings). */
+	ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0);
+	return 0;
+}
+
+int x86_vm_save(struct vm *vm, struct x86_vm_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+	st->pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+	st->ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
+	int r;
+	if ((r = VM_IOCTL(vm, KVM_GET_IRQCHIP, &st->pic_master)) < 0 ||
+	    (r = VM_IOCTL(vm, KVM_GET_IRQCHIP, &st->pic_slave)) < 0 ||
+	    (r = VM_IOCTL(vm, KVM_GET_IRQCHIP, &st->ioapic)) < 0 ||
+	    (r = VM_IOCTL(vm, KVM_GET_PIT2, &st->pit)) < 0 ||
+	    (r = VM_IOCTL(vm, KVM_GET_CLOCK, &st->clock)) < 0)
+		return r;
+	return 0;
+}
+
+int x86_vm_restore(struct vm *vm, const struct x86_vm_state *st)
+{
+	struct x86_vm_state s = *st;
+	/* Frozen clock: the guest's kvmclock continues from the snapshot's
+	 * value (no KVM_CLOCK_REALTIME jump); docs/snapshots.md. */
+	s.clock.flags = 0;
+	int r;
+	if ((r = VM_IOCTL(vm, KVM_SET_IRQCHIP, &s.pic_master)) < 0 ||
+	    (r = VM_IOCTL(vm, KVM_SET_IRQCHIP, &s.pic_slave)) < 0 ||
+	    (r = VM_IOCTL(vm, KVM_SET_IRQCHIP, &s.ioapic)) < 0 ||
+	    (r = VM_IOCTL(vm, KVM_SET_PIT2, &s.pit)) < 0 ||
+	    (r = VM_IOCTL(vm, KVM_SET_CLOCK, &s.clock)) < 0)
+		return r;
+	return 0;
+}

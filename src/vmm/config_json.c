@@ -1,0 +1,80 @@
+#include "vmm/config_json.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *vm_config_to_json(const struct vm_config *cfg)
+{
+	json_t *disks = json_array();
+	for (int i = 0; i < cfg->ndisks; i++) {
+		const struct disk_config *d = &cfg->disks[i];
+		json_array_append_new(disks, json_pack("{s:s, s:s*, s:b, s:s*}", "path", d->path,
+						       "format", d->format, "readonly", d->readonly,
+						       "serial", d->serial));
+	}
+	return json_pack("{s:I, s:i, s:s*, s:s*, s:s*, s:o, s:b}", "mem_bytes",
+			 (json_int_t)cfg->mem_size, "cpus", cfg->ncpus, "kernel", cfg->kernel,
+			 "initrd", cfg->initrd, "cmdline", cfg->cmdline, "disks", disks, "pvm_quirks",
+			 cfg->pvm_quirks);
+}
+
+static char *dup_opt(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg)
+{
+	json_int_t mem = 0;
+	int cpus = 0, quirks = 1;
+	const char *kernel = NULL, *initrd = NULL, *cmdline = NULL;
+	json_t *disks = NULL;
+	json_error_t e;
+	if (json_unpack_ex((json_t *)j, &e, 0, "{s:I, s:i, s?s, s?s, s?s, s:o, s?b}", "mem_bytes",
+			   &mem, "cpus", &cpus, "kernel", &kernel, "initrd", &initrd, "cmdline",
+			   &cmdline, "disks", &disks, "pvm_quirks", &quirks) < 0)
+		return err_set(EINVAL, "%s: machine configuration: %s", name, e.text);
+	if (mem <= 0 || cpus < 1 || cpus > 64 || !json_is_array(disks) ||
+	    json_array_size(disks) > VM_MAX_DISKS)
+		return err_set(EINVAL, "%s: machine configuration out of range", name);
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->mem_size = (uint64_t)mem;
+	cfg->ncpus = cpus;
+	cfg->pvm_quirks = quirks;
+	cfg->kernel = dup_opt(kernel);
+	cfg->initrd = dup_opt(initrd);
+	cfg->cmdline = dup_opt(cmdline);
+	size_t i;
+	json_t *d;
+	json_array_foreach(disks, i, d)
+	{
+		const char *path = NULL, *format = NULL, *serial = NULL;
+		int ro = 0;
+		if (json_unpack_ex(d, &e, 0, "{s:s, s?s, s?b, s?s}", "path", &path, "format",
+				   &format, "readonly", &ro, "serial", &serial) < 0) {
+			vm_config_free(cfg);
+			return err_set(EINVAL, "%s: disk %zu: %s", name, i, e.text);
+		}
+		struct disk_config *dc = &cfg->disks[cfg->ndisks++];
+		dc->path = strdup(path);
+		dc->format = dup_opt(format);
+		dc->serial = dup_opt(serial);
+		dc->readonly = ro;
+	}
+	return 0;
+}
+
+void vm_config_free(struct vm_config *cfg)
+{
+	for (int i = 0; i < cfg->ndisks; i++) {
+		free(cfg->disks[i].path);
+		free(cfg->disks[i].format);
+		free(cfg->disks[i].serial);
+	}
+	free(cfg->kernel);
+	free(cfg->initrd);
+	free(cfg->cmdline);
+	memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,42 @@
+/* The machine part of a snapshot: state.bin (configuration, VM, vCPUs,
+ * devices) and memory.img, written from a paused VM and applied to a new
+ * one.  Which disk layers a snapshot names is decided by the caller (it
+ * passes the configuration to record). */
+#ifndef CAIRN_VMM_VM_SNAPSHOT_H
+#define CAIRN_VMM_VM_SNAPSHOT_H
+
+#include "vmm/config.h"
+
+#include <stdint.h>
+
+struct vm;
+struct state_reader;
+
+#define SNAP_STATE_FILE "state.bin"
+#define SNAP_MEMORY_FILE "memory.img"
+#define SNAP_META_FILE "meta.json"
+
+struct vm_snapshot_stats {
+	uint64_t state_bytes;
+	uint64_t memory_bytes; /* non-zero RAM written */
+	uint64_t pause_us;     /* filled by the caller */
+};
+
+/* Write DIR/state.bin and DIR/memory.img of the paused VM, recording CFG
+ * as its hardware configuration. */
+int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir,
+		     struct vm_snapshot_stats *stats);
+
+/* Open and verify DIR/state.bin (every checksum, version and tag) before
+ * anything is applied; read the configuration out of it. */
+int vm_snapshot_open(const char *dir, struct state_reader **r, struct vm_config *cfg);
+/* Check DIR/memory.img belongs to this state file (size and digest); with
+ * VERIFY, read it all and check every chunk. */
+int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t mem_size,
+			     int verify);
+/* Apply VM-wide and device state to a VM built from the same
+ * configuration (memory in place, devices created, vCPUs created but not
+ * started); then the vCPUs. */
+int vm_snapshot_restore(struct vm *vm, struct state_reader *r);
+
+#endif

@@ -1,0 +1,305 @@
+/* The running VM's control commands (docs/control.md), and the snapshot
+ * operation they start: pause, save machine state and memory, freeze the
+ * disk layers under new overlays, commit the snapshot directory, resume. */
+#include "control/control.h"
+#include "arch/x86/pvm.h"
+#include "devices/device.h"
+#include "disk/block.h"
+#include "disk/qcow2.h"
+#include "kvm/vcpu.h"
+#include "kvm/vm.h"
+#include "util/err.h"
+#include "util/fileutil.h"
+#include "util/log.h"
+#include "vmm/config_json.h"
+#include "vmm/vm_snapshot.h"
+#include "vmm/vmm_internal.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000 + (uint64_t)t.tv_nsec / 1000;
+}
+
+/* The devices with disks, in device-list order (= --disk order). */
+static unsigned vmm_disk_devices(struct vmm *vmm, struct device **out, unsigned max)
+{
+	unsigned n = 0;
+	for (struct device *d = vmm->vm->devices; d && n < max; d = d->next)
+		if (d->ops->get_block)
+			out[n++] = d;
+	return n;
+}
+
+struct disk_rotation {
+	struct device *dev;
+	struct block_dev *old, *new;
+	char frozen[PATH_MAX], overlay[PATH_MAX];
+};
+
+/* Overlay names grow by the snapshot's name: disk.qcow2 frozen at "s1"
+ * continues as disk-s1.qcow2. */
+static void overlay_name(char *out, size_t len, const char *active, const char *snapdir)
+{
+	char a[PATH_MAX], b[PATH_MAX];
+	snprintf(a, sizeof(a), "%s", active);
+	snprintf(b, sizeof(b), "%s", snapdir);
+	char *stem = a;
+	size_t l = strlen(stem);
+	if (l > 6 && !strcmp(stem + l - 6, ".qcow2"))
+		stem[l - 6] = 0;
+	snprintf(out, len, "%s-%s.qcow2", stem, basename(b));
+}
+
+/* Check every writable disk can be frozen (qcow2) and flush it. */
+static int vmm_disks_prepare(struct vmm *vmm, struct disk_rotation *rot, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct block_dev *bd = rot[i].dev->ops->get_block(rot[i].dev->priv);
+		rot[i].old = bd;
+		if (bd->readonly)
+			continue;
+		if (strcmp(bd->format, "qcow2"))
+			return err_set(ENOTSUP, "%s: a %s disk cannot be snapshotted with the "
+						"machine; convert it first (cairn img convert -O qcow2)",
+				       bd->path, bd->format);
+		if (!realpath(bd->path, rot[i].frozen))
+			return err_set(errno, "%s", bd->path);
+		int r = block_flush(bd);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Put a new overlay on every writable disk; all or none. */
+static int vmm_disks_rotate(struct vmm *vmm, struct disk_rotation *rot, unsigned n,
+			    const char *snapdir)
+{
+	unsigned done = 0;
+	int r = 0;
+	for (; done < n; done++) {
+		struct disk_rotation *d = &rot[done];
+		if (d->old->readonly)
+			continue;
+		overlay_name(d->overlay, sizeof(d->overlay), d->frozen, snapdir);
+		if ((r = qcow2_create_overlay(d->overlay, d->frozen, "qcow2")) < 0)
+			break;
+		if ((r = block_open(d->overlay, "qcow2", 0, &d->new)) < 0) {
+			unlink(d->overlay);
+			break;
+		}
+		d->dev->ops->set_block(d->dev->priv, d->new);
+	}
+	if (r < 0) {
+		while (done--) {
+			struct disk_rotation *d = &rot[done];
+			if (!d->new)
+				continue;
+			d->dev->ops->set_block(d->dev->priv, d->old);
+			block_close(d->new);
+			unlink(d->overlay);
+		}
+		return r;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (!rot[i].new)
+			continue;
+		block_close(rot[i].old);
+		chmod(rot[i].frozen, 0444); /* frozen layers stay as they are */
+		free(vmm->cfg.disks[i].path);
+		vmm->cfg.disks[i].path = strdup(rot[i].overlay);
+	}
+	return 0;
+}
+
+static int vmm_write_meta(const char *dir, const char *name, const struct vm_config *cfg,
+			  const struct vm_snapshot_stats *st)
+{
+	char path[PATH_MAX];
+	int r = path_join(path, sizeof(path), dir, SNAP_META_FILE);
+	if (r < 0)
+		return r;
+	json_t *j = json_pack("{s:i, s:s, s:I, s:o, s:{s:I, s:I, s:I}}", "format", 1, "name", name,
+			      "created", (json_int_t)time(NULL), "config", vm_config_to_json(cfg),
+			      "stats", "pause_us", (json_int_t)st->pause_us, "memory_bytes",
+			      (json_int_t)st->memory_bytes, "config_bytes",
+			      (json_int_t)st->state_bytes);
+	char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(j);
+	if (!text)
+		return err_set(ENOMEM, "%s", path);
+	r = file_replace_atomic(path, text, strlen(text));
+	free(text);
+	return r;
+}
+
+static int remove_tree(const char *dir)
+{
+	static const char *const files[] = {SNAP_STATE_FILE, SNAP_MEMORY_FILE, SNAP_META_FILE};
+	char p[PATH_MAX], tmp[64];
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if (path_join(p, sizeof(p), dir, files[i]) == 0)
+			unlink(p);
+		snprintf(tmp, sizeof(tmp), "%s.tmp", files[i]);
+		if (path_join(p, sizeof(p), dir, tmp) == 0)
+			unlink(p);
+	}
+	return rmdir(dir);
+}
+
+/* With the VM paused: machine state into DIR.tmp, disks rotated, then
+ * DIR.tmp renamed to DIR — the snapshot exists whole or not at all. */
+static int vmm_snapshot_paused(struct vmm *vmm, const char *dir, struct vm_snapshot_stats *st)
+{
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", dir) >= (int)sizeof(tmp))
+		return err_set(ENAMETOOLONG, "%s", dir);
+	if (access(dir, F_OK) == 0)
+		return err_set(EEXIST, "%s", dir);
+	if (access(tmp, F_OK) == 0 && remove_tree(tmp) < 0)
+		return err_set(errno, "%s: leftover of an earlier attempt cannot be removed", tmp);
+	if (mkdir(tmp, 0755) < 0)
+		return err_set(errno, "%s", tmp);
+
+	struct device *devs[VM_MAX_DISKS];
+	struct disk_rotation rot[VM_MAX_DISKS] = {{0}};
+	unsigned n = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
+	for (unsigned i = 0; i < n; i++)
+		rot[i].dev = devs[i];
+	struct vm_config frozen;
+	vm_config_copy(&frozen, &vmm->cfg);
+	int r = vmm_disks_prepare(vmm, rot, n);
+	for (unsigned i = 0; r == 0 && i < n; i++)
+		if (!rot[i].old->readonly) {
+			free(frozen.disks[i].path);
+			frozen.disks[i].path = strdup(rot[i].frozen);
+		}
+	if (r == 0)
+		r = vm_snapshot_save(vmm->vm, &frozen, tmp, st);
+	if (r == 0)
+		r = vmm_disks_rotate(vmm, rot, n, dir);
+	char name[PATH_MAX];
+	snprintf(name, sizeof(name), "%s", dir);
+	st->pause_us = 0;
+	if (r == 0 && (r = vmm_write_meta(tmp, basename(name), &frozen, st)) == 0) {
+		if (rename(tmp, dir) < 0)
+			r = err_set(errno, "%s: cannot commit the snapshot", dir);
+		else
+			r = file_fsync_parent(dir);
+	}
+	vm_config_free(&frozen);
+	if (r < 0)
+		remove_tree(tmp);
+	return r;
+}
+
+static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
+{
+	struct vmm *vmm = opaque;
+	const char *path = json_string_value(json_object_get(req, "path"));
+	const char *then = json_string_value(json_object_get(req, "then"));
+	if (!path || !*path)
+		return err_set(EINVAL, "snapshot needs \"path\"");
+	if (then && strcmp(then, "quit") && strcmp(then, "continue"))
+		return err_set(EINVAL, "\"then\" is \"quit\" or \"continue\", not \"%s\"", then);
+	uint64_t t0 = now_us();
+	bool was_paused = vmm->paused;
+	if (!was_paused)
+		vm_pause(vmm->vm);
+	struct vm_snapshot_stats st = {0};
+	int r = vmm_snapshot_paused(vmm, path, &st);
+	uint64_t t1 = now_us();
+	bool quit = r == 0 && then && !strcmp(then, "quit");
+	if (quit)
+		vm_request_exit(vmm->vm, VM_EXIT_QUIT, 0, "quit after snapshot");
+	else if (!was_paused)
+		vm_resume(vmm->vm);
+	if (r < 0)
+		return r;
+	vmm->snapshots++;
+	json_object_set_new(reply, "path", json_string(path));
+	json_object_set_new(reply, "pause_ms", json_real((double)(t1 - t0) / 1000.0));
+	json_object_set_new(reply, "memory_bytes", json_integer((json_int_t)st.memory_bytes));
+	return 0;
+}
+
+static int cmd_pause(void *opaque, json_t *req, json_t *reply)
+{
+	struct vmm *vmm = opaque;
+	if (!vmm->paused) {
+		vm_pause(vmm->vm);
+		vmm->paused = true;
+	}
+	return 0;
+}
+
+static int cmd_resume(void *opaque, json_t *req, json_t *reply)
+{
+	struct vmm *vmm = opaque;
+	if (vmm->paused) {
+		vm_resume(vmm->vm);
+		vmm->paused = false;
+	}
+	return 0;
+}
+
+static int cmd_quit(void *opaque, json_t *req, json_t *reply)
+{
+	struct vmm *vmm = opaque;
+	vm_request_exit(vmm->vm, VM_EXIT_QUIT, 0, "quit by the control socket");
+	return 0;
+}
+
+static int cmd_status(void *opaque, json_t *req, json_t *reply)
+{
+	struct vmm *vmm = opaque;
+	struct vm *vm = vmm->vm;
+	json_object_set_new(reply, "state", json_string(vmm->paused ? "paused" : "running"));
+	json_object_set_new(reply, "cpus", json_integer(vm->ncpus));
+	json_object_set_new(reply, "mem_bytes", json_integer((json_int_t)vm->ram_size));
+	json_object_set_new(reply, "pvm", json_boolean(vm->pvm));
+	json_object_set_new(reply, "snapshots", json_integer(vmm->snapshots));
+	json_t *disks = json_array();
+	for (int i = 0; i < vmm->cfg.ndisks; i++)
+		json_array_append_new(disks, json_string(vmm->cfg.disks[i].path));
+	json_object_set_new(reply, "disks", disks);
+	/* Counters written by vCPU threads: a snapshot of them, not exact. */
+	struct pvm_stats total = {0};
+	for (int i = 0; i < vm->ncpus; i++)
+		pvm_stats_add(&total, &vm->vcpus[i]->pvm_stats);
+	json_t *pvm = json_object();
+	for (unsigned i = 0; pvm_stats_name(i); i++)
+		if (total.count[i])
+			json_object_set_new(pvm, pvm_stats_name(i), json_integer((json_int_t)total.count[i]));
+	json_object_set_new(reply, "pvm_completions", pvm);
+	return 0;
+}
+
+static const struct control_cmd vmm_cmds[] = {
+	{"status", cmd_status, "state of the VM: running/paused, vCPUs, memory, disks"},
+	{"pause", cmd_pause, "stop every vCPU (in-flight disk requests complete first)"},
+	{"resume", cmd_resume, "let a paused VM run again"},
+	{"snapshot", cmd_snapshot,
+	 "{\"path\":DIR[,\"then\":\"quit\"]}: whole-machine snapshot into DIR"},
+	{"quit", cmd_quit, "end the VM (cairn run exits 0)"},
+};
+
+int vmm_control_open(struct vmm *vmm)
+{
+	if (!vmm->opts.control)
+		return 0;
+	return control_open(vmm->loop, vmm->opts.control, vmm_cmds,
+			    sizeof(vmm_cmds) / sizeof(vmm_cmds[0]), vmm, &vmm->ctl);
+}

@@ -1,0 +1,35 @@
+/* What the builder (vmm.c) and the control commands (vmm_control.c)
+ * share. */
+#ifndef CAIRN_VMM_VMM_INTERNAL_H
+#define CAIRN_VMM_VMM_INTERNAL_H
+
+#include "arch/x86/boot.h"
+#include "vmm/config.h"
+#include "vmm/vmm.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vm;
+struct evloop;
+struct control_server;
+
+struct vmm {
+	struct vm *vm;
+	struct evloop *loop;
+	int sigfd;
+	struct kernel_image kernel;
+	struct vm_config cfg; /* current: disk paths name the active layers */
+	struct vmm_opts opts;
+	struct control_server *ctl;
+	bool paused;
+	unsigned snapshots;
+};
+
+/* Open the control socket (opts.control) with the VM's commands. */
+int vmm_control_open(struct vmm *vmm);
+
+/* Deep copy of a configuration (free with vm_config_free). */
+int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
+
+#endif

@@ -1,0 +1,23 @@
+#!/bin/bash
+# 100 snapshot/restore cycles in a chain (each restore snapshotted again),
+# run under ASan in CI: no leak, no growth, the guest's count goes on.
+. "$SRCDIR/tests/integration/snapshot/lib_snap.sh"
+need_kvm
+need_testos
+N=${CYCLES:-100}
+start_vm v0 --kernel "$TESTOS" --mem 32M --cmdline "count 50"
+wait_for "$TMP/v0.out" "tick=2" 20 || fail "guest not counting"
+prev=0
+for ((i = 0; i < N; i++)); do
+  ctl "v$i" '{"cmd":"snapshot","path":"'"$TMP/c$i"'","then":"quit"}'
+  wait_vm "v$i" 0
+  t=$(last_tick "$TMP/v$i.out")
+  [ -n "$t" ] && [ "$t" -ge "$prev" ] || fail "cycle $i: count went from $prev to ${t:-nothing}"
+  prev=$t
+  [ $i -gt 1 ] && rm -rf "$TMP/c$((i - 2))"
+  start_vm "v$((i + 1))" --restore "$TMP/c$i" --no-verify
+  wait_for "$TMP/v$((i + 1)).out" "tick=$((t + 1))" 20 || fail "cycle $i: restored guest does not count"
+done
+ctl "v$N" quit
+wait_vm "v$N" 0
+pass "$N snapshot/restore cycles; the count went on to $(last_tick "$TMP/v$N.out")"

@@ -1,0 +1,38 @@
+# Helpers for snapshot tests: a VM in the background with a control socket.
+. "$SRCDIR/tests/integration/lib.sh"
+
+# start_vm NAME ARGS...: cairn run ARGS with --control $TMP/NAME.sock; output in $TMP/NAME.out
+start_vm() {
+  local name=$1; shift
+  rm -f "$TMP/$name.sock"
+  "$CAIRN" run --control "$TMP/$name.sock" "$@" </dev/null >"$TMP/$name.out" 2>&1 &
+  eval "PID_$name=$!"
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ -S "$TMP/$name.sock" ] && return 0
+    sleep 0.05
+  done
+  cat "$TMP/$name.out"; fail "VM $name did not open its control socket"
+}
+
+# ctl NAME REQUEST: one control request; the reply in $REPLY_JSON; fails unless ok
+ctl() {
+  REPLY_JSON=$("$CAIRN" control "$TMP/$1.sock" "$2") || { echo "$REPLY_JSON"; cat "$TMP/$1.out"; fail "control $2 on $1 failed"; }
+}
+
+# wait_vm NAME EXPECTED_STATUS: the background VM must end with that status
+wait_vm() {
+  local pid; eval "pid=\$PID_$1"
+  local rc=0
+  timeout 60 tail -s 0.05 --pid="$pid" -f /dev/null || fail "VM $1 did not end"
+  wait "$pid" || rc=$?
+  [ "$rc" = "$2" ] || { cat "$TMP/$1.out"; fail "VM $1 exited $rc, expected $2"; }
+}
+
+# last_tick FILE [CPU]: the last tick=N printed by cpuCPU
+last_tick() {
+  tr -d '\r' <"$1" | sed -n "s/^cpu${2:-0}: tick=\([0-9]*\)$/\1/p" | tail -n 1
+}
+first_tick() {
+  tr -d '\r' <"$1" | sed -n "s/^cpu${2:-0}: tick=\([0-9]*\)$/\1/p" | head -n 1
+}
