@@ -20,27 +20,27 @@
 int cli_img_bench(int argc, char **argv);
 
 static const char img_usage[] =
-	"Usage: cairn img COMMAND [options] FILE...\n"
-	"\n"
-	"Image tools for qcow2 (v3; v2 read-only) and raw files, with qemu-img's option\n"
-	"names.  Backing chains are followed; formats are detected unless -f is given.\n"
-	"\n"
-	"  create  [-f qcow2|raw] [-b BACKING [-F FMT]] [-o cluster_size=N] [-u] FILE [SIZE]\n"
-	"  info    [-f FMT] [--backing-chain] [--json|--output=json] FILE\n"
-	"  check   [-f FMT] [-r leaks] [--json|--output=json] FILE\n"
-	"  commit  [-f FMT] [-b BASE] [-d] [-p] FILE\n"
-	"  stream  [-b BASE [-F FMT]] [-p] FILE      (pull backing data into FILE)\n"
-	"  rebase  [-f FMT] [-u] -b BACKING [-F FMT] [-p] FILE   (-b \"\" = none)\n"
-	"  map     [-f FMT] [--json|--output=json] FILE\n"
-	"  convert [-f FMT] [-O qcow2|raw] [-o cluster_size=N] [-B BACKING [-F FMT]] [-p] SRC DST\n"
-	"  compare [-f FMT] [-F FMT] A B\n"
-	"  bench   [-c N] [-s SIZE] [-S STEP] [-o OFF] [-w] [--flush-interval=N] FILE\n"
-	"  io      [-f FMT] [-v] -c CMD [-c CMD...] FILE   (test helper; CMD: read|write\n"
-	"          [-P BYTE] [-z] OFF LEN, discard OFF LEN, flush; -v: \"done N\" per command)\n"
-	"\n"
-	"Exit status: 0 ok, 1 failed, 2 usage error; check: 0 clean, 2 corruptions,\n"
-	"3 leaks only (1 when the check could not run); compare: 0 same, 1 different,\n"
-	"2 error.\n";
+    "Usage: cairn img COMMAND [options] FILE...\n"
+    "\n"
+    "Image tools for qcow2 (v3; v2 read-only) and raw files, with qemu-img's option\n"
+    "names.  Backing chains are followed; formats are detected unless -f is given.\n"
+    "\n"
+    "  create  [-f qcow2|raw] [-b BACKING [-F FMT]] [-o cluster_size=N] [-u] FILE [SIZE]\n"
+    "  info    [-f FMT] [--backing-chain] [--json|--output=json] FILE\n"
+    "  check   [-f FMT] [-r leaks] [--json|--output=json] FILE\n"
+    "  commit  [-f FMT] [-b BASE] [-d] [-p] FILE\n"
+    "  stream  [-b BASE [-F FMT]] [-p] FILE      (pull backing data into FILE)\n"
+    "  rebase  [-f FMT] [-u] -b BACKING [-F FMT] [-p] FILE   (-b \"\" = none)\n"
+    "  map     [-f FMT] [--json|--output=json] FILE\n"
+    "  convert [-f FMT] [-O qcow2|raw] [-o cluster_size=N] [-B BACKING [-F FMT]] [-p] SRC DST\n"
+    "  compare [-f FMT] [-F FMT] A B\n"
+    "  bench   [-c N] [-s SIZE] [-S STEP] [-o OFF] [-w] [--flush-interval=N] FILE\n"
+    "  io      [-f FMT] [-v] -c CMD [-c CMD...] FILE   (test helper; CMD: read|write\n"
+    "          [-P BYTE] [-z] OFF LEN, discard OFF LEN, flush; -v: \"done N\" per command)\n"
+    "\n"
+    "Exit status: 0 ok, 1 failed, 2 usage error; check: 0 clean, 2 corruptions,\n"
+    "3 leaks only (1 when the check could not run); compare: 0 same, 1 different,\n"
+    "2 error.\n";
 
 enum { OPT_JSON = 0x100, OPT_OUTPUT, OPT_BACKING_CHAIN };
 
@@ -130,11 +130,11 @@ static void progress_print(void *opaque, uint64_t done, uint64_t total)
 static const struct chain_progress progress = {progress_print, NULL};
 
 static const struct option common_longopts[] = {
-	{"json", no_argument, NULL, OPT_JSON},
-	{"output", required_argument, NULL, OPT_OUTPUT},
-	{"backing-chain", no_argument, NULL, OPT_BACKING_CHAIN},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"output", required_argument, NULL, OPT_OUTPUT},
+    {"backing-chain", no_argument, NULL, OPT_BACKING_CHAIN},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 static bool want_help(int argc, char **argv)
@@ -154,15 +154,24 @@ static int img_create(int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "+f:b:F:o:uqh", common_longopts, NULL)) != -1) {
 		switch (c) {
-		case 'f': fmt = optarg; break;
-		case 'b': o.backing = optarg; break;
-		case 'F': o.backing_fmt = optarg; break;
+		case 'f':
+			fmt = optarg;
+			break;
+		case 'b':
+			o.backing = optarg;
+			break;
+		case 'F':
+			o.backing_fmt = optarg;
+			break;
 		case 'o':
 			if (parse_o(optarg, &o) < 0)
 				return usage_err("create", "bad -o option");
 			break;
-		case 'u': case 'q': break;
-		default: return usage_err("create", "bad option");
+		case 'u':
+		case 'q':
+			break;
+		default:
+			return usage_err("create", "bad option");
 		}
 	}
 	if (optind >= argc || argc - optind > 2)
@@ -188,8 +197,10 @@ static int img_create(int argc, char **argv)
 		return usage_err("create", "format must be qcow2 or raw");
 	if (!size && !o.backing)
 		return usage_err("create", "SIZE is needed without a backing file");
-	struct qcow2_create_opts co = {.size = size, .cluster_size = o.cluster_size,
-				       .backing = o.backing, .backing_fmt = o.backing_fmt};
+	struct qcow2_create_opts co = {.size = size,
+				       .cluster_size = o.cluster_size,
+				       .backing = o.backing,
+				       .backing_fmt = o.backing_fmt};
 	return qcow2_create(path, &co) < 0 ? cli_fail() : CLI_OK;
 }
 
@@ -223,7 +234,8 @@ static json_t *info_json(struct block_dev *bd)
 		if (qi.backing) {
 			char *full = qcow2_resolve_backing(bd->path, qi.backing);
 			json_object_set_new(j, "backing-filename", json_string(qi.backing));
-			json_object_set_new(j, "full-backing-filename", json_string(full ? full : ""));
+			json_object_set_new(j, "full-backing-filename",
+					    json_string(full ? full : ""));
 			free(full);
 			if (qi.backing_fmt)
 				json_object_set_new(j, "backing-filename-format",
@@ -255,8 +267,7 @@ static void info_human(json_t *j)
 	char a[32], b[32];
 	uint64_t vs = (uint64_t)json_integer_value(json_object_get(j, "virtual-size"));
 	human_size(a, sizeof(a), vs);
-	human_size(b, sizeof(b),
-		   (uint64_t)json_integer_value(json_object_get(j, "actual-size")));
+	human_size(b, sizeof(b), (uint64_t)json_integer_value(json_object_get(j, "actual-size")));
 	printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
 	       json_string_value(json_object_get(j, "filename")),
 	       json_string_value(json_object_get(j, "format")), a, (unsigned long long)vs, b);
@@ -279,7 +290,8 @@ static void info_human(json_t *j)
 		printf("Format specific information:\n");
 		const char *name;
 		json_t *v;
-		json_object_foreach(fs, name, v) {
+		json_object_foreach(fs, name, v)
+		{
 			/* qemu-img prints "refcount bits", JSON has "refcount-bits" */
 			char k[64];
 			snprintf(k, sizeof(k), "%s", name);
@@ -325,7 +337,8 @@ static int img_info(int argc, char **argv)
 		if (stat(path, &st) == 0) {
 			for (int i = 0; i < nseen; i++) {
 				if (devs[i] == st.st_dev && inos[i] == st.st_ino) {
-					err_set(ELOOP, "%s: backing file loop: %s is already in the chain",
+					err_set(ELOOP,
+						"%s: backing file loop: %s is already in the chain",
 						argv[optind], path);
 					nseen = -1;
 					break;
@@ -413,8 +426,10 @@ static int img_check(int argc, char **argv)
 		return cli_fail();
 	if (json) {
 		json_t *j = json_object();
-		json_object_set_new(j, "image-end-offset", json_integer((json_int_t)res.image_end_offset));
-		json_object_set_new(j, "total-clusters", json_integer((json_int_t)res.total_clusters));
+		json_object_set_new(j, "image-end-offset",
+				    json_integer((json_int_t)res.image_end_offset));
+		json_object_set_new(j, "total-clusters",
+				    json_integer((json_int_t)res.total_clusters));
 		json_object_set_new(j, "check-errors", json_integer((json_int_t)res.check_errors));
 		json_object_set_new(j, "leaks", json_integer((json_int_t)res.leaks));
 		json_object_set_new(j, "corruptions", json_integer((json_int_t)res.corruptions));
@@ -449,10 +464,10 @@ static int img_check(int argc, char **argv)
 			       (unsigned long long)res.total_clusters,
 			       100.0 * (double)res.allocated_clusters / (double)res.total_clusters,
 			       res.allocated_clusters ? 100.0 * (double)res.fragmented_clusters /
-							       (double)res.allocated_clusters
+							    (double)res.allocated_clusters
 						      : 0.0,
 			       res.allocated_clusters ? 100.0 * (double)res.compressed_clusters /
-							       (double)res.allocated_clusters
+							    (double)res.allocated_clusters
 						      : 0.0);
 		printf("Image end offset: %llu\n", (unsigned long long)res.image_end_offset);
 	}
@@ -475,11 +490,21 @@ static int img_commit(int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "+f:b:dpqt:h", common_longopts, NULL)) != -1) {
 		switch (c) {
-		case 'f': case 'q': case 't': break;
-		case 'b': base = optarg; break;
-		case 'd': flags |= CHAIN_COMMIT_KEEP_TOP; break;
-		case 'p': prog = true; break;
-		default: return usage_err("commit", "bad option");
+		case 'f':
+		case 'q':
+		case 't':
+			break;
+		case 'b':
+			base = optarg;
+			break;
+		case 'd':
+			flags |= CHAIN_COMMIT_KEEP_TOP;
+			break;
+		case 'p':
+			prog = true;
+			break;
+		default:
+			return usage_err("commit", "bad option");
 		}
 	}
 	if (argc - optind != 1)
@@ -497,11 +522,20 @@ static int img_stream(int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "+f:b:F:pqh", common_longopts, NULL)) != -1) {
 		switch (c) {
-		case 'f': case 'q': break;
-		case 'b': base = optarg; break;
-		case 'F': base_fmt = optarg; break;
-		case 'p': prog = true; break;
-		default: return usage_err("stream", "bad option");
+		case 'f':
+		case 'q':
+			break;
+		case 'b':
+			base = optarg;
+			break;
+		case 'F':
+			base_fmt = optarg;
+			break;
+		case 'p':
+			prog = true;
+			break;
+		default:
+			return usage_err("stream", "bad option");
 		}
 	}
 	if (argc - optind != 1)
@@ -517,19 +551,33 @@ static int img_rebase(int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "+f:b:F:upqt:T:h", common_longopts, NULL)) != -1) {
 		switch (c) {
-		case 'f': case 'q': case 't': case 'T': break;
-		case 'b': backing = optarg; have_b = true; break;
-		case 'F': bfmt = optarg; break;
-		case 'u': unsafe = true; break;
-		case 'p': prog = true; break;
-		default: return usage_err("rebase", "bad option");
+		case 'f':
+		case 'q':
+		case 't':
+		case 'T':
+			break;
+		case 'b':
+			backing = optarg;
+			have_b = true;
+			break;
+		case 'F':
+			bfmt = optarg;
+			break;
+		case 'u':
+			unsafe = true;
+			break;
+		case 'p':
+			prog = true;
+			break;
+		default:
+			return usage_err("rebase", "bad option");
 		}
 	}
 	if (argc - optind != 1 || !have_b)
 		return usage_err("rebase", "expected -b BACKING and one FILE");
 	return chain_rebase(argv[optind], backing, bfmt, unsafe, prog ? &progress : NULL) < 0
-		       ? cli_fail()
-		       : CLI_OK;
+		   ? cli_fail()
+		   : CLI_OK;
 }
 
 /* ---- map -------------------------------------------------------------- */
@@ -618,25 +666,39 @@ static int img_convert(int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "+f:O:o:B:F:pqt:T:h", common_longopts, NULL)) != -1) {
 		switch (c) {
-		case 'f': co.src_fmt = optarg; break;
-		case 'B': co.backing = optarg; break;
-		case 'F': co.backing_fmt = optarg; break;
-		case 'O': co.dst_fmt = optarg; break;
+		case 'f':
+			co.src_fmt = optarg;
+			break;
+		case 'B':
+			co.backing = optarg;
+			break;
+		case 'F':
+			co.backing_fmt = optarg;
+			break;
+		case 'O':
+			co.dst_fmt = optarg;
+			break;
 		case 'o':
 			if (parse_o(optarg, &o) < 0)
 				return usage_err("convert", "bad -o option");
 			break;
-		case 'p': prog = true; break;
-		case 'q': case 't': case 'T': break;
-		default: return usage_err("convert", "bad option");
+		case 'p':
+			prog = true;
+			break;
+		case 'q':
+		case 't':
+		case 'T':
+			break;
+		default:
+			return usage_err("convert", "bad option");
 		}
 	}
 	if (argc - optind != 2)
 		return usage_err("convert", "expected SRC DST");
 	co.cluster_size = o.cluster_size;
 	return chain_convert(argv[optind], argv[optind + 1], &co, prog ? &progress : NULL) < 0
-		       ? cli_fail()
-		       : CLI_OK;
+		   ? cli_fail()
+		   : CLI_OK;
 }
 
 static int img_compare(int argc, char **argv)
@@ -709,8 +771,8 @@ static int io_cmd(struct block_dev *bd, char *cmd)
 		r = block_read(bd, buf, off, len);
 		for (uint64_t k = 0; r == 0 && pat >= 0 && k < len; k++)
 			if (buf[k] != (uint8_t)pat)
-				r = err_set(EILSEQ, "%s: pattern mismatch at %llu: %#x != %#x", bd->path,
-					    (unsigned long long)(off + k), buf[k], pat);
+				r = err_set(EILSEQ, "%s: pattern mismatch at %llu: %#x != %#x",
+					    bd->path, (unsigned long long)(off + k), buf[k], pat);
 	} else {
 		r = err_set(EINVAL, "io: unknown command '%s'", argv[0]);
 	}
@@ -763,10 +825,10 @@ int cli_img_main(int argc, char **argv)
 		const char *name;
 		int (*fn)(int, char **);
 	} cmds[] = {
-		{"create", img_create}, {"info", img_info},       {"check", img_check},
-		{"commit", img_commit}, {"stream", img_stream},   {"rebase", img_rebase},
-		{"map", img_map},       {"convert", img_convert}, {"compare", img_compare},
-		{"io", img_io},         {"bench", cli_img_bench},
+	    {"create", img_create}, {"info", img_info},	      {"check", img_check},
+	    {"commit", img_commit}, {"stream", img_stream},   {"rebase", img_rebase},
+	    {"map", img_map},	    {"convert", img_convert}, {"compare", img_compare},
+	    {"io", img_io},	    {"bench", cli_img_bench},
 	};
 	if (argc < 2) {
 		fputs(img_usage, stderr);

@@ -22,11 +22,11 @@ static int num(const char *s, uint64_t *v)
 int cli_img_bench(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"flush-interval", required_argument, NULL, 'F' + 0x100},
-		{"pattern", required_argument, NULL, 'P' + 0x100},
-		{"no-drain", no_argument, NULL, 'N' + 0x100},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"flush-interval", required_argument, NULL, 'F' + 0x100},
+	    {"pattern", required_argument, NULL, 'P' + 0x100},
+	    {"no-drain", no_argument, NULL, 'N' + 0x100},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *fmt = NULL;
 	uint64_t count = 75000, bufsize = 4096, step = 0, offset = 0, flush_every = 0, depth = 64;
@@ -34,18 +34,50 @@ int cli_img_bench(int argc, char **argv)
 	bool write = false, quiet = false;
 	while ((c = getopt_long(argc, argv, "+c:d:f:i:no:qs:S:t:wUh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'c': if (num(optarg, &count) < 0) goto usage; break;
-		case 'd': if (num(optarg, &depth) < 0) goto usage; break;
-		case 'f': fmt = optarg; break;
-		case 'o': if (num(optarg, &offset) < 0) goto usage; break;
-		case 's': if (num(optarg, &bufsize) < 0 || !bufsize) goto usage; break;
-		case 'S': if (num(optarg, &step) < 0) goto usage; break;
-		case 'w': write = true; break;
-		case 'q': quiet = true; break;
-		case 'F' + 0x100: if (num(optarg, &flush_every) < 0) goto usage; break;
-		case 'P' + 0x100: pattern = (int)strtol(optarg, NULL, 0); break;
-		case 'i': case 'n': case 't': case 'U': case 'N' + 0x100: break;
-		default: goto usage;
+		case 'c':
+			if (num(optarg, &count) < 0)
+				goto usage;
+			break;
+		case 'd':
+			if (num(optarg, &depth) < 0)
+				goto usage;
+			break;
+		case 'f':
+			fmt = optarg;
+			break;
+		case 'o':
+			if (num(optarg, &offset) < 0)
+				goto usage;
+			break;
+		case 's':
+			if (num(optarg, &bufsize) < 0 || !bufsize)
+				goto usage;
+			break;
+		case 'S':
+			if (num(optarg, &step) < 0)
+				goto usage;
+			break;
+		case 'w':
+			write = true;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'F' + 0x100:
+			if (num(optarg, &flush_every) < 0)
+				goto usage;
+			break;
+		case 'P' + 0x100:
+			pattern = (int)strtol(optarg, NULL, 0);
+			break;
+		case 'i':
+		case 'n':
+		case 't':
+		case 'U':
+		case 'N' + 0x100:
+			break;
+		default:
+			goto usage;
 		}
 	}
 	if (argc - optind != 1)
@@ -66,11 +98,12 @@ int cli_img_bench(int argc, char **argv)
 	}
 	memset(buf, pattern, bufsize);
 	if (!quiet)
-		printf("Sending %llu %s requests, %llu bytes each, 1 in parallel (starting at offset "
-		       "%llu, step size %llu)\n",
-		       (unsigned long long)count, write ? "write" : "read",
-		       (unsigned long long)bufsize, (unsigned long long)offset,
-		       (unsigned long long)step);
+		printf(
+		    "Sending %llu %s requests, %llu bytes each, 1 in parallel (starting at offset "
+		    "%llu, step size %llu)\n",
+		    (unsigned long long)count, write ? "write" : "read",
+		    (unsigned long long)bufsize, (unsigned long long)offset,
+		    (unsigned long long)step);
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	int r = 0;
@@ -96,5 +129,5 @@ int cli_img_bench(int argc, char **argv)
 	return CLI_OK;
 usage:
 	return cli_usage_error("img", "bench [-c COUNT] [-f FMT] [-o OFFSET] [-s SIZE] [-S STEP] "
-			       "[-w] [--flush-interval=N] [--pattern=BYTE] FILE");
+				      "[-w] [--flush-interval=N] [--pattern=BYTE] FILE");
 }

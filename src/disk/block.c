@@ -87,8 +87,8 @@ int block_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len)
 	return r < 0 ? r : bd->ops->write_zeroes(bd, off, len);
 }
 
-int block_status(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *pnum,
-		 unsigned *status, uint64_t *host)
+int block_status(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
+		 uint64_t *host)
 {
 	int r = block_check_range(bd, off, len);
 	if (r < 0)

@@ -26,7 +26,7 @@ struct block_dev {
 	const struct block_ops *ops;
 	const char *format; /* "raw" or "qcow2" */
 	char *path;
-	uint64_t size;      /* virtual size in bytes */
+	uint64_t size; /* virtual size in bytes */
 	bool readonly;
 };
 
@@ -53,11 +53,11 @@ int block_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len);
  * offset in the image file when BLOCK_STATUS_DATA (else 0).  A range that
  * is not ALLOCATED comes from the backing chain (or reads as zeroes). */
 #define BLOCK_STATUS_ALLOCATED 0x1u /* this layer decides the content */
-#define BLOCK_STATUS_ZERO 0x2u      /* reads as zeroes */
-#define BLOCK_STATUS_DATA 0x4u      /* stored at HOST in this file */
+#define BLOCK_STATUS_ZERO 0x2u	    /* reads as zeroes */
+#define BLOCK_STATUS_DATA 0x4u	    /* stored at HOST in this file */
 #define BLOCK_STATUS_COMPRESSED 0x8u
-int block_status(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *pnum,
-		 unsigned *status, uint64_t *host);
+int block_status(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
+		 uint64_t *host);
 
 /* Format detection from the first bytes of a file ("qcow2" or "raw"). */
 const char *block_probe_format(const void *head, size_t len);

@@ -139,8 +139,7 @@ static int copy_above(struct block_dev *top, unsigned limit, struct block_dev *d
 	return r;
 }
 
-int chain_commit(const char *top, const char *base, unsigned flags,
-		 const struct chain_progress *p)
+int chain_commit(const char *top, const char *base, unsigned flags, const struct chain_progress *p)
 {
 	struct block_dev *t, *b = NULL;
 	int r = block_open(top, NULL, BLOCK_RDONLY, &t);
@@ -190,7 +189,7 @@ int chain_commit(const char *top, const char *base, unsigned flags,
 		/* TOP reads the same through BASE now: replace it, atomically, by
 		 * an empty overlay. */
 		struct qcow2_create_opts o = {
-			.size = size, .cluster_size = cs, .backing = name, .backing_fmt = base_fmt};
+		    .size = size, .cluster_size = cs, .backing = name, .backing_fmt = base_fmt};
 		r = name ? qcow2_create(top, &o) : err_set(ENOMEM, "%s", top);
 	}
 	free(name);
@@ -208,8 +207,7 @@ out:
 typedef int (*keep_fn)(void *ctx, struct block_dev *top, const uint8_t *data, uint64_t off,
 		       uint64_t len, bool *keep);
 
-static int copy_up(struct block_dev *top, keep_fn keep, void *ctx,
-		   const struct chain_progress *p)
+static int copy_up(struct block_dev *top, keep_fn keep, void *ctx, const struct chain_progress *p)
 {
 	uint64_t cs = strcmp(top->format, "qcow2") ? 65536 : to_qcow2(top)->cluster_size;
 	uint8_t *buf = malloc(cs);
@@ -374,9 +372,10 @@ static int convert_diff(struct block_dev *s, struct block_dev *d, uint8_t *buf,
 	int r = 0;
 	for (uint64_t off = 0; r == 0 && off < s->size;) {
 		size_t n = s->size - off < cs ? (size_t)(s->size - off) : (size_t)cs;
-		if ((r = block_read(s, buf, off, n)) == 0 && (r = block_read(d, old, off, n)) == 0 &&
-		    memcmp(buf, old, n))
-			r = is_zero(buf, n) ? block_write_zeroes(d, off, n) : block_write(d, buf, off, n);
+		if ((r = block_read(s, buf, off, n)) == 0 &&
+		    (r = block_read(d, old, off, n)) == 0 && memcmp(buf, old, n))
+			r = is_zero(buf, n) ? block_write_zeroes(d, off, n)
+					    : block_write(d, buf, off, n);
 		off += n;
 		progress_report(p, off, s->size);
 	}
@@ -395,8 +394,10 @@ int chain_convert(const char *src, const char *dst, const struct chain_convert_o
 	if (!strcmp(fmt, "raw")) {
 		r = create_raw(dst, s->size);
 	} else if (!strcmp(fmt, "qcow2")) {
-		struct qcow2_create_opts co = {.size = s->size, .cluster_size = o->cluster_size,
-					       .backing = o->backing, .backing_fmt = o->backing_fmt};
+		struct qcow2_create_opts co = {.size = s->size,
+					       .cluster_size = o->cluster_size,
+					       .backing = o->backing,
+					       .backing_fmt = o->backing_fmt};
 		r = qcow2_create(dst, &co);
 	} else {
 		r = err_set(EINVAL, "%s: unknown output format '%s'", dst, fmt);

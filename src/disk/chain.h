@@ -42,10 +42,10 @@ int chain_rebase(const char *top, const char *new_backing, const char *new_fmt, 
 		 const struct chain_progress *progress);
 
 struct chain_convert_opts {
-	const char *src_fmt; /* NULL = detect */
-	const char *dst_fmt; /* "raw" or "qcow2" (default qcow2) */
-	uint32_t cluster_size; /* qcow2 output; 0 = 64 KiB */
-	const char *backing;     /* qcow2 output on this backing file (qemu-img
+	const char *src_fmt;	 /* NULL = detect */
+	const char *dst_fmt;	 /* "raw" or "qcow2" (default qcow2) */
+	uint32_t cluster_size;	 /* qcow2 output; 0 = 64 KiB */
+	const char *backing;	 /* qcow2 output on this backing file (qemu-img
 				    convert -B): only what differs is written */
 	const char *backing_fmt; /* NULL = detect */
 };
@@ -66,12 +66,12 @@ int chain_compare(const char *a, const char *a_fmt, const char *b, const char *b
 /* One extent of the map of an open image: which layer holds it. */
 struct chain_extent {
 	uint64_t start, length;
-	unsigned depth;        /* 0 = the image itself, 1 = its backing file... */
-	bool present;          /* false: no layer holds it, reads as zeroes */
+	unsigned depth; /* 0 = the image itself, 1 = its backing file... */
+	bool present;	/* false: no layer holds it, reads as zeroes */
 	bool zero, data, compressed;
-	bool has_offset;       /* data stored uncompressed at OFFSET in FILE */
+	bool has_offset; /* data stored uncompressed at OFFSET in FILE */
 	uint64_t offset;
-	const char *file;      /* the layer holding it (NULL when !present) */
+	const char *file; /* the layer holding it (NULL when !present) */
 };
 /* The extent that starts at OFF (OFF < bd->size). */
 int chain_map_extent(struct block_dev *bd, uint64_t off, struct chain_extent *e);

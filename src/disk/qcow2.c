@@ -143,12 +143,15 @@ static int parse_header(struct qcow2_image *img, const uint8_t *h, size_t hlen)
 		return err_set(EINVAL, "%s: not a qcow2 image", path);
 	img->version = be32_get(h + 4);
 	if (img->version != 2 && img->version != 3)
-		return err_set(ENOTSUP, "%s: qcow2 version %u is not supported", path, img->version);
+		return err_set(ENOTSUP, "%s: qcow2 version %u is not supported", path,
+			       img->version);
 	uint64_t backing_off = be64_get(h + 8);
 	uint32_t backing_len = be32_get(h + 16);
 	img->cluster_bits = be32_get(h + 20);
-	if (img->cluster_bits < QCOW2_MIN_CLUSTER_BITS || img->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
-		return err_set(ENOTSUP, "%s: cluster_bits %u outside 9..21", path, img->cluster_bits);
+	if (img->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
+	    img->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
+		return err_set(ENOTSUP, "%s: cluster_bits %u outside 9..21", path,
+			       img->cluster_bits);
 	img->cluster_size = 1ull << img->cluster_bits;
 	img->bd.size = be64_get(h + 24);
 	if (be32_get(h + 32))
@@ -171,7 +174,8 @@ static int parse_header(struct qcow2_image *img, const uint8_t *h, size_t hlen)
 		img->header_length = be32_get(h + 100);
 		if (img->header_length < 104 || img->header_length % 8 ||
 		    img->header_length > img->cluster_size || img->header_length > hlen)
-			return err_set(EUCLEAN, "%s: bad header length %u", path, img->header_length);
+			return err_set(EUCLEAN, "%s: bad header length %u", path,
+				       img->header_length);
 		if (img->header_length > 104)
 			img->compression_type = h[104];
 	}
@@ -195,15 +199,16 @@ static int parse_header(struct qcow2_image *img, const uint8_t *h, size_t hlen)
 	uint64_t clusters = (img->bd.size + img->cluster_size - 1) >> img->cluster_bits;
 	uint64_t need_l1 = (clusters + img->l2_entries - 1) / img->l2_entries;
 	if ((uint64_t)img->l1_size * 8 > QCOW2_MAX_L1_BYTES)
-		return err_set(EFBIG, "%s: L1 table of %u entries is too large", path, img->l1_size);
+		return err_set(EFBIG, "%s: L1 table of %u entries is too large", path,
+			       img->l1_size);
 	if (img->l1_size < need_l1)
 		return err_set(EUCLEAN, "%s: L1 table of %u entries too small for %llu bytes", path,
 			       img->l1_size, (unsigned long long)img->bd.size);
 	if (img->l1_offset & (img->cluster_size - 1))
 		return err_set(EUCLEAN, "%s: L1 table at %#llx is not cluster aligned", path,
 			       (unsigned long long)img->l1_offset);
-	if (img->l1_size &&
-	    (img->l1_offset > img->file_size || img->l1_size * 8ull > img->file_size - img->l1_offset))
+	if (img->l1_size && (img->l1_offset > img->file_size ||
+			     img->l1_size * 8ull > img->file_size - img->l1_offset))
 		return err_set(EUCLEAN, "%s: L1 table at %#llx outside the file", path,
 			       (unsigned long long)img->l1_offset);
 
@@ -221,8 +226,9 @@ static int parse_header(struct qcow2_image *img, const uint8_t *h, size_t hlen)
 	if (backing_off) {
 		if (backing_len == 0 || backing_len > QCOW2_MAX_BACKING_NAME ||
 		    backing_off > clen || backing_len > clen - backing_off)
-			return err_set(EUCLEAN, "%s: backing file name at %#llx (%u bytes) is invalid",
-				       path, (unsigned long long)backing_off, backing_len);
+			return err_set(EUCLEAN,
+				       "%s: backing file name at %#llx (%u bytes) is invalid", path,
+				       (unsigned long long)backing_off, backing_len);
 		if (memchr(h + backing_off, 0, backing_len))
 			return err_set(EUCLEAN, "%s: backing file name contains a NUL byte", path);
 		img->backing_name = strndup((const char *)h + backing_off, backing_len);
@@ -238,8 +244,8 @@ static int parse_header(struct qcow2_image *img, const uint8_t *h, size_t hlen)
 
 int qcow2_header_build(struct qcow2_image *img, uint8_t *buf)
 {
-	uint32_t hl = img->header_length < QCOW2_V3_HEADER_LEN ? QCOW2_V3_HEADER_LEN
-								: img->header_length;
+	uint32_t hl =
+	    img->header_length < QCOW2_V3_HEADER_LEN ? QCOW2_V3_HEADER_LEN : img->header_length;
 	if (img->hdr_raw)
 		memcpy(buf, img->hdr_raw, img->header_length);
 	be32_put(buf, QCOW2_MAGIC);
@@ -263,11 +269,13 @@ int qcow2_header_build(struct qcow2_image *img, uint8_t *buf)
 	size_t cs = img->cluster_size;
 	size_t fmt_len = img->backing_fmt ? strlen(img->backing_fmt) : 0;
 	size_t name_len = img->backing_name ? strlen(img->backing_name) : 0;
-	size_t need = pos + (fmt_len ? 8 + ((fmt_len + 7) & ~(size_t)7) : 0) + img->unknown_ext_len +
-		      8 + name_len;
+	size_t need = pos + (fmt_len ? 8 + ((fmt_len + 7) & ~(size_t)7) : 0) +
+		      img->unknown_ext_len + 8 + name_len;
 	if (need > cs)
-		return err_set(ENOSPC, "%s: header and backing name (%zu bytes) do not fit in a "
-			       "cluster of %zu bytes", img->bd.path, need, cs);
+		return err_set(ENOSPC,
+			       "%s: header and backing name (%zu bytes) do not fit in a "
+			       "cluster of %zu bytes",
+			       img->bd.path, need, cs);
 	if (fmt_len && img->backing_name) {
 		be32_put(buf + pos, QCOW2_EXT_BACKING_FMT);
 		be32_put(buf + pos + 4, (uint32_t)fmt_len);
@@ -344,13 +352,17 @@ static int refuse_write(struct qcow2_image *img)
 {
 	const char *p = img->bd.path;
 	if (img->version < 3)
-		return err_set(EROFS, "%s: qcow2 version 2 images are read-only here; "
-			       "upgrade with qemu-img amend -o compat=1.1", p);
+		return err_set(EROFS,
+			       "%s: qcow2 version 2 images are read-only here; "
+			       "upgrade with qemu-img amend -o compat=1.1",
+			       p);
 	if (img->incompat & QCOW2_INCOMPAT_CORRUPT)
 		return err_set(EROFS, "%s: image is marked corrupt; repair it first", p);
 	if (img->incompat & QCOW2_INCOMPAT_DIRTY)
-		return err_set(EROFS, "%s: image has the dirty bit set (lazy refcounts); "
-			       "repair it with qemu-img check -r all", p);
+		return err_set(EROFS,
+			       "%s: image has the dirty bit set (lazy refcounts); "
+			       "repair it with qemu-img check -r all",
+			       p);
 	if (img->extended_l2)
 		return err_set(EROFS, "%s: images with extended L2 entries are read-only here", p);
 	if (img->nb_snapshots)
@@ -544,11 +556,11 @@ static int qcow2_status(struct block_dev *bd, uint64_t off, uint64_t len, uint64
 	if (r < 0)
 		return r;
 	static const unsigned map[] = {
-		[QCOW2_UNALLOCATED] = 0,
-		[QCOW2_ZERO] = BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_ZERO,
-		[QCOW2_DATA] = BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_DATA,
-		[QCOW2_COMPRESSED] = BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_DATA |
-				     BLOCK_STATUS_COMPRESSED,
+	    [QCOW2_UNALLOCATED] = 0,
+	    [QCOW2_ZERO] = BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_ZERO,
+	    [QCOW2_DATA] = BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_DATA,
+	    [QCOW2_COMPRESSED] =
+		BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_DATA | BLOCK_STATUS_COMPRESSED,
 	};
 	*status = map[type];
 	if (type == QCOW2_COMPRESSED) {
@@ -718,9 +730,11 @@ static int zero_range(struct qcow2_image *img, uint64_t off, uint64_t len, bool 
 			enum qcow2_ctype type;
 			if ((r = qcow2_get_mapping(img, off, n, &m, &host, &type)) < 0)
 				return r;
-			bool zero = type == QCOW2_ZERO || (type == QCOW2_UNALLOCATED && !img->chain);
+			bool zero =
+			    type == QCOW2_ZERO || (type == QCOW2_UNALLOCATED && !img->chain);
 			for (uint64_t done = 0; !zero && r == 0 && done < n;) {
-				size_t k = n - done < sizeof(zeroes) ? (size_t)(n - done) : sizeof(zeroes);
+				size_t k =
+				    n - done < sizeof(zeroes) ? (size_t)(n - done) : sizeof(zeroes);
 				r = qcow2_write(&img->bd, zeroes, off + done, k);
 				done += k;
 			}
@@ -749,13 +763,13 @@ static int qcow2_flush(struct block_dev *bd)
 }
 
 static const struct block_ops qcow2_ops = {
-	.read = qcow2_read,
-	.write = qcow2_write,
-	.flush = qcow2_flush,
-	.discard = qcow2_discard,
-	.write_zeroes = qcow2_write_zeroes,
-	.close = qcow2_close,
-	.status = qcow2_status,
+    .read = qcow2_read,
+    .write = qcow2_write,
+    .flush = qcow2_flush,
+    .discard = qcow2_discard,
+    .write_zeroes = qcow2_write_zeroes,
+    .close = qcow2_close,
+    .status = qcow2_status,
 };
 
 /* ---- info, backing ---------------------------------------------------- */
@@ -766,18 +780,18 @@ int qcow2_get_info(struct block_dev *bd, struct qcow2_info *info)
 		return -EINVAL;
 	struct qcow2_image *img = to_qcow2(bd);
 	*info = (struct qcow2_info){
-		.version = img->version,
-		.cluster_size = img->cluster_size,
-		.refcount_bits = 1u << img->refcount_order,
-		.lazy_refcounts = img->compat & QCOW2_COMPAT_LAZY_REFCOUNTS,
-		.corrupt = img->incompat & QCOW2_INCOMPAT_CORRUPT,
-		.dirty = img->incompat & QCOW2_INCOMPAT_DIRTY,
-		.extended_l2 = img->extended_l2,
-		.compression = img->compression_type == 1 ? "zstd" : "zlib",
-		.nb_snapshots = img->nb_snapshots,
-		.backing = img->backing_name,
-		.backing_fmt = img->backing_fmt,
-		.chain_depth = img->chain ? qcow2_chain_depth(img->chain) : 0,
+	    .version = img->version,
+	    .cluster_size = img->cluster_size,
+	    .refcount_bits = 1u << img->refcount_order,
+	    .lazy_refcounts = img->compat & QCOW2_COMPAT_LAZY_REFCOUNTS,
+	    .corrupt = img->incompat & QCOW2_INCOMPAT_CORRUPT,
+	    .dirty = img->incompat & QCOW2_INCOMPAT_DIRTY,
+	    .extended_l2 = img->extended_l2,
+	    .compression = img->compression_type == 1 ? "zstd" : "zlib",
+	    .nb_snapshots = img->nb_snapshots,
+	    .backing = img->backing_name,
+	    .backing_fmt = img->backing_fmt,
+	    .chain_depth = img->chain ? qcow2_chain_depth(img->chain) : 0,
 	};
 	return 0;
 }

@@ -14,10 +14,10 @@
 #define QCOW2_DEFAULT_CLUSTER_SIZE 65536u
 
 struct qcow2_create_opts {
-	uint64_t size;         /* virtual size; 0 = the backing image's size */
-	uint32_t cluster_size; /* 512 B .. 2 MiB, power of two; 0 = 64 KiB */
-	const char *backing;   /* stored as given; a relative name is resolved
-				  against the new image's directory; NULL = none */
+	uint64_t size;		 /* virtual size; 0 = the backing image's size */
+	uint32_t cluster_size;	 /* 512 B .. 2 MiB, power of two; 0 = 64 KiB */
+	const char *backing;	 /* stored as given; a relative name is resolved
+				    against the new image's directory; NULL = none */
 	const char *backing_fmt; /* "qcow2" or "raw"; NULL = probed and recorded */
 };
 
@@ -44,9 +44,9 @@ struct qcow2_info {
 	bool lazy_refcounts, corrupt, dirty, extended_l2;
 	const char *compression; /* "zlib" or "zstd" */
 	uint32_t nb_snapshots;
-	const char *backing;     /* as stored, or NULL */
+	const char *backing;	 /* as stored, or NULL */
 	const char *backing_fmt; /* as stored, or NULL */
-	unsigned chain_depth;    /* number of backing layers opened (0 if none) */
+	unsigned chain_depth;	 /* number of backing layers opened (0 if none) */
 };
 /* Returns -EINVAL if BD is not a qcow2 image. */
 int qcow2_get_info(struct block_dev *bd, struct qcow2_info *info);

@@ -20,10 +20,10 @@
 
 struct qcow2_chain {
 	struct block_dev **layers;
-	unsigned n;      /* layers */
-	unsigned nq;     /* leading qcow2 layers (a raw layer can only end a chain) */
-	uint64_t size;   /* the top image's virtual size: the index domain */
-	unsigned gbits;  /* granule size */
+	unsigned n;	   /* layers */
+	unsigned nq;	   /* leading qcow2 layers (a raw layer can only end a chain) */
+	uint64_t size;	   /* the top image's virtual size: the index domain */
+	unsigned gbits;	   /* granule size */
 	uint16_t **chunks; /* per granule: 0 = no qcow2 layer, else layer + 1 */
 	uint64_t nchunks;
 };
@@ -117,7 +117,8 @@ static int open_layers(struct qcow2_chain *c, struct qcow2_image *top)
 		}
 		for (unsigned i = 0; i < nseen; i++) {
 			if (devs[i] == st.st_dev && inos[i] == st.st_ino) {
-				r = err_set(ELOOP, "%s: backing file loop: %s is already in the chain",
+				r = err_set(ELOOP,
+					    "%s: backing file loop: %s is already in the chain",
 					    parent, path);
 				free(path);
 				goto out;

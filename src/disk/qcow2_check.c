@@ -100,7 +100,9 @@ static void walk_l2(struct check *k, uint64_t l2off, bool active)
 				k->res->allocated_clusters++;
 				k->res->compressed_clusters++;
 				if (e & QCOW2_OFLAG_COPIED) {
-					say(k, "ERROR: compressed cluster entry %#llx has the copied flag",
+					say(k,
+					    "ERROR: compressed cluster entry %#llx has the copied "
+					    "flag",
 					    (unsigned long long)e);
 					corrupt(k);
 				}
@@ -190,7 +192,8 @@ static int walk_snapshots(struct check *k)
 		}
 		uint64_t l1off = be64_get(h);
 		uint32_t l1n = be32_get(h + 8);
-		uint64_t len = 40 + (uint64_t)be32_get(h + 36) + be16_get(h + 12) + be16_get(h + 14);
+		uint64_t len =
+		    40 + (uint64_t)be32_get(h + 36) + be16_get(h + 12) + be16_get(h + 14);
 		pos += (len + 7) & ~7ull;
 		if ((uint64_t)l1n * 8 > QCOW2_MAX_L1_BYTES || l1off & (img->cluster_size - 1) ||
 		    l1off + l1n * 8ull > img->file_size) {
@@ -230,8 +233,8 @@ static int compare(struct check *k, uint64_t *leaked, size_t *nleaked, bool coll
 		if (k->refs[c] || rc)
 			end = c + 1;
 		if (rc < k->refs[c]) {
-			say(k, "ERROR cluster %llu refcount=%llu reference=%u", (unsigned long long)c,
-			    (unsigned long long)rc, k->refs[c]);
+			say(k, "ERROR cluster %llu refcount=%llu reference=%u",
+			    (unsigned long long)c, (unsigned long long)rc, k->refs[c]);
 			corrupt(k);
 		} else if (rc > k->refs[c]) {
 			say(k, "Leaked cluster %llu refcount=%llu reference=%u",

@@ -17,8 +17,8 @@ static int l2_table_offset(struct qcow2_image *img, uint64_t l1i, uint64_t *l2of
 		return err_set(EUCLEAN, "%s: L1 entry %llu (%#llx) has reserved bits set",
 			       img->bd.path, (unsigned long long)l1i, (unsigned long long)e);
 	if (o & (img->cluster_size - 1))
-		return err_set(EUCLEAN, "%s: L2 table at %#llx is not cluster aligned", img->bd.path,
-			       (unsigned long long)o);
+		return err_set(EUCLEAN, "%s: L2 table at %#llx is not cluster aligned",
+			       img->bd.path, (unsigned long long)o);
 	if (o && o + img->cluster_size > img->file_size &&
 	    o >= img->end_cluster * img->cluster_size)
 		return err_set(EUCLEAN, "%s: L2 table at %#llx outside the file", img->bd.path,
@@ -292,8 +292,8 @@ int qcow2_release_entry(struct qcow2_image *img, uint64_t e)
 		uint64_t off = e & ((1ull << x) - 1);
 		uint64_t nsec = (e >> x) & ((1ull << (img->cluster_bits - 8)) - 1);
 		uint64_t end = (off & ~511ull) + (nsec + 1) * 512;
-		for (uint64_t c = off >> img->cluster_bits; r == 0 && c <= (end - 1) >> img->cluster_bits;
-		     c++)
+		for (uint64_t c = off >> img->cluster_bits;
+		     r == 0 && c <= (end - 1) >> img->cluster_bits; c++)
 			r = qcow2_defer_free(img, c);
 		return r;
 	}

@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int backing_facts(const char *path, const char *backing, const char **fmt,
-			 uint64_t *size)
+static int backing_facts(const char *path, const char *backing, const char **fmt, uint64_t *size)
 {
 	char *resolved = qcow2_resolve_backing(path, backing);
 	if (!resolved)
@@ -59,8 +58,8 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *o)
 	if (l1_size == 0)
 		l1_size = 1;
 	if (size > (1ull << 62) || l1_size * 8 > QCOW2_MAX_L1_BYTES)
-		return err_set(EFBIG, "%s: virtual size %llu too large for %llu-byte clusters", path,
-			       (unsigned long long)size, (unsigned long long)cs);
+		return err_set(EFBIG, "%s: virtual size %llu too large for %llu-byte clusters",
+			       path, (unsigned long long)size, (unsigned long long)cs);
 	/* Layout: header, refcount table, refcount blocks, L1 table. */
 	uint64_t l1c = (l1_size * 8 + cs - 1) / cs, rtc = 1, nb = 1;
 	for (int i = 0; i < 16; i++) {

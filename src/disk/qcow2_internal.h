@@ -24,8 +24,9 @@
 #define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
 #define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
 #define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
-#define QCOW2_INCOMPAT_KNOWN (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | \
-			      QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2)
+#define QCOW2_INCOMPAT_KNOWN                                                                       \
+	(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_COMPRESSION |              \
+	 QCOW2_INCOMPAT_EXTL2)
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
 
 #define QCOW2_EXT_END 0x00000000u
@@ -43,8 +44,8 @@
 /* What a guest range maps to in one image (not looking at its backing). */
 enum qcow2_ctype {
 	QCOW2_UNALLOCATED, /* read from the backing chain, or zeroes */
-	QCOW2_ZERO,        /* reads as zeroes */
-	QCOW2_DATA,        /* at a host offset, uncompressed */
+	QCOW2_ZERO,	   /* reads as zeroes */
+	QCOW2_DATA,	   /* at a host offset, uncompressed */
 	QCOW2_COMPRESSED,  /* one compressed cluster */
 };
 
@@ -64,7 +65,7 @@ struct qcow2_image {
 	uint8_t compression_type;
 	bool extended_l2;
 	uint32_t l2_entry_words; /* 1, or 2 with extended L2 entries */
-	uint64_t l2_entries;     /* entries per L2 table */
+	uint64_t l2_entries;	 /* entries per L2 table */
 	uint32_t subcluster_bits;
 
 	uint32_t l1_size;
@@ -84,19 +85,19 @@ struct qcow2_image {
 	uint32_t nb_snapshots;
 	uint64_t snapshots_offset;
 
-	char *backing_name; /* as stored in the header */
-	char *backing_fmt;  /* from the extension, or NULL */
+	char *backing_name;   /* as stored in the header */
+	char *backing_fmt;    /* from the extension, or NULL */
 	uint8_t *unknown_ext; /* other header extensions, kept for rewrites */
 	size_t unknown_ext_len;
 
 	struct qcow2_cache *l2_cache;
 	struct qcow2_cache *rb_cache;
 
-	uint64_t end_cluster; /* every cluster at or past it is free */
-	uint64_t free_hint;   /* lowest cluster that may be free */
+	uint64_t end_cluster;	/* every cluster at or past it is free */
+	uint64_t free_hint;	/* lowest cluster that may be free */
 	uint64_t *pending_free; /* host clusters to release once L2 is durable */
 	size_t pending_n, pending_cap;
-	bool unsynced;     /* writes since the last fdatasync */
+	bool unsynced;	    /* writes since the last fdatasync */
 	bool data_unsynced; /* new data clusters not yet synced */
 
 	struct qcow2_chain *chain; /* backing layers, or NULL */

@@ -45,14 +45,15 @@ static int rt_entry_check(struct qcow2_image *img, uint64_t t)
 {
 	uint64_t e = img->rt[t];
 	if (e & 0x1ffull)
-		return err_set(EUCLEAN, "%s: refcount table entry %llu (%#llx) has reserved bits set",
+		return err_set(EUCLEAN,
+			       "%s: refcount table entry %llu (%#llx) has reserved bits set",
 			       img->bd.path, (unsigned long long)t, (unsigned long long)e);
 	if (e & (img->cluster_size - 1))
 		return err_set(EUCLEAN, "%s: refcount block at %#llx is not cluster aligned",
 			       img->bd.path, (unsigned long long)e);
 	if (e + img->cluster_size > img->file_size && e >= img->end_cluster * img->cluster_size)
-		return err_set(EUCLEAN, "%s: refcount block at %#llx outside the file", img->bd.path,
-			       (unsigned long long)e);
+		return err_set(EUCLEAN, "%s: refcount block at %#llx outside the file",
+			       img->bd.path, (unsigned long long)e);
 	return 0;
 }
 
@@ -66,8 +67,8 @@ int qcow2_refcount_init(struct qcow2_image *img)
 		return err_set(EUCLEAN, "%s: refcount table at %#llx is not cluster aligned",
 			       img->bd.path, (unsigned long long)img->rt_offset);
 	if (img->rt_offset + bytes > img->file_size || img->rt_offset + bytes < img->rt_offset)
-		return err_set(EUCLEAN, "%s: refcount table at %#llx outside the file", img->bd.path,
-			       (unsigned long long)img->rt_offset);
+		return err_set(EUCLEAN, "%s: refcount table at %#llx outside the file",
+			       img->bd.path, (unsigned long long)img->rt_offset);
 	img->rt_entries = bytes / 8;
 	img->rt = malloc(bytes ? bytes : 8);
 	if (!img->rt)
@@ -81,8 +82,8 @@ int qcow2_refcount_init(struct qcow2_image *img)
 			return r;
 	}
 	img->rb_entries = img->cluster_size * 8 >> img->refcount_order;
-	img->refcount_max = img->refcount_order == 6 ? UINT64_MAX
-						     : (1ull << (1u << img->refcount_order)) - 1;
+	img->refcount_max =
+	    img->refcount_order == 6 ? UINT64_MAX : (1ull << (1u << img->refcount_order)) - 1;
 	return 0;
 }
 
@@ -131,8 +132,8 @@ int qcow2_refcount_set(struct qcow2_image *img, uint64_t cluster, uint64_t rc)
 		return err_set(EUCLEAN, "%s: cluster %llu has no refcount block", img->bd.path,
 			       (unsigned long long)cluster);
 	if (rc > img->refcount_max)
-		return err_set(EOVERFLOW, "%s: refcount of cluster %llu would overflow", img->bd.path,
-			       (unsigned long long)cluster);
+		return err_set(EOVERFLOW, "%s: refcount of cluster %llu would overflow",
+			       img->bd.path, (unsigned long long)cluster);
 	uint8_t *rb;
 	int r = rb_load(img, t, false, &rb);
 	if (r < 0)

@@ -83,13 +83,13 @@ static void raw_close(struct block_dev *bd)
 }
 
 static const struct block_ops raw_ops = {
-	.read = raw_read,
-	.write = raw_write,
-	.flush = raw_flush,
-	.discard = raw_discard,
-	.write_zeroes = raw_write_zeroes,
-	.close = raw_close,
-	.status = NULL,
+    .read = raw_read,
+    .write = raw_write,
+    .flush = raw_flush,
+    .discard = raw_discard,
+    .write_zeroes = raw_write_zeroes,
+    .close = raw_close,
+    .status = NULL,
 };
 
 int raw_open(const char *path, unsigned flags, struct block_dev **out)
@@ -122,7 +122,7 @@ int raw_open(const char *path, unsigned flags, struct block_dev **out)
 	}
 	rd->fd = fd;
 	rd->bd = (struct block_dev){
-		.ops = &raw_ops, .format = "raw", .path = p, .size = size, .readonly = ro};
+	    .ops = &raw_ops, .format = "raw", .path = p, .size = size, .readonly = ro};
 	*out = &rd->bd;
 	return 0;
 }

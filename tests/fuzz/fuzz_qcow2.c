@@ -35,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(&offs[3], data + size - 8, 8);
 		for (int i = 0; i < 4; i++) {
 			uint64_t off = bd->size ? offs[i] % bd->size : 0;
-			size_t n = bd->size - off < sizeof(buf) ? (size_t)(bd->size - off) : sizeof(buf);
+			size_t n =
+			    bd->size - off < sizeof(buf) ? (size_t)(bd->size - off) : sizeof(buf);
 			block_read(bd, buf, off, n);
 		}
 		uint64_t off = 0;

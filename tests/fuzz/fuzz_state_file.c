@@ -12,7 +12,7 @@
 #include <zlib.h>
 
 static const struct state_tag known[] = {
-	{1, 1, "VCPU"}, {2, 2, "IRQCHIP"}, {3, 1, "PIT"}, {4, 3, "CLOCK"}, {0x100, 1, "DEVICE"},
+    {1, 1, "VCPU"}, {2, 2, "IRQCHIP"}, {3, 1, "PIT"}, {4, 3, "CLOCK"}, {0x100, 1, "DEVICE"},
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -77,7 +77,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				const void *d;
 				size_t dlen;
 				uint16_t ver;
-				if (state_reader_get(r, known[i].tag, (uint16_t)inst, &d, &dlen, &ver) == 0) {
+				if (state_reader_get(r, known[i].tag, (uint16_t)inst, &d, &dlen,
+						     &ver) == 0) {
 					uint8_t sum = 0;
 					for (size_t k = 0; k < dlen; k++)
 						sum += ((const uint8_t *)d)[k];

@@ -41,14 +41,14 @@ static inline const char *scratch(const char *name)
 }
 
 /* Report the library's message when an unexpected failure happens. */
-#define CHECK_OK(expr)                                                                 \
-	do {                                                                           \
-		int _r = (expr);                                                       \
-		if (_r < 0) {                                                          \
-			fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, \
-				err_msg());                                            \
-			test_failures++;                                               \
-		}                                                                      \
+#define CHECK_OK(expr)                                                                             \
+	do {                                                                                       \
+		int _r = (expr);                                                                   \
+		if (_r < 0) {                                                                      \
+			fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr,       \
+				err_msg());                                                        \
+			test_failures++;                                                           \
+		}                                                                                  \
 	} while (0)
 
 static inline int buf_is(const uint8_t *b, size_t n, uint8_t v)

@@ -229,21 +229,21 @@ static void test_malformed(void)
 		int bytes;
 		const char *what;
 	} cases[] = {
-		{4, 4, 4, "version 4"},
-		{20, 40, 4, "cluster_bits 40"},
-		{20, 8, 4, "cluster_bits 8"},
-		{24, ~0ull, 8, "absurd size"},
-		{36, 1u << 30, 4, "huge L1"},
-		{40, 12345, 8, "misaligned L1"},
-		{40, 1ull << 50, 8, "L1 outside the file"},
-		{48, 1ull << 50, 8, "refcount table outside"},
-		{56, 1u << 30, 4, "huge refcount table"},
-		{72, 1ull << 40, 8, "unknown incompatible bit"},
-		{72, 1ull << 2, 8, "external data file"},
-		{96, 7, 4, "refcount order 7"},
-		{100, 100, 4, "header length 100"},
-		{32, 1, 4, "encrypted"},
-		{8, 4000, 8, "backing name off the cluster"},
+	    {4, 4, 4, "version 4"},
+	    {20, 40, 4, "cluster_bits 40"},
+	    {20, 8, 4, "cluster_bits 8"},
+	    {24, ~0ull, 8, "absurd size"},
+	    {36, 1u << 30, 4, "huge L1"},
+	    {40, 12345, 8, "misaligned L1"},
+	    {40, 1ull << 50, 8, "L1 outside the file"},
+	    {48, 1ull << 50, 8, "refcount table outside"},
+	    {56, 1u << 30, 4, "huge refcount table"},
+	    {72, 1ull << 40, 8, "unknown incompatible bit"},
+	    {72, 1ull << 2, 8, "external data file"},
+	    {96, 7, 4, "refcount order 7"},
+	    {100, 100, 4, "header length 100"},
+	    {32, 1, 4, "encrypted"},
+	    {8, 4000, 8, "backing name off the cluster"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		CHECK_OK(qcow2_create(p, &o));

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 
 struct event {
-	int fd;      /* -1: fdatasync of the traced fd */
+	int fd; /* -1: fdatasync of the traced fd */
 	uint64_t off;
 	size_t len;
 	uint8_t *data;
@@ -211,8 +211,8 @@ static void run(uint32_t cs, int nops)
 		struct qcow2_check_result r;
 		CHECK_OK(qcow2_check(cp, 0, &r, NULL));
 		if (r.corruptions || r.check_errors) {
-			fprintf(stderr, "cs %u, crash at event %zu of %zu: %llu corruptions\n", cs, P,
-				nevents, (unsigned long long)r.corruptions);
+			fprintf(stderr, "cs %u, crash at event %zu of %zu: %llu corruptions\n", cs,
+				P, nevents, (unsigned long long)r.corruptions);
 			qcow2_check(cp, 0, &r, stderr);
 			test_failures++;
 			break;
@@ -231,8 +231,9 @@ static void run(uint32_t cs, int nops)
 		block_close(rd);
 		for (uint64_t b = 0; b < SIZE; b++) {
 			if (!touched_at[f][b] && buf[b] != fps[f].model[b]) {
-				fprintf(stderr, "cs %u, crash at event %zu: flushed byte %llu lost\n", cs, P,
-					(unsigned long long)b);
+				fprintf(stderr,
+					"cs %u, crash at event %zu: flushed byte %llu lost\n", cs,
+					P, (unsigned long long)b);
 				test_failures++;
 				break;
 			}
@@ -260,7 +261,7 @@ int main(void)
 {
 	scratch_init();
 	run(65536, 300);
-	run(512, 300);  /* refcount blocks and table growth */
+	run(512, 300); /* refcount blocks and table growth */
 	run(4096, 300);
 	scratch_cleanup();
 	TEST_DONE();

@@ -113,8 +113,9 @@ static void verify(const char *when)
 		struct qcow2_check_result r;
 		CHECK_OK(qcow2_check(lp(i), 0, &r, stderr));
 		if (r.corruptions || r.leaks) {
-			fprintf(stderr, "%s after %s: %llu corruptions, %llu leaks\n", layers[i], when,
-				(unsigned long long)r.corruptions, (unsigned long long)r.leaks);
+			fprintf(stderr, "%s after %s: %llu corruptions, %llu leaks\n", layers[i],
+				when, (unsigned long long)r.corruptions,
+				(unsigned long long)r.leaks);
 			test_failures++;
 		}
 	}
@@ -165,11 +166,13 @@ int main(void)
 		} else if (what == 4 && nlayers > 2) {
 			int base = (int)rnd_below((uint64_t)nlayers - 1) - 1; /* -1 = flatten */
 			name = base < 0 ? "stream (flatten)" : "stream";
-			CHECK_OK(chain_stream(lp(nlayers - 1), base < 0 ? NULL : layers[base], NULL, NULL));
+			CHECK_OK(chain_stream(lp(nlayers - 1), base < 0 ? NULL : layers[base], NULL,
+					      NULL));
 			drop_layers(base + 1, nlayers - 1);
 		} else if (what == 5 && nlayers > 2) {
 			name = "safe rebase onto the grandparent";
-			CHECK_OK(chain_rebase(lp(nlayers - 1), layers[nlayers - 3], NULL, false, NULL));
+			CHECK_OK(
+			    chain_rebase(lp(nlayers - 1), layers[nlayers - 3], NULL, false, NULL));
 			drop_layers(nlayers - 2, nlayers - 1);
 		}
 		verify(name);
