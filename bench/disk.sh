@@ -43,7 +43,7 @@ measure() {
   local tool=$1 img=$2 fmt=$3 write=$4; shift 4
   local r t target=$img
   for ((r = 0; r < RUNS; r++)); do
-    if [ "$write" = 1 ]; then cp --reflink=never "$img" w.$fmt; target=w.$fmt; fi
+    if [ "$write" = 1 ]; then cp --reflink=never "$img" w.$fmt; target=w.$fmt; sync; fi
     if [ "$tool" = qemu ]; then
       t=$(secs qemu-img bench -f $fmt $([ "$write" = 1 ] && echo -w) "$@" "$target")
     else
@@ -86,6 +86,7 @@ commit_time() { # commit_time TOOL
   for ((r = 0; r < 3; r++)); do
     cp cb.qcow2 xb.qcow2; cp ct.qcow2 xt.qcow2
     qemu-img rebase -u -b xb.qcow2 -F qcow2 xt.qcow2
+    sync   # the copies' dirty pages must not land in the timed flush
     local t0 t1
     t0=$(date +%s.%N)
     if [ "$1" = qemu ]; then qemu-img commit -q xt.qcow2; else "$CAIRN" img commit xt.qcow2 >/dev/null; fi

@@ -49,8 +49,8 @@ int chain_map_extent(struct block_dev *bd, uint64_t off, struct chain_extent *e)
 				return r;
 			holder = l;
 		} else {
-			if (l && n > 0 && off >= l->size)
-				e->depth = layer + 1;
+			/* Nothing holds it: qemu-img reports the depth of the base. */
+			e->depth = qcow2_chain_depth(c);
 			holder = NULL;
 			st = 0;
 		}

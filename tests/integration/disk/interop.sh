@@ -154,5 +154,10 @@ C compare L5.qcow2 base.raw >/dev/null; [ $? = 1 ] || fail "compare different ex
 sel='[.[] | {start, length, depth, zero, data, offset}]'
 diff <(C map --output=json L5.qcow2 | jq -c "$sel") <(qemu-img map --output=json L5.qcow2 | jq -c "$sel") >/dev/null ||
   fail "map differs from qemu-img map"
+qemu-img create -q -f qcow2 m0.qcow2 4M && qemu-io -c "write 0 64k" m0.qcow2 >/dev/null
+C create -b m0.qcow2 -F qcow2 m1.qcow2 && C io -c "write 1M 64k" -c "write -z 2M 64k" m1.qcow2
+sel='[.[] | {start, length, depth, present, zero, data, offset}]'
+diff <(C map --output=json m1.qcow2 | jq -c "$sel") <(qemu-img map --output=json m1.qcow2 | jq -c "$sel") >/dev/null ||
+  fail "map of a chain with unallocated ranges differs from qemu-img map"
 C commit --help | grep -q Usage || fail "--help"
 pass "CLI exit codes (check 0/2/3, compare, usage), JSON info/check/map agree with qemu-img"
