@@ -21,10 +21,11 @@ struct qcow2_cache {
 	unsigned nslots;
 	size_t table_size;
 	struct cache_slot *slots;
-	uint8_t *tables;
+	uint8_t **tables; /* allocated on first use of a slot */
 	uint32_t *buckets;
 	unsigned nbuckets; /* power of two */
 	uint64_t tick;
+	uint32_t last; /* slot of the latest get: what mark_dirty usually names */
 	unsigned ndirty;
 	qcow2_cache_barrier_fn barrier;
 	const char *what;
@@ -43,7 +44,7 @@ struct qcow2_cache *qcow2_cache_new(unsigned nslots, size_t table_size,
 		c->nbuckets <<= 1;
 	c->slots = calloc(nslots, sizeof(*c->slots));
 	c->buckets = malloc(c->nbuckets * sizeof(*c->buckets));
-	c->tables = malloc((size_t)nslots * table_size);
+	c->tables = calloc(nslots, sizeof(*c->tables));
 	c->barrier = barrier;
 	c->what = what;
 	if (!c->slots || !c->buckets || !c->tables) {
@@ -59,6 +60,8 @@ void qcow2_cache_free(struct qcow2_cache *c)
 {
 	if (!c)
 		return;
+	for (unsigned i = 0; c->tables && i < c->nslots; i++)
+		free(c->tables[i]);
 	free(c->slots);
 	free(c->buckets);
 	free(c->tables);
@@ -73,7 +76,7 @@ static unsigned cache_hash(const struct qcow2_cache *c, uint64_t off)
 
 static uint8_t *slot_table(const struct qcow2_cache *c, uint32_t i)
 {
-	return c->tables + (size_t)i * c->table_size;
+	return c->tables[i];
 }
 
 static void cache_unlink(struct qcow2_cache *c, uint32_t i)
@@ -116,6 +119,7 @@ int qcow2_cache_get(struct qcow2_image *img, struct qcow2_cache *c, uint64_t off
 	uint32_t i = cache_find(c, off);
 	if (i != NO_SLOT) {
 		c->slots[i].lru = ++c->tick;
+		c->last = i;
 		if (!read)
 			memset(slot_table(c, i), 0, c->table_size);
 		*table = slot_table(c, i);
@@ -137,6 +141,8 @@ int qcow2_cache_get(struct qcow2_image *img, struct qcow2_cache *c, uint64_t off
 			return r;
 		cache_unlink(c, v);
 	}
+	if (!c->tables[v] && !(c->tables[v] = malloc(c->table_size)))
+		return err_set(ENOMEM, "%s: %s cache", img->bd.path, c->what);
 	uint8_t *t = slot_table(c, v);
 	if (read) {
 		int r = qcow2_pread(img, t, c->table_size, off, c->what);
@@ -149,6 +155,7 @@ int qcow2_cache_get(struct qcow2_image *img, struct qcow2_cache *c, uint64_t off
 	s->off = off;
 	s->lru = ++c->tick;
 	s->dirty = false;
+	c->last = v;
 	unsigned h = cache_hash(c, off);
 	s->next = c->buckets[h];
 	c->buckets[h] = v;
@@ -158,8 +165,11 @@ int qcow2_cache_get(struct qcow2_image *img, struct qcow2_cache *c, uint64_t off
 
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, const void *table)
 {
-	size_t i = (size_t)((const uint8_t *)table - c->tables) / c->table_size;
-	if (!c->slots[i].dirty) {
+	uint32_t i = c->last;
+	if (c->tables[i] != table)
+		for (i = 0; i < c->nslots && c->tables[i] != table; i++)
+			;
+	if (i < c->nslots && !c->slots[i].dirty) {
 		c->slots[i].dirty = true;
 		c->ndirty++;
 	}
