@@ -99,10 +99,26 @@ int evloop_del(struct evloop *l, int fd)
 	/* Keep the watch struct's fd invalid rather than freeing it: an event
 	 * for it may already sit in the current epoll batch. */
 	for (struct evloop_watch *w = l->watches; w; w = w->next)
-		if (w->fd == fd)
-			w->fd = -1;
+		if (__atomic_load_n(&w->fd, __ATOMIC_RELAXED) == fd)
+			__atomic_store_n(&w->fd, -1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&l->lock);
 	return 0;
+}
+
+/* Free the watches evloop_del retired, once no event batch can hold them. */
+static void evloop_sweep(struct evloop *l)
+{
+	pthread_mutex_lock(&l->lock);
+	for (struct evloop_watch **p = &l->watches; *p;) {
+		struct evloop_watch *w = *p;
+		if (__atomic_load_n(&w->fd, __ATOMIC_RELAXED) < 0) {
+			*p = w->next;
+			free(w);
+		} else {
+			p = &w->next;
+		}
+	}
+	pthread_mutex_unlock(&l->lock);
 }
 
 void evloop_stop(struct evloop *l)
@@ -166,9 +182,10 @@ int evloop_run(struct evloop *l)
 				evloop_run_calls(l);
 				continue;
 			}
-			if (w->fd >= 0)
+			if (__atomic_load_n(&w->fd, __ATOMIC_RELAXED) >= 0)
 				w->fn(w->opaque, evs[i].events);
 		}
+		evloop_sweep(l);
 	}
 	return 0;
 }

@@ -16,8 +16,11 @@ for ((i = 0; i < N; i++)); do
   prev=$t
   [ $i -gt 1 ] && rm -rf "$TMP/c$((i - 2))"
   start_vm "v$((i + 1))" --restore "$TMP/c$i" --no-verify
-  wait_for "$TMP/v$((i + 1)).out" "tick=$((t + 1))" 20 || fail "cycle $i: restored guest does not count"
+  wait_for "$TMP/v$((i + 1)).out" "tick=$((t + 2))" 20 || fail "cycle $i: restored guest does not count"
 done
 ctl "v$N" quit
 wait_vm "v$N" 0
-pass "$N snapshot/restore cycles; the count went on to $(last_tick "$TMP/v$N.out")"
+files=()
+for ((i = 0; i <= N; i++)); do files+=("$TMP/v$i.out"); done
+range=$(ticks_consecutive 0 "${files[@]}") || { echo "$range"; fail "ticks not consecutive across the cycles"; }
+pass "$N snapshot/restore cycles; ticks $range with no gap and no repeat"

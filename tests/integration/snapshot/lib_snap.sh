@@ -29,6 +29,18 @@ wait_vm() {
   [ "$rc" = "$2" ] || { cat "$TMP/$1.out"; fail "VM $1 exited $rc, expected $2"; }
 }
 
+# ticks_consecutive CPU FILE...: the guest's console is one stream across a
+# snapshot and its restore (a line cut by the snapshot is finished by the
+# restored guest), so the tick=N lines of cpuCPU in FILEs joined must count
+# up by one with no gap and no repeat.  Prints the first and last tick.
+ticks_consecutive() {
+  local cpu=$1; shift
+  cat "$@" | tr -d '\r' | sed -n "s/^cpu${cpu}: tick=\([0-9]*\)$/\1/p" |
+    awk 'NR > 1 && $1 != prev + 1 { print "gap after " prev ": " $1; bad = 1 }
+         NR == 1 { first = $1 } { prev = $1 }
+         END { if (bad || NR < 2) exit 1; print first " " prev }'
+}
+
 # last_tick FILE [CPU]: the last tick=N printed by cpuCPU
 last_tick() {
   tr -d '\r' <"$1" | sed -n "s/^cpu${2:-0}: tick=\([0-9]*\)$/\1/p" | tail -n 1
