@@ -7,20 +7,21 @@
 #
 # Usage: bench/linux-boot.sh [CAIRN_RUNS [QEMU_RUNS]]   (default 1 and 5:
 #        one cairn boot takes minutes on a PVM host)
-# Environment: CAIRN (default build/cairn), GUEST (default build/linux-guest).
+# Environment: CAIRN (default build/cairn), GUEST (default build/linux-guest),
+# RESULTS (default bench/results-linux.md).
 set -uo pipefail
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 CAIRN=${CAIRN:-$SRCDIR/build/cairn}
 GUEST=${GUEST:-$SRCDIR/build/linux-guest}
 CAIRN_RUNS=${1:-1}
 QEMU_RUNS=${2:-5}
-OUT=$SRCDIR/bench/results-linux.md
+OUT=${RESULTS:-$SRCDIR/bench/results-linux.md}
 TMP=$(mktemp -d /tmp/cairn-bench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
 [ -x "$CAIRN" ] || { echo "no cairn binary at $CAIRN (set CAIRN=...)"; exit 1; }
 "$SRCDIR/scripts/build-linux-guest.sh" "$GUEST" || exit 1
-CMDLINE="console=ttyS0 reboot=k panic=-1 cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs,crypto_kdf108_init cairn_run=true"
+CMDLINE="console=ttyS0 reboot=k panic=-1 ipv6.disable=1 init_on_alloc=0 cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs,crypto_kdf108_init cairn_run=true"
 
 # timed LOG CMD...: runs CMD, prints "READY EXIT" seconds after start (READY
 # is "-" when the guest never got there); the console goes to LOG.
@@ -62,7 +63,10 @@ cr=$(cut -d' ' -f1 "$TMP/cairn.times" | grep -v - | median)
 ce=$(cut -d' ' -f2 "$TMP/cairn.times" | median)
 qr=$(cut -d' ' -f1 "$TMP/qemu.times" | grep -v - | median)
 qe=$(cut -d' ' -f2 "$TMP/qemu.times" | median)
-ratio=$(awk "BEGIN { if (\"$qr\" + 0 > 0 && \"$cr\" != \"-\") printf \"%.1f\", $cr / $qr; else print \"-\" }")
+ratio=-
+if [ "$cr" != - ] && [ "$qr" != - ]; then
+  ratio=$(awk -v a="$cr" -v b="$qr" 'BEGIN { printf "%.0f", a / b }')
+fi
 host=$( [ -d /sys/module/kvm_pvm ] && echo "PVM (kvm_pvm)" || echo "hardware KVM or none")
 
 {
