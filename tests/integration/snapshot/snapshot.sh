@@ -120,4 +120,18 @@ wait_vm g 0
 grep -q "diskverify ok n=50" "$TMP/g3.out" || { cat "$TMP/g3.out"; fail "snapshot's disk content changed by an earlier restore"; }
 qemu-img check -q "$TMP/d5.qcow2" && qemu-img check -q "$TMP/d5-s5.qcow2" || fail "qemu-img check of the layers"
 pass "restores write to their own overlays; the snapshot's disk stays as it was"
+# 8. A raw disk cannot be frozen: the snapshot is refused, the VM runs on.
+truncate -s 16M "$TMP/raw.img"
+start_vm h --kernel "$TESTOS" --mem 64M --disk "$TMP/raw.img" --cmdline "count 20"
+wait_for "$TMP/h.out" "tick=2" 20 || fail "guest not counting"
+if "$CAIRN" control "$TMP/h.sock" '{"cmd":"snapshot","path":"'"$TMP/s6"'"}' >"$TMP/h.reply"; then
+  fail "snapshot with a raw disk succeeded"
+fi
+grep -q "raw disk cannot be snapshotted" "$TMP/h.reply" || { cat "$TMP/h.reply"; fail "no clear error"; }
+[ ! -e "$TMP/s6" ] && [ ! -e "$TMP/s6.tmp" ] || fail "refused snapshot left files"
+t=$(last_tick "$TMP/h.out")
+wait_for "$TMP/h.out" "tick=$((t + 2))" 20 || fail "VM stopped after a refused snapshot"
+ctl h quit
+wait_vm h 0
+pass "raw disk: snapshot refused ($(cut -c1-120 "$TMP/h.reply")), nothing left behind, the VM runs on"
 echo "snapshot: all passed"
