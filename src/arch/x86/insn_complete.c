@@ -112,16 +112,16 @@ static int complete_bitcount(const struct insn *in, struct insn_regs *r, const s
 	return 0;
 }
 
-static int complete_cmpxchg16b(const struct insn *in, struct insn_regs *r, const struct insn_mem *mem,
-			       struct insn_event *ev)
+static int complete_cmpxchg16b(const struct insn *in, struct insn_regs *r,
+			       const struct insn_mem *mem, struct insn_event *ev)
 {
 	uint64_t la = insn_linear_address(in, r);
 	if (la & 15) {
 		raise(ev, X86_VEC_GP, true);
 		return 0;
 	}
-	uint64_t expected[2] = { r->gpr[INSN_RAX], r->gpr[INSN_RDX] };
-	const uint64_t desired[2] = { r->gpr[INSN_RBX], r->gpr[INSN_RCX] };
+	uint64_t expected[2] = {r->gpr[INSN_RAX], r->gpr[INSN_RDX]};
+	const uint64_t desired[2] = {r->gpr[INSN_RBX], r->gpr[INSN_RCX]};
 	int ret = mem->cmpxchg16(mem->opaque, la, expected, desired);
 	if (ret < 0)
 		return ret;
@@ -166,7 +166,7 @@ static int complete_mxcsr(const struct insn *in, struct insn_regs *r, const stru
 int insn_complete(const struct insn *in, struct insn_regs *r, const struct insn_mem *mem,
 		  struct insn_event *ev)
 {
-	*ev = (struct insn_event){ 0 };
+	*ev = (struct insn_event){0};
 	if (in->lock && in->op != INSN_CMPXCHG16B && in->op != INSN_UNKNOWN) {
 		raise(ev, X86_VEC_UD, false);
 		return 0;

@@ -11,8 +11,22 @@
 #include <stdint.h>
 
 enum insn_gpr {
-	INSN_RAX, INSN_RCX, INSN_RDX, INSN_RBX, INSN_RSP, INSN_RBP, INSN_RSI, INSN_RDI,
-	INSN_R8, INSN_R9, INSN_R10, INSN_R11, INSN_R12, INSN_R13, INSN_R14, INSN_R15
+	INSN_RAX,
+	INSN_RCX,
+	INSN_RDX,
+	INSN_RBX,
+	INSN_RSP,
+	INSN_RBP,
+	INSN_RSI,
+	INSN_RDI,
+	INSN_R8,
+	INSN_R9,
+	INSN_R10,
+	INSN_R11,
+	INSN_R12,
+	INSN_R13,
+	INSN_R14,
+	INSN_R15
 };
 
 #define RFLAGS_CF (1u << 0)
@@ -36,8 +50,8 @@ struct insn_regs {
 	uint64_t rip, rflags;
 	uint64_t cr0, cr4;
 	uint64_t seg_base[6]; /* enum insn_seg order: ES CS SS DS FS GS */
-	uint16_t fsw;         /* x87 status word; read by fwait only */
-	uint32_t mxcsr;       /* read by stmxcsr, written by ldmxcsr */
+	uint16_t fsw;	      /* x87 status word; read by fwait only */
+	uint32_t mxcsr;	      /* read by stmxcsr, written by ldmxcsr */
 	uint32_t mxcsr_mask;  /* bits ldmxcsr may set (FXSAVE's MXCSR_MASK) */
 	uint8_t cpl;
 };
@@ -51,7 +65,8 @@ struct insn_mem {
 	/* Atomic 16-byte compare-exchange at a 16-byte aligned address: when
 	 * *expected matches memory, stores desired and returns 1; otherwise
 	 * copies memory into *expected and returns 0. */
-	int (*cmpxchg16)(void *opaque, uint64_t la, uint64_t expected[2], const uint64_t desired[2]);
+	int (*cmpxchg16)(void *opaque, uint64_t la, uint64_t expected[2],
+			 const uint64_t desired[2]);
 };
 
 /* An exception the completion raises, to be injected into the guest.  For a

@@ -7,17 +7,18 @@
 /* Per-opcode facts for the length decoder. */
 enum {
 	F_MODRM = 1 << 0,
-	F_I8 = 1 << 1,     /* imm8 */
-	F_I16 = 1 << 2,    /* imm16 */
-	F_IZ = 1 << 3,     /* imm16/32 by operand size */
-	F_IV = 1 << 4,     /* imm16/32/64 by operand size (mov r, imm) */
-	F_MOFFS = 1 << 5,  /* address-size offset (mov al, moffs) */
-	F_FAR = 1 << 6,    /* ptr16:16/32 */
-	F_INV64 = 1 << 7,  /* invalid in 64-bit mode */
-	F_GRP3 = 1 << 8,   /* F6/F7: /0 and /1 take an immediate */
-	F_BAD = 1 << 9,    /* not decoded (VEX/EVEX/XOP or undefined) */
+	F_I8 = 1 << 1,	  /* imm8 */
+	F_I16 = 1 << 2,	  /* imm16 */
+	F_IZ = 1 << 3,	  /* imm16/32 by operand size */
+	F_IV = 1 << 4,	  /* imm16/32/64 by operand size (mov r, imm) */
+	F_MOFFS = 1 << 5, /* address-size offset (mov al, moffs) */
+	F_FAR = 1 << 6,	  /* ptr16:16/32 */
+	F_INV64 = 1 << 7, /* invalid in 64-bit mode */
+	F_GRP3 = 1 << 8,  /* F6/F7: /0 and /1 take an immediate */
+	F_BAD = 1 << 9,	  /* not decoded (VEX/EVEX/XOP or undefined) */
 };
 
+/* clang-format off */
 /* Opcode ranges of the one-byte map; a small table written as code so each
  * line can be checked against the SDM's opcode map (Vol. 2D, A.3). */
 static uint16_t map1_flags(uint8_t op)
@@ -123,6 +124,8 @@ static bool is_legacy_prefix(uint8_t b)
 	return false;
 }
 
+/* clang-format on */
+
 struct cursor {
 	const uint8_t *p;
 	size_t n, pos;
@@ -146,9 +149,12 @@ static int fetch(struct cursor *c, unsigned size, uint64_t *out)
 static int64_t sign_extend(uint64_t v, unsigned size)
 {
 	switch (size) {
-	case 1: return (int8_t)v;
-	case 2: return (int16_t)v;
-	case 4: return (int32_t)v;
+	case 1:
+		return (int8_t)v;
+	case 2:
+		return (int16_t)v;
+	case 4:
+		return (int32_t)v;
 	}
 	return (int64_t)v;
 }
@@ -156,8 +162,8 @@ static int64_t sign_extend(uint64_t v, unsigned size)
 static int decode_modrm16(struct insn *in, struct cursor *c)
 {
 	/* bx+si, bx+di, bp+si, bp+di, si, di, bp, bx */
-	static const int8_t base16[8] = { 3, 3, 5, 5, 6, 7, 5, 3 };
-	static const int8_t index16[8] = { 6, 7, 6, 7, -1, -1, -1, -1 };
+	static const int8_t base16[8] = {3, 3, 5, 5, 6, 7, 5, 3};
+	static const int8_t index16[8] = {6, 7, 6, 7, -1, -1, -1, -1};
 	unsigned rm = in->modrm & 7;
 	unsigned dsize = in->mod == 1 ? 1 : in->mod == 2 ? 2 : 0;
 	in->base = base16[rm];
@@ -273,9 +279,12 @@ static enum insn_op classify(const struct insn *in)
 		/* F3 selects popcnt/tzcnt/lzcnt; F2 with them is undefined. */
 		if (!in->rep || in->repne)
 			break;
-		return in->opcode == 0xb8 ? INSN_POPCNT : in->opcode == 0xbc ? INSN_TZCNT : INSN_LZCNT;
+		return in->opcode == 0xb8   ? INSN_POPCNT
+		       : in->opcode == 0xbc ? INSN_TZCNT
+					    : INSN_LZCNT;
 	case 0xc7:
-		if (((in->modrm >> 3) & 7) == 1 && in->mod != 3 && (in->rex & 8) && !in->rep && !in->repne)
+		if (((in->modrm >> 3) & 7) == 1 && in->mod != 3 && (in->rex & 8) && !in->rep &&
+		    !in->repne)
 			return INSN_CMPXCHG16B;
 		break;
 	case 0xae:
@@ -285,9 +294,12 @@ static enum insn_op classify(const struct insn *in)
 			return INSN_STMXCSR;
 		if (in->mod == 3 && mandatory_none) {
 			switch ((in->modrm >> 3) & 7) {
-			case 5: return INSN_LFENCE;
-			case 6: return INSN_MFENCE;
-			case 7: return INSN_SFENCE;
+			case 5:
+				return INSN_LFENCE;
+			case 6:
+				return INSN_MFENCE;
+			case 7:
+				return INSN_SFENCE;
 			}
 		}
 		break;
@@ -305,6 +317,7 @@ static int decode_prefixes(struct insn *in, struct cursor *c)
 		if (!is_legacy_prefix((uint8_t)b))
 			break;
 		in->rex = 0; /* a REX before a legacy prefix is ignored */
+			     /* clang-format off */
 		switch (b) {
 		case 0xf0: in->lock = true; break;
 		case 0xf2: in->repne = true; in->rep = false; break;
@@ -318,6 +331,7 @@ static int decode_prefixes(struct insn *in, struct cursor *c)
 		case 0x64: in->seg = INSN_SEG_FS; break;
 		case 0x65: in->seg = INSN_SEG_GS; break;
 		}
+			     /* clang-format on */
 	}
 	/* REX: 40-4F in 64-bit mode; only the last one before the opcode counts. */
 	while (in->mode == INSN_MODE_64 && (b & 0xf0) == 0x40) {
@@ -361,7 +375,7 @@ int insn_decode(struct insn *in, const uint8_t *bytes, size_t n, enum insn_mode 
 	if (n > INSN_MAX_LEN)
 		n = INSN_MAX_LEN;
 	memcpy(in->bytes, bytes, n);
-	struct cursor c = { in->bytes, n, 0 };
+	struct cursor c = {in->bytes, n, 0};
 
 	int r = decode_prefixes(in, &c);
 	if (r)
@@ -406,7 +420,8 @@ int insn_decode(struct insn *in, const uint8_t *bytes, size_t n, enum insn_mode 
 			return r;
 	}
 	unsigned isize = imm_bytes(in, f);
-	if (in->map == INSN_MAP_1 && (in->opcode == 0xe8 || in->opcode == 0xe9) && mode == INSN_MODE_64)
+	if (in->map == INSN_MAP_1 && (in->opcode == 0xe8 || in->opcode == 0xe9) &&
+	    mode == INSN_MODE_64)
 		isize = 4;
 	if (isize) {
 		/* enter has two immediates (iw, ib); keep their raw bytes together. */
@@ -423,12 +438,14 @@ int insn_decode(struct insn *in, const uint8_t *bytes, size_t n, enum insn_mode 
 const char *insn_op_name(enum insn_op op)
 {
 	static const char *const names[INSN_OP_MAX] = {
-		[INSN_UNKNOWN] = "unknown",   [INSN_INT3] = "int3",     [INSN_UD2] = "ud2",
-		[INSN_FWAIT] = "fwait",       [INSN_CLAC] = "clac",     [INSN_STAC] = "stac",
-		[INSN_POPCNT] = "popcnt",     [INSN_TZCNT] = "tzcnt",   [INSN_LZCNT] = "lzcnt",
-		[INSN_CMPXCHG16B] = "cmpxchg16b", [INSN_LFENCE] = "lfence",
-		[INSN_MFENCE] = "mfence",     [INSN_SFENCE] = "sfence",
-		[INSN_LDMXCSR] = "ldmxcsr",   [INSN_STMXCSR] = "stmxcsr",
+	    [INSN_UNKNOWN] = "unknown", [INSN_INT3] = "int3",
+	    [INSN_UD2] = "ud2",		[INSN_FWAIT] = "fwait",
+	    [INSN_CLAC] = "clac",	[INSN_STAC] = "stac",
+	    [INSN_POPCNT] = "popcnt",	[INSN_TZCNT] = "tzcnt",
+	    [INSN_LZCNT] = "lzcnt",	[INSN_CMPXCHG16B] = "cmpxchg16b",
+	    [INSN_LFENCE] = "lfence",	[INSN_MFENCE] = "mfence",
+	    [INSN_SFENCE] = "sfence",	[INSN_LDMXCSR] = "ldmxcsr",
+	    [INSN_STMXCSR] = "stmxcsr",
 	};
 	if ((unsigned)op >= INSN_OP_MAX || !names[op])
 		return "unknown";

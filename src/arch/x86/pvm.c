@@ -24,10 +24,11 @@ int pvm_vm_init(int vm_fd)
 {
 	int r = ioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_EXIT_ON_EMULATION_FAILURE);
 	if (r <= 0) {
-		log_debug("pvm: KVM_CAP_EXIT_ON_EMULATION_FAILURE not offered; reading instructions at RIP");
+		log_debug("pvm: KVM_CAP_EXIT_ON_EMULATION_FAILURE not offered; reading "
+			  "instructions at RIP");
 		return 0;
 	}
-	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE, .args = { 1 } };
+	struct kvm_enable_cap cap = {.cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE, .args = {1}};
 	if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
 		return err_set(errno, "KVM_ENABLE_CAP(KVM_CAP_EXIT_ON_EMULATION_FAILURE)");
 	return 0;
@@ -38,7 +39,8 @@ int pvm_vm_init(int vm_fd)
  * xsaveopt, xsavec, xsaves, avx, avx2, fma and the avx512 family with it. */
 const char *pvm_linux_cmdline_extra(void)
 {
-	return "clearcpuid=popcnt,cx16,xsave,ssse3,smap,smep,fsgsbase,invpcid,pcid,rdpid,rdrand,rdseed,"
+	return "clearcpuid=popcnt,cx16,xsave,ssse3,smap,smep,fsgsbase,invpcid,pcid,rdpid,rdrand,"
+	       "rdseed,"
 	       "aes,pclmulqdq,sha_ni,clwb";
 }
 
@@ -50,7 +52,7 @@ struct glue {
 
 static int glue_map(struct glue *g, uint64_t la, uint64_t len, bool write, void **hva)
 {
-	struct kvm_translation t = { .linear_address = la };
+	struct kvm_translation t = {.linear_address = la};
 	if (ioctl(g->vcpu_fd, KVM_TRANSLATE, &t) < 0)
 		return err_set(errno, "KVM_TRANSLATE %#llx", (unsigned long long)la);
 	if (!t.valid)
@@ -97,7 +99,8 @@ static int glue_write(void *opaque, uint64_t la, const void *buf, unsigned len)
 	return glue_copy(opaque, la, (void *)buf, len, true);
 }
 
-static int glue_cmpxchg16(void *opaque, uint64_t la, uint64_t expected[2], const uint64_t desired[2])
+static int glue_cmpxchg16(void *opaque, uint64_t la, uint64_t expected[2],
+			  const uint64_t desired[2])
 {
 	void *hva;
 	int r = glue_map(opaque, la, 16, true, &hva);
@@ -139,14 +142,14 @@ static uint8_t vcpu_cpl(const struct kvm_sregs *s, const struct kvm_regs *regs)
 
 static void regs_from_kvm(struct insn_regs *r, const struct kvm_regs *k, const struct kvm_sregs *s)
 {
-	const uint64_t g[16] = { k->rax, k->rcx, k->rdx, k->rbx, k->rsp, k->rbp, k->rsi, k->rdi,
-				 k->r8,  k->r9,  k->r10, k->r11, k->r12, k->r13, k->r14, k->r15 };
+	const uint64_t g[16] = {k->rax, k->rcx, k->rdx, k->rbx, k->rsp, k->rbp, k->rsi, k->rdi,
+				k->r8,	k->r9,	k->r10, k->r11, k->r12, k->r13, k->r14, k->r15};
 	memcpy(r->gpr, g, sizeof(g));
 	r->rip = k->rip;
 	r->rflags = k->rflags;
 	r->cr0 = s->cr0;
 	r->cr4 = s->cr4;
-	const struct kvm_segment *segs[6] = { &s->es, &s->cs, &s->ss, &s->ds, &s->fs, &s->gs };
+	const struct kvm_segment *segs[6] = {&s->es, &s->cs, &s->ss, &s->ds, &s->fs, &s->gs};
 	for (int i = 0; i < 6; i++)
 		r->seg_base[i] = segs[i]->base;
 	r->cpl = vcpu_cpl(s, k);
@@ -154,8 +157,8 @@ static void regs_from_kvm(struct insn_regs *r, const struct kvm_regs *k, const s
 
 static void regs_to_kvm(struct kvm_regs *k, const struct insn_regs *r)
 {
-	__u64 *g[16] = { &k->rax, &k->rcx, &k->rdx, &k->rbx, &k->rsp, &k->rbp, &k->rsi, &k->rdi,
-			    &k->r8,  &k->r9,  &k->r10, &k->r11, &k->r12, &k->r13, &k->r14, &k->r15 };
+	__u64 *g[16] = {&k->rax, &k->rcx, &k->rdx, &k->rbx, &k->rsp, &k->rbp, &k->rsi, &k->rdi,
+			&k->r8,	 &k->r9,  &k->r10, &k->r11, &k->r12, &k->r13, &k->r14, &k->r15};
 	for (int i = 0; i < 16; i++)
 		*g[i] = r->gpr[i];
 	k->rip = r->rip;
@@ -203,7 +206,8 @@ static size_t fetch_bytes(struct glue *g, const struct kvm_run *run, const struc
  * the state at the exit (from the sync area or KVM_GET_VCPU_EVENTS). */
 static int set_events(int vcpu_fd, struct kvm_vcpu_events *e, const struct insn_event *ev)
 {
-	bool queued_ud = (e->exception.injected || e->exception.pending) && e->exception.nr == X86_VEC_UD;
+	bool queued_ud =
+	    (e->exception.injected || e->exception.pending) && e->exception.nr == X86_VEC_UD;
 	if (!queued_ud && !ev->pending)
 		return 0;
 	if (queued_ud) {
@@ -255,16 +259,16 @@ static int state_get(int vcpu_fd, struct kvm_run *run, struct kvm_regs *k, struc
 	return 0;
 }
 
-static int fail(struct pvm_stats *st, int ret, const uint8_t *bytes, size_t n, const struct kvm_regs *k,
-		uint8_t cpl, const char *what)
+static int fail(struct pvm_stats *st, int ret, const uint8_t *bytes, size_t n,
+		const struct kvm_regs *k, uint8_t cpl, const char *what)
 {
 	char hex[3 * INSN_MAX_LEN + 1];
 	insn_format_bytes(bytes, n, hex, sizeof(hex));
 	if (st)
 		st->count[INSN_UNKNOWN]++;
 	if (what)
-		return err_set(ret, "cannot complete instruction [%s] at RIP %#llx (CPL %u): %s", hex,
-			       (unsigned long long)k->rip, cpl, what);
+		return err_set(ret, "cannot complete instruction [%s] at RIP %#llx (CPL %u): %s",
+			       hex, (unsigned long long)k->rip, cpl, what);
 	return err_prefix(ret, "cannot complete instruction [%s] at RIP %#llx (CPL %u)", hex,
 			  (unsigned long long)k->rip, cpl);
 }
@@ -274,7 +278,8 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 {
 	if (run->exit_reason != KVM_EXIT_INTERNAL_ERROR ||
 	    run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION)
-		return err_set(EINVAL, "pvm: not an emulation-failure exit (reason %u)", run->exit_reason);
+		return err_set(EINVAL, "pvm: not an emulation-failure exit (reason %u)",
+			       run->exit_reason);
 	struct kvm_regs k;
 	struct kvm_sregs s;
 	struct kvm_vcpu_events e;
@@ -282,8 +287,8 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 	if (r)
 		return r;
 
-	struct glue g = { vcpu_fd, mem };
-	struct insn_mem ops = { &g, glue_read, glue_write, glue_cmpxchg16 };
+	struct glue g = {vcpu_fd, mem};
+	struct insn_mem ops = {&g, glue_read, glue_write, glue_cmpxchg16};
 	enum insn_mode mode = vcpu_mode(&s, &k);
 	uint8_t cpl = vcpu_cpl(&s, &k);
 	uint8_t bytes[INSN_MAX_LEN];
@@ -294,7 +299,8 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 	if (r)
 		return fail(st, r, bytes, n, &k, cpl, "undecodable");
 	if (in.op == INSN_UNKNOWN)
-		return fail(st, -EOPNOTSUPP, bytes, in.len, &k, cpl, "not in cairn's table (docs/pvm.md)");
+		return fail(st, -EOPNOTSUPP, bytes, in.len, &k, cpl,
+			    "not in cairn's table (docs/pvm.md)");
 
 	struct insn_regs regs;
 	regs_from_kvm(&regs, &k, &s);

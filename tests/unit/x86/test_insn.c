@@ -31,11 +31,16 @@ static uint64_t rnd_operand(void)
 {
 	uint64_t v = rnd();
 	switch (rnd() % 6) {
-	case 0: return 0;
-	case 1: return v >> (rnd() % 64);
-	case 2: return v << (rnd() % 64);
-	case 3: return (v >> (rnd() % 64)) << (rnd() % 64);
-	case 4: return 1ull << (rnd() % 64);
+	case 0:
+		return 0;
+	case 1:
+		return v >> (rnd() % 64);
+	case 2:
+		return v << (rnd() % 64);
+	case 3:
+		return (v >> (rnd() % 64)) << (rnd() % 64);
+	case 4:
+		return 1ull << (rnd() % 64);
 	}
 	return v;
 }
@@ -62,6 +67,7 @@ struct len_case {
 	int len;
 };
 
+/* clang-format off */
 static const struct len_case cases64[] = {
 	{"f3 48 0f b8 c3", 5}, /* popcnt %rbx,%rax */
 	{"f3 45 0f b8 d1", 5}, /* popcnt %r9d,%r10d */
@@ -159,6 +165,8 @@ static const struct len_case cases16[] = {
 	{"e9 fd 01", 3}, /* jmp 0x229 */
 };
 
+/* clang-format on */
+
 static void check_lengths(const struct len_case *c, size_t count, enum insn_mode mode)
 {
 	for (size_t i = 0; i < count; i++) {
@@ -167,7 +175,8 @@ static void check_lengths(const struct len_case *c, size_t count, enum insn_mode
 		struct insn in;
 		int r = insn_decode(&in, b, n, mode);
 		if (r || in.len != c[i].len)
-			fprintf(stderr, "mode %d: [%s]: r=%d len=%d, want %d\n", mode, c[i].hex, r, in.len, c[i].len);
+			fprintf(stderr, "mode %d: [%s]: r=%d len=%d, want %d\n", mode, c[i].hex, r,
+				in.len, c[i].len);
 		CHECK_EQ(r, 0);
 		CHECK_EQ(in.len, c[i].len);
 		/* Every truncation is reported as such, never read past. */
@@ -188,32 +197,32 @@ struct op_case {
 static void test_decode_ops(void)
 {
 	static const struct op_case ops[] = {
-		{ "cc", INSN_INT3 },
-		{ "9b", INSN_FWAIT },
-		{ "0f 0b", INSN_UD2 },
-		{ "0f 01 ca", INSN_CLAC },
-		{ "0f 01 cb", INSN_STAC },
-		{ "f3 48 0f b8 c3", INSN_POPCNT },
-		{ "f3 0f bc c3", INSN_TZCNT },
-		{ "f3 0f bd c3", INSN_LZCNT },
-		{ "0f bc c3", INSN_UNKNOWN },       /* bsf */
-		{ "0f bd c3", INSN_UNKNOWN },       /* bsr */
-		{ "0f b8 c3", INSN_UNKNOWN },       /* jmpe / undefined */
-		{ "f2 0f b8 c3", INSN_UNKNOWN },
-		{ "f0 48 0f c7 0f", INSN_CMPXCHG16B },
-		{ "48 0f c7 0f", INSN_CMPXCHG16B },
-		{ "0f c7 0f", INSN_UNKNOWN },       /* cmpxchg8b: KVM does it */
-		{ "48 0f c7 c9", INSN_UNKNOWN },    /* mod=3: #UD on the CPU */
-		{ "0f ae e8", INSN_LFENCE },
-		{ "0f ae f0", INSN_MFENCE },
-		{ "0f ae f8", INSN_SFENCE },
-		{ "66 0f ae f0", INSN_UNKNOWN },    /* tpause */
-		{ "0f ae 38", INSN_UNKNOWN },       /* clflush */
-		{ "0f ae 54 24 04", INSN_LDMXCSR }, /* ldmxcsr 4(%rsp), as in kernel_fpu_begin */
-		{ "0f ae 5c 24 04", INSN_STMXCSR },
-		{ "f3 0f ae d0", INSN_UNKNOWN },    /* wrfsbase %eax */
-		{ "0f 01 f8", INSN_UNKNOWN },       /* swapgs */
-		{ "cd 03", INSN_UNKNOWN },          /* int 3 is not int3 */
+	    {"cc", INSN_INT3},
+	    {"9b", INSN_FWAIT},
+	    {"0f 0b", INSN_UD2},
+	    {"0f 01 ca", INSN_CLAC},
+	    {"0f 01 cb", INSN_STAC},
+	    {"f3 48 0f b8 c3", INSN_POPCNT},
+	    {"f3 0f bc c3", INSN_TZCNT},
+	    {"f3 0f bd c3", INSN_LZCNT},
+	    {"0f bc c3", INSN_UNKNOWN}, /* bsf */
+	    {"0f bd c3", INSN_UNKNOWN}, /* bsr */
+	    {"0f b8 c3", INSN_UNKNOWN}, /* jmpe / undefined */
+	    {"f2 0f b8 c3", INSN_UNKNOWN},
+	    {"f0 48 0f c7 0f", INSN_CMPXCHG16B},
+	    {"48 0f c7 0f", INSN_CMPXCHG16B},
+	    {"0f c7 0f", INSN_UNKNOWN},	   /* cmpxchg8b: KVM does it */
+	    {"48 0f c7 c9", INSN_UNKNOWN}, /* mod=3: #UD on the CPU */
+	    {"0f ae e8", INSN_LFENCE},
+	    {"0f ae f0", INSN_MFENCE},
+	    {"0f ae f8", INSN_SFENCE},
+	    {"66 0f ae f0", INSN_UNKNOWN},    /* tpause */
+	    {"0f ae 38", INSN_UNKNOWN},	      /* clflush */
+	    {"0f ae 54 24 04", INSN_LDMXCSR}, /* ldmxcsr 4(%rsp), as in kernel_fpu_begin */
+	    {"0f ae 5c 24 04", INSN_STMXCSR},
+	    {"f3 0f ae d0", INSN_UNKNOWN}, /* wrfsbase %eax */
+	    {"0f 01 f8", INSN_UNKNOWN},	   /* swapgs */
+	    {"cd 03", INSN_UNKNOWN},	   /* int 3 is not int3 */
 	};
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		uint8_t b[16];
@@ -296,7 +305,8 @@ static void test_decode_fuzz(void)
 		uint8_t *buf = malloc(n ? n : 1);
 		for (size_t j = 0; j < n; j++) {
 			/* Bias towards prefixes and escapes so that paths get deep. */
-			static const uint8_t hot[] = { 0x66, 0x67, 0xf2, 0xf3, 0xf0, 0x48, 0x41, 0x0f, 0x38, 0x3a, 0x65 };
+			static const uint8_t hot[] = {0x66, 0x67, 0xf2, 0xf3, 0xf0, 0x48,
+						      0x41, 0x0f, 0x38, 0x3a, 0x65};
 			buf[j] = (rnd() & 3) ? (uint8_t)rnd() : hot[rnd() % sizeof(hot)];
 		}
 		enum insn_mode mode = (enum insn_mode)(2u << (rnd() % 3));
@@ -345,24 +355,25 @@ static int mem_cmpxchg16(void *opaque, uint64_t la, uint64_t expected[2], const 
 	return 0;
 }
 
-static const struct insn_mem host_mem = { NULL, mem_read, mem_write, mem_cmpxchg16 };
+static const struct insn_mem host_mem = {NULL, mem_read, mem_write, mem_cmpxchg16};
 
 /* Runs "insn" with RFLAGS = *fl on entry; *fl gets RFLAGS after.  The red
  * zone is stepped over before push/popf. */
-#define NATIVE(name, insn, type)                                                            \
-	static void name(uint64_t src, uint64_t *dst, uint64_t *fl)                         \
-	{                                                                                   \
-		type d = (type)*dst, s = (type)src;                                         \
-		uint64_t f = *fl;                                                           \
-		__asm__ volatile("lea -128(%%rsp), %%rsp\n\tpush %[f]\n\tpopf\n\t" insn " %[s], %[d]\n\t" \
-				 "pushf\n\tpop %[f]\n\tlea 128(%%rsp), %%rsp"               \
-				 : [d] "+r"(d), [f] "+r"(f)                                 \
-				 : [s] "r"(s)                                               \
-				 : "cc", "memory");                                         \
-		*dst = (*dst & ~(uint64_t)(type)~0ull) | (uint64_t)d;                       \
-		if (sizeof(type) == 4)                                                      \
-			*dst = (uint32_t)d;                                                 \
-		*fl = f;                                                                    \
+#define NATIVE(name, insn, type)                                                                   \
+	static void name(uint64_t src, uint64_t *dst, uint64_t *fl)                                \
+	{                                                                                          \
+		type d = (type)*dst, s = (type)src;                                                \
+		uint64_t f = *fl;                                                                  \
+		__asm__ volatile("lea -128(%%rsp), %%rsp\n\tpush %[f]\n\tpopf\n\t" insn            \
+				 " %[s], %[d]\n\t"                                                 \
+				 "pushf\n\tpop %[f]\n\tlea 128(%%rsp), %%rsp"                      \
+				 : [d] "+r"(d), [f] "+r"(f)                                        \
+				 : [s] "r"(s)                                                      \
+				 : "cc", "memory");                                                \
+		*dst = (*dst & ~(uint64_t)(type)~0ull) | (uint64_t)d;                              \
+		if (sizeof(type) == 4)                                                             \
+			*dst = (uint32_t)d;                                                        \
+		*fl = f;                                                                           \
 	}
 NATIVE(native_popcnt16, "popcntw", uint16_t)
 NATIVE(native_popcnt32, "popcntl", uint32_t)
@@ -379,7 +390,7 @@ typedef void (*native_fn)(uint64_t, uint64_t *, uint64_t *);
 struct bitcount {
 	const char *name;
 	uint8_t opcode;
-	uint64_t defined; /* flags the SDM defines */
+	uint64_t defined;    /* flags the SDM defines */
 	native_fn native[3]; /* 16, 32, 64 */
 	bool host_has;
 	int cases;
@@ -420,13 +431,15 @@ static size_t encode_bitcount(uint8_t *b, uint8_t opcode, unsigned size, unsigne
 		rex |= (base & 8) ? 1 : 0;
 		if (shape == 2)
 			rex |= (index & 8) ? 2 : 0;
-		/* shape 0: [base], 1: [base+disp8/32], 2: [base+index*s+disp32], 4: gs:[base+disp32] */
+		/* shape 0: [base], 1: [base+disp8/32], 2: [base+index*s+disp32], 4:
+		 * gs:[base+disp32] */
 		unsigned mod = shape == 0 ? 0 : 2;
 		if (shape == 1 && disp >= -128 && disp < 128)
 			mod = 1;
 		if (shape == 0 && (base & 7) == 5)
 			mod = 1, disp = 0; /* [rbp]/[r13] need a disp8 */
-		modrm = (uint8_t)((mod << 6) | ((dst & 7) << 3) | ((shape == 2 || (base & 7) == 4) ? 4 : (base & 7)));
+		modrm = (uint8_t)((mod << 6) | ((dst & 7) << 3) |
+				  ((shape == 2 || (base & 7) == 4) ? 4 : (base & 7)));
 	}
 	if (rex)
 		b[n++] = (uint8_t)(0x40 | rex);
@@ -439,7 +452,7 @@ static size_t encode_bitcount(uint8_t *b, uint8_t opcode, unsigned size, unsigne
 		size_t len = n + 4;
 		int64_t d = (int64_t)(buf - (r->rip + len));
 		/* The unit test's rip is chosen near buf so that d fits. */
-		memcpy(b + n, &(int32_t){ (int32_t)d }, 4);
+		memcpy(b + n, &(int32_t){(int32_t)d}, 4);
 		return len;
 	}
 	unsigned scale = 1u << (rnd() % 4);
@@ -474,12 +487,12 @@ static size_t encode_bitcount(uint8_t *b, uint8_t opcode, unsigned size, unsigne
 
 static void test_bitcount(struct bitcount *t, bool memform)
 {
-	static const unsigned sizes[3] = { 2, 4, 8 };
+	static const unsigned sizes[3] = {2, 4, 8};
 	uint64_t cell[2];
 	for (int i = 0; i < 4000; i++) {
 		unsigned si = (unsigned)(rnd() % 3), size = sizes[si];
 		unsigned dst = (unsigned)(rnd() % 16), src = (unsigned)(rnd() % 16);
-		struct insn_regs r = { 0 };
+		struct insn_regs r = {0};
 		for (int g = 0; g < 16; g++)
 			r.gpr[g] = rnd();
 		r.rip = (uint64_t)(uintptr_t)cell - 4096 + (rnd() % 8192);
@@ -490,8 +503,8 @@ static void test_bitcount(struct bitcount *t, bool memform)
 		unsigned clobber;
 		if (memform && src == INSN_RSP)
 			src = INSN_RBX;
-		size_t n = encode_bitcount(b, t->opcode, size, dst, src, memform, &r, (uint64_t)(uintptr_t)cell,
-					   &clobber);
+		size_t n = encode_bitcount(b, t->opcode, size, dst, src, memform, &r,
+					   (uint64_t)(uintptr_t)cell, &clobber);
 		if (!n || dst == clobber || (memform && (dst == src)))
 			continue;
 		if (!memform)
@@ -508,8 +521,10 @@ static void test_bitcount(struct bitcount *t, bool memform)
 		CHECK(!ev.pending);
 
 		uint64_t want_dst = before.gpr[dst], want_fl = before.rflags;
-		t->native[si](value & (size == 8 ? ~0ull : (1ull << (8 * size)) - 1), &want_dst, &want_fl);
-		bool ok = r.gpr[dst] == want_dst && (r.rflags & t->defined) == (want_fl & t->defined) &&
+		t->native[si](value & (size == 8 ? ~0ull : (1ull << (8 * size)) - 1), &want_dst,
+			      &want_fl);
+		bool ok = r.gpr[dst] == want_dst &&
+			  (r.rflags & t->defined) == (want_fl & t->defined) &&
 			  r.rip == before.rip + n;
 		for (int g = 0; g < 16; g++)
 			if (g != (int)dst && r.gpr[g] != before.gpr[g])
@@ -520,10 +535,11 @@ static void test_bitcount(struct bitcount *t, bool memform)
 		if (!ok) {
 			char hex[64];
 			insn_format_bytes(b, n, hex, sizeof(hex));
-			fprintf(stderr, "%s [%s] value %#llx: got %#llx fl %#llx, cpu %#llx fl %#llx\n", t->name, hex,
-				(unsigned long long)value, (unsigned long long)r.gpr[dst],
-				(unsigned long long)r.rflags, (unsigned long long)want_dst,
-				(unsigned long long)want_fl);
+			fprintf(stderr,
+				"%s [%s] value %#llx: got %#llx fl %#llx, cpu %#llx fl %#llx\n",
+				t->name, hex, (unsigned long long)value,
+				(unsigned long long)r.gpr[dst], (unsigned long long)r.rflags,
+				(unsigned long long)want_dst, (unsigned long long)want_fl);
 			test_failures++;
 			if (test_failures > 20)
 				return;
@@ -549,10 +565,10 @@ static void test_cmpxchg16b(int *count)
 		mem_emul[1] = mem_cpu[1] = m1;
 
 		/* lock cmpxchg16b (%rdi) */
-		uint8_t b[] = { 0xf0, 0x48, 0x0f, 0xc7, 0x0f };
+		uint8_t b[] = {0xf0, 0x48, 0x0f, 0xc7, 0x0f};
 		struct insn in;
 		CHECK_EQ(insn_decode(&in, b, sizeof(b), INSN_MODE_64), 0);
-		struct insn_regs r = { 0 };
+		struct insn_regs r = {0};
 		r.gpr[INSN_RAX] = rax;
 		r.gpr[INSN_RDX] = rdx;
 		r.gpr[INSN_RBX] = rbx;
@@ -565,16 +581,28 @@ static void test_cmpxchg16b(int *count)
 		CHECK(!ev.pending);
 
 		uint64_t a = rax, d = rdx, f = fl;
-		__asm__ volatile("lea -128(%%rsp), %%rsp\n\tpush %[f]\n\tpopf\n\t"
-				 "lock cmpxchg16b (%[p])\n\tpushf\n\tpop %[f]\n\tlea 128(%%rsp), %%rsp"
-				 : "+m"(cpu.q), "+a"(a), "+d"(d), [f] "+r"(f)
-				 : "b"(rbx), "c"(rcx), [p] "r"(&cpu.q)
-				 : "cc", "memory");
-		bool ok = r.gpr[INSN_RAX] == a && r.gpr[INSN_RDX] == d && mem_emul[0] == mem_cpu[0] &&
-			  mem_emul[1] == mem_cpu[1] && (r.rflags & RFLAGS_ZF) == (f & RFLAGS_ZF) &&
-			  (r.rflags & ~(uint64_t)RFLAGS_ZF) == (fl & ~(uint64_t)RFLAGS_ZF) && r.rip == 0x1005;
+		__asm__ volatile(
+		    "lea -128(%%rsp), %%rsp\n\tpush %[f]\n\tpopf\n\t"
+		    "lock cmpxchg16b (%[p])\n\tpushf\n\tpop %[f]\n\tlea 128(%%rsp), %%rsp"
+		    : "+m"(cpu.q), "+a"(a), "+d"(d), [f] "+r"(f)
+		    : "b"(rbx), "c"(rcx), [p] "r"(&cpu.q)
+		    : "cc", "memory");
+		bool ok = r.gpr[INSN_RAX] == a && r.gpr[INSN_RDX] == d &&
+			  mem_emul[0] == mem_cpu[0] && mem_emul[1] == mem_cpu[1] &&
+			  (r.rflags & RFLAGS_ZF) == (f & RFLAGS_ZF) &&
+			  (r.rflags & ~(uint64_t)RFLAGS_ZF) == (fl & ~(uint64_t)RFLAGS_ZF) &&
+			  r.rip == 0x1005;
 		if (!ok) {
-			fprintf(stderr, "cmpxchg16b case %d differs from the CPU: emu rax %llx rdx %llx m %llx %llx fl %llx rip %llx; cpu rax %llx rdx %llx m %llx %llx fl %llx\n", i, (unsigned long long)r.gpr[INSN_RAX], (unsigned long long)r.gpr[INSN_RDX], (unsigned long long)mem_emul[0], (unsigned long long)mem_emul[1], (unsigned long long)r.rflags, (unsigned long long)r.rip, (unsigned long long)a, (unsigned long long)d, (unsigned long long)mem_cpu[0], (unsigned long long)mem_cpu[1], (unsigned long long)f);
+			fprintf(
+			    stderr,
+			    "cmpxchg16b case %d differs from the CPU: emu rax %llx rdx %llx m %llx "
+			    "%llx fl %llx rip %llx; cpu rax %llx rdx %llx m %llx %llx fl %llx\n",
+			    i, (unsigned long long)r.gpr[INSN_RAX],
+			    (unsigned long long)r.gpr[INSN_RDX], (unsigned long long)mem_emul[0],
+			    (unsigned long long)mem_emul[1], (unsigned long long)r.rflags,
+			    (unsigned long long)r.rip, (unsigned long long)a, (unsigned long long)d,
+			    (unsigned long long)mem_cpu[0], (unsigned long long)mem_cpu[1],
+			    (unsigned long long)f);
 			test_failures++;
 			return;
 		}
@@ -582,10 +610,10 @@ static void test_cmpxchg16b(int *count)
 	}
 	/* Misaligned: #GP(0), nothing changed. */
 	struct insn in;
-	uint8_t b[] = { 0x48, 0x0f, 0xc7, 0x0f };
+	uint8_t b[] = {0x48, 0x0f, 0xc7, 0x0f};
 	CHECK_EQ(insn_decode(&in, b, sizeof(b), INSN_MODE_64), 0);
 	CHECK_EQ(in.op, INSN_CMPXCHG16B);
-	struct insn_regs r = { .rip = 0x1000 };
+	struct insn_regs r = {.rip = 0x1000};
 	r.gpr[INSN_RDI] = (uint64_t)(uintptr_t)mem_emul + 8;
 	struct insn_event ev;
 	CHECK_EQ(insn_complete(&in, &r, &host_mem, &ev), 0);
@@ -604,7 +632,7 @@ static void complete_bytes(const char *hex, struct insn_regs *r, struct insn_eve
 
 static void test_simple(void)
 {
-	struct insn_regs r = { .rip = 0x1000, .rflags = 0x2 | (1u << 16) };
+	struct insn_regs r = {.rip = 0x1000, .rflags = 0x2 | (1u << 16)};
 	struct insn_event ev;
 	complete_bytes("cc", &r, &ev, 0);
 	CHECK(ev.pending && ev.vector == X86_VEC_BP && !ev.has_error_code);
@@ -659,10 +687,10 @@ static void test_simple(void)
 	complete_bytes("0f 01 f8", &r, &ev, -EOPNOTSUPP);
 
 	/* 32-bit mode wraps EIP; 16-bit code wraps IP. */
-	uint8_t b[] = { 0xf3, 0x0f, 0xb8, 0xc3 };
+	uint8_t b[] = {0xf3, 0x0f, 0xb8, 0xc3};
 	struct insn in;
 	CHECK_EQ(insn_decode(&in, b, sizeof(b), INSN_MODE_32), 0);
-	r = (struct insn_regs){ .rip = 0xfffffffe, .rflags = 2 };
+	r = (struct insn_regs){.rip = 0xfffffffe, .rflags = 2};
 	r.gpr[INSN_RBX] = 0xffffffff00000007ull;
 	r.gpr[INSN_RAX] = 0x1111111111111111ull;
 	CHECK_EQ(insn_complete(&in, &r, &host_mem, &ev), 0);
@@ -680,12 +708,16 @@ static void test_simple(void)
 static void test_mxcsr(void)
 {
 	uint32_t cell = 0x1f80, out = 0;
-	struct insn_regs r = { .rip = 0x1000, .rflags = 2, .cr0 = 0x80050033, .cr4 = CR4_OSFXSR,
-			       .mxcsr = 0x1f80, .mxcsr_mask = 0xffff };
+	struct insn_regs r = {.rip = 0x1000,
+			      .rflags = 2,
+			      .cr0 = 0x80050033,
+			      .cr4 = CR4_OSFXSR,
+			      .mxcsr = 0x1f80,
+			      .mxcsr_mask = 0xffff};
 	struct insn_event ev;
 	r.gpr[INSN_RSI] = (uint64_t)(uintptr_t)&cell;
 	r.gpr[INSN_RDI] = (uint64_t)(uintptr_t)&out;
-	cell = 0x9fc0; /* FZ, DAZ, masks */
+	cell = 0x9fc0;				/* FZ, DAZ, masks */
 	complete_bytes("0f ae 16", &r, &ev, 0); /* ldmxcsr (%rsi) */
 	CHECK(!ev.pending);
 	CHECK_EQ(r.mxcsr, 0x9fc0);
@@ -709,7 +741,9 @@ static void test_mxcsr(void)
 	/* The CPU agrees that what stmxcsr stores is what ldmxcsr loaded. */
 	uint32_t saved, v = 0x1f80 | 0x40, back;
 	__asm__ volatile("stmxcsr %0\n\tldmxcsr %2\n\tstmxcsr %1\n\tldmxcsr %0"
-			 : "=m"(saved), "=m"(back) : "m"(v) : "memory");
+			 : "=m"(saved), "=m"(back)
+			 : "m"(v)
+			 : "memory");
 	CHECK_EQ(back, v);
 }
 
@@ -718,14 +752,14 @@ static void test_linear_address(void)
 {
 	uint8_t b[16];
 	struct insn in;
-	struct insn_regs r = { 0 };
+	struct insn_regs r = {0};
 	size_t n = parse_hex("f3 0f b8 45 10", b); /* popcnt 0x10(%ebp),%eax */
 	CHECK_EQ(insn_decode(&in, b, n, INSN_MODE_32), 0);
 	r.gpr[INSN_RBP] = 0xfffffff8;
 	r.seg_base[INSN_SEG_SS] = 0x100;
 	r.seg_base[INSN_SEG_DS] = 0x999;
 	CHECK_EQ(insn_linear_address(&in, &r), 0x108); /* SS, not DS, for EBP */
-	n = parse_hex("8b 46 12", b); /* mov 0x12(%bp),%ax in 16-bit mode */
+	n = parse_hex("8b 46 12", b);		       /* mov 0x12(%bp),%ax in 16-bit mode */
 	CHECK_EQ(insn_decode(&in, b, n, INSN_MODE_16), 0);
 	r.gpr[INSN_RBP] = 0xfff0;
 	r.seg_base[INSN_SEG_SS] = 0x20000;
@@ -761,9 +795,14 @@ int main(void)
 	bool bmi1 = b & (1u << 3);
 	uint64_t czf = RFLAGS_CF | RFLAGS_ZF;
 	struct bitcount tests[] = {
-		{ "popcnt", 0xb8, RFLAGS_ARITH, { native_popcnt16, native_popcnt32, native_popcnt64 }, popcnt, 0 },
-		{ "lzcnt", 0xbd, czf, { native_lzcnt16, native_lzcnt32, native_lzcnt64 }, lzcnt, 0 },
-		{ "tzcnt", 0xbc, czf, { native_tzcnt16, native_tzcnt32, native_tzcnt64 }, bmi1, 0 },
+	    {"popcnt",
+	     0xb8,
+	     RFLAGS_ARITH,
+	     {native_popcnt16, native_popcnt32, native_popcnt64},
+	     popcnt,
+	     0},
+	    {"lzcnt", 0xbd, czf, {native_lzcnt16, native_lzcnt32, native_lzcnt64}, lzcnt, 0},
+	    {"tzcnt", 0xbc, czf, {native_tzcnt16, native_tzcnt32, native_tzcnt64}, bmi1, 0},
 	};
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
 		if (!tests[i].host_has) {
@@ -772,8 +811,8 @@ int main(void)
 		}
 		test_bitcount(&tests[i], false);
 		test_bitcount(&tests[i], true);
-		printf("%s: %d cases against the CPU (register and memory forms, 16/32/64-bit)\n", tests[i].name,
-		       tests[i].cases);
+		printf("%s: %d cases against the CPU (register and memory forms, 16/32/64-bit)\n",
+		       tests[i].name, tests[i].cases);
 		CHECK(tests[i].cases > 5000);
 	}
 	int cx = 0;
@@ -785,7 +824,7 @@ int main(void)
 	}
 	printf("decoder: %zu length cases, %d random byte strings\n",
 	       sizeof(cases64) / sizeof(cases64[0]) + sizeof(cases32) / sizeof(cases32[0]) +
-		       sizeof(cases16) / sizeof(cases16[0]),
+		   sizeof(cases16) / sizeof(cases16[0]),
 	       fuzz_cases);
 	TEST_DONE();
 }

@@ -31,8 +31,8 @@
 
 /* Guest code, copied to CODE; labels give the entry points. */
 extern const uint8_t gc_start[], gc_end[], gc_popcnt_reg[], gc_popcnt_mem[], gc_lzcnt[], gc_tzcnt[],
-	gc_cmpxchg16b[], gc_clac[], gc_fwait[], gc_fences[], gc_int3[], gc_ud2[], gc_bp_handler[],
-	gc_ud_handler[], gc_other_handler[], gc_loop_popcnt[], gc_loop_add[], gc_mxcsr[];
+    gc_cmpxchg16b[], gc_clac[], gc_fwait[], gc_fences[], gc_int3[], gc_ud2[], gc_bp_handler[],
+    gc_ud_handler[], gc_other_handler[], gc_loop_popcnt[], gc_loop_add[], gc_mxcsr[];
 __asm__(".pushsection .rodata\n"
 	".balign 16\n"
 	"gc_start:\n"
@@ -90,7 +90,8 @@ static uint64_t get64(struct vm *v, uint64_t gpa)
 
 static void set_gate(struct vm *v, unsigned vec, uint64_t handler)
 {
-	uint64_t lo = (handler & 0xffff) | (0x08ull << 16) | (0x8eull << 40) | ((handler >> 16 & 0xffff) << 48);
+	uint64_t lo = (handler & 0xffff) | (0x08ull << 16) | (0x8eull << 40) |
+		      ((handler >> 16 & 0xffff) << 48);
 	put64(v, 0x600 + 16 * vec, lo);
 	put64(v, 0x600 + 16 * vec + 8, handler >> 32);
 }
@@ -109,9 +110,10 @@ static int vm_create(struct vm *v)
 	v->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (v->mem == MAP_FAILED)
 		return -errno;
-	struct kvm_userspace_memory_region region = { .slot = 0, .guest_phys_addr = 0,
-						      .memory_size = MEM_SIZE,
-						      .userspace_addr = (uintptr_t)v->mem };
+	struct kvm_userspace_memory_region region = {.slot = 0,
+						     .guest_phys_addr = 0,
+						     .memory_size = MEM_SIZE,
+						     .userspace_addr = (uintptr_t)v->mem};
 	if (ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
 		return -errno;
 	v->vcpu = ioctl(v->vm, KVM_CREATE_VCPU, 0);
@@ -122,8 +124,12 @@ static int vm_create(struct vm *v)
 	if (v->run == MAP_FAILED)
 		return -errno;
 
-	struct { struct kvm_cpuid2 c; struct kvm_cpuid_entry2 e[100]; } cpuid = { .c.nent = 100 };
-	if (ioctl(v->kvm, KVM_GET_SUPPORTED_CPUID, &cpuid) < 0 || ioctl(v->vcpu, KVM_SET_CPUID2, &cpuid) < 0)
+	struct {
+		struct kvm_cpuid2 c;
+		struct kvm_cpuid_entry2 e[100];
+	} cpuid = {.c.nent = 100};
+	if (ioctl(v->kvm, KVM_GET_SUPPORTED_CPUID, &cpuid) < 0 ||
+	    ioctl(v->vcpu, KVM_SET_CPUID2, &cpuid) < 0)
 		return -errno;
 
 	/* Identity map of the first 2 MiB, GDT, IDT, TSS, code. */
@@ -142,30 +148,48 @@ static int vm_create(struct vm *v)
 	struct kvm_sregs s;
 	if (ioctl(v->vcpu, KVM_GET_SREGS, &s) < 0)
 		return -errno;
-	struct kvm_segment code = { .base = 0, .limit = 0xffffffff, .selector = 8, .type = 11, .present = 1,
-				    .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1 };
-	struct kvm_segment data = { .base = 0, .limit = 0xffffffff, .selector = 0x10, .type = 3, .present = 1,
-				    .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1 };
+	struct kvm_segment code = {.base = 0,
+				   .limit = 0xffffffff,
+				   .selector = 8,
+				   .type = 11,
+				   .present = 1,
+				   .dpl = 0,
+				   .db = 0,
+				   .s = 1,
+				   .l = 1,
+				   .g = 1};
+	struct kvm_segment data = {.base = 0,
+				   .limit = 0xffffffff,
+				   .selector = 0x10,
+				   .type = 3,
+				   .present = 1,
+				   .dpl = 0,
+				   .db = 1,
+				   .s = 1,
+				   .l = 0,
+				   .g = 1};
 	s.cs = code;
 	s.ds = s.es = s.fs = s.gs = s.ss = data;
-	s.tr = (struct kvm_segment){ .base = 0x800, .limit = 0x67, .selector = 0x18, .type = 11, .present = 1 };
+	s.tr = (struct kvm_segment){
+	    .base = 0x800, .limit = 0x67, .selector = 0x18, .type = 11, .present = 1};
 	s.gdt.base = 0x500;
 	s.gdt.limit = 0x1f;
 	s.idt.base = 0x600;
 	s.idt.limit = 32 * 16 - 1;
 	s.cr0 = 0x80050033; /* PG WP NE ET MP PE */
 	s.cr3 = 0x1000;
-	s.cr4 = 0x620;      /* OSXMMEXCPT OSFXSR PAE */
-	s.efer = 0x500;     /* LMA LME */
+	s.cr4 = 0x620;	/* OSXMMEXCPT OSFXSR PAE */
+	s.efer = 0x500; /* LMA LME */
 	if (ioctl(v->vcpu, KVM_SET_SREGS, &s) < 0)
 		return -errno;
-	v->gm = (struct guest_mem){ v, gpa_to_hva };
+	v->gm = (struct guest_mem){v, gpa_to_hva};
 	return 0;
 }
 
 /* Runs from entry with the given registers until hlt; *out gets the
  * registers then.  Emulation failures go to pvm_complete_insn(). */
-static int vm_call(struct vm *v, const uint8_t *entry, const struct kvm_regs *in, struct kvm_regs *out)
+static int vm_call(struct vm *v, const uint8_t *entry, const struct kvm_regs *in,
+		   struct kvm_regs *out)
 {
 	struct kvm_regs r = *in;
 	r.rip = guest_addr(entry);
@@ -192,12 +216,12 @@ static int vm_call(struct vm *v, const uint8_t *entry, const struct kvm_regs *in
 	return 0;
 }
 
-#define CALL(entry, in, out)                                                     \
-	do {                                                                     \
-		int _r = vm_call(&v, entry, in, out);                            \
-		if (_r)                                                          \
-			fprintf(stderr, "%s: %s\n", #entry, err_msg());          \
-		CHECK_EQ(_r, 0);                                                 \
+#define CALL(entry, in, out)                                                                       \
+	do {                                                                                       \
+		int _r = vm_call(&v, entry, in, out);                                              \
+		if (_r)                                                                            \
+			fprintf(stderr, "%s: %s\n", #entry, err_msg());                            \
+		CHECK_EQ(_r, 0);                                                                   \
 	} while (0)
 
 static double now(void)
@@ -221,7 +245,7 @@ int main(void)
 		fprintf(stderr, "VM set-up failed: %s (%s)\n", strerror(-rc), err_msg());
 		return 1;
 	}
-	struct kvm_regs in = { 0 }, out;
+	struct kvm_regs in = {0}, out;
 
 	in.rbx = 0xf0f0f0f000000001ull;
 	CALL(gc_popcnt_reg, &in, &out);
@@ -258,13 +282,15 @@ int main(void)
 		CHECK_EQ(out.rax, 32);
 		CHECK_EQ(out.rflags & (RFLAGS_CF | RFLAGS_ZF), RFLAGS_CF);
 	} else {
-		printf("NOTE: KVM emulated tzcnt itself: result %llu, CF %d ZF %d (tzcnt: 32, CF 1 ZF 0)\n",
-		       (unsigned long long)out.rax, !!(out.rflags & RFLAGS_CF), !!(out.rflags & RFLAGS_ZF));
+		printf("NOTE: KVM emulated tzcnt itself: result %llu, CF %d ZF %d (tzcnt: 32, CF 1 "
+		       "ZF 0)\n",
+		       (unsigned long long)out.rax, !!(out.rflags & RFLAGS_CF),
+		       !!(out.rflags & RFLAGS_ZF));
 	}
 
 	put64(&v, DATA + 0x200, 1);
 	put64(&v, DATA + 0x208, 2);
-	in = (struct kvm_regs){ .rax = 1, .rdx = 2, .rbx = 3, .rcx = 4, .rdi = DATA + 0x200 };
+	in = (struct kvm_regs){.rax = 1, .rdx = 2, .rbx = 3, .rcx = 4, .rdi = DATA + 0x200};
 	CALL(gc_cmpxchg16b, &in, &out);
 	CHECK(out.rflags & RFLAGS_ZF);
 	CHECK_EQ(get64(&v, DATA + 0x200), 3);
@@ -274,7 +300,7 @@ int main(void)
 	CHECK_EQ(out.rax, 3);
 	CHECK_EQ(out.rdx, 4);
 
-	in = (struct kvm_regs){ 0 };
+	in = (struct kvm_regs){0};
 	CALL(gc_clac, &in, &out);
 	CHECK(out.rax & RFLAGS_AC);
 	CHECK(!(out.rbx & RFLAGS_AC));
@@ -302,7 +328,7 @@ int main(void)
 
 	/* What a completion costs, beside KVM's emulation of an ordinary
 	 * instruction (3 instructions per iteration either way). */
-	in = (struct kvm_regs){ .rcx = LOOPS, .rbx = 0x1234 };
+	in = (struct kvm_regs){.rcx = LOOPS, .rbx = 0x1234};
 	double t0 = now();
 	CALL(gc_loop_add, &in, &out);
 	double t1 = now();
