@@ -76,31 +76,81 @@ static int device_fields(struct device *d, struct state_buf *sb)
 	return r < 0 ? r : state_buf_finish(sb);
 }
 
-static int save_buf(struct state_writer *w, uint32_t tag, uint16_t inst, struct state_buf *sb,
-		    int r)
+struct capture_record {
+	uint32_t tag;
+	uint16_t instance;
+	void *data;
+	size_t len;
+};
+
+struct vm_snapshot_capture {
+	struct capture_record *rec;
+	unsigned n, cap;
+};
+
+/* Takes DATA (malloc'd) over, even on failure. */
+static int capture_add(struct vm_snapshot_capture *c, uint32_t tag, uint16_t inst, void *data,
+		       size_t len)
 {
-	if (r == 0)
-		r = state_writer_add(w, tag, 1, inst, sb->p, sb->off);
-	state_buf_release(sb);
-	return r;
+	if (c->n == c->cap) {
+		unsigned cap = c->cap ? 2 * c->cap : 16;
+		struct capture_record *r = realloc(c->rec, cap * sizeof(*r));
+		if (!r) {
+			free(data);
+			return err_set(ENOMEM, "snapshot state");
+		}
+		c->rec = r;
+		c->cap = cap;
+	}
+	c->rec[c->n++] = (struct capture_record){tag, inst, data, len};
+	return 0;
 }
 
-static int snapshot_write_state(struct vm *vm, const struct vm_config *cfg, const char *path,
-				const struct mem_image_info *mi, uint64_t *bytes)
+static int capture_copy(struct vm_snapshot_capture *c, uint32_t tag, uint16_t inst,
+			const void *data, size_t len)
 {
-	struct state_writer *w;
-	int r = state_writer_open(path, &w);
-	if (r < 0)
-		return r;
-	char *config = json_dumps(vm_config_to_json(cfg), JSON_COMPACT | JSON_SORT_KEYS);
-	r = config ? state_writer_add(w, SNAP_TAG_CONFIG, 1, 0, config, strlen(config))
-		   : err_set(ENOMEM, "configuration");
-	*bytes = config ? strlen(config) : 0;
-	free(config);
+	void *p = malloc(len ? len : 1);
+	if (!p)
+		return err_set(ENOMEM, "snapshot state");
+	memcpy(p, data, len);
+	return capture_add(c, tag, inst, p, len);
+}
 
+/* A state_buf's buffer becomes the record (no copy). */
+static int capture_buf(struct vm_snapshot_capture *c, uint32_t tag, uint16_t inst,
+		       struct state_buf *sb, int r)
+{
+	if (r < 0) {
+		state_buf_release(sb);
+		return r;
+	}
+	return capture_add(c, tag, inst, sb->p, sb->off);
+}
+
+void vm_snapshot_capture_free(struct vm_snapshot_capture *c)
+{
+	if (!c)
+		return;
+	for (unsigned i = 0; i < c->n; i++)
+		free(c->rec[i].data);
+	free(c->rec);
+	free(c);
+}
+
+int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
+			struct vm_snapshot_capture **out)
+{
+	struct vm_snapshot_capture *c = calloc(1, sizeof(*c));
+	if (!c)
+		return err_set(ENOMEM, "snapshot state");
+	json_t *j = vm_config_to_json(cfg);
+	char *config = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(j);
+	int r = config ? capture_add(c, SNAP_TAG_CONFIG, 0, config, strlen(config))
+		       : err_set(ENOMEM, "configuration");
 	struct x86_vm_state vs;
 	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0)
-		r = state_writer_add(w, SNAP_TAG_VM, 1, 0, &vs, sizeof(vs));
+		r = capture_copy(c, SNAP_TAG_VM, 0, &vs, sizeof(vs));
 	for (int i = 0; r == 0 && i < vm->ncpus; i++) {
 		static __thread struct x86_vcpu_state st; /* 30 KiB: not on the stack */
 		char what[32];
@@ -109,7 +159,7 @@ static int snapshot_write_state(struct vm *vm, const struct vm_config *cfg, cons
 			break;
 		struct state_buf sb;
 		state_buf_init_save(&sb, what);
-		r = save_buf(w, SNAP_TAG_VCPU, (uint16_t)i, &sb, vcpu_state_fields(&st, &sb));
+		r = capture_buf(c, SNAP_TAG_VCPU, (uint16_t)i, &sb, vcpu_state_fields(&st, &sb));
 	}
 	uint16_t n = 0;
 	for (struct device *d = vm->devices; r == 0 && d; d = d->next, n++) {
@@ -117,38 +167,61 @@ static int snapshot_write_state(struct vm *vm, const struct vm_config *cfg, cons
 			continue;
 		struct state_buf sb;
 		state_buf_init_save(&sb, d->ops->name);
-		r = save_buf(w, SNAP_TAG_DEVICE, n, &sb, device_fields(d, &sb));
+		r = capture_buf(c, SNAP_TAG_DEVICE, n, &sb, device_fields(d, &sb));
 	}
-	struct snap_memory_record mr = {mi->size, mi->digest, mi->data_bytes};
+	if (r < 0) {
+		vm_snapshot_capture_free(c);
+		return r;
+	}
+	*out = c;
+	return 0;
+}
+
+int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram, uint64_t ram_size,
+		      const char *dir, struct vm_snapshot_stats *stats)
+{
+	char mem[PATH_MAX], state[PATH_MAX];
+	struct mem_image_info mi;
+	int r;
+	if ((r = path_join(mem, sizeof(mem), dir, SNAP_MEMORY_FILE)) < 0 ||
+	    (r = path_join(state, sizeof(state), dir, SNAP_STATE_FILE)) < 0 ||
+	    (r = mem_image_save(mem, ram, ram_size, NULL, NULL, &mi)) < 0)
+		return r;
+	struct state_writer *w;
+	if ((r = state_writer_open(state, &w)) < 0)
+		return r;
+	uint64_t bytes = 0;
+	for (unsigned i = 0; r == 0 && i < c->n; i++) {
+		r = state_writer_add(w, c->rec[i].tag, 1, c->rec[i].instance, c->rec[i].data,
+				     c->rec[i].len);
+		bytes += c->rec[i].len;
+	}
+	struct snap_memory_record mr = {mi.size, mi.digest, mi.data_bytes};
 	if (r == 0)
 		r = state_writer_add(w, SNAP_TAG_MEMORY, 1, 0, &mr, sizeof(mr));
 	if (r < 0) {
 		state_writer_abort(w);
 		return r;
 	}
-	return state_writer_commit(w);
+	if ((r = state_writer_commit(w)) < 0)
+		return r;
+	if (stats) {
+		stats->memory_bytes = mi.data_bytes;
+		stats->state_bytes = bytes;
+	}
+	return 0;
 }
 
 int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir,
 		     struct vm_snapshot_stats *stats)
 {
-	char mem[PATH_MAX], state[PATH_MAX];
-	struct mem_image_info mi;
-	int r;
-	if ((r = path_join(mem, sizeof(mem), dir, SNAP_MEMORY_FILE)) < 0 ||
-	    (r = path_join(state, sizeof(state), dir, SNAP_STATE_FILE)) < 0)
-		return r;
-	r = mem_image_save(mem, vm->ram, vm->ram_size, NULL, NULL, &mi);
+	struct vm_snapshot_capture *c;
+	int r = vm_snapshot_capture(vm, cfg, &c);
 	if (r < 0)
 		return r;
-	uint64_t cfg_bytes = 0;
-	if ((r = snapshot_write_state(vm, cfg, state, &mi, &cfg_bytes)) < 0)
-		return r;
-	if (stats) {
-		stats->memory_bytes = mi.data_bytes;
-		stats->state_bytes = cfg_bytes;
-	}
-	return 0;
+	r = vm_snapshot_write(c, vm->ram, vm->ram_size, dir, stats);
+	vm_snapshot_capture_free(c);
+	return r;
 }
 
 int vm_snapshot_open(const char *dir, struct state_reader **out, struct vm_config *cfg)

@@ -27,6 +27,16 @@ struct vm_snapshot_stats {
 int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir,
 		     struct vm_snapshot_stats *stats);
 
+/* The same in two steps, so the slow one can run while the VM does:
+ * capture the state of the paused VM into memory (fast), then write it
+ * with a copy of RAM that no longer changes (a forked child's view). */
+struct vm_snapshot_capture;
+int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
+			struct vm_snapshot_capture **out);
+int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram, uint64_t ram_size,
+		      const char *dir, struct vm_snapshot_stats *stats);
+void vm_snapshot_capture_free(struct vm_snapshot_capture *c);
+
 /* Open and verify DIR/state.bin (every checksum, version and tag) before
  * anything is applied; read the configuration out of it. */
 int vm_snapshot_open(const char *dir, struct state_reader **r, struct vm_config *cfg);

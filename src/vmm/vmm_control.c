@@ -9,6 +9,7 @@
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 #include "util/err.h"
+#include "util/evloop.h"
 #include "util/fileutil.h"
 #include "util/log.h"
 #include "vmm/config_json.h"
@@ -21,7 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -159,50 +163,150 @@ static int remove_tree(const char *dir)
 	return rmdir(dir);
 }
 
-/* With the VM paused: machine state into DIR.tmp, disks rotated, then
- * DIR.tmp renamed to DIR — the snapshot exists whole or not at all. */
-static int vmm_snapshot_paused(struct vmm *vmm, const char *dir, struct vm_snapshot_stats *st)
-{
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", dir) >= (int)sizeof(tmp))
-		return err_set(ENAMETOOLONG, "%s", dir);
-	if (access(dir, F_OK) == 0)
-		return err_set(EEXIST, "%s", dir);
-	if (access(tmp, F_OK) == 0 && remove_tree(tmp) < 0)
-		return err_set(errno, "%s: leftover of an earlier attempt cannot be removed", tmp);
-	if (mkdir(tmp, 0755) < 0)
-		return err_set(errno, "%s", tmp);
+/* A snapshot being taken.  Phase 1 runs with the VM paused and is short:
+ * capture vCPU, VM and device state into memory, freeze the disks under
+ * new overlays.  Phase 2 writes memory.img, state.bin and meta.json and
+ * commits DIR.tmp to DIR: for "then":"quit" in this process, otherwise in
+ * a forked child whose copy-on-write view of guest RAM stays as it was at
+ * the pause, while the VM runs on.  The control reply comes at the end. */
+struct snap_job {
+	struct vmm *vmm;
+	char dir[PATH_MAX], tmp[PATH_MAX + 8];
+	struct vm_config frozen;
+	struct vm_snapshot_capture *capture;
+	struct vm_snapshot_stats st;
+	uint64_t t0;
+	pid_t child;
+	int pipe_rd;
+	struct control_pending *pending;
+	json_t *reply;
+};
 
+static void snap_job_free(struct snap_job *j)
+{
+	vm_snapshot_capture_free(j->capture);
+	vm_config_free(&j->frozen);
+	if (j->pipe_rd >= 0)
+		close(j->pipe_rd);
+	json_decref(j->reply);
+	free(j);
+}
+
+/* Phase 1 (VM paused). */
+static int snap_capture(struct snap_job *j)
+{
+	struct vmm *vmm = j->vmm;
+	if (access(j->dir, F_OK) == 0)
+		return err_set(EEXIST, "%s", j->dir);
+	if (access(j->tmp, F_OK) == 0 && remove_tree(j->tmp) < 0)
+		return err_set(errno, "%s: leftover of an earlier attempt cannot be removed", j->tmp);
+	if (mkdir(j->tmp, 0755) < 0)
+		return err_set(errno, "%s", j->tmp);
 	struct device *devs[VM_MAX_DISKS];
 	struct disk_rotation rot[VM_MAX_DISKS] = {{0}};
 	unsigned n = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
 	for (unsigned i = 0; i < n; i++)
 		rot[i].dev = devs[i];
-	struct vm_config frozen;
-	vm_config_copy(&frozen, &vmm->cfg);
+	vm_config_copy(&j->frozen, &vmm->cfg);
 	int r = vmm_disks_prepare(vmm, rot, n);
 	for (unsigned i = 0; r == 0 && i < n; i++)
 		if (!rot[i].old->readonly) {
-			free(frozen.disks[i].path);
-			frozen.disks[i].path = strdup(rot[i].frozen);
+			free(j->frozen.disks[i].path);
+			j->frozen.disks[i].path = strdup(rot[i].frozen);
 		}
 	if (r == 0)
-		r = vm_snapshot_save(vmm->vm, &frozen, tmp, st);
+		r = vm_snapshot_capture(vmm->vm, &j->frozen, &j->capture);
 	if (r == 0)
-		r = vmm_disks_rotate(vmm, rot, n, dir);
-	char name[PATH_MAX];
-	snprintf(name, sizeof(name), "%s", dir);
-	st->pause_us = 0;
-	if (r == 0 && (r = vmm_write_meta(tmp, basename(name), &frozen, st)) == 0) {
-		if (rename(tmp, dir) < 0)
-			r = err_set(errno, "%s: cannot commit the snapshot", dir);
-		else
-			r = file_fsync_parent(dir);
-	}
-	vm_config_free(&frozen);
+		r = vmm_disks_rotate(vmm, rot, n, j->dir);
 	if (r < 0)
-		remove_tree(tmp);
+		remove_tree(j->tmp);
 	return r;
+}
+
+/* Phase 2: RAM is the VM's memory as it was at the pause. */
+static int snap_write(struct snap_job *j, const void *ram, uint64_t size)
+{
+	char name[PATH_MAX];
+	snprintf(name, sizeof(name), "%s", j->dir);
+	int r = vm_snapshot_write(j->capture, ram, size, j->tmp, &j->st);
+	if (r == 0)
+		r = vmm_write_meta(j->tmp, basename(name), &j->frozen, &j->st);
+	if (r == 0 && rename(j->tmp, j->dir) < 0)
+		r = err_set(errno, "%s: cannot commit the snapshot", j->dir);
+	if (r == 0)
+		r = file_fsync_parent(j->dir);
+	if (r < 0)
+		remove_tree(j->tmp);
+	return r;
+}
+
+static void snap_reply_fields(struct snap_job *j, json_t *reply)
+{
+	json_object_set_new(reply, "path", json_string(j->dir));
+	json_object_set_new(reply, "pause_ms", json_real((double)j->st.pause_us / 1000.0));
+	json_object_set_new(reply, "memory_bytes", json_integer((json_int_t)j->st.memory_bytes));
+	json_object_set_new(reply, "total_ms", json_real((double)(now_us() - j->t0) / 1000.0));
+}
+
+/* The child's report: 0 and its stats, or the error message. */
+struct snap_report {
+	int result;
+	uint64_t memory_bytes;
+	char msg[1024];
+};
+
+static void snap_child_done(void *opaque, uint32_t events)
+{
+	struct snap_job *j = opaque;
+	struct snap_report rep = {.result = -EIO};
+	ssize_t n = read(j->pipe_rd, &rep, sizeof(rep));
+	if (n != (ssize_t)sizeof(rep))
+		snprintf(rep.msg, sizeof(rep.msg), "%.900s: the snapshot writer (pid %d) died",
+			 j->dir, (int)j->child);
+	int status;
+	waitpid(j->child, &status, 0);
+	evloop_del(j->vmm->loop, j->pipe_rd);
+	j->vmm->snap_job = NULL;
+	if (rep.result < 0) {
+		remove_tree(j->tmp);
+		json_object_set_new(j->reply, "error", json_string(rep.msg));
+	} else {
+		j->vmm->snapshots++;
+		j->st.memory_bytes = rep.memory_bytes;
+		snap_reply_fields(j, j->reply);
+	}
+	log_info("snapshot %s: %s", j->dir, rep.result < 0 ? rep.msg : "committed");
+	control_pending_finish(j->pending, rep.result < 0 ? rep.result : 0, j->reply);
+	snap_job_free(j);
+}
+
+/* Phase 2 in a child: fork while the vCPUs are parked, so the child's
+ * copy-on-write view of RAM is the paused machine's. */
+static int snap_fork(struct snap_job *j)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return err_set(errno, "snapshot pipe");
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return err_set(errno, "forking the snapshot writer");
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		struct vm *vm = j->vmm->vm;
+		struct snap_report rep = {0};
+		rep.result = snap_write(j, vm->ram, vm->ram_size);
+		rep.memory_bytes = j->st.memory_bytes;
+		snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
+		ssize_t w = write(fds[1], &rep, sizeof(rep));
+		_exit(w == (ssize_t)sizeof(rep) && rep.result == 0 ? 0 : 1);
+	}
+	close(fds[1]);
+	j->child = pid;
+	j->pipe_rd = fds[0];
+	return evloop_add(j->vmm->loop, fds[0], EPOLLIN, snap_child_done, j);
 }
 
 static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
@@ -214,25 +318,49 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 		return err_set(EINVAL, "snapshot needs \"path\"");
 	if (then && strcmp(then, "quit") && strcmp(then, "continue"))
 		return err_set(EINVAL, "\"then\" is \"quit\" or \"continue\", not \"%s\"", then);
-	uint64_t t0 = now_us();
+	if (vmm->snap_job)
+		return err_set(EBUSY, "snapshot %s is still being written", vmm->snap_job->dir);
+	bool quit = then && !strcmp(then, "quit");
+	struct snap_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return err_set(ENOMEM, "snapshot");
+	j->vmm = vmm;
+	j->pipe_rd = -1;
+	j->t0 = now_us();
+	if (snprintf(j->dir, sizeof(j->dir), "%s", path) >= (int)sizeof(j->dir)) {
+		free(j);
+		return err_set(ENAMETOOLONG, "%s", path);
+	}
+	snprintf(j->tmp, sizeof(j->tmp), "%s.tmp", j->dir);
+
 	bool was_paused = vmm->paused;
 	if (!was_paused)
 		vm_pause(vmm->vm);
-	struct vm_snapshot_stats st = {0};
-	int r = vmm_snapshot_paused(vmm, path, &st);
-	uint64_t t1 = now_us();
-	bool quit = r == 0 && then && !strcmp(then, "quit");
-	if (quit)
+	int r = snap_capture(j);
+	if (r == 0 && quit) {
+		r = snap_write(j, vmm->vm->ram, vmm->vm->ram_size);
+	} else if (r == 0 && (r = snap_fork(j)) < 0) {
+		remove_tree(j->tmp); /* the disks moved on: an extra layer, nothing lost */
+	}
+	j->st.pause_us = now_us() - j->t0;
+	if (r == 0 && quit)
 		vm_request_exit(vmm->vm, VM_EXIT_QUIT, 0, "quit after snapshot");
 	else if (!was_paused)
 		vm_resume(vmm->vm);
-	if (r < 0)
+	if (r < 0 || quit) {
+		if (r == 0) {
+			vmm->snapshots++;
+			snap_reply_fields(j, reply);
+		}
+		snap_job_free(j);
 		return r;
-	vmm->snapshots++;
-	json_object_set_new(reply, "path", json_string(path));
-	json_object_set_new(reply, "pause_ms", json_real((double)(t1 - t0) / 1000.0));
-	json_object_set_new(reply, "memory_bytes", json_integer((json_int_t)st.memory_bytes));
-	return 0;
+	}
+	/* The child writes; the reply waits for it. */
+	j->reply = json_incref(reply);
+	json_object_set_new(reply, "pause_ms", json_real((double)j->st.pause_us / 1000.0));
+	j->pending = control_defer(reply);
+	vmm->snap_job = j;
+	return CONTROL_DEFERRED;
 }
 
 static int cmd_pause(void *opaque, json_t *req, json_t *reply)

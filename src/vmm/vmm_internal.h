@@ -13,6 +13,7 @@
 struct vm;
 struct evloop;
 struct control_server;
+struct snap_job;
 
 struct vmm {
 	struct vm *vm;
@@ -24,6 +25,7 @@ struct vmm {
 	struct control_server *ctl;
 	bool paused;
 	unsigned snapshots;
+	struct snap_job *snap_job; /* a snapshot being written, or NULL */
 };
 
 /* Open the control socket (opts.control) with the VM's commands. */
