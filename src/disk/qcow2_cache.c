@@ -102,6 +102,10 @@ static int slot_write(struct qcow2_image *img, struct qcow2_cache *c, uint32_t i
 		return r;
 	s->dirty = false;
 	c->ndirty--;
+	/* A cache without a barrier holds what others depend on (refcount
+	 * blocks): what it wrote must be synced before the next L2 write. */
+	if (!c->barrier)
+		img->data_unsynced = true;
 	return 0;
 }
 
@@ -136,7 +140,9 @@ int qcow2_cache_get(struct qcow2_image *img, struct qcow2_cache *c, uint64_t off
 			v = k;
 	}
 	if (c->slots[v].off) {
-		int r = slot_write(img, c, v);
+		/* A dirty victim: write every dirty table behind one barrier,
+		 * rather than paying a barrier per eviction. */
+		int r = c->slots[v].dirty ? qcow2_cache_flush(img, c) : 0;
 		if (r < 0)
 			return r;
 		cache_unlink(c, v);

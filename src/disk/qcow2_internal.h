@@ -95,6 +95,7 @@ struct qcow2_image {
 
 	uint64_t end_cluster;	/* every cluster at or past it is free */
 	uint64_t free_hint;	/* lowest cluster that may be free */
+	uint64_t run_hint;	/* where runs of several clusters are looked for */
 	uint64_t *pending_free; /* host clusters to release once L2 is durable */
 	size_t pending_n, pending_cap;
 	bool unsynced;	    /* writes since the last fdatasync */

@@ -149,7 +149,12 @@ int qcow2_refcount_set(struct qcow2_image *img, uint64_t cluster, uint64_t rc)
 
 static int find_free_run(struct qcow2_image *img, uint64_t n, uint64_t *start)
 {
+	/* Single clusters fill holes from the lowest free one; runs start
+	 * where the last run ended, so a hole too small for them is not
+	 * rescanned on every allocation. */
 	uint64_t c = img->free_hint, run = 0;
+	if (n > 1 && img->run_hint > c)
+		c = img->run_hint;
 	for (;;) {
 		uint64_t rc;
 		if (c >= img->end_cluster) {
@@ -205,6 +210,8 @@ int qcow2_alloc_clusters(struct qcow2_image *img, uint64_t n, uint64_t *host)
 		}
 		if (c == img->free_hint)
 			img->free_hint = c + n;
+		if (n > 1)
+			img->run_hint = c + n;
 		*host = c * img->cluster_size;
 		return 0;
 	}
@@ -340,11 +347,15 @@ static int write_rt(struct qcow2_image *img)
 int qcow2_flush_refcounts(struct qcow2_image *img)
 {
 	int r;
+	/* Only new data and refcounts need the barrier; L2 writes do not (so
+	 * writing many L2 tables costs one sync, not one each). */
+	bool need = img->data_unsynced;
 	if (qcow2_cache_is_dirty(img->rb_cache)) {
 		if ((r = qcow2_cache_flush(img, img->rb_cache)) < 0)
 			return r;
+		need = true;
 	}
-	if (img->unsynced && (r = qcow2_sync(img)) < 0)
+	if (need && (r = qcow2_sync(img)) < 0)
 		return r;
 	if (img->rt_dirty) {
 		if ((r = write_rt(img)) < 0 || (r = qcow2_sync(img)) < 0)
