@@ -217,12 +217,10 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	return 0;
 }
 
-/* A restore never writes to a snapshot's layers: each writable disk gets a
- * new, empty overlay on its frozen layer. */
-static int vmm_restore_overlays(struct vmm *vmm)
+int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir)
 {
-	for (int i = 0; i < vmm->cfg.ndisks; i++) {
-		struct disk_config *d = &vmm->cfg.disks[i];
+	for (int i = 0; i < cfg->ndisks; i++) {
+		struct disk_config *d = &cfg->disks[i];
 		if (d->readonly)
 			continue;
 		char dirbuf[PATH_MAX], base[PATH_MAX], path[PATH_MAX];
@@ -232,7 +230,7 @@ static int vmm_restore_overlays(struct vmm *vmm)
 		if (dot)
 			*dot = 0;
 		snprintf(dirbuf, sizeof(dirbuf), "%s", d->path);
-		const char *dir = vmm->opts.disk_dir ? vmm->opts.disk_dir : dirname(dirbuf);
+		const char *dir = disk_dir ? disk_dir : dirname(dirbuf);
 		uint32_t rnd = 0;
 		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 			rnd = (uint32_t)getpid();
@@ -286,7 +284,7 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	if (ret == 0)
 		ret = vmm_restore_memory(vmm, dir, r, &ram);
 	if (ret == 0)
-		ret = vmm_restore_overlays(vmm);
+		ret = vmm_new_overlays(&vmm->cfg, vmm->opts.disk_dir);
 	if (ret == 0 && (ret = vmm_build_vm(vmm, ram)) < 0 && ram && (!vmm->vm || !vmm->vm->ram)) {
 		munmap(ram, vmm->cfg.mem_size);
 		ram = NULL;

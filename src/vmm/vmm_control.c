@@ -10,6 +10,7 @@
 #include "kvm/vm.h"
 #include "util/err.h"
 #include "util/evloop.h"
+#include "snapshot/state_file.h"
 #include "util/fileutil.h"
 #include "util/log.h"
 #include "vmm/config_json.h"
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -363,6 +365,122 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 	return CONTROL_DEFERRED;
 }
 
+/* Same machine shape, or the saved state cannot apply to this VM. */
+static int revert_check_config(const struct vm_config *cur, const struct vm_config *snap,
+			       const char *dir)
+{
+	if (cur->mem_size != snap->mem_size || cur->ncpus != snap->ncpus ||
+	    cur->ndisks != snap->ndisks)
+		return err_set(EINVAL, "%s: the snapshot's machine (%llu MiB, %d vCPUs, %d disks) "
+				       "is not this VM's (%llu MiB, %d vCPUs, %d disks): start it "
+				       "with cairn run --restore",
+			       dir, (unsigned long long)(snap->mem_size >> 20), snap->ncpus,
+			       snap->ndisks, (unsigned long long)(cur->mem_size >> 20), cur->ncpus,
+			       cur->ndisks);
+	for (int i = 0; i < cur->ndisks; i++)
+		if (cur->disks[i].readonly != snap->disks[i].readonly)
+			return err_set(EINVAL, "%s: disk %d is read-only in one and not the other",
+				       dir, i);
+	return 0;
+}
+
+/* Open every disk of CFG; on failure none stays open. */
+static int revert_open_disks(const struct vm_config *cfg, struct block_dev **bds)
+{
+	for (int i = 0; i < cfg->ndisks; i++) {
+		const struct disk_config *d = &cfg->disks[i];
+		int r = block_open(d->path, d->format, d->readonly ? BLOCK_RDONLY : 0, &bds[i]);
+		if (r < 0) {
+			while (i--)
+				block_close(bds[i]);
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* Revert the running VM, in this process, to the snapshot in DIR: memory
+ * is re-mapped from memory.img over the same host addresses (KVM follows
+ * through its MMU notifier), disks move to new overlays on the snapshot's
+ * frozen layers, then VM, device and vCPU state are loaded.  Everything
+ * that can fail is checked before the VM is touched. */
+static int cmd_revert(void *opaque, json_t *req, json_t *reply)
+{
+	struct vmm *vmm = opaque;
+	struct vm *vm = vmm->vm;
+	const char *dir = json_string_value(json_object_get(req, "path"));
+	const char *disk_dir = json_string_value(json_object_get(req, "disk_dir"));
+	json_t *v = json_object_get(req, "verify");
+	bool verify = !v || json_is_true(v);
+	if (!dir || !*dir)
+		return err_set(EINVAL, "revert needs \"path\"");
+	if (vmm->snap_job)
+		return err_set(EBUSY, "snapshot %s is still being written", vmm->snap_job->dir);
+	uint64_t t0 = now_us();
+	struct state_reader *rd;
+	struct vm_config cfg;
+	int r = vm_snapshot_open(dir, &rd, &cfg);
+	if (r < 0)
+		return r;
+	struct block_dev *bds[VM_MAX_DISKS] = {0};
+	char mem[PATH_MAX];
+	if ((r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
+	    (r = vm_snapshot_check_memory(dir, rd, cfg.mem_size, verify)) < 0 ||
+	    (r = path_join(mem, sizeof(mem), dir, SNAP_MEMORY_FILE)) < 0 ||
+	    (r = vmm_new_overlays(&cfg, disk_dir)) < 0 || (r = revert_open_disks(&cfg, bds)) < 0)
+		goto out;
+	int fd = open(mem, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = err_set(errno, "%s", mem);
+		for (int i = 0; i < cfg.ndisks; i++)
+			block_close(bds[i]);
+		goto out;
+	}
+	uint64_t t1 = now_us();
+	bool was_paused = vmm->paused;
+	if (!was_paused)
+		vm_pause(vm);
+	/* From here on a failure leaves no VM to go back to: it ends the VM. */
+	void *p = mmap(vm->ram, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
+		       0);
+	close(fd);
+	if (p == MAP_FAILED) {
+		r = err_set(errno, "%s: cannot map over guest memory", mem);
+	} else {
+		struct device *devs[VM_MAX_DISKS];
+		unsigned n = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
+		for (unsigned i = 0; i < n && (int)i < cfg.ndisks; i++) {
+			struct block_dev *old = devs[i]->ops->get_block(devs[i]->priv);
+			devs[i]->ops->set_block(devs[i]->priv, bds[i]);
+			bds[i] = NULL;
+			block_close(old);
+		}
+		r = vm_snapshot_restore(vm, rd);
+	}
+	if (r < 0) {
+		vm_request_exit(vm, VM_EXIT_ERROR, 1, err_msg());
+		goto out;
+	}
+	vm_config_free(&vmm->cfg);
+	vmm->cfg = cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	vmm->cfg.console_in = STDIN_FILENO;
+	vmm->cfg.console_out = STDOUT_FILENO;
+	uint64_t t2 = now_us();
+	if (!was_paused)
+		vm_resume(vm);
+	json_object_set_new(reply, "path", json_string(dir));
+	json_object_set_new(reply, "check_ms", json_real((double)(t1 - t0) / 1000.0));
+	json_object_set_new(reply, "pause_ms", json_real((double)(t2 - t1) / 1000.0));
+out:
+	for (int i = 0; i < VM_MAX_DISKS; i++)
+		if (bds[i])
+			block_close(bds[i]);
+	vm_config_free(&cfg);
+	state_reader_close(rd);
+	return r;
+}
+
 static int cmd_pause(void *opaque, json_t *req, json_t *reply)
 {
 	struct vmm *vmm = opaque;
@@ -421,6 +539,9 @@ static const struct control_cmd vmm_cmds[] = {
 	{"resume", cmd_resume, "let a paused VM run again"},
 	{"snapshot", cmd_snapshot,
 	 "{\"path\":DIR[,\"then\":\"quit\"]}: whole-machine snapshot into DIR"},
+	{"revert", cmd_revert,
+	 "{\"path\":DIR[,\"disk_dir\":D][,\"verify\":false]}: load the snapshot in DIR into "
+	 "this VM, in place"},
 	{"quit", cmd_quit, "end the VM (cairn run exits 0)"},
 };
 

@@ -31,6 +31,11 @@ struct vmm {
 /* Open the control socket (opts.control) with the VM's commands. */
 int vmm_control_open(struct vmm *vmm);
 
+/* A restore never writes to a snapshot's layers: give each writable disk
+ * of CFG a new, empty overlay on its frozen layer (in DISK_DIR, or beside
+ * the layer), and point CFG at it. */
+int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir);
+
 /* Deep copy of a configuration (free with vm_config_free). */
 int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
 

@@ -134,4 +134,43 @@ wait_for "$TMP/h.out" "tick=$((t + 2))" 20 || fail "VM stopped after a refused s
 ctl h quit
 wait_vm h 0
 pass "raw disk: snapshot refused ($(cut -c1-120 "$TMP/h.reply")), nothing left behind, the VM runs on"
+# 9. Revert a running VM in place, twice: memory and disk come back each time.
+"$CAIRN" img create -f qcow2 "$TMP/d9.qcow2" 64M >/dev/null
+mkfifo "$TMP/in9"
+"$CAIRN" run --kernel "$TESTOS" --mem 128M --disk "$TMP/d9.qcow2" --control "$TMP/r.sock" \
+  --cmdline "memfill 32 4; diskfill 100 5; shell" <"$TMP/in9" >"$TMP/r.out" 2>&1 &
+PID_r=$!
+exec 7>"$TMP/in9"
+wait_for "$TMP/r.out" "diskfill n=100 seed=5 ok" 20 || fail "guest did not fill"
+ctl r '{"cmd":"snapshot","path":"'"$TMP/s9"'"}'
+# new_lines_match FROM PATTERN SECONDS: a line after line FROM of r.out matches
+new_lines_match() {
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    tail -n +"$(($1 + 1))" "$TMP/r.out" | grep -qE -- "$2" && return 0
+    sleep 0.1
+  done
+  cat "$TMP/r.out"; return 1
+}
+for round in 1 2; do
+  n=$(wc -l <"$TMP/r.out")
+  printf 'flip\r' >&7; printf 'diskfill 100 6\r' >&7
+  new_lines_match "$n" "diskfill n=100 seed=6 ok" 20 || fail "guest did not overwrite (round $round)"
+  ctl r '{"cmd":"revert","path":"'"$TMP/s9"'"}'
+  n=$(wc -l <"$TMP/r.out")
+  printf 'memverify\r' >&7; printf 'diskverify 100 5\r' >&7
+  new_lines_match "$n" "diskverify (ok|FAILED)" 20 || fail "no diskverify after revert $round"
+  new_lines_match "$n" "memverify ok" 1 || fail "memory not back after revert $round"
+  new_lines_match "$n" "diskverify ok n=100" 1 || fail "disk not back after revert $round"
+done
+# A snapshot of another machine shape is refused and the VM runs on.
+if "$CAIRN" control "$TMP/r.sock" '{"cmd":"revert","path":"'"$TMP/s1"'"}' >"$TMP/r.reply"; then
+  fail "revert to a snapshot of a 256 MiB machine succeeded on a 128 MiB one"
+fi
+grep -q "is not this VM" "$TMP/r.reply" || { cat "$TMP/r.reply"; fail "no clear error"; }
+ctl r status
+ctl r quit
+exec 7>&-
+wait_vm r 0
+pass "a running VM reverted in place twice: memory and disk back each time; another machine's snapshot refused"
 echo "snapshot: all passed"
