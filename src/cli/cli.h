@@ -10,6 +10,17 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 int cli_run_main(int argc, char **argv);
 int cli_img_main(int argc, char **argv);
 int cli_control_main(int argc, char **argv);
+/* The snapshot manager (vm_cmds.c).  cli_vm_run_main returns -1 when its
+ * first argument is not a bundle (then it is the plain `cairn run`). */
+int cli_vm_create_main(int argc, char **argv);
+int cli_vm_list_main(int argc, char **argv);
+int cli_vm_info_main(int argc, char **argv);
+int cli_vm_destroy_main(int argc, char **argv);
+int cli_vm_stop_main(int argc, char **argv);
+int cli_vm_check_main(int argc, char **argv);
+int cli_vm_clone_main(int argc, char **argv);
+int cli_vm_snapshot_main(int argc, char **argv);
+int cli_vm_run_main(int argc, char **argv);
 
 /* Print "cairn: MESSAGE" for the current error (err_msg()) and return 1. */
 int cli_fail(void);

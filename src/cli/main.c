@@ -10,7 +10,13 @@ static const char usage[] =
 	"Usage: cairn COMMAND [ARGS...]\n"
 	"\n"
 	"Commands:\n"
-	"  run      boot a guest under KVM (cairn run --help)\n"
+	"  run      boot a guest under KVM (cairn run --help), or a bundle: run NAME\n"
+	"  create   make a VM bundle          list     the bundles in a directory\n"
+	"  info     a bundle's details        destroy  remove a bundle\n"
+	"  stop     end (or --save) a bundle's running VM\n"
+	"  snapshot create|list|revert|delete a bundle's snapshots\n"
+	"  clone    a new bundle from a snapshot (linked or --full)\n"
+	"  check    verify (and --repair) a bundle\n"
 	"  img      qcow2/raw image tools, qemu-img conventions (cairn img --help)\n"
 	"  control  send a request to a running VM's control socket\n"
 	"  version  print the version\n"
@@ -41,8 +47,22 @@ int main(int argc, char **argv)
 		return CLI_USAGE;
 	}
 	const char *cmd = argv[1];
-	if (!strcmp(cmd, "run"))
-		return cli_run_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "run")) {
+		int r = cli_vm_run_main(argc - 1, argv + 1);
+		return r >= 0 ? r : cli_run_main(argc - 1, argv + 1);
+	}
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} vm_cmds[] = {
+		{"create", cli_vm_create_main},	  {"list", cli_vm_list_main},
+		{"info", cli_vm_info_main},	  {"destroy", cli_vm_destroy_main},
+		{"stop", cli_vm_stop_main},	  {"check", cli_vm_check_main},
+		{"clone", cli_vm_clone_main},	  {"snapshot", cli_vm_snapshot_main},
+	};
+	for (size_t i = 0; i < sizeof(vm_cmds) / sizeof(vm_cmds[0]); i++)
+		if (!strcmp(cmd, vm_cmds[i].name))
+			return vm_cmds[i].fn(argc - 1, argv + 1);
 	if (!strcmp(cmd, "control"))
 		return cli_control_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "img"))

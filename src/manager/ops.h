@@ -1,0 +1,49 @@
+/* The snapshot manager's operations on VM bundles (docs/manager.md):
+ * create, run, stop, snapshot create/revert/delete, clone, check, destroy.
+ * Each returns 0 or -errno with the message set (err_msg()); those that
+ * report fill a JSON object the front end prints. */
+#ifndef CAIRN_MANAGER_OPS_H
+#define CAIRN_MANAGER_OPS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct mgr_create_opts {
+	const char *kernel, *initrd, *cmdline;
+	const char *disk;   /* imported as the bottom layer (qcow2 copied, raw converted) */
+	uint64_t disk_size; /* or a new empty disk of this size */
+	uint64_t mem_size;
+	int ncpus;
+};
+
+int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report);
+int mgr_destroy(const char *name);
+/* vm.json plus the running state and disk usage. */
+int mgr_info(const char *name, json_t **out);
+/* Bundles in DIR: an array of {name, path, state, snapshots, current}. */
+int mgr_list(const char *dir, json_t **out);
+
+/* Boot (or resume) the bundle's VM in this process.  DETACH: console to
+ * NAME/console.log and return in the parent once the VM runs (the child
+ * runs the VM).  Returns the VM's exit status or -errno. */
+int mgr_run(const char *name, bool detach);
+int mgr_stop(const char *name, bool save, json_t *report);
+
+int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, const char *desc,
+			json_t *report);
+int mgr_snapshot_revert(const char *name, const char *snap, const char *save_current,
+			json_t *report);
+int mgr_snapshot_delete(const char *name, const char *snap, json_t *report);
+/* The tree: {"snapshots":[{name,id,parent,created,memory,own_bytes,
+ * shared_bytes,current,description,depth}], "state":..., "current":...}. */
+int mgr_snapshot_list(const char *name, json_t **out);
+
+int mgr_clone(const char *name, const char *snap, const char *newname, bool full,
+	      json_t *report);
+/* Problems found are listed in report's "problems"; with REPAIR, what was
+ * fixed in "repaired".  Returns 0 when the bundle is (now) consistent,
+ * -EUCLEAN (message set) when problems remain. */
+int mgr_check(const char *name, bool repair, json_t *report);
+
+#endif

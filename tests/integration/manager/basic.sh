@@ -1,0 +1,89 @@
+# Bundles: create/list/info/destroy, help and exit codes, the writer lock,
+# run/stop/--save resume, and the upgrade rehearsal (stopped and running
+# revert).
+. "$SRCDIR/tests/integration/manager/lib_mgr.sh"
+need_kvm; need_testos
+C=$CAIRN
+
+# --- help, usage errors (2), failures (1)
+for sub in create list info destroy stop check clone snapshot; do
+  "$C" $sub --help | grep -q Usage || fail "$sub --help"
+done
+"$C" run --help | grep -q -- "--kernel" || fail "plain run --help"
+"$C" create >/dev/null 2>&1; [ $? = 2 ] || fail "create without NAME must exit 2"
+"$C" create "$TMP/x" --kernel "$TESTOS" >/dev/null 2>&1; [ $? = 2 ] || fail "create without disk: 2"
+"$C" info "$TMP/nope" 2>"$TMP/err"; [ $? = 1 ] || fail "info of a missing bundle: 1"
+grep -q "$TMP/nope" "$TMP/err" || fail "error must name the bundle: $(cat "$TMP/err")"
+pass "help and exit codes"
+
+# --- create from a raw disk (converted) and from a size
+dd if=/dev/zero of="$TMP/base.raw" bs=1M count=64 status=none
+"$BUILDDIR/guest/diskpat" write "$TMP/base.raw" 20 5 >/dev/null || fail diskpat
+mk web --disk "$TMP/base.raw" --cmdline "diskverify 20 5; shell"
+mk empty --disk-size 32M
+"$C" list "$TMP" | grep -q "^web .*stopped" || fail "list"
+"$C" list "$TMP" --json | python3 -c "import json,sys; assert len(json.load(sys.stdin))==2" || fail "list --json"
+"$C" info "$TMP/web" --json | python3 -c "
+import json,sys; d=json.load(sys.stdin)
+assert d['version']==1 and d['state']=='stopped' and len(d['machine_id'])==32, d" || fail "info --json"
+qemu-img info "$TMP/web/disks/disk0.qcow2" | grep -q "file format: qcow2" || fail "base not qcow2"
+"$C" create "$TMP/web" --kernel "$TESTOS" --disk-size 1M 2>/dev/null && fail "create over a bundle"
+"$C" destroy "$TMP/empty" || fail destroy
+[ ! -e "$TMP/empty" ] || fail "destroy left the directory"
+pass "create / list / info / destroy"
+
+# --- the writer lock names its holder
+exec 9>"$TMP/web/lock"; flock 9; echo "4242 cairn test-holder" >&9
+"$C" snapshot create "$TMP/web" x 2>"$TMP/err" && fail "second writer got in"
+grep -q "4242 cairn test-holder" "$TMP/err" || fail "lock holder not named: $(cat "$TMP/err")"
+exec 9>&-
+pass "one writer: the holder is named"
+
+# --- upgrade rehearsal, stopped VM (disk-only snapshot)
+"$C" snapshot create "$TMP/web" pre-upgrade --description "before" || fail "snapshot (stopped)"
+up web
+wait_for "$TMP/web/console.log" "diskverify ok n=20" 10 || fail "base content"
+con web "diskfill 20 9" "diskfill n=20 seed=9 ok"
+"$C" stop "$TMP/web" >/dev/null || fail stop
+"$C" snapshot revert "$TMP/web" pre-upgrade >/dev/null || fail "revert (stopped)"
+: >"$TMP/web/console.log"
+up web
+wait_for "$TMP/web/console.log" "diskverify ok n=20" 10 || fail "revert did not bring the disk back"
+pass "upgrade rehearsal, stopped: diskverify with the old seed passes"
+
+# --- whole-machine snapshot of the running VM, then a running revert
+con web "memfill 8 3" "memfill mb=8 seed=3"
+"$C" snapshot create "$TMP/web" running-1 --json >"$TMP/snap.json" || fail "snapshot (running)"
+grep -q '"memory": true' "$TMP/snap.json" || fail "running snapshot has no memory"
+con web "diskfill 20 11" "seed=11 ok"
+con web "memfill 8 4" "memfill mb=8 seed=4"
+con web "echo after-snapshot" "after-snapshot"
+"$C" snapshot revert "$TMP/web" running-1 --save-current discarded-state >/dev/null || fail "revert (running)"
+"$C" info "$TMP/web" --json | grep -q '"state": "running"' || fail "not running after revert"
+con web "memverify" "memverify ok"
+con web "diskverify 20 5" "diskverify ok n=20"
+pass "running revert: memory and disk back, the guest continues from the snapshot"
+"$C" snapshot list "$TMP/web" | grep -q "discarded-state" || fail "--save-current not kept"
+
+# --- stop --save, run resumes
+con web "memfill 8 6" "seed=6"
+"$C" stop "$TMP/web" --save >/dev/null || fail "stop --save"
+"$C" info "$TMP/web" --json | grep -q '"state": "suspended"' || fail "not suspended"
+check_ok web
+up web
+con web "memverify" "memverify ok"
+"$C" snapshot revert "$TMP/web" discarded-state >/dev/null || fail "revert to --save-current"
+con web "diskverify 20 11" "diskverify ok n=20"
+con web "memverify" "memverify ok"
+pass "stop --save / run resumes; --save-current snapshot restores"
+
+"$C" run "$TMP/web" --detach 2>"$TMP/err" && fail "second run"
+grep -q "already running" "$TMP/err" || fail "second run message: $(cat "$TMP/err")"
+"$C" destroy "$TMP/web" 2>/dev/null && fail "destroy of a running VM"
+"$C" stop "$TMP/web" >/dev/null || fail stop
+check_ok web
+qcheck_all web
+"$C" snapshot list "$TMP/web" --json | python3 -c "
+import json,sys; d=json.load(sys.stdin); assert d['state']=='stopped' and len(d['snapshots'])==4, d" ||
+  fail "snapshot list --json"
+pass "bundle consistent at the end"

@@ -1,0 +1,73 @@
+# Helpers for snapshot-manager tests: bundles in $TMP driven through the
+# cairn CLI; a detached VM's console is $B/console.log, its input the FIFO
+# $B/console.in.
+. "$SRCDIR/tests/integration/lib.sh"
+
+# VMs still running at the end are killed before $TMP goes.
+mgr_cleanup() {
+  local f pid
+  for f in "$TMP"/*/run.lock "$TMP"/*/*/run.lock; do
+    [ -f "$f" ] || continue
+    pid=$(head -n1 "$f" 2>/dev/null)
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+  done
+  [ -n "${MGR_MNT:-}" ] && { umount "$MGR_MNT" 2>/dev/null; }
+  rm -rf "$TMP"
+}
+trap mgr_cleanup EXIT
+
+# mk NAME ARGS...: a bundle $TMP/NAME on the test guest
+mk() {
+  local name=$1; shift
+  "$CAIRN" create "$TMP/$name" --kernel "$TESTOS" --mem 64M "$@" >/dev/null ||
+    fail "create $name"
+}
+
+# up NAME: run detached, wait for the shell prompt
+up() {
+  "$CAIRN" run "$TMP/$1" --detach || fail "run $1"
+}
+
+# con NAME CMD PATTERN [SECS]: type CMD into the guest's shell, wait for PATTERN
+# printed after it
+con() {
+  local log="$TMP/$1/console.log" n
+  n=$(wc -l <"$log")
+  wait_for "$log" 'cairn> ' 10 || fail "no shell prompt on $1"
+  printf '%s\n' "$2" >"$TMP/$1/console.in"
+  local i
+  for ((i = 0; i < ${4:-20} * 20; i++)); do
+    tail -n +"$((n + 1))" "$log" | grep -qE -- "$3" && return 0
+    sleep 0.05
+  done
+  tail -n 20 "$log"; fail "$1: '$2' did not print /$3/"
+}
+
+# diskhash NAME SNAPID: checksum of what a snapshot's (or "active") disk reads as
+layer_of() { # NAME SNAPNAME -> the snapshot's frozen layer
+  python3 -c "
+import json,sys
+d=json.load(open('$TMP/$1/vm.json'))
+if '$2' == 'active': print(d['active'][0]); sys.exit(0)
+for i,s in d['snapshots'].items():
+    if s['name']=='$2': print(s['layers'][0])"
+}
+diskhash() {
+  local l; l=$(layer_of "$1" "$2")
+  [ -n "$l" ] || fail "no layer for $1/$2"
+  qemu-img convert -U -O raw "$l" "$TMP/hash.raw" || fail "convert $l"
+  md5sum <"$TMP/hash.raw" | cut -d' ' -f1
+  rm -f "$TMP/hash.raw"
+}
+
+# every layer of bundle NAME passes qemu-img check
+qcheck_all() {
+  local f
+  for f in "$TMP/$1"/disks/*.qcow2; do
+    qemu-img check -U -q "$f" || fail "qemu-img check $f"
+  done
+}
+
+check_ok() {
+  "$CAIRN" check "$TMP/$1" >"$TMP/check.out" 2>&1 || { cat "$TMP/check.out"; fail "cairn check $1"; }
+}
