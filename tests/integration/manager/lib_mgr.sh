@@ -71,3 +71,34 @@ qcheck_all() {
 check_ok() {
   "$CAIRN" check "$TMP/$1" >"$TMP/check.out" 2>&1 || { cat "$TMP/check.out"; fail "cairn check $1"; }
 }
+
+# snap_ids NAME: "id name memory" per snapshot
+snap_ids() {
+  python3 -c "
+import json
+d=json.load(open('$TMP/$1/vm.json'))
+for i,s in d['snapshots'].items(): print(i, s['name'], 1 if s['memory'] else 0)"
+}
+
+# restore_all NAME: every whole-machine snapshot restores (in a throw-away
+# process, its overlays in a scratch directory) and answers on its socket
+restore_all() {
+  local id name mem n=0
+  mkdir -p "$TMP/rd"
+  while read -r id name mem; do
+    [ "$mem" = 1 ] || continue
+    rm -f "$TMP/rd.sock"
+    "$CAIRN" run --restore "$TMP/$1/snapshots/$id" --control "$TMP/rd.sock" --disk-dir "$TMP/rd" \
+      </dev/null >"$TMP/rd.out" 2>&1 &
+    local pid=$! i
+    for ((i = 0; i < 200; i++)); do [ -S "$TMP/rd.sock" ] && break; sleep 0.05; done
+    "$CAIRN" control "$TMP/rd.sock" '{"cmd":"quit"}' >/dev/null 2>&1 ||
+      { kill -9 $pid; cat "$TMP/rd.out"; fail "$1: snapshot $name ($id) does not restore"; }
+    wait $pid || { cat "$TMP/rd.out"; fail "$1: restore of $name exited non-zero"; }
+    rm -f "$TMP"/rd/*
+    n=$((n + 1))
+  done < <(snap_ids "$1")
+  RESTORED=$n
+}
+
+du_b() { du -sB1 "$TMP/$1" | cut -f1; }
