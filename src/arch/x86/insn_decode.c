@@ -265,6 +265,8 @@ static enum insn_op classify(const struct insn *in)
 	if (in->map != INSN_MAP_0F)
 		return INSN_UNKNOWN;
 	switch (in->opcode) {
+	case 0x05:
+		return INSN_SYSCALL;
 	case 0x0b:
 		return INSN_UD2;
 	case 0x01:
@@ -445,7 +447,7 @@ const char *insn_op_name(enum insn_op op)
 	    [INSN_LZCNT] = "lzcnt",	[INSN_CMPXCHG16B] = "cmpxchg16b",
 	    [INSN_LFENCE] = "lfence",	[INSN_MFENCE] = "mfence",
 	    [INSN_SFENCE] = "sfence",	[INSN_LDMXCSR] = "ldmxcsr",
-	    [INSN_STMXCSR] = "stmxcsr",
+	    [INSN_STMXCSR] = "stmxcsr",	[INSN_SYSCALL] = "syscall",
 	};
 	if ((unsigned)op >= INSN_OP_MAX || !names[op])
 		return "unknown";

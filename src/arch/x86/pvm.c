@@ -273,6 +273,108 @@ static int fail(struct pvm_stats *st, int ret, const uint8_t *bytes, size_t n,
 			  (unsigned long long)k->rip, cpl);
 }
 
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
+#define RFLAGS_RF_BIT (1ull << 16)
+#define X86_VEC_PF 14
+
+static int msr_get(int vcpu_fd, uint32_t index, uint64_t *val)
+{
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} m = {.h.nmsrs = 1, .e.index = index};
+	if (ioctl(vcpu_fd, KVM_GET_MSRS, &m) != 1)
+		return err_set(EIO, "KVM_GET_MSRS %#x", index);
+	*val = m.e.data;
+	return 0;
+}
+
+/* Arms the system-call fix-up once the guest has a LSTAR and an IDT whose
+ * #PF gate is readable; until then it tries again at the next completion. */
+static void syscall_arm(int vcpu_fd, struct glue *g, const struct kvm_sregs *s,
+			struct pvm_stats *st)
+{
+	if (!st || st->sys.armed || !s->idt.base || s->idt.limit < 16 * X86_VEC_PF + 15)
+		return;
+	uint64_t lstar = 0, star = 0, gate[2];
+	if (msr_get(vcpu_fd, MSR_LSTAR, &lstar) || !lstar || msr_get(vcpu_fd, MSR_STAR, &star) ||
+	    glue_read(g, s->idt.base + 16 * X86_VEC_PF, gate, sizeof(gate))) {
+		err_clear();
+		return;
+	}
+	uint64_t handler = (gate[0] & 0xffff) | ((gate[0] >> 32) & 0xffff0000ull) | (gate[1] << 32);
+	struct kvm_guest_debug dbg = {.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP};
+	dbg.arch.debugreg[0] = handler;
+	dbg.arch.debugreg[7] = 0x1; /* L0: execute, 1 byte */
+	if (ioctl(vcpu_fd, KVM_SET_GUEST_DEBUG, &dbg) < 0) {
+		log_warn("pvm: KVM_SET_GUEST_DEBUG failed (%s): user-mode syscall stays broken",
+			 strerror(errno));
+		st->sys.armed = true; /* do not try again at every completion */
+		return;
+	}
+	st->sys.armed = true;
+	st->sys.lstar = lstar;
+	st->sys.star = star;
+	st->sys.pf_handler = handler;
+	log_debug("pvm: syscall fix-up armed: LSTAR %#llx, #PF handler %#llx",
+		  (unsigned long long)lstar, (unsigned long long)handler);
+}
+
+static struct kvm_segment flat_segment(uint16_t selector, bool code)
+{
+	return (struct kvm_segment){.base = 0,
+				    .limit = 0xffffffff,
+				    .selector = selector,
+				    .type = code ? 11 : 3,
+				    .present = 1,
+				    .dpl = 0,
+				    .s = 1,
+				    .l = code,
+				    .db = !code,
+				    .g = 1};
+}
+
+int pvm_handle_debug(int vcpu_fd, struct kvm_run *run, const struct guest_mem *mem,
+		     struct pvm_stats *st)
+{
+	if (run->exit_reason != KVM_EXIT_DEBUG || !st || !st->sys.armed || !st->sys.pf_handler ||
+	    run->debug.arch.pc != st->sys.pf_handler)
+		return err_set(EINVAL, "pvm: a debug exit cairn did not arm (pc %#llx)",
+			       (unsigned long long)run->debug.arch.pc);
+	struct kvm_regs k;
+	struct kvm_sregs s;
+	if (ioctl(vcpu_fd, KVM_GET_REGS, &k) < 0)
+		return err_set(errno, "KVM_GET_REGS");
+	if (ioctl(vcpu_fd, KVM_GET_SREGS, &s) < 0)
+		return err_set(errno, "KVM_GET_SREGS");
+	/* At the handler's first instruction: error code, RIP, CS, RFLAGS, RSP, SS. */
+	uint64_t frame[6];
+	struct glue g = {vcpu_fd, mem};
+	int r = glue_read(&g, k.rsp, frame, sizeof(frame));
+	if (r)
+		return err_prefix(r, "pvm: #PF frame at %#llx", (unsigned long long)k.rsp);
+	bool broken_syscall =
+	    frame[1] == st->sys.lstar && (frame[2] & 3) == 3 && s.cr2 == st->sys.lstar;
+	if (!broken_syscall) {
+		k.rflags |= RFLAGS_RF_BIT; /* run the handler: no breakpoint on this instruction */
+	} else {
+		/* Undo the #PF; finish SYSCALL: RCX, R11 and the RFLAGS mask are done. */
+		k.rip = frame[1];
+		k.rflags = frame[3] & ~RFLAGS_RF_BIT;
+		k.rsp = frame[4];
+		uint16_t cs = (uint16_t)((st->sys.star >> 32) & 0xfffc);
+		s.cs = flat_segment(cs, true);
+		s.ss = flat_segment((uint16_t)(cs + 8), false);
+		if (ioctl(vcpu_fd, KVM_SET_SREGS, &s) < 0)
+			return err_set(errno, "KVM_SET_SREGS");
+		st->count[INSN_SYSCALL]++;
+	}
+	if (ioctl(vcpu_fd, KVM_SET_REGS, &k) < 0)
+		return err_set(errno, "KVM_SET_REGS");
+	return 0;
+}
+
 int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *mem,
 		      struct pvm_stats *st)
 {
@@ -331,6 +433,7 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 		return r;
 	if (st)
 		st->count[in.op]++;
+	syscall_arm(vcpu_fd, &g, &s, st);
 	return 0;
 }
 

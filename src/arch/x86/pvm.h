@@ -31,6 +31,12 @@ struct guest_mem {
 #define PVM_INSN_MAX INSN_OP_MAX
 struct pvm_stats {
 	uint64_t count[PVM_INSN_MAX];
+	/* Not statistics: the per-vCPU state of the system-call fix-up
+	 * (pvm_handle_debug()); zero-initialise with the rest, never summed. */
+	struct {
+		bool armed;
+		uint64_t lstar, star, pf_handler;
+	} sys;
 };
 
 /* True when /dev/kvm is PVM (the kvm_pvm module is loaded). */
@@ -53,6 +59,18 @@ const char *pvm_linux_cmdline_extra(void);
  * instruction bytes, RIP and CPL.  st may be NULL. */
 int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *mem,
 		      struct pvm_stats *st);
+
+/* PVM delivers a non-PVM-aware guest's user-mode `syscall` to LSTAR without
+ * leaving CPL 3 (docs/pvm.md), so the kernel's entry code then takes a #PF
+ * on its own first instruction.  Once the guest has set LSTAR and its IDT,
+ * pvm_complete_insn() arms a hardware breakpoint (KVM_SET_GUEST_DEBUG) on the
+ * guest's #PF handler; the vCPU loop must hand KVM_EXIT_DEBUG here.  When
+ * the fault is that broken system call, the #PF is undone and the vCPU
+ * enters LSTAR at CPL 0 with the selectors STAR names, as SYSCALL does;
+ * any other #PF goes on to the guest's handler.  Returns 0 (run on), or
+ * -errno with a message (not a debug exit cairn armed). */
+int pvm_handle_debug(int vcpu_fd, struct kvm_run *run, const struct guest_mem *mem,
+		     struct pvm_stats *st);
 
 /* dst += src, entry by entry. */
 void pvm_stats_add(struct pvm_stats *dst, const struct pvm_stats *src);

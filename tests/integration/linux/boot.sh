@@ -73,6 +73,20 @@ echo "--- cairn console (last 40 lines) ---"
 tail -n 40 "$TMP/cairn.log"
 echo "---"
 [ $rc -eq 124 ] && fail "cairn did not finish within ${CAIRN_LINUX_TIMEOUT:-1300}s"
+grep -q "cannot complete instruction" "$TMP/cairn.log" && fail "an instruction cairn cannot complete"
+# Known PVM limitation (docs/pvm.md, docs/guest.md): a non-PVM-aware guest's
+# user-mode `syscall` arrives at LSTAR still at CPL 3, so the first system
+# call of /init faults in entry_SYSCALL_64 and the kernel panics.  Everything
+# up to /init was checked above; say so loudly rather than pass.
+if grep -q "RIP: 0033:entry_SYSCALL_64" "$TMP/cairn.log" && grep -q "Run /init as init process" "$TMP/cairn.log"; then
+  grep -m1 "^pvm: completed" "$TMP/cairn.log" || true
+  echo "################################################################"
+  echo "SKIP: Linux $(cat "$GUEST/kernel-version") booted under cairn to /init in ${secs}s, but"
+  echo "its first user-mode syscall arrived at LSTAR at CPL 3 (PVM host limitation,"
+  echo "docs/pvm.md): cairn-guest: ready is out of reach on this host"
+  echo "################################################################"
+  exit 77
+fi
 [ $rc -eq 0 ] || fail "cairn exited with $rc"
 check_console "$TMP/cairn.log" "cairn"
 grep -m1 "^pvm: completed" "$TMP/cairn.log" || true

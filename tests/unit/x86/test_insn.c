@@ -130,6 +130,7 @@ static const struct len_case cases64[] = {
 	{"d9 38", 2}, /* fnstcw (%rax) */
 	{"48 0f ae 07", 4}, /* fxsave64 (%rdi) */
 	{"0f 01 f8", 3}, /* swapgs */
+	    {"0f 05", INSN_SYSCALL}, /* counted only (pvm_handle_debug) */
 	{"f3 a4", 2}, /* rep movsb %ds:(%rsi),%es:(%rdi) */
 	{"66 48 0f 7e c0", 5}, /* movq %xmm0,%rax */
 	{"48 69 d8 78 56 34 12", 7}, /* imul $0x12345678,%rax,%rbx */

@@ -28,11 +28,15 @@
 #define DATA 0x7000ull
 #define STACK_TOP 0x8000ull
 #define LOOPS 2000
+#define USER_ALIAS 0x200000ull /* second 2 MiB: the same RAM, user-accessible */
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
 
 /* Guest code, copied to CODE; labels give the entry points. */
 extern const uint8_t gc_start[], gc_end[], gc_popcnt_reg[], gc_popcnt_mem[], gc_lzcnt[], gc_tzcnt[],
     gc_cmpxchg16b[], gc_clac[], gc_fwait[], gc_fences[], gc_int3[], gc_ud2[], gc_bp_handler[],
-    gc_ud_handler[], gc_other_handler[], gc_loop_popcnt[], gc_loop_add[], gc_mxcsr[];
+    gc_ud_handler[], gc_other_handler[], gc_loop_popcnt[], gc_loop_add[], gc_mxcsr[],
+    gc_user_syscall[], gc_sys_entry[];
 __asm__(".pushsection .rodata\n"
 	".balign 16\n"
 	"gc_start:\n"
@@ -52,6 +56,9 @@ __asm__(".pushsection .rodata\n"
 	"gc_other_handler: mov %rsp, %rax\n movabs %rax, 0x7010\n hlt\n"
 	"gc_loop_popcnt: popcnt %rbx, %rax\n dec %ecx\n jnz gc_loop_popcnt\n hlt\n"
 	"gc_loop_add: add %rbx, %rax\n dec %ecx\n jnz gc_loop_add\n hlt\n"
+	/* Runs at CPL 3 through the user alias of this page (USER_ALIAS). */
+	"gc_user_syscall: mov $0x77, %eax\n syscall\n jmp .\n"
+	"gc_sys_entry: mov %rcx, %rbx\n mov $0x5a5a, %eax\n hlt\n"
 	"gc_end:\n"
 	".popsection\n");
 
@@ -133,9 +140,13 @@ static int vm_create(struct vm *v)
 		return -errno;
 
 	/* Identity map of the first 2 MiB, GDT, IDT, TSS, code. */
-	put64(v, 0x1000, 0x2000 | 3);
-	put64(v, 0x2000, 0x3000 | 3);
-	put64(v, 0x3000, 0x0 | 0x83);
+	put64(v, 0x1000, 0x2000 | 7);
+	put64(v, 0x2000, 0x3000 | 7);
+	put64(v, 0x3000, 0x0 | 0x83);		/* supervisor */
+	put64(v, 0x3008, 0x0 | 0x87);		/* USER_ALIAS: user */
+	put64(v, 0x518, 0x00cff2000000ffffull); /* 0x1b: user data */
+	put64(v, 0x520, 0x00affa000000ffffull); /* 0x23: user code */
+	put64(v, 0x804, STACK_TOP);		/* TSS.RSP0 */
 	put64(v, 0x500, 0);
 	put64(v, 0x508, 0x00af9a000000ffffull);
 	put64(v, 0x510, 0x00cf92000000ffffull);
@@ -173,13 +184,13 @@ static int vm_create(struct vm *v)
 	s.tr = (struct kvm_segment){
 	    .base = 0x800, .limit = 0x67, .selector = 0x18, .type = 11, .present = 1};
 	s.gdt.base = 0x500;
-	s.gdt.limit = 0x1f;
+	s.gdt.limit = 0x27;
 	s.idt.base = 0x600;
 	s.idt.limit = 32 * 16 - 1;
 	s.cr0 = 0x80050033; /* PG WP NE ET MP PE */
 	s.cr3 = 0x1000;
 	s.cr4 = 0x620;	/* OSXMMEXCPT OSFXSR PAE */
-	s.efer = 0x500; /* LMA LME */
+	s.efer = 0x501; /* LMA LME SCE */
 	if (ioctl(v->vcpu, KVM_SET_SREGS, &s) < 0)
 		return -errno;
 	v->gm = (struct guest_mem){v, gpa_to_hva};
@@ -202,6 +213,12 @@ static int vm_call(struct vm *v, const uint8_t *entry, const struct kvm_regs *in
 			return err_set(errno, "KVM_RUN");
 		if (v->run->exit_reason == KVM_EXIT_HLT)
 			break;
+		if (v->run->exit_reason == KVM_EXIT_DEBUG) {
+			int rc = pvm_handle_debug(v->vcpu, v->run, &v->gm, &v->st);
+			if (rc)
+				return rc;
+			continue;
+		}
 		if (v->run->exit_reason == KVM_EXIT_INTERNAL_ERROR &&
 		    v->run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
 			int rc = pvm_complete_insn(v->vcpu, v->run, &v->gm, &v->st);
@@ -339,6 +356,65 @@ int main(void)
 	printf("per iteration: add+dec+jnz %.2f us, popcnt+dec+jnz %.2f us (%llu completions)\n",
 	       (t1 - t0) * 1e6 / LOOPS, (t2 - t1) * 1e6 / LOOPS,
 	       (unsigned long long)(v.st.count[INSN_POPCNT] - before));
+
+	/* A system call from CPL 3 (last: it leaves the vCPU's segments changed).
+	 * On PVM it arrives at LSTAR at CPL 3 and faults; the fix-up armed by
+	 * the completions above puts it at CPL 0. */
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e[2];
+	} msrs = {.h.nmsrs = 2,
+		  .e = {{.index = MSR_STAR, .data = (0x13ull << 48) | (0x08ull << 32)},
+			{.index = MSR_LSTAR, .data = guest_addr(gc_sys_entry)}}};
+	CHECK_EQ(ioctl(v.vcpu, KVM_SET_MSRS, &msrs), 2);
+	v.st.sys.armed = false;
+	in = (struct kvm_regs){.rbx = 1};
+	CALL(gc_popcnt_reg, &in, &out); /* a completion arms the fix-up */
+	CHECK(!pvm || v.st.sys.armed);
+	struct kvm_sregs us;
+	CHECK_EQ(ioctl(v.vcpu, KVM_GET_SREGS, &us), 0);
+	us.cs = (struct kvm_segment){.limit = 0xffffffff,
+				     .selector = 0x23,
+				     .type = 11,
+				     .present = 1,
+				     .dpl = 3,
+				     .s = 1,
+				     .l = 1,
+				     .g = 1};
+	us.ss = (struct kvm_segment){.limit = 0xffffffff,
+				     .selector = 0x1b,
+				     .type = 3,
+				     .present = 1,
+				     .dpl = 3,
+				     .s = 1,
+				     .db = 1,
+				     .g = 1};
+	CHECK_EQ(ioctl(v.vcpu, KVM_SET_SREGS, &us), 0);
+	struct kvm_regs ur = {.rip = USER_ALIAS + guest_addr(gc_user_syscall),
+			      .rsp = USER_ALIAS + STACK_TOP - 0x100,
+			      .rflags = 0x202};
+	CHECK_EQ(ioctl(v.vcpu, KVM_SET_REGS, &ur), 0);
+	rc = 0;
+	for (int i = 0; i < 10 && rc == 0; i++) {
+		CHECK_EQ(ioctl(v.vcpu, KVM_RUN, 0), 0);
+		if (v.run->exit_reason == KVM_EXIT_HLT)
+			break;
+		if (v.run->exit_reason == KVM_EXIT_DEBUG)
+			rc = pvm_handle_debug(v.vcpu, v.run, &v.gm, &v.st);
+		else
+			rc = err_set(EIO, "unexpected exit %u", v.run->exit_reason);
+	}
+	if (rc)
+		fprintf(stderr, "user syscall: %s\n", err_msg());
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(v.run->exit_reason, KVM_EXIT_HLT);
+	CHECK_EQ(ioctl(v.vcpu, KVM_GET_REGS, &out), 0);
+	CHECK_EQ(ioctl(v.vcpu, KVM_GET_SREGS, &us), 0);
+	CHECK_EQ(out.rax, 0x5a5a); /* the entry code ran at CPL 0 (hlt) */
+	CHECK_EQ(out.rbx, USER_ALIAS + guest_addr(gc_user_syscall) + 7); /* RCX: after syscall */
+	CHECK_EQ(us.cs.selector, 0x08);
+	printf("user-mode syscall: entered LSTAR at CPL %d (%llu fix-ups)\n", us.cs.selector & 3,
+	       (unsigned long long)v.st.count[INSN_SYSCALL]);
 
 	pvm_stats_print(&v.st, stdout);
 	if (pvm)
