@@ -130,7 +130,6 @@ static const struct len_case cases64[] = {
 	{"d9 38", 2}, /* fnstcw (%rax) */
 	{"48 0f ae 07", 4}, /* fxsave64 (%rdi) */
 	{"0f 01 f8", 3}, /* swapgs */
-	    {"0f 05", INSN_SYSCALL}, /* counted only (pvm_handle_debug) */
 	{"f3 a4", 2}, /* rep movsb %ds:(%rsi),%es:(%rdi) */
 	{"66 48 0f 7e c0", 5}, /* movq %xmm0,%rax */
 	{"48 69 d8 78 56 34 12", 7}, /* imul $0x12345678,%rax,%rbx */
@@ -223,6 +222,7 @@ static void test_decode_ops(void)
 	    {"0f ae 5c 24 04", INSN_STMXCSR},
 	    {"f3 0f ae d0", INSN_UNKNOWN}, /* wrfsbase %eax */
 	    {"0f 01 f8", INSN_UNKNOWN},	   /* swapgs */
+	    {"0f 05", INSN_SYSCALL},	   /* counted only (pvm_handle_debug) */
 	    {"cd 03", INSN_UNKNOWN},	   /* int 3 is not int3 */
 	};
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
