@@ -360,16 +360,16 @@ int mgr_destroy(const char *name)
 	}
 	if (r < 0)
 		return r;
-	pid_t pid = 0;
-	if (bundle_running(b->dir, &pid)) {
-		r = err_set(EBUSY, "%s: the VM is running (pid %d); 'cairn stop' it first", b->dir,
-			    (int)pid);
-		goto out;
-	}
 	json_t *cl = jarr(b->doc, "clones");
 	if (cl && json_array_size(cl)) {
 		r = err_set(EBUSY, "%s: linked clone %s uses this bundle's layers; destroy it first",
 			    b->dir, bundle_str(json_array_get(cl, 0), "path"));
+		goto out;
+	}
+	pid_t pid = 0;
+	if (bundle_running(b->dir, &pid)) {
+		r = err_set(EBUSY, "%s: the VM is running (pid %d); 'cairn stop' it first", b->dir,
+			    (int)pid);
 		goto out;
 	}
 	bundle_path(b, p, sizeof(p), "vm.json");
