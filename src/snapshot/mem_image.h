@@ -24,7 +24,7 @@ typedef int (*mem_image_progress_fn)(void *opaque, uint64_t done, uint64_t total
 
 struct mem_image_info {
 	uint64_t size;	     /* bytes of guest RAM in the image */
-	uint64_t data_bytes; /* save: bytes of non-zero pages written; info: bytes allocated on disk */
+	uint64_t data_bytes; /* save: non-zero bytes written; info: bytes allocated on disk */
 	uint64_t file_size;  /* size plus the trailer */
 	uint64_t chunks;     /* number of checksummed chunks (the last may be partial) */
 	uint64_t digest;     /* XXH3-64 of the trailer: one number naming the whole content */
@@ -32,14 +32,13 @@ struct mem_image_info {
 
 /* Save SIZE bytes of RAM (a multiple of 4 KiB) to PATH.  PROGRESS and INFO
  * may be NULL. */
-int mem_image_save(const char *path, const void *ram, uint64_t size,
-		   mem_image_progress_fn progress, void *opaque, struct mem_image_info *info);
+int mem_image_save(const char *path, const void *ram, uint64_t size, mem_image_progress_fn progress,
+		   void *opaque, struct mem_image_info *info);
 /* Check size and trailer (no data read) and describe the image. */
 int mem_image_info(const char *path, uint64_t size, struct mem_image_info *info);
 /* Recompute every chunk's checksum; the first bad chunk is named with its
  * offset.  -EUCLEAN when the image was altered. */
-int mem_image_verify(const char *path, uint64_t size, mem_image_progress_fn progress,
-		     void *opaque);
+int mem_image_verify(const char *path, uint64_t size, mem_image_progress_fn progress, void *opaque);
 /* The same for one chunk (index < info.chunks). */
 int mem_image_verify_chunk(const char *path, uint64_t size, uint64_t chunk);
 /* Map the image copy-on-write (MAP_PRIVATE) as SIZE bytes of guest RAM:

@@ -13,10 +13,10 @@ void state_buf_init_save(struct state_buf *sb, const char *what)
 void state_buf_init_restore(struct state_buf *sb, const void *data, size_t len, const char *what)
 {
 	*sb = (struct state_buf){
-		.restoring = true,
-		.p = (uint8_t *)data, /* only read from when restoring */
-		.len = len,
-		.what = what ? what : "state",
+	    .restoring = true,
+	    .p = (uint8_t *)data, /* only read from when restoring */
+	    .len = len,
+	    .what = what ? what : "state",
 	};
 }
 
@@ -65,9 +65,9 @@ int state_buf_finish(struct state_buf *sb)
 	if (sb->err)
 		return sb->err;
 	if (sb->restoring && sb->off != sb->len)
-		return sb->err = err_set(EINVAL,
-					 "%s: state payload has %zu bytes, the fields take %zu",
-					 sb->what, sb->len, sb->off);
+		return sb->err =
+			   err_set(EINVAL, "%s: state payload has %zu bytes, the fields take %zu",
+				   sb->what, sb->len, sb->off);
 	return 0;
 }
 

@@ -91,19 +91,19 @@ struct state_writer {
 	char *path;
 	char *tmp;
 	int fd;
-	int err;	     /* first failure; every later call returns it */
-	uint8_t *buf;	     /* holds the bytes [off - buf_len, off) */
+	int err;      /* first failure; every later call returns it */
+	uint8_t *buf; /* holds the bytes [off - buf_len, off) */
 	size_t buf_len;
-	uint64_t off;	     /* bytes emitted so far */
-	uint32_t file_crc;   /* CRC of every byte before the open record */
+	uint64_t off;	   /* bytes emitted so far */
+	uint32_t file_crc; /* CRC of every byte before the open record */
 	uint32_t nrecords;
 	bool in_record;
 	uint32_t rec_tag;
 	uint16_t rec_version, rec_instance;
-	uint64_t rec_off;    /* offset of the open record's header */
+	uint64_t rec_off; /* offset of the open record's header */
 	uint64_t rec_len;
 	uint32_t rec_crc;
-	uint64_t *keys;	     /* (tag << 16 | instance) of every record, to refuse duplicates */
+	uint64_t *keys; /* (tag << 16 | instance) of every record, to refuse duplicates */
 	size_t nkeys, keys_cap;
 };
 
@@ -197,7 +197,8 @@ static int sw_note_key(struct state_writer *w, uint32_t tag, uint16_t instance)
 	uint64_t key = (uint64_t)tag << 16 | instance;
 	for (size_t i = 0; i < w->nkeys; i++)
 		if (w->keys[i] == key)
-			return sw_fail(w, err_set(EINVAL, "%s: record tag %#x instance %u written twice",
+			return sw_fail(w, err_set(EINVAL,
+						  "%s: record tag %#x instance %u written twice",
 						  w->path, tag, instance));
 	if (w->nkeys == w->keys_cap) {
 		size_t cap = w->keys_cap ? w->keys_cap * 2 : 64;
@@ -219,8 +220,8 @@ int state_writer_begin(struct state_writer *w, uint32_t tag, uint16_t version, u
 		return sw_fail(w, err_set(EINVAL, "%s: record tag %#x begun inside record tag %#x",
 					  w->path, tag, w->rec_tag));
 	if (tag == STATE_TAG_END)
-		return sw_fail(w, err_set(EINVAL, "%s: tag 0 is reserved for the END record",
-					  w->path));
+		return sw_fail(
+		    w, err_set(EINVAL, "%s: tag 0 is reserved for the END record", w->path));
 	int r = sw_note_key(w, tag, instance);
 	if (r < 0)
 		return r;
@@ -263,13 +264,14 @@ int state_writer_end(struct state_writer *w)
 	if (r < 0)
 		return r;
 	uint8_t h[STATE_RECORD_HEADER];
-	encode_record_header(h, w->rec_tag, w->rec_version, w->rec_instance,
-			     (uint32_t)w->rec_len, w->rec_crc);
+	encode_record_header(h, w->rec_tag, w->rec_version, w->rec_instance, (uint32_t)w->rec_len,
+			     w->rec_crc);
 	/* The file CRC runs over the bytes in file order: the header that is
 	 * only now known, then the payload already hashed, combined. */
 	uint32_t payload_crc = crc32_buf(w->rec_crc, zero_pad, pad);
 	w->file_crc = crc32_buf(w->file_crc, h, sizeof(h));
-	w->file_crc = (uint32_t)crc32_combine(w->file_crc, payload_crc, (z_off_t)(w->rec_len + pad));
+	w->file_crc =
+	    (uint32_t)crc32_combine(w->file_crc, payload_crc, (z_off_t)(w->rec_len + pad));
 	w->in_record = false;
 	w->nrecords++;
 	return sw_patch(w, w->rec_off, h, sizeof(h));
@@ -291,8 +293,8 @@ static int sw_finish(struct state_writer *w)
 	if (w->err)
 		return w->err;
 	if (w->in_record)
-		return sw_fail(w, err_set(EINVAL, "%s: committed inside record tag %#x", w->path,
-					  w->rec_tag));
+		return sw_fail(
+		    w, err_set(EINVAL, "%s: committed inside record tag %#x", w->path, w->rec_tag));
 	uint8_t end[STATE_RECORD_HEADER + STATE_END_PAYLOAD];
 	uint8_t *p = end + STATE_RECORD_HEADER;
 	put_le64(p, w->off);
@@ -417,7 +419,8 @@ static int check_end(const struct parse_ctx *c, const struct state_rec *e, uint3
 		return err_set(EUCLEAN,
 			       "%s: malformed END record at offset %llu (version %u, instance %u, "
 			       "%u bytes)",
-			       c->name, (unsigned long long)end_off, e->version, e->instance, e->len);
+			       c->name, (unsigned long long)end_off, e->version, e->instance,
+			       e->len);
 	const uint8_t *p = c->buf + e->off;
 	uint64_t stored_off = get_le64(p);
 	uint32_t stored_count = get_le32(p + 8), stored_crc = get_le32(p + 12);
@@ -457,20 +460,21 @@ static int parse_records(const struct parse_ctx *c, struct state_rec **out, size
 			goto fail;
 		}
 		if (c->len - off < STATE_RECORD_HEADER) {
-			r = err_set(EUCLEAN,
-				    "%s: truncated at offset %llu: %llu bytes left, a record header "
-				    "needs %u",
-				    c->name, (unsigned long long)off,
-				    (unsigned long long)(c->len - off), STATE_RECORD_HEADER);
+			r = err_set(
+			    EUCLEAN,
+			    "%s: truncated at offset %llu: %llu bytes left, a record header "
+			    "needs %u",
+			    c->name, (unsigned long long)off, (unsigned long long)(c->len - off),
+			    STATE_RECORD_HEADER);
 			goto fail;
 		}
 		const uint8_t *h = c->buf + off;
 		struct state_rec rec = {
-			.tag = get_le32(h),
-			.version = get_le16(h + 4),
-			.instance = get_le16(h + 6),
-			.len = get_le32(h + 8),
-			.off = off + STATE_RECORD_HEADER,
+		    .tag = get_le32(h),
+		    .version = get_le16(h + 4),
+		    .instance = get_le16(h + 6),
+		    .len = get_le32(h + 8),
+		    .off = off + STATE_RECORD_HEADER,
 		};
 		uint32_t stored_crc = get_le32(h + 12);
 		uint64_t room = c->len - rec.off;
@@ -494,7 +498,8 @@ static int parse_records(const struct parse_ctx *c, struct state_rec **out, size
 			goto fail;
 		}
 		if (memcmp(c->buf + rec.off + rec.len, zero_pad, padded - rec.len) != 0) {
-			r = err_set(EUCLEAN, "%s: record %s instance %u at offset %llu: non-zero padding",
+			r = err_set(EUCLEAN,
+				    "%s: record %s instance %u at offset %llu: non-zero padding",
 				    c->name, tag_label(c, rec.tag, label, sizeof(label)),
 				    rec.instance, (unsigned long long)off);
 			goto fail;
@@ -548,21 +553,24 @@ static int check_known(const struct parse_ctx *c, struct state_rec *recs, size_t
 				       "offset %llu: written by a newer cairn?",
 				       c->name, rec->tag, rec->version, rec->instance, off);
 		if (rec->version > t->max_version)
-			return err_set(ENOTSUP,
-				       "%s: record %s instance %u at offset %llu has version %u; this "
-				       "cairn reads up to version %u",
-				       c->name, tag_label(c, rec->tag, label, sizeof(label)),
-				       rec->instance, off, rec->version, t->max_version);
+			return err_set(
+			    ENOTSUP,
+			    "%s: record %s instance %u at offset %llu has version %u; this "
+			    "cairn reads up to version %u",
+			    c->name, tag_label(c, rec->tag, label, sizeof(label)), rec->instance,
+			    off, rec->version, t->max_version);
 	}
 	if (n > 1)
 		qsort(recs, n, sizeof(*recs), rec_cmp);
 	for (size_t i = 1; i < n; i++)
 		if (recs[i].tag == recs[i - 1].tag && recs[i].instance == recs[i - 1].instance)
-			return err_set(EUCLEAN, "%s: record %s instance %u appears twice (offsets %llu and %llu)",
-				       c->name, tag_label(c, recs[i].tag, label, sizeof(label)),
-				       recs[i].instance,
-				       (unsigned long long)(recs[i - 1].off - STATE_RECORD_HEADER),
-				       (unsigned long long)(recs[i].off - STATE_RECORD_HEADER));
+			return err_set(
+			    EUCLEAN,
+			    "%s: record %s instance %u appears twice (offsets %llu and %llu)",
+			    c->name, tag_label(c, recs[i].tag, label, sizeof(label)),
+			    recs[i].instance,
+			    (unsigned long long)(recs[i - 1].off - STATE_RECORD_HEADER),
+			    (unsigned long long)(recs[i].off - STATE_RECORD_HEADER));
 	return 0;
 }
 
@@ -603,8 +611,8 @@ static int reader_make(uint8_t *buf, size_t len, const char *name, const struct 
 	return 0;
 }
 
-int state_reader_parse(const void *buf, size_t len, const char *name,
-		       const struct state_tag *known, size_t nknown, struct state_reader **out)
+int state_reader_parse(const void *buf, size_t len, const char *name, const struct state_tag *known,
+		       size_t nknown, struct state_reader **out)
 {
 	uint8_t *copy = malloc(len ? len : 1);
 	if (!copy)

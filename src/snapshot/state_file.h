@@ -53,8 +53,8 @@ struct state_reader;
 int state_reader_open(const char *path, const struct state_tag *known, size_t nknown,
 		      struct state_reader **out);
 /* The same on a buffer (copied); NAME stands for the file in messages. */
-int state_reader_parse(const void *buf, size_t len, const char *name,
-		       const struct state_tag *known, size_t nknown, struct state_reader **out);
+int state_reader_parse(const void *buf, size_t len, const char *name, const struct state_tag *known,
+		       size_t nknown, struct state_reader **out);
 /* The record (tag, instance): 0 with its payload (8-byte aligned, valid
  * until close), length and version; -ENOENT (no message) when absent.
  * Any of data, len, version may be NULL. */

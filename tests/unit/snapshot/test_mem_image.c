@@ -59,7 +59,8 @@ static uint64_t make_ram(uint8_t *ram, uint64_t size, enum pattern pat)
 	if (pat == ALL_ZERO)
 		return 0;
 	for (uint64_t off = 0; off < size; off += PAGE) {
-		int zero = pat == MIXED && ((off / PAGE) % 3 == 0 || (off >= CHUNK && off < 2 * CHUNK));
+		int zero =
+		    pat == MIXED && ((off / PAGE) % 3 == 0 || (off >= CHUNK && off < 2 * CHUNK));
 		if (!zero) {
 			fill_random(ram + off, PAGE, off + 1);
 			nonzero += PAGE;
@@ -136,7 +137,7 @@ static void test_round_trips(void)
 	round_trip(3 * CHUNK, RANDOM);
 	round_trip(5 * CHUNK, MIXED);
 	round_trip(3 * CHUNK + 3 * PAGE, MIXED); /* last chunk partial */
-	round_trip(PAGE, RANDOM);		/* smaller than one chunk */
+	round_trip(PAGE, RANDOM);		 /* smaller than one chunk */
 	round_trip(CHUNK + PAGE, ALL_ZERO);
 }
 

@@ -17,10 +17,10 @@
 enum { TAG_VCPU = 1, TAG_IRQCHIP = 2, TAG_BIG = 3, TAG_EMPTY = 4, TAG_NEW = 0x99 };
 
 static const struct state_tag known[] = {
-	{TAG_VCPU, 2, "VCPU"},
-	{TAG_IRQCHIP, 1, "IRQCHIP"},
-	{TAG_BIG, 1, "BIG"},
-	{TAG_EMPTY, 1, "EMPTY"},
+    {TAG_VCPU, 2, "VCPU"},
+    {TAG_IRQCHIP, 1, "IRQCHIP"},
+    {TAG_BIG, 1, "BIG"},
+    {TAG_EMPTY, 1, "EMPTY"},
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -220,7 +220,8 @@ static void test_refusals(void)
 	b[56] = TAG_NEW;
 	reseal(b, len);
 	CHECK_EQ(parse(b, len), -ENOTSUP);
-	CHECK(msg_has("state.bin: unknown record tag 0x00000099 (version 1, instance 0) at offset 56"));
+	CHECK(msg_has(
+	    "state.bin: unknown record tag 0x00000099 (version 1, instance 0) at offset 56"));
 
 	/* The same edits without resealing are corruption, not versions. */
 	memcpy(b, orig, len);
@@ -462,7 +463,8 @@ static void test_state_buf(void)
 	memset(&out, 0, sizeof(out));
 	state_buf_init_restore(&sb, shorter, len - 1, "dev0");
 	CHECK_EQ(dev_state(&out, &sb), -EINVAL);
-	CHECK(msg_has("dev0: state payload too short: a 2-byte field at offset 29, the payload has 30 bytes"));
+	CHECK(msg_has("dev0: state payload too short: a 2-byte field at offset 29, the payload has "
+		      "30 bytes"));
 	CHECK_EQ(out.d, 0);
 	free(shorter);
 
