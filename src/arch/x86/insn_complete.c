@@ -220,6 +220,19 @@ int insn_complete(const struct insn *in, struct insn_regs *r, const struct insn_
 		if (!ev->pending)
 			advance(in, r);
 		return 0;
+	case INSN_SYSRET:
+		/* Registers only; segments are the caller's (insn_complete.h). */
+		if (!(r->efer & EFER_SCE) || in->mode != INSN_MODE_64) {
+			raise(ev, X86_VEC_UD, false);
+			return 0;
+		}
+		if (r->cpl != 0) {
+			raise(ev, X86_VEC_GP, true);
+			return 0;
+		}
+		r->rip = in->opsize == 8 ? r->gpr[INSN_RCX] : (uint32_t)r->gpr[INSN_RCX];
+		r->rflags = (r->gpr[INSN_R11] & 0x3c7fd7) | 2;
+		return 0;
 	case INSN_LFENCE:
 	case INSN_MFENCE:
 	case INSN_SFENCE:

@@ -48,7 +48,7 @@ enum insn_gpr {
 struct insn_regs {
 	uint64_t gpr[16];
 	uint64_t rip, rflags;
-	uint64_t cr0, cr4;
+	uint64_t cr0, cr4, efer;
 	uint64_t seg_base[6]; /* enum insn_seg order: ES CS SS DS FS GS */
 	uint16_t fsw;	      /* x87 status word; read by fwait only */
 	uint32_t mxcsr;	      /* read by stmxcsr, written by ldmxcsr */
@@ -68,6 +68,11 @@ struct insn_mem {
 	int (*cmpxchg16)(void *opaque, uint64_t la, uint64_t expected[2],
 			 const uint64_t desired[2]);
 };
+
+/* sysret: the caller loads CS and SS (STAR[63:48] + 16 or + 0, and + 8, RPL 3;
+ * 64-bit code segment when in->opsize == 8) when insn_complete() returns 0
+ * with no event. */
+#define EFER_SCE 1u
 
 /* An exception the completion raises, to be injected into the guest.  For a
  * trap (#BP from int3) RIP is already past the instruction; for a fault

@@ -267,6 +267,8 @@ static enum insn_op classify(const struct insn *in)
 	switch (in->opcode) {
 	case 0x05:
 		return INSN_SYSCALL;
+	case 0x07:
+		return INSN_SYSRET;
 	case 0x0b:
 		return INSN_UD2;
 	case 0x01:
@@ -447,7 +449,8 @@ const char *insn_op_name(enum insn_op op)
 	    [INSN_LZCNT] = "lzcnt",	[INSN_CMPXCHG16B] = "cmpxchg16b",
 	    [INSN_LFENCE] = "lfence",	[INSN_MFENCE] = "mfence",
 	    [INSN_SFENCE] = "sfence",	[INSN_LDMXCSR] = "ldmxcsr",
-	    [INSN_STMXCSR] = "stmxcsr",	[INSN_SYSCALL] = "syscall",
+	    [INSN_STMXCSR] = "stmxcsr", [INSN_SYSCALL] = "syscall",
+	    [INSN_SYSRET] = "sysret",
 	};
 	if ((unsigned)op >= INSN_OP_MAX || !names[op])
 		return "unknown";

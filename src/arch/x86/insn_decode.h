@@ -39,6 +39,7 @@ enum insn_op {
 	INSN_LDMXCSR,	 /* 0F AE /2 m32 */
 	INSN_STMXCSR,	 /* 0F AE /3 m32 */
 	INSN_SYSCALL,	 /* 0F 05: only counted; see pvm_handle_debug() */
+	INSN_SYSRET,	 /* [REX.W] 0F 07 */
 	INSN_OP_MAX
 };
 

@@ -153,6 +153,7 @@ static void regs_from_kvm(struct insn_regs *r, const struct kvm_regs *k, const s
 	for (int i = 0; i < 6; i++)
 		r->seg_base[i] = segs[i]->base;
 	r->cpl = vcpu_cpl(s, k);
+	r->efer = s->efer;
 }
 
 static void regs_to_kvm(struct kvm_regs *k, const struct insn_regs *r)
@@ -425,6 +426,22 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 		xs.region[6] = regs.mxcsr;
 		if (ioctl(vcpu_fd, KVM_SET_XSAVE, &xs) < 0)
 			return err_set(errno, "KVM_SET_XSAVE");
+	}
+	if (in.op == INSN_SYSRET && !ev.pending) {
+		/* Return to CPL 3 with the selectors STAR names (SDM: SYSRET). */
+		uint64_t star = st && st->sys.armed && st->sys.star ? st->sys.star : 0;
+		if (!star && (r = msr_get(vcpu_fd, MSR_STAR, &star)))
+			return r;
+		uint16_t base = (uint16_t)(star >> 48);
+		bool longmode = in.opsize == 8;
+		s.cs = flat_segment((uint16_t)((longmode ? base + 16 : base) | 3), true);
+		s.cs.dpl = 3;
+		s.cs.l = longmode;
+		s.cs.db = !longmode;
+		s.ss = flat_segment((uint16_t)((base + 8) | 3), false);
+		s.ss.dpl = 3;
+		if (ioctl(vcpu_fd, KVM_SET_SREGS, &s) < 0)
+			return err_set(errno, "KVM_SET_SREGS");
 	}
 	regs_to_kvm(&k, &regs);
 	if (ioctl(vcpu_fd, KVM_SET_REGS, &k) < 0)

@@ -223,7 +223,8 @@ static void test_decode_ops(void)
 	    {"f3 0f ae d0", INSN_UNKNOWN}, /* wrfsbase %eax */
 	    {"0f 01 f8", INSN_UNKNOWN},	   /* swapgs */
 	    {"0f 05", INSN_SYSCALL},	   /* counted only (pvm_handle_debug) */
-	    {"cd 03", INSN_UNKNOWN},	   /* int 3 is not int3 */
+	    {"48 0f 07", INSN_SYSRET},
+	    {"cd 03", INSN_UNKNOWN}, /* int 3 is not int3 */
 	};
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		uint8_t b[16];
@@ -706,6 +707,25 @@ static void test_simple(void)
 	CHECK_EQ(r.gpr[INSN_RAX], 0x1111111111110003ull); /* 16-bit destination merges */
 }
 
+static void test_sysret(void)
+{
+	struct insn_regs r = {.rip = 0x1000, .rflags = 2, .efer = EFER_SCE};
+	struct insn_event ev;
+	r.gpr[INSN_RCX] = 0x401234;
+	r.gpr[INSN_R11] = 0xffffffffffffffffull;
+	complete_bytes("48 0f 07", &r, &ev, 0); /* sysretq */
+	CHECK(!ev.pending);
+	CHECK_EQ(r.rip, 0x401234);
+	CHECK_EQ(r.rflags, 0x3c7fd7 | 2); /* RF and VM cleared, reserved bits as the CPU */
+	r.cpl = 3;
+	complete_bytes("48 0f 07", &r, &ev, 0);
+	CHECK(ev.pending && ev.vector == X86_VEC_GP);
+	r.cpl = 0;
+	r.efer = 0;
+	complete_bytes("48 0f 07", &r, &ev, 0);
+	CHECK(ev.pending && ev.vector == X86_VEC_UD);
+}
+
 static void test_mxcsr(void)
 {
 	uint32_t cell = 0x1f80, out = 0;
@@ -785,6 +805,7 @@ int main(void)
 	test_decode_fuzz();
 	test_simple();
 	test_mxcsr();
+	test_sysret();
 	test_linear_address();
 
 	unsigned a, b, c, d;

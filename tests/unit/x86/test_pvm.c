@@ -57,8 +57,10 @@ __asm__(".pushsection .rodata\n"
 	"gc_loop_popcnt: popcnt %rbx, %rax\n dec %ecx\n jnz gc_loop_popcnt\n hlt\n"
 	"gc_loop_add: add %rbx, %rax\n dec %ecx\n jnz gc_loop_add\n hlt\n"
 	/* Runs at CPL 3 through the user alias of this page (USER_ALIAS). */
-	"gc_user_syscall: mov $0x77, %eax\n syscall\n jmp .\n"
-	"gc_sys_entry: mov %rcx, %rbx\n mov $0x5a5a, %eax\n hlt\n"
+	"gc_user_syscall: mov $0x77, %eax\n syscall\n mov $0x99, %edx\n syscall\n jmp .\n"
+	/* The first call returns with sysretq, the second stops at CPL 0. */
+	"gc_sys_entry: inc %r12\n cmp $2, %r12\n je 1f\n sysretq\n"
+	"1: mov %rcx, %rbx\n mov $0x5a5a, %eax\n hlt\n"
 	"gc_end:\n"
 	".popsection\n");
 
@@ -411,10 +413,13 @@ int main(void)
 	CHECK_EQ(ioctl(v.vcpu, KVM_GET_REGS, &out), 0);
 	CHECK_EQ(ioctl(v.vcpu, KVM_GET_SREGS, &us), 0);
 	CHECK_EQ(out.rax, 0x5a5a); /* the entry code ran at CPL 0 (hlt) */
-	CHECK_EQ(out.rbx, USER_ALIAS + guest_addr(gc_user_syscall) + 7); /* RCX: after syscall */
+	CHECK_EQ(out.r12, 2);	   /* two system calls */
+	CHECK_EQ(out.rdx, 0x99);   /* user code ran between them: sysretq returned */
+	CHECK_EQ(out.rbx, USER_ALIAS + guest_addr(gc_user_syscall) + 14); /* RCX: after the 2nd */
 	CHECK_EQ(us.cs.selector, 0x08);
-	printf("user-mode syscall: entered LSTAR at CPL %d (%llu fix-ups)\n", us.cs.selector & 3,
-	       (unsigned long long)v.st.count[INSN_SYSCALL]);
+	printf("user-mode syscall: entered LSTAR at CPL %d (%llu fix-ups, %llu sysret completed)\n",
+	       us.cs.selector & 3, (unsigned long long)v.st.count[INSN_SYSCALL],
+	       (unsigned long long)v.st.count[INSN_SYSRET]);
 
 	pvm_stats_print(&v.st, stdout);
 	if (pvm)
