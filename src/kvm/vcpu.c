@@ -174,6 +174,12 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	case KVM_EXIT_INTERNAL_ERROR:
 		vcpu_handle_internal_error(v);
 		return v->vm->exit_reason == VM_EXIT_NONE;
+	case KVM_EXIT_DEBUG:
+		if (v->vm->debug_exit && v->vm->debug_exit(v) == 0)
+			return true;
+		snprintf(what, sizeof(what), "unexpected debug exit: %.200s", err_msg());
+		vcpu_fail(v, what);
+		return false;
 	case KVM_EXIT_FAIL_ENTRY:
 		snprintf(what, sizeof(what), "KVM entry failed, hardware reason %#llx",
 			 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);

@@ -73,6 +73,8 @@ struct vm {
 	/* Hook for instructions KVM's emulator refuses (PVM hosts); returns 0
 	 * when the instruction was completed. */
 	int (*emul_fallback)(struct vcpu *vcpu);
+	/* Hook for KVM_EXIT_DEBUG (breakpoints the fallback arms on PVM). */
+	int (*debug_exit)(struct vcpu *vcpu);
 };
 
 /* Open /dev/kvm and create the VM (TSS and identity map set).  Errors say

@@ -46,6 +46,13 @@ static int vmm_emul_fallback(struct vcpu *v)
 	return pvm_complete_insn(v->fd, v->run, &mem, &v->pvm_stats);
 }
 
+/* A breakpoint the fallback armed (PVM system-call fix-up, docs/pvm.md). */
+static int vmm_debug_exit(struct vcpu *v)
+{
+	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
+	return pvm_handle_debug(v->fd, v->run, &mem, &v->pvm_stats);
+}
+
 /* SIGINT, SIGTERM and SIGHUP end the VM through the event loop, so the
  * normal exit path (terminal restored, threads joined) always runs. */
 static void vmm_on_signal(void *opaque, uint32_t events)
@@ -128,6 +135,7 @@ static int vmm_build_vm(struct vmm *vmm, void *ram)
 		if ((r = pvm_vm_init(vm->vm_fd)) < 0)
 			return r;
 		vm->emul_fallback = vmm_emul_fallback;
+		vm->debug_exit = vmm_debug_exit;
 	}
 	if (ram) {
 		vm->ram = ram;
