@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -136,6 +137,20 @@ static uint64_t file_bytes(const char *path)
 {
 	struct stat st;
 	return stat(path, &st) < 0 ? 0 : (uint64_t)st.st_blocks * 512;
+}
+
+/* Refuse up front what cannot fit: NEED bytes (plus 1 MiB for metadata)
+ * on the file system of DIR. */
+static int need_space(const char *dir, uint64_t need, const char *what)
+{
+	struct statvfs vfs;
+	if (statvfs(dir, &vfs) < 0)
+		return 0;
+	uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	if (avail < need + (1u << 20))
+		return err_set(ENOSPC, "%s: %s needs about %llu bytes, %llu are free", dir, what,
+			       (unsigned long long)need + (1u << 20), (unsigned long long)avail);
+	return 0;
 }
 
 /* A new empty layer disks/l<random>.qcow2 over BACKING. */
@@ -644,6 +659,61 @@ out:
 	return r;
 }
 
+enum { SETTLE_NONE, SETTLE_MEMORY, SETTLE_DISK_ONLY };
+
+/* After a whole-machine snapshot request (answered, failed, or cut short
+ * by a crash), record what really happened; pending names the snapshot.
+ * The VM freezes the disks before it writes memory, so: snapshot committed
+ * -> adopted whole; disks moved to their new overlays but no snapshot ->
+ * kept as a disk-only snapshot (the frozen layers are the VM's past);
+ * neither -> nothing happened.  A suspend whose VM has ended resumes. */
+static int snapshot_settle(struct bundle *b, bool running)
+{
+	json_t *p = json_incref(json_object_get(b->doc, "pending"));
+	const char *id = bundle_str(p, "id");
+	json_t *s = json_deep_copy(json_object_get(p, "snapshot"));
+	char sd[PATH_MAX];
+	snap_dir(b, id, sd, sizeof(sd));
+	struct stat st;
+	bool dir = stat(sd, &st) == 0, ovs = true;
+	json_t *act = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach(jarr(s, "layers"), i, v) {
+		char ov[PATH_MAX];
+		const char *l = json_string_value(v);
+		snprintf(ov, sizeof(ov), "%.*s-%s.qcow2", (int)strlen(l) - 6, l, id);
+		ovs &= access(ov, F_OK) == 0;
+		json_array_append_new(act, json_string(ov));
+	}
+	int kind = dir ? SETTLE_MEMORY : ovs ? SETTLE_DISK_ONLY : SETTLE_NONE;
+	if (kind != SETTLE_NONE) {
+		json_object_set_new(s, "memory", json_boolean(dir));
+		if (!dir)
+			json_object_set_new(s, "description",
+					    json_string("memory could not be saved: disk only"));
+		json_object_set(bundle_snapshots(b), id, s);
+		json_object_set_new(b->doc, "current", json_string(id));
+	}
+	bool resume = kind == SETTLE_MEMORY && !running &&
+		      json_is_true(json_object_get(s, "suspend"));
+	if (resume) {
+		json_object_set_new(b->doc, "active", json_null());
+		json_object_set_new(b->doc, "resume", json_string(id));
+	} else if (kind != SETTLE_NONE) {
+		json_object_set(b->doc, "active", act);
+	}
+	json_object_del(b->doc, "pending");
+	int r = bundle_save(b);
+	if (r == 0 && resume)
+		for (i = 0; i < json_array_size(act); i++)
+			unlink_own(b, jstr_at(act, i)); /* the overlays of a VM that ended */
+	json_decref(act);
+	json_decref(s);
+	json_decref(p);
+	return r < 0 ? r : kind;
+}
+
 /* Take a whole-machine snapshot of the running VM into snapshots/ID and
  * record it.  SUSPEND: the VM ends with it and the next run resumes it. */
 static int snapshot_running(struct bundle *b, const char *snap, const char *desc, bool suspend,
@@ -668,43 +738,24 @@ static int snapshot_running(struct bundle *b, const char *snap, const char *desc
 		json_object_set_new(req, "then", json_string("quit"));
 	r = ctl_request(b, req, &reply);
 	json_decref(req);
-	if (r == 0 && !suspend) {
-		json_t *st = NULL;
-		req = json_pack("{s:s}", "cmd", "status");
-		r = ctl_request(b, req, &st);
-		json_decref(req);
-		if (r == 0)
-			json_object_set(b->doc, "active", json_object_get(st, "disks"));
-		json_decref(st);
-	}
-	if (r == 0 && suspend) {
+	if (r == 0 && suspend)
 		r = wait_stopped(b, 60);
-		/* the overlays the VM moved to on its way out are not used */
-		size_t i;
-		json_t *v;
-		json_array_foreach(jarr(s, "layers"), i, v) {
-			char ov[PATH_MAX];
-			snprintf(ov, sizeof(ov), "%.*s-%s.qcow2",
-				 (int)strlen(json_string_value(v)) - 6, json_string_value(v), id);
-			unlink_own(b, ov);
-		}
-		json_object_set_new(b->doc, "active", json_null());
-		json_object_set_new(b->doc, "resume", json_string(id));
+	char msg[1024];
+	snprintf(msg, sizeof(msg), "%s", err_msg());
+	int kind = snapshot_settle(b, bundle_running(b->dir, NULL));
+	if (kind < 0) {
+		r = kind;
+	} else if (r < 0 && kind == SETTLE_DISK_ONLY) {
+		err_set(-r, "%s; the disks had been frozen already: snapshot \"%s\" was kept, disk "
+			    "only", msg, snap);
+	} else if (r == 0 && kind != SETTLE_MEMORY) {
+		r = err_set(EIO, "%s: the VM reported a snapshot that is not there", sd);
 	}
-	json_object_del(b->doc, "pending");
-	if (r == 0) {
-		json_object_set(bundle_snapshots(b), id, s);
-		json_object_set_new(b->doc, "current", json_string(id));
-		if (reply)
-			json_object_set(report, "pause_ms", json_object_get(reply, "pause_ms"));
-	}
-	int r2 = bundle_save(b);
-	if (r == 0)
-		r = r2;
 	if (r == 0 && report) {
 		json_object_set_new(report, "snapshot", json_string(snap));
 		json_object_set_new(report, "id", json_string(id));
 		json_object_set_new(report, "memory", json_true());
+		json_object_set(report, "pause_ms", json_object_get(reply, "pause_ms"));
 	}
 	json_decref(reply);
 out:
@@ -1092,6 +1143,15 @@ int mgr_snapshot_delete(const char *name, const char *snap, json_t *report)
 		}
 		json_decref(deps);
 	}
+	uint64_t moved = 0;
+	size_t k;
+	json_t *m;
+	json_array_foreach(merges, k, m) moved += file_bytes(
+		bundle_str(m, strcmp(bundle_str(m, "method"), "commit") ? "layer" : "into"));
+	if ((r = need_space(b->dir, moved, "merging the snapshot's layer")) < 0) {
+		json_decref(merges);
+		goto out;
+	}
 	uint64_t before = bundle_du(b->dir);
 	json_object_set_new(b->doc, "pending", json_pack("{s:s, s:s, s:O, s:o}", "op", "delete",
 							 "id", sid, "snapshot", s, "merges",
@@ -1102,6 +1162,15 @@ int mgr_snapshot_delete(const char *name, const char *snap, json_t *report)
 		goto out;
 	}
 	r = delete_apply(b);
+	bool all_stream = true;
+	json_array_foreach(merges, k, m) all_stream &= !strcmp(bundle_str(m, "method"), "stream");
+	if (r < 0 && all_stream && json_object_get(b->doc, "pending")) {
+		/* a stream only ever adds to the children what they already read
+		 * through the chain: undone by forgetting it */
+		json_object_del(b->doc, "pending");
+		if (bundle_save(b) == 0)
+			err_prefix(r, "nothing was deleted");
+	}
 	uint64_t after = bundle_du(b->dir);
 	if (r == 0 && report) {
 		json_object_set_new(report, "deleted", json_string(snap));
@@ -1221,6 +1290,18 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 		if ((r = bundle_save(b)) < 0)
 			goto out;
 	}
+	if (full) {
+		uint64_t need = 0;
+		for (json_t *a = s; a; a = bundle_snap(b, bundle_str(a, "parent")))
+			need += layers_bytes(jarr(a, "layers"));
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof(parent), "%s", newname);
+		char *slash = strrchr(parent, '/');
+		if (slash)
+			*slash = 0;
+		if ((r = need_space(slash ? (*parent ? parent : "/") : ".", need, "a full clone")) < 0)
+			goto out;
+	}
 	char real[PATH_MAX];
 	if ((r = make_bundle_dirs(newname, real, sizeof(real))) < 0)
 		goto out;
@@ -1321,9 +1402,10 @@ static int check_pending(struct check_ctx *c)
 	json_t *p = json_object_get(b->doc, "pending");
 	if (!p)
 		return 0;
-	const char *op = bundle_str(p, "op"), *id = bundle_str(p, "id");
-	problem(c, "an interrupted \"%s\" (snapshot id %s) is pending", op ? op : "?",
-		id ? id : "?");
+	char op[32], id[32];
+	snprintf(op, sizeof(op), "%s", bundle_str(p, "op") ? bundle_str(p, "op") : "?");
+	snprintf(id, sizeof(id), "%s", bundle_str(p, "id") ? bundle_str(p, "id") : "?");
+	problem(c, "an interrupted \"%s\" (snapshot id %s) is pending", op, id);
 	if (!c->repair)
 		return 0;
 	if (same_path(op, "delete")) {
@@ -1332,41 +1414,14 @@ static int check_pending(struct check_ctx *c)
 			repaired(c, "finished the interrupted delete");
 		return r;
 	}
-	char sd[PATH_MAX];
-	snap_dir(b, id, sd, sizeof(sd));
-	json_t *s = json_incref(json_object_get(p, "snapshot"));
-	bool suspend = json_is_true(json_object_get(s, "suspend"));
-	struct stat st;
-	if (stat(sd, &st) == 0 && (!suspend || !c->running)) {
-		json_t *act = json_array();
-		size_t i;
-		json_t *v;
-		json_array_foreach(jarr(s, "layers"), i, v) {
-			char ov[PATH_MAX];
-			snprintf(ov, sizeof(ov), "%.*s-%s.qcow2",
-				 (int)strlen(json_string_value(v)) - 6, json_string_value(v), id);
-			json_array_append_new(act, json_string(ov));
-		}
-		json_object_set(bundle_snapshots(b), id, s);
-		json_object_set_new(b->doc, "current", json_string(id));
-		if (suspend || !c->running) {
-			/* the VM is gone: it resumes from the snapshot */
-			json_object_set_new(b->doc, "active", json_null());
-			json_object_set_new(b->doc, "resume", json_string(id));
-			json_decref(act);
-		} else {
-			json_object_set_new(b->doc, "active", act);
-		}
-		repaired(c, "adopted the committed snapshot %s", id);
-	} else if (!c->running) {
-		repaired(c, "dropped the snapshot %s that was never committed", id);
-	} else {
-		json_decref(s);
-		return 0;
-	}
-	json_decref(s);
-	json_object_del(b->doc, "pending");
-	return bundle_save(b);
+	int kind = snapshot_settle(b, c->running);
+	if (kind < 0)
+		return kind;
+	repaired(c, kind == SETTLE_MEMORY	   ? "adopted the committed snapshot %s"
+		    : kind == SETTLE_DISK_ONLY ? "kept snapshot %s (its disks were frozen), disk only"
+					       : "dropped the snapshot %s that was never taken",
+		 id);
+	return 0;
 }
 
 static void ref(struct check_ctx *c, const char *path)
