@@ -3,6 +3,7 @@
 #   scripts/test.sh            build in build/ and run every suite but the long ones
 #   scripts/test.sh --asan     the same in build-asan/ with AddressSanitizer + UBSan
 #   scripts/test.sh --long     only the long suite (Linux guest on this host)
+#   scripts/test.sh --fuzz     the libFuzzer harnesses for a bounded time (clang, build-fuzz/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=build; setup_args=(); test_args=(--no-suite long)
@@ -10,6 +11,7 @@ for a in "$@"; do
   case "$a" in
     --asan) dir=build-asan; setup_args+=(-Db_sanitize=address,undefined -Db_lundef=false) ;;
     --long) test_args=(--suite long --logbase testlog-long) ;;
+    --fuzz) dir=build-fuzz; setup_args+=(-Dfuzz=true); export CC=clang; test_args=(--suite fuzz) ;;
     *) test_args+=("$a") ;;
   esac
 done

@@ -122,16 +122,17 @@ int x86_vcpu_set_cpuid(struct vcpu *vcpu, const struct kvm_cpuid2 *sup, int ncpu
 
 int x86_set_msrs_checked(struct vcpu *vcpu, struct kvm_msr_entry *msrs, unsigned nent)
 {
-	struct {
+	/* A union, not a struct: a flexible array member may not be followed. */
+	union {
 		struct kvm_msrs hdr;
-		struct kvm_msr_entry e[64];
+		uint8_t bytes[sizeof(struct kvm_msrs) + 64 * sizeof(struct kvm_msr_entry)];
 	} buf;
 	unsigned done = 0, set = 0;
 	while (done < nent) {
 		unsigned n = nent - done > 64 ? 64 : nent - done;
 		memset(&buf.hdr, 0, sizeof(buf.hdr));
 		buf.hdr.nmsrs = n;
-		memcpy(buf.e, msrs + done, n * sizeof(buf.e[0]));
+		memcpy(buf.hdr.entries, msrs + done, n * sizeof(buf.hdr.entries[0]));
 		int r = ioctl(vcpu->fd, KVM_SET_MSRS, &buf);
 		if (r < 0)
 			return err_set(errno, "KVM_SET_MSRS on vCPU %d", vcpu->id);

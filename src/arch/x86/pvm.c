@@ -281,13 +281,15 @@ static int fail(struct pvm_stats *st, int ret, const uint8_t *bytes, size_t n,
 
 static int msr_get(int vcpu_fd, uint32_t index, uint64_t *val)
 {
-	struct {
+	/* A union: clang refuses a member after a flexible array member. */
+	union {
 		struct kvm_msrs h;
-		struct kvm_msr_entry e;
-	} m = {.h.nmsrs = 1, .e.index = index};
+		uint8_t bytes[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+	} m = {.h.nmsrs = 1};
+	m.h.entries[0].index = index;
 	if (ioctl(vcpu_fd, KVM_GET_MSRS, &m) != 1)
 		return err_set(EIO, "KVM_GET_MSRS %#x", index);
-	*val = m.e.data;
+	*val = m.h.entries[0].data;
 	return 0;
 }
 

@@ -23,23 +23,24 @@ int x86_msr_list_init(struct vm *vm, struct vcpu *v)
 {
 	if (vm->nmsr_index)
 		return 0;
-	struct {
+	union {
 		struct kvm_msr_list hdr;
-		uint32_t idx[X86_MAX_MSRS];
+		uint8_t bytes[sizeof(struct kvm_msr_list) + X86_MAX_MSRS * sizeof(uint32_t)];
 	} list = {.hdr.nmsrs = X86_MAX_MSRS};
 	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &list) < 0)
 		return err_set(errno, "KVM_GET_MSR_INDEX_LIST");
 	/* The list names MSRs KVM_GET_MSRS then refuses: keep only those it reads. */
 	unsigned n = 0;
 	for (uint32_t i = 0; i < list.hdr.nmsrs && i < X86_MAX_MSRS; i++) {
-		struct {
+		union {
 			struct kvm_msrs hdr;
-			struct kvm_msr_entry e;
-		} one = {.hdr.nmsrs = 1, .e.index = list.idx[i]};
+			uint8_t bytes[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+		} one = {.hdr.nmsrs = 1};
+		one.hdr.entries[0].index = list.hdr.indices[i];
 		if (ioctl(v->fd, KVM_GET_MSRS, &one) == 1)
-			vm->msr_index[n++] = list.idx[i];
+			vm->msr_index[n++] = list.hdr.indices[i];
 		else
-			log_debug("MSR %#x listed by KVM but not readable: not saved", list.idx[i]);
+			log_debug("MSR %#x listed by KVM but not readable: not saved", list.hdr.indices[i]);
 	}
 	vm->nmsr_index = n;
 	log_debug("saving %u MSRs of the %u KVM lists", n, list.hdr.nmsrs);
@@ -49,22 +50,22 @@ int x86_msr_list_init(struct vm *vm, struct vcpu *v)
 static int vcpu_get_msrs(struct vcpu *v, struct x86_vcpu_state *st)
 {
 	struct vm *vm = v->vm;
-	struct {
+	union {
 		struct kvm_msrs hdr;
-		struct kvm_msr_entry e[X86_MAX_MSRS];
+		uint8_t bytes[sizeof(struct kvm_msrs) + X86_MAX_MSRS * sizeof(struct kvm_msr_entry)];
 	} buf;
 	memset(&buf, 0, sizeof(buf));
 	buf.hdr.nmsrs = vm->nmsr_index;
 	for (unsigned i = 0; i < vm->nmsr_index; i++)
-		buf.e[i].index = vm->msr_index[i];
+		buf.hdr.entries[i].index = vm->msr_index[i];
 	int r = ioctl(v->fd, KVM_GET_MSRS, &buf);
 	if (r < 0)
 		return err_set(errno, "KVM_GET_MSRS on vCPU %d", v->id);
 	if ((unsigned)r != vm->nmsr_index)
 		return err_set(EIO, "KVM_GET_MSRS on vCPU %d read %d of %u MSRs (stopped at %#x)",
-			       v->id, r, vm->nmsr_index, buf.e[r].index);
+			       v->id, r, vm->nmsr_index, buf.hdr.entries[r].index);
 	st->nmsrs = vm->nmsr_index;
-	memcpy(st->msrs, buf.e, st->nmsrs * sizeof(st->msrs[0]));
+	memcpy(st->msrs, buf.hdr.entries, st->nmsrs * sizeof(st->msrs[0]));
 	return 0;
 }
 
@@ -124,14 +125,14 @@ int x86_vcpu_save(struct vcpu *v, struct x86_vcpu_state *st)
 	unsigned long req = xs > (int)sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
 	if (ioctl(v->fd, req, st->xsave) < 0)
 		return err_set(errno, "KVM_GET_XSAVE on vCPU %d", v->id);
-	struct {
+	union {
 		struct kvm_cpuid2 hdr;
-		struct kvm_cpuid_entry2 e[X86_MAX_CPUID];
+		uint8_t bytes[sizeof(struct kvm_cpuid2) + X86_MAX_CPUID * sizeof(struct kvm_cpuid_entry2)];
 	} cpuid = {.hdr.nent = X86_MAX_CPUID};
 	if ((r = VCPU_IOCTL(v, KVM_GET_CPUID2, &cpuid)) < 0)
 		return r;
 	st->ncpuid = cpuid.hdr.nent;
-	memcpy(st->cpuid, cpuid.e, st->ncpuid * sizeof(st->cpuid[0]));
+	memcpy(st->cpuid, cpuid.hdr.entries, st->ncpuid * sizeof(st->cpuid[0]));
 	int khz = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
 	st->tsc_khz = khz > 0 ? (uint32_t)khz : 0;
 	lapic_timer_fixup(st);
@@ -171,13 +172,13 @@ int x86_vcpu_restore(struct vcpu *v, const struct x86_vcpu_state *st)
 		return err_set(ENOTSUP, "the snapshot's TSC runs at %u kHz, this host's at %d kHz, "
 					"and KVM cannot scale it: the guest's time would drift",
 			       st->tsc_khz, khz);
-	struct {
+	union {
 		struct kvm_cpuid2 hdr;
-		struct kvm_cpuid_entry2 e[X86_MAX_CPUID];
+		uint8_t bytes[sizeof(struct kvm_cpuid2) + X86_MAX_CPUID * sizeof(struct kvm_cpuid_entry2)];
 	} cpuid;
 	memset(&cpuid.hdr, 0, sizeof(cpuid.hdr));
 	cpuid.hdr.nent = st->ncpuid;
-	memcpy(cpuid.e, st->cpuid, st->ncpuid * sizeof(cpuid.e[0]));
+	memcpy(cpuid.hdr.entries, st->cpuid, st->ncpuid * sizeof(cpuid.hdr.entries[0]));
 	/* CPUID first: it decides which MSRs and XSAVE components exist. */
 	int r;
 	if ((r = VCPU_IOCTL(v, KVM_SET_CPUID2, &cpuid)) < 0 ||

@@ -133,9 +133,9 @@ static int vm_create(struct vm *v)
 	if (v->run == MAP_FAILED)
 		return -errno;
 
-	struct {
+	union { /* not a struct: clang refuses a member after a flexible array */
 		struct kvm_cpuid2 c;
-		struct kvm_cpuid_entry2 e[100];
+		uint8_t bytes[sizeof(struct kvm_cpuid2) + 100 * sizeof(struct kvm_cpuid_entry2)];
 	} cpuid = {.c.nent = 100};
 	if (ioctl(v->kvm, KVM_GET_SUPPORTED_CPUID, &cpuid) < 0 ||
 	    ioctl(v->vcpu, KVM_SET_CPUID2, &cpuid) < 0)
@@ -362,12 +362,14 @@ int main(void)
 	/* A system call from CPL 3 (last: it leaves the vCPU's segments changed).
 	 * On PVM it arrives at LSTAR at CPL 3 and faults; the fix-up armed by
 	 * the completions above puts it at CPL 0. */
-	struct {
+	union {
 		struct kvm_msrs h;
-		struct kvm_msr_entry e[2];
-	} msrs = {.h.nmsrs = 2,
-		  .e = {{.index = MSR_STAR, .data = (0x13ull << 48) | (0x08ull << 32)},
-			{.index = MSR_LSTAR, .data = guest_addr(gc_sys_entry)}}};
+		uint8_t bytes[sizeof(struct kvm_msrs) + 2 * sizeof(struct kvm_msr_entry)];
+	} msrs = {.h.nmsrs = 2};
+	msrs.h.entries[0] = (struct kvm_msr_entry){.index = MSR_STAR,
+						   .data = (0x13ull << 48) | (0x08ull << 32)};
+	msrs.h.entries[1] =
+		(struct kvm_msr_entry){.index = MSR_LSTAR, .data = guest_addr(gc_sys_entry)};
 	CHECK_EQ(ioctl(v.vcpu, KVM_SET_MSRS, &msrs), 2);
 	v.st.sys.armed = false;
 	in = (struct kvm_regs){.rbx = 1};
