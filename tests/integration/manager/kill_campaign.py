@@ -11,7 +11,7 @@ import hashlib, json, os, random, shutil, signal, subprocess, sys, time
 
 CAIRN, TMP, SECS, TARGET = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 B = f"{TMP}/vm"
-PROTECTED = {"m1", "m2"}
+PROTECTED = {"m1", "m2", "d1"}  # d1: a disk-only snapshot always exists
 RESTORE_EVERY = 40
 seed = int(os.environ.get("SEED", time.time_ns() % 1000000))
 rng = random.Random(seed)
@@ -107,13 +107,15 @@ def pick_op(d):
     ops = ["snapshot"] * 3 + ["revert"] * 3 + ["clone"] * 2 + ["create"]
     ops += ["delete"] * (6 if len(names) > 7 else 3 if deletable else 0)
     op = rng.choice(ops)
+    disk_only = [s["name"] for s in d["snapshots"].values() if not s["memory"]]
     if op == "snapshot" and len(names) > 9:
         op = "delete" if deletable else "revert"
+    if op == "snapshot" and d.get("resume") and disk_only:
+        op = "revert"  # a suspended VM's state is a snapshot already
     if op == "snapshot":
         return op, ["snapshot", "create", B, new_name()], None, None
     if op == "revert":
-        disk_only = [s["name"] for s in d["snapshots"].values() if not s["memory"]]
-        n = rng.choice(disk_only if disk_only and rng.random() < 0.8 else names)
+        n = rng.choice(disk_only if disk_only and rng.random() < 0.85 else names)
         return op, ["snapshot", "revert", B, n], None, None
     if op == "delete":
         n = rng.choice(deletable)
@@ -131,13 +133,13 @@ def write_some():
     d = doc()
     if not d.get("active"):
         return
-    off = rng.randrange(0, 14) << 20
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {rng.randrange(1, 255)} {off} 2M",
+    off = rng.randrange(0, 13) << 20
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {rng.randrange(1, 255)} {off} 3M",
                     d["active"][0]], check=True, capture_output=True)
 
 
 kills = done = iters = 0
-stats = {}
+stats, took, repairs = {}, {}, {}
 start = time.time()
 hashes_init = verify({}, set(), "nothing")
 while kills < TARGET and time.time() - start < SECS:
@@ -146,8 +148,10 @@ while kills < TARGET and time.time() - start < SECS:
     d = doc()
     op, args, gone, target = pick_op(d)
     before = set(d["snapshots"])
+    t0 = time.time()
     p = subprocess.Popen([CAIRN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0, 0.05))
+    # kill somewhere within the operation's usual run time (learnt as we go)
+    time.sleep(rng.uniform(0, 1.2 * took.get(op, 0.05)))
     if p.poll() is None:
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -155,6 +159,8 @@ while kills < TARGET and time.time() - start < SECS:
         stats[op] = stats.get(op, 0) + 1
     else:
         done += 1
+        p.wait()
+        took[op] = 0.7 * took.get(op, 0.05) + 0.3 * (time.time() - t0)
     if target and os.path.isdir(target):
         # an interrupted clone or create: repaired or completed, then removed
         run("check", "--repair", target, ok=(0, 1))
@@ -163,7 +169,12 @@ while kills < TARGET and time.time() - start < SECS:
             run("destroy", target)
         elif os.path.exists(target):
             run("destroy", target)
-    run("check", "--repair", B)
+    out = run("check", "--repair", B).stdout
+    for line in out.splitlines():
+        if line.startswith("repaired: "):
+            key = "finished a delete" if "interrupted delete" in line else \
+                "removed a leftover" if "removed" in line else line.split()[1]
+            repairs[key] = repairs.get(key, 0) + 1
     run("check", B)
     verify(before, {gone} if gone else set(), f"{op} ({' '.join(args[:2])})")
     if kills and kills % RESTORE_EVERY == 0 and p.returncode == -9:
@@ -171,6 +182,8 @@ while kills < TARGET and time.time() - start < SECS:
 
 n = restore_all()
 names = sorted(s["name"] for s in doc()["snapshots"].values())
+print("usual run times (ms):", {k: round(v * 1000) for k, v in took.items()})
+print("check --repair did:", repairs)
 print(f"kill campaign: {kills} kill points ({stats}), {done} operations finished first, "
       f"{iters} iterations in {time.time() - start:.0f}s; {len(names)} snapshots at the end, "
       f"{n} whole-machine snapshots restore; zero committed snapshots lost")
