@@ -8,6 +8,8 @@ started at once so that they fill their RAM together.  Then, RUNS times, taking
 turns (the VM not being measured is paused):
   cairn: {"cmd":"snapshot"} over the control socket (VM continues): the reply's
          pause_ms, the request's wall time, du of memory.img + state.bin;
+         after the rounds, RUNS times {"cmd":"revert"} to the first snapshot
+         (verified, and "verify":false): wall time;
   QEMU:  HMP savevm into the qcow2 (the guest is paused throughout: wall time =
          pause = total), its qcow2 growth (du; first round only), HMP loadvm
          (wall time), delvm;
@@ -161,6 +163,11 @@ def cairn_ctl(cairn, sock, req, timeout_s=300):
     return rep
 
 
+def has_revert(cairn, sock):
+    cmds = cairn_ctl(cairn, sock, {"cmd": "help"})["commands"]
+    return any(c.get("name") == "revert" for c in cmds)
+
+
 # ---- QEMU (QMP) --------------------------------------------------------------
 
 class QMP:
@@ -233,7 +240,7 @@ def bench_size(cairn, testos, runs, size, tmp):
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", qdisk, "64M"], check=True)
     csock, qsock = os.path.join(d, "c.sock"), os.path.join(d, "q.qmp")
     R = {k: [] for k in ("c_pause", "c_total", "c_bytes", "q_savevm", "q_savevm_bytes",
-                         "q_loadvm", "q_mig_down", "q_mig_total", "q_mig_bytes",
+                         "q_loadvm", "c_revert", "c_revert_nov", "q_mig_down", "q_mig_total", "q_mig_bytes",
                          "c_map_run", "c_map_line", "c_nov_run", "c_nov_line",
                          "c_copy_run", "c_copy_line", "q_inc_run", "q_inc_line")}
 
@@ -307,6 +314,22 @@ def bench_size(cairn, testos, runs, size, tmp):
               f"QEMU savevm {R['q_savevm'][-1]:.0f} ms, loadvm {R['q_loadvm'][-1]:.0f} ms, "
               f"migrate {R['q_mig_total'][-1]} ms", file=sys.stderr, flush=True)
 
+    # cairn revert (in place, like loadvm) to the first snapshot, QEMU paused
+    if has_revert(cairn, csock):
+        qmp.cmd("stop")
+        for i in range(runs):
+            for key, verify in (("c_revert", True), ("c_revert_nov", False)):
+                ddir = os.path.join(d, f"rv-{key}{i}")
+                os.makedirs(ddir)
+                time.sleep(0.2)
+                t = now()
+                cairn_ctl(cairn, csock, {"cmd": "revert", "path": csnap0, "disk_dir": ddir,
+                                         "verify": verify})
+                R[key].append((now() - t) * 1000)
+        print(f"[{size}] cairn revert: {statistics.median(R['c_revert']):.0f} ms, "
+              f"verify false {statistics.median(R['c_revert_nov']):.1f} ms",
+              file=sys.stderr, flush=True)
+        qmp.cmd("cont")
     time.sleep(0.1)
     cairn_ctl(cairn, csock, {"cmd": "quit"})
     qmp.cmd("quit")
@@ -409,7 +432,12 @@ def table(size, runs, R):
         "`-incoming`", med("c_nov_line"), med("q_inc_line"), ms)
     row("restore, new process to next console line: cairn copy / QEMU `-incoming`",
         med("c_copy_line"), med("q_inc_line"), ms)
-    row("restore to running: cairn map (verified) first KVM_RUN / QEMU loadvm (in process)",
+    if R["c_revert"]:
+        row("restore in the running process: cairn `revert` (verified) / QEMU loadvm",
+            med("c_revert"), med("q_loadvm"), ms)
+        row("restore in the running process: cairn `revert` `\"verify\":false` / QEMU loadvm",
+            med("c_revert_nov"), med("q_loadvm"), ms)
+    row("restore: cairn new process, map (verified), first KVM_RUN / QEMU loadvm (in process)",
         med("c_map_run"), med("q_loadvm"), ms)
     row("bytes on disk: cairn memory.img + state.bin / QEMU migration file", med("c_bytes"),
         med("q_mig_bytes"), mib)
@@ -493,7 +521,9 @@ How each figure is taken:
 - Restore to running: cairn's own "first KVM_RUN N us after process start" (`-v`); QEMU: wall
   time from starting `qemu-system-x86_64 ... -incoming "exec:cat FILE"` until QMP `query-status`
   says running (polled every 2 ms). QEMU loadvm: wall time of HMP `loadvm` in the running
-  QEMU (no new process: it is not the same thing as cairn's restore, shown for reference).
+  QEMU; beside it cairn's `{{"cmd":"revert","path":DIR}}` (the same in-place restore; wall
+  time of the request, after all snapshot rounds, to the first snapshot, verified and with
+  `"verify":false`) and, for reference, cairn's restore in a new process.
 - Next console line: wall time from starting the restoring process to the first complete
   `cpu0: tick=N` line on its console (`count 1000`: a tick is due every millisecond).
 - Bytes on disk: allocated blocks (du) of memory.img + state.bin; QEMU: the migration file,
