@@ -154,7 +154,7 @@ static void conn_reply(struct control_conn *c, json_t *id, int result, json_t *f
 			json_object_set_new(o, "error", json_string(msg ? msg : "error"));
 		}
 	}
-	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
 	json_decref(o);
 	if (!s) {
 		/* Out of memory, or a field jansson cannot encode. */

@@ -339,6 +339,8 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 	if (!was_paused)
 		vm_pause(vmm->vm);
 	int r = snap_capture(j);
+	/* What meta.json records: the pause up to the write (the reply has it all). */
+	j->st.pause_us = now_us() - j->t0;
 	if (r == 0 && quit) {
 		r = snap_write(j, vmm->vm->ram, vmm->vm->ram_size);
 	} else if (r == 0 && (r = snap_fork(j)) < 0) {
