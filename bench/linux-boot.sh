@@ -21,7 +21,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 [ -x "$CAIRN" ] || { echo "no cairn binary at $CAIRN (set CAIRN=...)"; exit 1; }
 "$SRCDIR/scripts/build-linux-guest.sh" "$GUEST" || exit 1
-CMDLINE="console=ttyS0 reboot=k panic=-1 ipv6.disable=1 init_on_alloc=0 cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs,crypto_kdf108_init cairn_run=true"
+CMDLINE="console=ttyS0 reboot=k panic=-1 ipv6.disable=1 init_on_alloc=0 rodata=off cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs,crypto_kdf108_init cairn_run=true"
 
 # timed LOG CMD...: runs CMD, prints "READY EXIT" seconds after start (READY
 # is "-" when the guest never got there); the console goes to LOG.

@@ -9,7 +9,7 @@
 # here; the time is printed.  QEMU TCG boots the same files first, as the
 # reference for what the guest prints (skipped when QEMU is missing).
 #
-# Environment: CAIRN_LINUX_TIMEOUT (seconds, default 1300).
+# Environment: CAIRN_LINUX_TIMEOUT (seconds, default 1440).
 . "$SRCDIR/tests/integration/lib.sh"
 need_kvm
 
@@ -39,7 +39,7 @@ RUN='mount -o ro /dev/vda /mnt && cat /mnt/hello.txt && sha256sum /mnt/data.bin 
 # cryptomgr.notests and initcall_blacklist: boot-time self-tests and tracing
 # housekeeping that take minutes when kernel code is emulated (docs/pvm.md,
 # "Making Linux boot faster here").
-CMDLINE="console=ttyS0 reboot=k panic=-1 ipv6.disable=1 init_on_alloc=0 cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs,crypto_kdf108_init cairn_run=\"$RUN\""
+CMDLINE="console=ttyS0 reboot=k panic=-1 ipv6.disable=1 init_on_alloc=0 rodata=off cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs,crypto_kdf108_init cairn_run=\"$RUN\""
 
 check_console() {  # LOG WHO
   local log=$1 who=$2
@@ -63,7 +63,7 @@ else
 fi
 
 start=$(date +%s.%N)
-timeout "${CAIRN_LINUX_TIMEOUT:-1300}" "$CAIRN" run -v --kernel "$GUEST/vmlinux" \
+timeout "${CAIRN_LINUX_TIMEOUT:-1440}" "$CAIRN" run -v --kernel "$GUEST/vmlinux" \
   --initrd "$GUEST/initramfs.cpio" --disk "$TMP/disk.img,readonly" --mem 512M --cmdline "$CMDLINE" \
   </dev/null >"$TMP/cairn.log" 2>&1
 rc=$?
@@ -72,7 +72,7 @@ secs=$(awk "BEGIN { printf \"%.1f\", $end - $start }")
 echo "--- cairn console (last 40 lines) ---"
 tail -n 40 "$TMP/cairn.log"
 echo "---"
-[ $rc -eq 124 ] && fail "cairn did not finish within ${CAIRN_LINUX_TIMEOUT:-1300}s"
+[ $rc -eq 124 ] && fail "cairn did not finish within ${CAIRN_LINUX_TIMEOUT:-1440}s"
 grep -q "cannot complete instruction" "$TMP/cairn.log" && fail "an instruction cairn cannot complete"
 # Known PVM limitation (docs/pvm.md, docs/guest.md): a non-PVM-aware guest's
 # user-mode `syscall` arrives at LSTAR still at CPL 3, so the first system
