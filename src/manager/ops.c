@@ -746,8 +746,8 @@ static int snapshot_running(struct bundle *b, const char *snap, const char *desc
 	if (kind < 0) {
 		r = kind;
 	} else if (r < 0 && kind == SETTLE_DISK_ONLY) {
-		err_set(-r, "%s; the disks had been frozen already: snapshot \"%s\" was kept, disk "
-			    "only", msg, snap);
+		err_set(0, "%s; the disks had been frozen already: snapshot \"%s\" was kept, disk "
+			   "only", msg, snap);
 	} else if (r == 0 && kind != SETTLE_MEMORY) {
 		r = err_set(EIO, "%s: the VM reported a snapshot that is not there", sd);
 	}
@@ -917,6 +917,108 @@ static int revert_stopped(struct bundle *b, const char *sid, json_t *report)
 	return r;
 }
 
+/* Where a running VM moved to: its disks per the control socket.  After
+ * an interrupted in-place revert this tells whether the VM reverted. */
+static json_t *running_disks(const struct bundle *b)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "status"), *st = NULL, *d = NULL;
+	if (ctl_request(b, req, &st) == 0)
+		d = json_incref(json_object_get(st, "disks"));
+	json_decref(req);
+	json_decref(st);
+	return d;
+}
+
+/* Record the outcome of a revert of the running VM (pending "revert"):
+ * when the VM's disks are no longer the recorded active layers it has
+ * reverted, and they become the active layers.  Returns 1 when it had. */
+static int revert_settle(struct bundle *b, bool running)
+{
+	json_t *p = json_incref(json_object_get(b->doc, "pending"));
+	char id[32];
+	snprintf(id, sizeof(id), "%s", bundle_str(p, "id"));
+	json_t *old = json_object_get(p, "active"), *now = NULL;
+	if (running) {
+		now = running_disks(b);
+	} else {
+		/* the VM ended: its revert overlays are <frozen>-rXXXXXXXX.qcow2 */
+		json_t *layers = jarr(bundle_snap(b, id), "layers");
+		char disks[PATH_MAX];
+		bundle_path(b, disks, sizeof(disks), "disks");
+		json_t *names = json_object();
+		dir_names(disks, names);
+		now = json_array();
+		for (size_t i = 0; i < json_array_size(layers); i++) {
+			const char *l = strrchr(jstr_at(layers, i), '/') + 1;
+			const char *k;
+			json_t *v;
+			json_object_foreach(names, k, v) if (!strncmp(k, l, strlen(l) - 6) &&
+							      !strncmp(k + strlen(l) - 6, "-r", 2) &&
+							      strlen(k) == strlen(l) + 10)
+			{
+				char path[PATH_MAX];
+				sub_path(b, path, sizeof(path), "disks", k);
+				json_array_append_new(now, json_string(path));
+				break;
+			}
+		}
+		json_decref(names);
+	}
+	bool moved = now && json_array_size(now) == json_array_size(old) && !json_equal(now, old);
+	if (moved) {
+		json_object_set(b->doc, "active", now);
+		json_object_set_new(b->doc, "current", json_string(id));
+		json_object_set_new(b->doc, "resume", json_null());
+	}
+	json_object_del(b->doc, "pending");
+	int r = bundle_save(b);
+	if (r == 0 && moved)
+		for (size_t i = 0; i < json_array_size(old); i++)
+			unlink_own(b, jstr_at(old, i));
+	json_decref(now);
+	json_decref(p);
+	return r < 0 ? r : moved;
+}
+
+/* Running VM, whole-machine snapshot: the VM loads it in place (control
+ * command "revert", new overlays in disks/).  -ENOSYS: the VMM has no
+ * such command. */
+static int revert_in_place(struct bundle *b, const char *sid, json_t *report)
+{
+	char sd[PATH_MAX], disks[PATH_MAX];
+	snap_dir(b, sid, sd, sizeof(sd));
+	bundle_path(b, disks, sizeof(disks), "disks");
+	json_object_set_new(b->doc, "pending", json_pack("{s:s, s:s, s:O}", "op", "revert", "id",
+							 sid, "active", active_layers(b)));
+	int r = bundle_save(b);
+	if (r < 0)
+		return r;
+	json_t *req = json_pack("{s:s, s:s, s:s}", "cmd", "revert", "path", sd, "disk_dir", disks);
+	r = ctl_request(b, req, NULL);
+	json_decref(req);
+	if (r < 0 && strstr(err_msg(), "unknown command"))
+		r = -ENOSYS;
+	char msg[1024];
+	snprintf(msg, sizeof(msg), "%s", err_msg());
+	int moved = revert_settle(b, bundle_running(b->dir, NULL));
+	if (moved < 0)
+		return moved;
+	if (r < 0) {
+		if (r != -ENOSYS)
+			err_set(0, "%s", msg);
+		return r;
+	}
+	if (!moved)
+		return err_set(EIO, "%s: the VM reverted but its disks did not move", b->dir);
+	if (report) {
+		json_object_set_new(report, "reverted_to",
+				    json_string(bundle_str(bundle_snap(b, sid), "name")));
+		json_object_set_new(report, "memory", json_true());
+		json_object_set_new(report, "in_place", json_true());
+	}
+	return 0;
+}
+
 int mgr_snapshot_revert(const char *name, const char *snap, const char *save_current,
 			json_t *report)
 {
@@ -943,9 +1045,16 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 		if (r < 0)
 			goto out_id;
 	}
+	if (running && json_is_true(json_object_get(bundle_snap(b, id), "memory"))) {
+		r = revert_in_place(b, id, report);
+		if (r != -ENOSYS)
+			goto out_id;
+		err_clear();
+	}
 	if (running) {
-		/* No in-place revert yet: the VM ends, and starts again from the
-		 * snapshot (its memory if it has any, else a boot on its disk). */
+		/* A disk-only snapshot (or a VMM without "revert"): the VM ends,
+		 * and starts again from the snapshot (its memory if it has any,
+		 * else a boot on its disk). */
 		json_t *req = json_pack("{s:s}", "cmd", "quit");
 		r = ctl_request(b, req, NULL);
 		json_decref(req);
@@ -1414,6 +1523,14 @@ static int check_pending(struct check_ctx *c)
 			repaired(c, "finished the interrupted delete");
 		return r;
 	}
+	if (same_path(op, "revert")) {
+		int moved = revert_settle(b, c->running);
+		if (moved < 0)
+			return moved;
+		repaired(c, moved ? "recorded the interrupted revert to %s" :
+				    "the interrupted revert to %s had not happened", id);
+		return 0;
+	}
 	int kind = snapshot_settle(b, c->running);
 	if (kind < 0)
 		return kind;
@@ -1530,9 +1647,10 @@ static void check_clones(struct check_ctx *c)
 {
 	json_t *cl = jarr(c->b->doc, "clones");
 	for (size_t i = 0; cl && i < json_array_size(cl);) {
-		const char *p = bundle_str(json_array_get(cl, i), "path");
-		char vj[PATH_MAX];
-		snprintf(vj, sizeof(vj), "%s/vm.json", p ? p : "");
+		char p[PATH_MAX - 16], vj[PATH_MAX];
+		const char *ps = bundle_str(json_array_get(cl, i), "path");
+		snprintf(p, sizeof(p), "%s", ps ? ps : "");
+		snprintf(vj, sizeof(vj), "%s/vm.json", p);
 		if (access(vj, F_OK) == 0) {
 			i++;
 			continue;

@@ -58,7 +58,11 @@ grep -q '"memory": true' "$TMP/snap.json" || fail "running snapshot has no memor
 con web "diskfill 20 11" "seed=11 ok"
 con web "memfill 8 4" "memfill mb=8 seed=4"
 con web "echo after-snapshot" "after-snapshot"
-"$C" snapshot revert "$TMP/web" running-1 --save-current discarded-state >/dev/null || fail "revert (running)"
+pid_before=$(head -n1 "$TMP/web/run.lock")
+"$C" snapshot revert "$TMP/web" running-1 --save-current discarded-state --json >"$TMP/rev.json" ||
+  fail "revert (running)"
+grep -q '"in_place": true' "$TMP/rev.json" || fail "running revert not in place: $(cat "$TMP/rev.json")"
+[ "$(head -n1 "$TMP/web/run.lock")" = "$pid_before" ] || fail "the VM process changed"
 "$C" info "$TMP/web" --json | grep -q '"state": "running"' || fail "not running after revert"
 con web "memverify" "memverify ok"
 con web "diskverify 20 5" "diskverify ok n=20"
@@ -76,6 +80,18 @@ con web "memverify" "memverify ok"
 con web "diskverify 20 11" "diskverify ok n=20"
 con web "memverify" "memverify ok"
 pass "stop --save / run resumes; --save-current snapshot restores"
+
+# a running VM reverted to a disk-only snapshot boots again from its disk
+nv=$(grep -c "ready" "$TMP/web/console.log")
+"$C" snapshot revert "$TMP/web" pre-upgrade --json >"$TMP/rev.json" || fail "revert to disk-only (running)"
+grep -q '"restarted": true' "$TMP/rev.json" || fail "not restarted: $(cat "$TMP/rev.json")"
+for ((i = 0; i < 100; i++)); do
+  [ "$(grep -c ready "$TMP/web/console.log")" -gt "$nv" ] &&
+    tail -n 3 "$TMP/web/console.log" | grep -q "diskverify ok n=20" && break
+  sleep 0.1
+done
+[ $i -lt 100 ] || { tail "$TMP/web/console.log"; fail "not booted on pre-upgrade's disk"; }
+pass "running VM reverted to a disk-only snapshot boots on its disk"
 
 "$C" run "$TMP/web" --detach 2>"$TMP/err" && fail "second run"
 grep -q "already running" "$TMP/err" || fail "second run message: $(cat "$TMP/err")"

@@ -5,13 +5,14 @@
 
 # VMs still running at the end are killed before $TMP goes.
 mgr_cleanup() {
-  local f pid
+  local f pid pids=
   for f in "$TMP"/*/run.lock "$TMP"/*/*/run.lock; do
     [ -f "$f" ] || continue
     pid=$(head -n1 "$f" 2>/dev/null)
-    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null && pids="$pids $pid"
   done
-  [ -n "${MGR_MNT:-}" ] && { umount "$MGR_MNT" 2>/dev/null; }
+  for pid in $pids; do timeout 10 tail -s 0.05 --pid="$pid" -f /dev/null; done
+  [ -n "${MGR_MNT:-}" ] && { umount "$MGR_MNT" 2>/dev/null || umount -l "$MGR_MNT"; }
   rm -rf "$TMP"
 }
 trap mgr_cleanup EXIT
@@ -25,7 +26,11 @@ mk() {
 
 # up NAME: run detached, wait for the shell prompt
 up() {
+  local fresh=0
+  grep -q '"resume": null' "$TMP/$1/vm.json" && { fresh=1; : >"$TMP/$1/console.log" 2>/dev/null; }
   "$CAIRN" run "$TMP/$1" --detach || fail "run $1"
+  # a booting guest takes input once its shell prompts (a resumed one is there)
+  [ $fresh = 0 ] || wait_for "$TMP/$1/console.log" 'cairn> |ready' 10 || fail "$1 did not boot"
 }
 
 # con NAME CMD PATTERN [SECS]: type CMD into the guest's shell, wait for PATTERN
