@@ -659,6 +659,18 @@ out:
 	return r;
 }
 
+/* Where a running VM moved to: its disks per the control socket.  After
+ * an interrupted in-place revert this tells whether the VM reverted. */
+static json_t *running_disks(const struct bundle *b)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "status"), *st = NULL, *d = NULL;
+	if (ctl_request(b, req, &st) == 0)
+		d = json_incref(json_object_get(st, "disks"));
+	json_decref(req);
+	json_decref(st);
+	return d;
+}
+
 enum { SETTLE_NONE, SETTLE_MEMORY, SETTLE_DISK_ONLY };
 
 /* After a whole-machine snapshot request (answered, failed, or cut short
@@ -675,7 +687,7 @@ static int snapshot_settle(struct bundle *b, bool running)
 	char sd[PATH_MAX];
 	snap_dir(b, id, sd, sizeof(sd));
 	struct stat st;
-	bool dir = stat(sd, &st) == 0, ovs = true;
+	bool ovs = true;
 	json_t *act = json_array();
 	size_t i;
 	json_t *v;
@@ -686,6 +698,18 @@ static int snapshot_settle(struct bundle *b, bool running)
 		ovs &= access(ov, F_OK) == 0;
 		json_array_append_new(act, json_string(ov));
 	}
+	if (running) {
+		/* the VM says where it writes: moved means it took the snapshot
+		 * (the freeze comes first); then wait for its memory writer */
+		json_t *now = running_disks(b);
+		ovs = now && json_equal(now, act);
+		json_decref(now);
+		char tmp[PATH_MAX + 8];
+		snprintf(tmp, sizeof(tmp), "%s.tmp", sd);
+		for (int k = 0; ovs && k < 2400 && stat(sd, &st) < 0 && stat(tmp, &st) == 0; k++)
+			usleep(50000);
+	}
+	bool dir = stat(sd, &st) == 0;
 	int kind = dir ? SETTLE_MEMORY : ovs ? SETTLE_DISK_ONLY : SETTLE_NONE;
 	if (kind != SETTLE_NONE) {
 		json_object_set_new(s, "memory", json_boolean(dir));
@@ -915,18 +939,6 @@ static int revert_stopped(struct bundle *b, const char *sid, json_t *report)
 		json_object_set_new(report, "memory", json_boolean(mem));
 	}
 	return r;
-}
-
-/* Where a running VM moved to: its disks per the control socket.  After
- * an interrupted in-place revert this tells whether the VM reverted. */
-static json_t *running_disks(const struct bundle *b)
-{
-	json_t *req = json_pack("{s:s}", "cmd", "status"), *st = NULL, *d = NULL;
-	if (ctl_request(b, req, &st) == 0)
-		d = json_incref(json_object_get(st, "disks"));
-	json_decref(req);
-	json_decref(st);
-	return d;
 }
 
 /* Record the outcome of a revert of the running VM (pending "revert"):
@@ -1684,10 +1696,6 @@ static void check_leftovers(struct check_ctx *c, const char *sub)
 		path_join(p, sizeof(p), dir, de->d_name);
 		if (json_object_get(c->refs, p))
 			continue;
-		if (c->running) {
-			problem(c, "%s: not named by vm.json (left alone while the VM runs)", p);
-			continue;
-		}
 		problem(c, "%s: left over by an interrupted operation", p);
 		if (c->repair && rm_rf(p) == 0)
 			repaired(c, "removed %s", p);
@@ -1723,6 +1731,18 @@ int mgr_check(const char *name, bool repair, json_t *report)
 	if (r == 0) {
 		check_tree(&c);
 		check_clones(&c);
+		if (c.running) {
+			/* never take what the VM writes to, whatever vm.json says */
+			json_t *now = running_disks(b);
+			size_t i;
+			json_t *v;
+			json_array_foreach(now, i, v) ref(&c, json_string_value(v));
+			if (now && active_layers(b) && !json_equal(now, active_layers(b)) &&
+			    !json_object_get(b->doc, "pending"))
+				problem(&c, "the running VM writes to %s, vm.json names %s",
+					jstr_at(now, 0), jstr_at(active_layers(b), 0));
+			json_decref(now);
+		}
 		if (!json_object_get(b->doc, "pending")) {
 			check_leftovers(&c, "disks");
 			check_leftovers(&c, "snapshots");
