@@ -10,10 +10,12 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 struct flag_opts {
@@ -83,28 +85,33 @@ static int finish(int r, bool json, json_t *report, const char *human)
 }
 
 static const char create_usage[] =
-	"Usage: cairn create NAME --kernel FILE (--disk FILE | --disk-size SIZE) [options]\n"
-	"\n"
-	"Make the VM bundle NAME (a directory; may be a path): vm.json, disks/, snapshots/.\n"
-	"\n"
-	"  --kernel FILE      Linux bzImage or PVH ELF (recorded by absolute path)\n"
-	"  --initrd FILE      initial ramdisk\n"
-	"  --cmdline STR      kernel command line\n"
-	"  --disk FILE        base disk, imported as the bottom layer (qcow2 copied\n"
-	"                     with its chain flattened, raw converted to qcow2)\n"
-	"  --disk-size SIZE   or a new empty disk of SIZE (e.g. 1G)\n"
-	"  --mem SIZE         guest memory (default 512M; a bare number is MiB)\n"
-	"  --cpus N           vCPUs (default 1)\n"
-	"  --json             print the result as JSON\n";
+    "Usage: cairn create NAME --kernel FILE (--disk FILE | --disk-size SIZE) [options]\n"
+    "\n"
+    "Make the VM bundle NAME (a directory; may be a path): vm.json, disks/, snapshots/.\n"
+    "\n"
+    "  --kernel FILE      Linux bzImage or PVH ELF (recorded by absolute path)\n"
+    "  --initrd FILE      initial ramdisk\n"
+    "  --cmdline STR      kernel command line\n"
+    "  --disk FILE        base disk, imported as the bottom layer (qcow2 copied\n"
+    "                     with its chain flattened, raw converted to qcow2)\n"
+    "  --disk-size SIZE   or a new empty disk of SIZE (e.g. 1G)\n"
+    "  --mem SIZE         guest memory (default 512M; a bare number is MiB)\n"
+    "  --cpus N           vCPUs (default 1)\n"
+    "  --json             print the result as JSON\n";
 
 int cli_vm_create_main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
-		{"cmdline", required_argument, NULL, 'c'}, {"disk", required_argument, NULL, 'd'},
-		{"disk-size", required_argument, NULL, 's'}, {"mem", required_argument, NULL, 'm'},
-		{"cpus", required_argument, NULL, 'n'},   {"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+	    {"kernel", required_argument, NULL, 'k'},
+	    {"initrd", required_argument, NULL, 'i'},
+	    {"cmdline", required_argument, NULL, 'c'},
+	    {"disk", required_argument, NULL, 'd'},
+	    {"disk-size", required_argument, NULL, 's'},
+	    {"mem", required_argument, NULL, 'm'},
+	    {"cpus", required_argument, NULL, 'n'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct mgr_create_opts o = {.mem_size = 512ULL << 20, .ncpus = 1};
 	bool json = false;
@@ -113,13 +120,22 @@ int cli_vm_create_main(int argc, char **argv)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'k': o.kernel = optarg; break;
-		case 'i': o.initrd = optarg; break;
-		case 'c': o.cmdline = optarg; break;
-		case 'd': o.disk = optarg; break;
+		case 'k':
+			o.kernel = optarg;
+			break;
+		case 'i':
+			o.initrd = optarg;
+			break;
+		case 'c':
+			o.cmdline = optarg;
+			break;
+		case 'd':
+			o.disk = optarg;
+			break;
 		case 's':
 			if (size_parse(optarg, 1, &o.disk_size) < 0 || !o.disk_size)
-				return cli_usage_error("create", "invalid --disk-size '%s'", optarg);
+				return cli_usage_error("create", "invalid --disk-size '%s'",
+						       optarg);
 			break;
 		case 'm':
 			if (size_parse(optarg, 1ULL << 20, &o.mem_size) < 0)
@@ -130,8 +146,12 @@ int cli_vm_create_main(int argc, char **argv)
 			if (o.ncpus < 1 || o.ncpus > 64)
 				return cli_usage_error("create", "--cpus takes 1 to 64");
 			break;
-		case 'j': json = true; break;
-		case 'h': fputs(create_usage, stdout); return CLI_OK;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			fputs(create_usage, stdout);
+			return CLI_OK;
 		default:
 			return cli_usage_error("create", "unknown or incomplete option '%s'",
 					       argv[optind - 1]);
@@ -172,11 +192,14 @@ int cli_vm_list_main(int argc, char **argv)
 		printf("%-20s %-10s %9s  %s\n", "NAME", "STATE", "SNAPSHOTS", "CURRENT");
 		size_t k;
 		json_t *v;
-		json_array_foreach(arr, k, v) {
+		json_array_foreach(arr, k, v)
+		{
 			const char *cur = json_string_value(json_object_get(v, "current"));
 			printf("%-20s %-10s %9lld  %s\n",
 			       json_string_value(json_object_get(v, "name")),
-			       json_object_get(v, "state") ? json_string_value(json_object_get(v, "state")) : "broken",
+			       json_object_get(v, "state")
+				   ? json_string_value(json_object_get(v, "state"))
+				   : "broken",
 			       (long long)json_integer_value(json_object_get(v, "snapshots")),
 			       cur ? cur : "-");
 		}
@@ -222,9 +245,10 @@ int cli_vm_info_main(int argc, char **argv)
 	return CLI_OK;
 }
 
-static const char destroy_usage[] = "Usage: cairn destroy NAME\n\n"
-				    "Remove a stopped VM bundle and everything in it.  Refused while "
-				    "it runs or\nwhile a linked clone uses its layers.\n";
+static const char destroy_usage[] =
+    "Usage: cairn destroy NAME\n\n"
+    "Remove a stopped VM bundle and everything in it.  Refused while "
+    "it runs or\nwhile a linked clone uses its layers.\n";
 
 int cli_vm_destroy_main(int argc, char **argv)
 {
@@ -240,9 +264,9 @@ int cli_vm_destroy_main(int argc, char **argv)
 }
 
 static const char stop_usage[] =
-	"Usage: cairn stop NAME [--save] [--json]\n\n"
-	"End the running VM; with --save, first take a whole-machine snapshot\n"
-	"(\"suspend-DATE\") that the next 'cairn run NAME' resumes.\n";
+    "Usage: cairn stop NAME [--save] [--json]\n\n"
+    "End the running VM; with --save, first take a whole-machine snapshot\n"
+    "(\"suspend-DATE\") that the next 'cairn run NAME' resumes.\n";
 
 int cli_vm_stop_main(int argc, char **argv)
 {
@@ -262,11 +286,11 @@ int cli_vm_stop_main(int argc, char **argv)
 }
 
 static const char check_usage[] =
-	"Usage: cairn check NAME [--repair] [--json]\n\n"
-	"Verify the bundle: vm.json, the snapshot tree, every layer (qcow2 check and\n"
-	"backing file), every snapshot's state and memory checksums, leftovers of\n"
-	"interrupted operations.  --repair finishes or undoes interrupted operations,\n"
-	"removes leftovers and frees leaked clusters.  Exit 0 when consistent.\n";
+    "Usage: cairn check NAME [--repair] [--json]\n\n"
+    "Verify the bundle: vm.json, the snapshot tree, every layer (qcow2 check and\n"
+    "backing file), every snapshot's state and memory checksums, leftovers of\n"
+    "interrupted operations.  --repair finishes or undoes interrupted operations,\n"
+    "removes leftovers and frees leaked clusters.  Exit 0 when consistent.\n";
 
 int cli_vm_check_main(int argc, char **argv)
 {
@@ -289,9 +313,9 @@ int cli_vm_check_main(int argc, char **argv)
 		size_t k;
 		json_t *v;
 		json_array_foreach(json_object_get(rep, "problems"), k, v)
-			printf("problem: %s\n", json_string_value(v));
+		    printf("problem: %s\n", json_string_value(v));
 		json_array_foreach(json_object_get(rep, "repaired"), k, v)
-			printf("repaired: %s\n", json_string_value(v));
+		    printf("repaired: %s\n", json_string_value(v));
 		if (r == 0)
 			printf("%s: ok\n", argv[i]);
 	}
@@ -300,11 +324,11 @@ int cli_vm_check_main(int argc, char **argv)
 }
 
 static const char clone_usage[] =
-	"Usage: cairn clone NAME SNAP NEW [--full] [--json]\n\n"
-	"Make the bundle NEW from snapshot SNAP of NAME.  A linked clone (default)\n"
-	"shares SNAP's frozen layers read-only (NAME then refuses to delete SNAP);\n"
-	"--full copies them.  The clone gets a new machine id, new disk serials and a\n"
-	"random seed on the kernel command line; it boots afresh from SNAP's disk.\n";
+    "Usage: cairn clone NAME SNAP NEW [--full] [--json]\n\n"
+    "Make the bundle NEW from snapshot SNAP of NAME.  A linked clone (default)\n"
+    "shares SNAP's frozen layers read-only (NAME then refuses to delete SNAP);\n"
+    "--full copies them.  The clone gets a new machine id, new disk serials and a\n"
+    "random seed on the kernel command line; it boots afresh from SNAP's disk.\n";
 
 int cli_vm_clone_main(int argc, char **argv)
 {
@@ -325,20 +349,21 @@ int cli_vm_clone_main(int argc, char **argv)
 }
 
 static const char snapshot_usage[] =
-	"Usage: cairn snapshot create NAME SNAP [--disk-only] [--description TEXT] [--json]\n"
-	"       cairn snapshot list NAME [--json]\n"
-	"       cairn snapshot revert NAME SNAP [--save-current SNAP2] [--json]\n"
-	"       cairn snapshot delete NAME SNAP [--json]\n"
-	"\n"
-	"create: a running VM is recorded whole (memory, devices, disks) and goes on;\n"
-	"        a stopped VM's disks are frozen (disk only).\n"
-	"list:   the tree: name, time, memory, own and shared bytes; '*' marks where\n"
-	"        the VM is now (its state descends from that snapshot).\n"
-	"revert: the VM's state becomes SNAP's (the current state is discarded unless\n"
-	"        --save-current names a snapshot to keep it in).  A running VM is\n"
-	"        ended and started again from SNAP (console then in NAME/console.log).\n"
-	"delete: leaf or inner; every other snapshot keeps its exact content; the\n"
-	"        freed bytes are reported.\n";
+    "Usage: cairn snapshot create NAME SNAP [--disk-only] [--description TEXT] [--json]\n"
+    "       cairn snapshot list NAME [--json]\n"
+    "       cairn snapshot revert NAME SNAP [--save-current SNAP2] [--json]\n"
+    "       cairn snapshot delete NAME SNAP [--json]\n"
+    "\n"
+    "create: a running VM is recorded whole (memory, devices, disks) and goes on\n"
+    "        (--disk-only: its memory is not kept); a stopped VM's disks are frozen\n"
+    "        (disk only).\n"
+    "list:   the tree: name, time, memory, own and shared bytes; '*' marks where\n"
+    "        the VM is now (its state descends from that snapshot).\n"
+    "revert: the VM's state becomes SNAP's (the current state is discarded unless\n"
+    "        --save-current names a snapshot to keep it in).  A running VM is\n"
+    "        ended and started again from SNAP (console then in NAME/console.log).\n"
+    "delete: leaf or inner; every other snapshot keeps its exact content; the\n"
+    "        freed bytes are reported.\n";
 
 static void print_tree(json_t *t)
 {
@@ -346,7 +371,8 @@ static void print_tree(json_t *t)
 	printf("%-32s %-20s %-6s %12s %12s\n", "NAME", "CREATED", "MEMORY", "OWN", "SHARED");
 	size_t k;
 	json_t *v;
-	json_array_foreach(arr, k, v) {
+	json_array_foreach(arr, k, v)
+	{
 		char name[160];
 		int d = (int)json_integer_value(json_object_get(v, "depth"));
 		bool cur = json_is_true(json_object_get(v, "current"));
@@ -412,12 +438,45 @@ int cli_vm_snapshot_main(int argc, char **argv)
 	return cli_usage_error("snapshot", "'%s' with %d argument(s): see the usage", sub, npos);
 }
 
+/* Raw terminal for a VM in the foreground (as `cairn run`): keys reach the
+ * guest as typed; restored on exit and on fatal signals. */
+static struct termios saved_tio;
+static bool tio_saved;
+
+static void term_restore(void)
+{
+	if (tio_saved)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved_tio);
+}
+
+static void term_fatal_signal(int sig)
+{
+	term_restore();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void term_raw(void)
+{
+	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) < 0)
+		return;
+	tio_saved = true;
+	atexit(term_restore);
+	static const int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGQUIT};
+	for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+		signal(fatal[i], term_fatal_signal);
+	struct termios t = saved_tio;
+	cfmakeraw(&t);
+	t.c_oflag |= OPOST | ONLCR;
+	tcsetattr(STDIN_FILENO, TCSANOW, &t);
+}
+
 static const char run_bundle_usage[] =
-	"Usage: cairn run NAME [--detach]\n\n"
-	"Boot the VM of bundle NAME, or resume it when it was suspended or reverted to\n"
-	"a whole-machine snapshot.  The control socket is NAME/control.sock; the\n"
-	"console is this terminal, or NAME/console.log with --detach (which returns\n"
-	"once the VM runs).\n";
+    "Usage: cairn run NAME [--detach]\n\n"
+    "Boot the VM of bundle NAME, or resume it when it was suspended or reverted to\n"
+    "a whole-machine snapshot.  The control socket is NAME/control.sock; the\n"
+    "console is this terminal, or NAME/console.log with --detach (which returns\n"
+    "once the VM runs).\n";
 
 int cli_vm_run_main(int argc, char **argv)
 {
@@ -440,6 +499,9 @@ int cli_vm_run_main(int argc, char **argv)
 					       argv[i]);
 	}
 	log_set_level(LOG_WARN);
+	if (!detach)
+		term_raw();
 	int r = mgr_run(argv[1], detach);
+	term_restore();
 	return r < 0 ? cli_fail() : r;
 }

@@ -194,7 +194,8 @@ json_t *bundle_snap_by_name(const struct bundle *b, const char *name, const char
 {
 	const char *id;
 	json_t *s;
-	json_object_foreach(bundle_snapshots(b), id, s) {
+	json_object_foreach(bundle_snapshots(b), id, s)
+	{
 		const char *n = bundle_str(s, "name");
 		if (n && !strcmp(n, name)) {
 			if (idp)

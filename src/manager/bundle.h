@@ -21,9 +21,9 @@
 #define BUNDLE_VERSION 1
 
 struct bundle {
-	char *dir;     /* absolute path of the bundle directory */
-	json_t *doc;   /* vm.json */
-	int lock_fd;   /* the writer lock (flock on DIR/lock), -1 if not held */
+	char *dir;   /* absolute path of the bundle directory */
+	json_t *doc; /* vm.json */
+	int lock_fd; /* the writer lock (flock on DIR/lock), -1 if not held */
 };
 
 /* Open the bundle at PATH and read vm.json.  With WRITE, take the writer
@@ -46,11 +46,11 @@ bool bundle_running(const char *dir, pid_t *pid);
 void bundle_random_hex(char *out, size_t ndigits);
 
 /* The snapshot tree in vm.json. */
-json_t *bundle_snapshots(const struct bundle *b);            /* object id -> snapshot */
-json_t *bundle_snap(const struct bundle *b, const char *id);  /* by id */
+json_t *bundle_snapshots(const struct bundle *b);	     /* object id -> snapshot */
+json_t *bundle_snap(const struct bundle *b, const char *id); /* by id */
 /* By name; sets *ID. NULL (message set) when there is none. */
 json_t *bundle_snap_by_name(const struct bundle *b, const char *name, const char **id);
-const char *bundle_str(const json_t *obj, const char *key);   /* NULL when absent/null */
+const char *bundle_str(const json_t *obj, const char *key); /* NULL when absent/null */
 
 /* Apparent disk usage (allocated blocks) of a file or a directory tree. */
 uint64_t bundle_du(const char *path);

@@ -185,7 +185,8 @@ static int open_for_write(const char *name, const char *cmd, struct bundle **out
 		return r;
 	if (json_object_get(b->doc, "pending")) {
 		const char *op = bundle_str(json_object_get(b->doc, "pending"), "op");
-		r = err_set(EAGAIN, "%s: an interrupted \"%s\" is pending; run 'cairn check --repair %s'",
+		r = err_set(EAGAIN,
+			    "%s: an interrupted \"%s\" is pending; run 'cairn check --repair %s'",
 			    b->dir, op ? op : "?", name);
 		bundle_close(b);
 		return r;
@@ -267,7 +268,8 @@ static int make_bundle_dirs(const char *name, char *real, size_t len)
 {
 	if (mkdir(name, 0755) < 0)
 		return err_set(errno, "%s: cannot create the bundle directory%s", name,
-			       errno == EEXIST ? " (it exists; 'cairn destroy' removes a bundle)" : "");
+			       errno == EEXIST ? " (it exists; 'cairn destroy' removes a bundle)"
+					       : "");
 	if (!realpath(name, real))
 		return err_set(errno, "%s", name);
 	char p[PATH_MAX];
@@ -313,8 +315,8 @@ int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report
 	}
 	sub_path(&b, disk, sizeof(disk), "disks", "disk0.qcow2");
 	if (o->disk) {
-		struct chain_convert_opts co = {.dst_fmt = "qcow2",
-						.src_fmt = is_qcow2_file(o->disk) ? "qcow2" : "raw"};
+		struct chain_convert_opts co = {
+		    .dst_fmt = "qcow2", .src_fmt = is_qcow2_file(o->disk) ? "qcow2" : "raw"};
 		r = chain_convert(o->disk, disk, &co, &progress);
 	} else {
 		struct qcow2_create_opts co = {.size = o->disk_size};
@@ -325,9 +327,13 @@ int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report
 	b.doc = new_doc(name);
 	char serial[21] = "cairn-";
 	bundle_random_hex(serial + 6, 12);
-	struct vm_config cfg = {.mem_size = o->mem_size, .ncpus = o->ncpus, .kernel = kernel,
-				.initrd = o->initrd ? initrd : NULL, .cmdline = (char *)o->cmdline,
-				.ndisks = 1, .pvm_quirks = true};
+	struct vm_config cfg = {.mem_size = o->mem_size,
+				.ncpus = o->ncpus,
+				.kernel = kernel,
+				.initrd = o->initrd ? initrd : NULL,
+				.cmdline = (char *)o->cmdline,
+				.ndisks = 1,
+				.pvm_quirks = true};
 	cfg.disks[0] = (struct disk_config){.path = disk, .format = "qcow2", .serial = serial};
 	json_object_set_new(b.doc, "config", vm_config_to_json(&cfg));
 	json_object_set_new(b.doc, "active", json_pack("[s]", disk));
@@ -351,7 +357,8 @@ static int unregister_clone(const char *origin, const char *clone_dir)
 	json_t *cl = jarr(o->doc, "clones");
 	size_t i;
 	json_t *v;
-	json_array_foreach(cl, i, v) {
+	json_array_foreach(cl, i, v)
+	{
 		if (same_path(bundle_str(v, "path"), clone_dir)) {
 			json_array_remove(cl, i);
 			bundle_save(o);
@@ -377,7 +384,8 @@ int mgr_destroy(const char *name)
 		return r;
 	json_t *cl = jarr(b->doc, "clones");
 	if (cl && json_array_size(cl)) {
-		r = err_set(EBUSY, "%s: linked clone %s uses this bundle's layers; destroy it first",
+		r = err_set(EBUSY,
+			    "%s: linked clone %s uses this bundle's layers; destroy it first",
 			    b->dir, bundle_str(json_array_get(cl, 0), "path"));
 		goto out;
 	}
@@ -448,10 +456,10 @@ int mgr_list(const char *dir, json_t **out)
 		}
 		json_t *cur = bundle_snap(b, bundle_str(b->doc, "current"));
 		json_array_append_new(
-			arr, json_pack("{s:s, s:s, s:s, s:i, s:s?}", "name", de->d_name, "path", b->dir,
-				       "state", vm_state(b, NULL), "snapshots",
-				       (int)json_object_size(bundle_snapshots(b)), "current",
-				       cur ? bundle_str(cur, "name") : NULL));
+		    arr, json_pack("{s:s, s:s, s:s, s:i, s:s?}", "name", de->d_name, "path", b->dir,
+				   "state", vm_state(b, NULL), "snapshots",
+				   (int)json_object_size(bundle_snapshots(b)), "current",
+				   cur ? bundle_str(cur, "name") : NULL));
 		bundle_close(b);
 	}
 	closedir(d);
@@ -525,8 +533,8 @@ static int take_run_lock(const struct bundle *b, int *fd)
 }
 
 /* Build the VM (boot or resume) and record where it now writes. */
-static int run_setup(struct bundle *b, const struct vmm_opts *opts, int console_in,
-		     int console_out, struct vmm **vmm)
+static int run_setup(struct bundle *b, const struct vmm_opts *opts, int console_in, int console_out,
+		     struct vmm **vmm)
 {
 	const char *resume = bundle_str(b->doc, "resume");
 	if (!resume) {
@@ -585,8 +593,8 @@ int mgr_run(const char *name, bool detach)
 	bundle_path(b, sock, sizeof(sock), "control.sock");
 	bundle_path(b, logp, sizeof(logp), "console.log");
 	bundle_path(b, disks, sizeof(disks), "disks");
-	struct vmm_opts opts = {.control = sock, .restore_mode = RESTORE_MAP,
-				.verify_memory = true, .disk_dir = disks};
+	struct vmm_opts opts = {
+	    .control = sock, .restore_mode = RESTORE_MAP, .verify_memory = true, .disk_dir = disks};
 	int cin = STDIN_FILENO, cout = STDOUT_FILENO;
 	if (detach) {
 		if (pipe2(pipefd, O_CLOEXEC) < 0) {
@@ -609,7 +617,8 @@ int mgr_run(const char *name, bool detach)
 			if (n == 2 && !memcmp(msg, "ok", 2))
 				return 0;
 			msg[n > 0 ? n : 0] = 0;
-			return err_set(EIO, "%s", n > 0 ? msg : "the VM process ended during start-up");
+			return err_set(EIO, "%s",
+				       n > 0 ? msg : "the VM process ended during start-up");
 		}
 		close(pipefd[0]);
 		setsid();
@@ -691,7 +700,8 @@ static int snapshot_settle(struct bundle *b, bool running)
 	json_t *act = json_array();
 	size_t i;
 	json_t *v;
-	json_array_foreach(jarr(s, "layers"), i, v) {
+	json_array_foreach(jarr(s, "layers"), i, v)
+	{
 		char ov[PATH_MAX];
 		const char *l = json_string_value(v);
 		snprintf(ov, sizeof(ov), "%.*s-%s.qcow2", (int)strlen(l) - 6, l, id);
@@ -719,8 +729,8 @@ static int snapshot_settle(struct bundle *b, bool running)
 		json_object_set(bundle_snapshots(b), id, s);
 		json_object_set_new(b->doc, "current", json_string(id));
 	}
-	bool resume = kind == SETTLE_MEMORY && !running &&
-		      json_is_true(json_object_get(s, "suspend"));
+	bool resume =
+	    kind == SETTLE_MEMORY && !running && json_is_true(json_object_get(s, "suspend"));
 	if (resume) {
 		json_object_set_new(b->doc, "active", json_null());
 		json_object_set_new(b->doc, "resume", json_string(id));
@@ -748,12 +758,12 @@ static int snapshot_running(struct bundle *b, const char *snap, const char *desc
 	snap_dir(b, id, sd, sizeof(sd));
 	now_iso(created, sizeof(created));
 	json_t *s = json_pack("{s:s, s:O, s:s, s:s?, s:b, s:O, s:b}", "name", snap, "parent",
-			      json_object_get(b->doc, "current"), "created", created,
-			      "description", desc, "memory", 1, "layers", active_layers(b),
-			      "suspend", suspend);
+			      json_object_get(b->doc, "current"), "created", created, "description",
+			      desc, "memory", 1, "layers", active_layers(b), "suspend", suspend);
 	/* recorded first: an interrupted snapshot is adopted or dropped by check */
-	json_object_set_new(b->doc, "pending", json_pack("{s:s, s:s, s:O}", "op", "snapshot",
-							 "id", id, "snapshot", s));
+	json_object_set_new(
+	    b->doc, "pending",
+	    json_pack("{s:s, s:s, s:O}", "op", "snapshot", "id", id, "snapshot", s));
 	int r = bundle_save(b);
 	if (r < 0)
 		goto out;
@@ -770,8 +780,10 @@ static int snapshot_running(struct bundle *b, const char *snap, const char *desc
 	if (kind < 0) {
 		r = kind;
 	} else if (r < 0 && kind == SETTLE_DISK_ONLY) {
-		err_set(0, "%s; the disks had been frozen already: snapshot \"%s\" was kept, disk "
-			   "only", msg, snap);
+		err_set(0,
+			"%s; the disks had been frozen already: snapshot \"%s\" was kept, disk "
+			"only",
+			msg, snap);
 	} else if (r == 0 && kind != SETTLE_MEMORY) {
 		r = err_set(EIO, "%s: the VM reported a snapshot that is not there", sd);
 	}
@@ -825,10 +837,9 @@ out:
 static int snapshot_stopped(struct bundle *b, const char *snap, const char *desc, json_t *report)
 {
 	if (bundle_str(b->doc, "resume"))
-		return err_set(EINVAL,
-			       "%s: the VM is suspended: its state is already snapshot \"%s\"",
-			       b->dir,
-			       bundle_str(bundle_snap(b, bundle_str(b->doc, "resume")), "name"));
+		return err_set(
+		    EINVAL, "%s: the VM is suspended: its state is already snapshot \"%s\"", b->dir,
+		    bundle_str(bundle_snap(b, bundle_str(b->doc, "resume")), "name"));
 	json_t *act = active_layers(b), *nact = json_array();
 	int r = 0;
 	for (size_t i = 0; i < json_array_size(act) && r == 0; i++) {
@@ -843,8 +854,8 @@ static int snapshot_stopped(struct bundle *b, const char *snap, const char *desc
 	bundle_random_hex(id, 8);
 	now_iso(created, sizeof(created));
 	json_t *s = json_pack("{s:s, s:O, s:s, s:s?, s:b, s:O}", "name", snap, "parent",
-			      json_object_get(b->doc, "current"), "created", created,
-			      "description", desc, "memory", 0, "layers", act);
+			      json_object_get(b->doc, "current"), "created", created, "description",
+			      desc, "memory", 0, "layers", act);
 	json_t *old = json_copy(b->doc);
 	json_object_set_new(bundle_snapshots(b), id, s);
 	json_object_set_new(b->doc, "current", json_string(id));
@@ -875,8 +886,10 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 			json_t *report)
 {
 	if (!valid_name(snap))
-		return err_set(EINVAL, "snapshot name \"%s\": use 1-127 characters, no '/', not "
-				       "starting with '.'", snap);
+		return err_set(EINVAL,
+			       "snapshot name \"%s\": use 1-127 characters, no '/', not "
+			       "starting with '.'",
+			       snap);
 	struct bundle *b;
 	int r = open_for_write(name, "cairn snapshot create", &b);
 	if (r < 0)
@@ -887,11 +900,23 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 	}
 	err_clear();
 	if (bundle_running(b->dir, NULL)) {
-		if (disk_only)
-			r = err_set(ENOTSUP, "%s: --disk-only of a running VM is not supported; "
-					     "stop it or take a whole-machine snapshot", b->dir);
-		else
-			r = snapshot_running(b, snap, desc, false, report);
+		json_t *rep = report ? report : json_object();
+		r = snapshot_running(b, snap, desc, false, rep);
+		const char *id = bundle_str(rep, "id");
+		if (r == 0 && disk_only && id) {
+			/* the VM freezes its disks only as part of a whole-machine
+			 * snapshot: its memory files are dropped afterwards */
+			char sd[PATH_MAX];
+			snap_dir(b, id, sd, sizeof(sd));
+			json_object_set_new(bundle_snap(b, id), "memory", json_false());
+			if ((r = bundle_save(b)) == 0) {
+				rm_rf(sd);
+				file_fsync_parent(sd);
+				json_object_set_new(rep, "memory", json_false());
+			}
+		}
+		if (rep != report)
+			json_decref(rep);
 	} else {
 		r = snapshot_stopped(b, snap, desc, report);
 	}
@@ -965,8 +990,8 @@ static int revert_settle(struct bundle *b, bool running)
 			const char *k;
 			json_t *v;
 			json_object_foreach(names, k, v) if (!strncmp(k, l, strlen(l) - 6) &&
-							      !strncmp(k + strlen(l) - 6, "-r", 2) &&
-							      strlen(k) == strlen(l) + 10)
+							     !strncmp(k + strlen(l) - 6, "-r", 2) &&
+							     strlen(k) == strlen(l) + 10)
 			{
 				char path[PATH_MAX];
 				sub_path(b, path, sizeof(path), "disks", k);
@@ -1000,8 +1025,9 @@ static int revert_in_place(struct bundle *b, const char *sid, json_t *report)
 	char sd[PATH_MAX], disks[PATH_MAX];
 	snap_dir(b, sid, sd, sizeof(sd));
 	bundle_path(b, disks, sizeof(disks), "disks");
-	json_object_set_new(b->doc, "pending", json_pack("{s:s, s:s, s:O}", "op", "revert", "id",
-							 sid, "active", active_layers(b)));
+	json_object_set_new(
+	    b->doc, "pending",
+	    json_pack("{s:s, s:s, s:O}", "op", "revert", "id", sid, "active", active_layers(b)));
 	int r = bundle_save(b);
 	if (r < 0)
 		return r;
@@ -1052,8 +1078,9 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 			goto out_id;
 		}
 		err_clear();
-		r = running ? snapshot_running(b, save_current, "saved before a revert", false, NULL)
-			    : snapshot_stopped(b, save_current, "saved before a revert", NULL);
+		r = running
+			? snapshot_running(b, save_current, "saved before a revert", false, NULL)
+			: snapshot_stopped(b, save_current, "saved before a revert", NULL);
 		if (r < 0)
 			goto out_id;
 	}
@@ -1099,7 +1126,8 @@ static json_t *dependents(const struct bundle *b, const char *sid, size_t disk)
 	json_t *deps = json_array();
 	const char *id;
 	json_t *s;
-	json_object_foreach(bundle_snapshots(b), id, s) {
+	json_object_foreach(bundle_snapshots(b), id, s)
+	{
 		if (same_path(bundle_str(s, "parent"), sid))
 			json_array_append(deps, json_array_get(jarr(s, "layers"), disk));
 	}
@@ -1156,7 +1184,8 @@ static int delete_apply(struct bundle *b)
 	int r = 0;
 	size_t i;
 	json_t *m;
-	json_array_foreach(merges, i, m) {
+	json_array_foreach(merges, i, m)
+	{
 		r = merge_layer(bundle_str(m, "layer"), bundle_str(m, "into"),
 				bundle_str(m, "method"));
 		if (r < 0) {
@@ -1169,7 +1198,8 @@ static int delete_apply(struct bundle *b)
 	const char *id;
 	json_t *c;
 	json_t *parent = json_object_get(s, "parent");
-	json_object_foreach(bundle_snapshots(b), id, c) {
+	json_object_foreach(bundle_snapshots(b), id, c)
+	{
 		if (same_path(bundle_str(c, "parent"), sid))
 			json_object_set(c, "parent", parent);
 	}
@@ -1187,8 +1217,8 @@ static int delete_apply(struct bundle *b)
 			bool merged_by_commit = false;
 			size_t k;
 			json_array_foreach(merges, k, m) merged_by_commit |=
-				same_path(bundle_str(m, "layer"), json_string_value(v)) &&
-				!strcmp(bundle_str(m, "method"), "commit");
+			    same_path(bundle_str(m, "layer"), json_string_value(v)) &&
+			    !strcmp(bundle_str(m, "method"), "commit");
 			if (!merged_by_commit)
 				unlink_own(b, json_string_value(v));
 		}
@@ -1207,8 +1237,9 @@ static const char *clone_of(const struct bundle *b, const char *sid)
 {
 	size_t i;
 	json_t *v;
-	json_array_foreach(jarr(b->doc, "clones"), i, v) if (same_path(bundle_str(v, "snapshot"), sid))
-		return bundle_str(v, "path");
+	json_array_foreach(
+	    jarr(b->doc, "clones"), i,
+	    v) if (same_path(bundle_str(v, "snapshot"), sid)) return bundle_str(v, "path");
 	return NULL;
 }
 
@@ -1225,14 +1256,18 @@ int mgr_snapshot_delete(const char *name, const char *snap, json_t *report)
 		goto out;
 	}
 	if (same_path(bundle_str(b->doc, "resume"), sid)) {
-		r = err_set(EBUSY, "%s: snapshot \"%s\" is the suspended state the next run resumes; "
-				   "revert to another snapshot first", b->dir, snap);
+		r = err_set(EBUSY,
+			    "%s: snapshot \"%s\" is the suspended state the next run resumes; "
+			    "revert to another snapshot first",
+			    b->dir, snap);
 		goto out;
 	}
 	const char *cl = clone_of(b, sid);
 	if (cl) {
-		r = err_set(EBUSY, "%s: snapshot \"%s\" is used by the linked clone %s; destroy the "
-				   "clone first", b->dir, snap, cl);
+		r = err_set(EBUSY,
+			    "%s: snapshot \"%s\" is used by the linked clone %s; destroy the "
+			    "clone first",
+			    b->dir, snap, cl);
 		goto out;
 	}
 	bool running = bundle_running(b->dir, NULL);
@@ -1242,14 +1277,17 @@ int mgr_snapshot_delete(const char *name, const char *snap, json_t *report)
 		json_t *deps = dependents(b, sid, i);
 		size_t k;
 		json_t *d;
-		json_array_foreach(deps, k, d) {
+		json_array_foreach(deps, k, d)
+		{
 			const char *dp = json_string_value(d);
 			bool is_active = act && same_path(dp, jstr_at(act, i));
 			if (running && is_active) {
 				json_decref(deps);
 				json_decref(merges);
-				r = err_set(EBUSY, "%s: the running VM writes on top of snapshot \"%s\"; "
-						   "stop it (or take a snapshot) first", b->dir, snap);
+				r = err_set(EBUSY,
+					    "%s: the running VM writes on top of snapshot \"%s\"; "
+					    "stop it (or take a snapshot) first",
+					    b->dir, snap);
 				goto out;
 			}
 			/* commit moves the dependent's bytes, stream the deleted
@@ -1259,24 +1297,24 @@ int mgr_snapshot_delete(const char *name, const char *snap, json_t *report)
 			if (!running && json_array_size(deps) == 1 && own_layer(b, l) &&
 			    file_bytes(dp) < file_bytes(l))
 				method = "commit";
-			json_array_append_new(merges, json_pack("{s:s, s:s, s:s}", "layer", l, "into",
-								 dp, "method", method));
+			json_array_append_new(merges, json_pack("{s:s, s:s, s:s}", "layer", l,
+								"into", dp, "method", method));
 		}
 		json_decref(deps);
 	}
 	uint64_t moved = 0;
 	size_t k;
 	json_t *m;
-	json_array_foreach(merges, k, m) moved += file_bytes(
-		bundle_str(m, strcmp(bundle_str(m, "method"), "commit") ? "layer" : "into"));
+	json_array_foreach(merges, k, m) moved +=
+	    file_bytes(bundle_str(m, strcmp(bundle_str(m, "method"), "commit") ? "layer" : "into"));
 	if ((r = need_space(b->dir, moved, "merging the snapshot's layer")) < 0) {
 		json_decref(merges);
 		goto out;
 	}
 	uint64_t before = bundle_du(b->dir);
-	json_object_set_new(b->doc, "pending", json_pack("{s:s, s:s, s:O, s:o}", "op", "delete",
-							 "id", sid, "snapshot", s, "merges",
-							 merges));
+	json_object_set_new(b->doc, "pending",
+			    json_pack("{s:s, s:s, s:O, s:o}", "op", "delete", "id", sid, "snapshot",
+				      s, "merges", merges));
 	merges = json_incref(merges);
 	if ((r = bundle_save(b)) < 0) {
 		json_object_del(b->doc, "pending");
@@ -1295,8 +1333,8 @@ int mgr_snapshot_delete(const char *name, const char *snap, json_t *report)
 	uint64_t after = bundle_du(b->dir);
 	if (r == 0 && report) {
 		json_object_set_new(report, "deleted", json_string(snap));
-		json_object_set_new(report, "freed_bytes", json_integer((json_int_t)before -
-									(json_int_t)after));
+		json_object_set_new(report, "freed_bytes",
+				    json_integer((json_int_t)before - (json_int_t)after));
 		json_object_set_new(report, "merges", json_copy(merges));
 		if (running)
 			json_object_set_new(report, "note",
@@ -1327,13 +1365,15 @@ static void list_walk(const struct bundle *b, const char *parent, int depth, uin
 	json_t *kids = json_array();
 	const char *id;
 	json_t *s;
-	json_object_foreach(bundle_snapshots(b), id, s) {
+	json_object_foreach(bundle_snapshots(b), id, s)
+	{
 		const char *p = bundle_str(s, "parent");
 		if ((parent && same_path(p, parent)) || (!parent && !p)) {
 			size_t at = json_array_size(kids);
 			for (size_t k = 0; k < json_array_size(kids); k++) {
 				json_t *o = bundle_snap(b, jstr_at(kids, k));
-				if (strcmp(bundle_str(s, "created"), bundle_str(o, "created")) < 0) {
+				if (strcmp(bundle_str(s, "created"), bundle_str(o, "created")) <
+				    0) {
 					at = k;
 					break;
 				}
@@ -1349,16 +1389,16 @@ static void list_walk(const struct bundle *b, const char *parent, int depth, uin
 		uint64_t layer = layers_bytes(jarr(s, "layers"));
 		uint64_t own = layer + bundle_du(sd);
 		json_array_append_new(
-			out, json_pack("{s:s, s:s, s:O, s:O, s:O, s:O, s:I, s:I, s:b, s:b, s:i}",
-				       "name", bundle_str(s, "name"), "id", kid, "parent",
-				       json_object_get(s, "parent"), "created",
-				       json_object_get(s, "created"), "memory",
-				       json_object_get(s, "memory"), "description",
-				       json_object_get(s, "description") ? json_object_get(s, "description") : json_null(),
-				       "own_bytes", (json_int_t)own, "shared_bytes", (json_int_t)shared,
-				       "current", same_path(bundle_str(b->doc, "current"), kid),
-				       "suspended", same_path(bundle_str(b->doc, "resume"), kid), "depth",
-				       depth));
+		    out, json_pack(
+			     "{s:s, s:s, s:O, s:O, s:O, s:O, s:I, s:I, s:b, s:b, s:i}", "name",
+			     bundle_str(s, "name"), "id", kid, "parent",
+			     json_object_get(s, "parent"), "created", json_object_get(s, "created"),
+			     "memory", json_object_get(s, "memory"), "description",
+			     json_object_get(s, "description") ? json_object_get(s, "description")
+							       : json_null(),
+			     "own_bytes", (json_int_t)own, "shared_bytes", (json_int_t)shared,
+			     "current", same_path(bundle_str(b->doc, "current"), kid), "suspended",
+			     same_path(bundle_str(b->doc, "resume"), kid), "depth", depth));
 		list_walk(b, kid, depth + 1, shared + layer, out);
 	}
 	json_decref(kids);
@@ -1382,8 +1422,7 @@ int mgr_snapshot_list(const char *name, json_t **out)
 
 /* ---- clone ---------------------------------------------------------------- */
 
-int mgr_clone(const char *name, const char *snap, const char *newname, bool full,
-	      json_t *report)
+int mgr_clone(const char *name, const char *snap, const char *newname, bool full, json_t *report)
 {
 	struct bundle *b;
 	int r = open_for_write(name, full ? "cairn clone --full" : "cairn clone", &b);
@@ -1420,7 +1459,8 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 		char *slash = strrchr(parent, '/');
 		if (slash)
 			*slash = 0;
-		if ((r = need_space(slash ? (*parent ? parent : "/") : ".", need, "a full clone")) < 0)
+		if ((r = need_space(slash ? (*parent ? parent : "/") : ".", need, "a full clone")) <
+		    0)
 			goto out;
 	}
 	char real[PATH_MAX];
@@ -1456,7 +1496,8 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 	json_t *cfg = json_deep_copy(json_object_get(b->doc, "config"));
 	size_t i;
 	json_t *d;
-	json_array_foreach(jarr(cfg, "disks"), i, d) {
+	json_array_foreach(jarr(cfg, "disks"), i, d)
+	{
 		char serial[21] = "cairn-";
 		bundle_random_hex(serial + 6, 12);
 		json_object_set_new(d, "serial", json_string(serial));
@@ -1469,8 +1510,8 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 	json_object_set_new(n.doc, "active", act);
 	if (!full)
 		json_object_set_new(n.doc, "origin",
-				    json_pack("{s:s, s:s, s:s, s:O}", "bundle", b->dir, "snapshot", sid,
-					      "snapshot_name", snap, "layers", layers));
+				    json_pack("{s:s, s:s, s:s, s:O}", "bundle", b->dir, "snapshot",
+					      sid, "snapshot_name", snap, "layers", layers));
 	r = bundle_save(&n);
 	if (r == 0 && report) {
 		json_object_set_new(report, "clone", json_string(real));
@@ -1493,7 +1534,8 @@ struct check_ctx {
 	json_t *problems, *repaired, *refs;
 };
 
-static void problem(struct check_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct check_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void problem(struct check_ctx *c, const char *fmt, ...)
 {
 	char buf[1024];
@@ -1504,7 +1546,8 @@ static void problem(struct check_ctx *c, const char *fmt, ...)
 	json_array_append_new(c->problems, json_string(buf));
 }
 
-static void repaired(struct check_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void repaired(struct check_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void repaired(struct check_ctx *c, const char *fmt, ...)
 {
 	char buf[1024];
@@ -1539,16 +1582,19 @@ static int check_pending(struct check_ctx *c)
 		int moved = revert_settle(b, c->running);
 		if (moved < 0)
 			return moved;
-		repaired(c, moved ? "recorded the interrupted revert to %s" :
-				    "the interrupted revert to %s had not happened", id);
+		repaired(c,
+			 moved ? "recorded the interrupted revert to %s"
+			       : "the interrupted revert to %s had not happened",
+			 id);
 		return 0;
 	}
 	int kind = snapshot_settle(b, c->running);
 	if (kind < 0)
 		return kind;
-	repaired(c, kind == SETTLE_MEMORY	   ? "adopted the committed snapshot %s"
-		    : kind == SETTLE_DISK_ONLY ? "kept snapshot %s (its disks were frozen), disk only"
-					       : "dropped the snapshot %s that was never taken",
+	repaired(c,
+		 kind == SETTLE_MEMORY	    ? "adopted the committed snapshot %s"
+		 : kind == SETTLE_DISK_ONLY ? "kept snapshot %s (its disks were frozen), disk only"
+					    : "dropped the snapshot %s that was never taken",
 		 id);
 	return 0;
 }
@@ -1623,7 +1669,8 @@ static void check_tree(struct check_ctx *c)
 	struct bundle *b = c->b;
 	const char *id;
 	json_t *s;
-	json_object_foreach(bundle_snapshots(b), id, s) {
+	json_object_foreach(bundle_snapshots(b), id, s)
+	{
 		const char *name = bundle_str(s, "name"), *parent = bundle_str(s, "parent");
 		char what[256];
 		snprintf(what, sizeof(what), "snapshot \"%s\"", name ? name : id);
@@ -1713,19 +1760,25 @@ int mgr_check(const char *name, bool repair, json_t *report)
 	if (r == -ENOENT && realpath(name, real)) {
 		if (path_join(lockp, sizeof(lockp), real, "lock") < 0 || access(lockp, F_OK) < 0)
 			return r;
-		json_object_set_new(report, "problems",
-				    json_pack("[s]", "no vm.json: an interrupted create or destroy"));
+		json_object_set_new(
+		    report, "problems",
+		    json_pack("[s]", "no vm.json: an interrupted create or destroy"));
 		if (!repair)
-			return err_set(EUCLEAN, "%s: an interrupted create or destroy; 'cairn check "
-						"--repair' (or 'cairn destroy') removes it", real);
+			return err_set(EUCLEAN,
+				       "%s: an interrupted create or destroy; 'cairn check "
+				       "--repair' (or 'cairn destroy') removes it",
+				       real);
 		rm_rf(real);
 		json_object_set_new(report, "repaired", json_pack("[s]", "removed the bundle"));
 		return 0;
 	}
 	if (r < 0)
 		return r;
-	struct check_ctx c = {.b = b, .repair = repair, .running = bundle_running(b->dir, NULL),
-			      .problems = json_array(), .repaired = json_array(),
+	struct check_ctx c = {.b = b,
+			      .repair = repair,
+			      .running = bundle_running(b->dir, NULL),
+			      .problems = json_array(),
+			      .repaired = json_array(),
 			      .refs = json_object()};
 	r = check_pending(&c);
 	if (r == 0) {
@@ -1761,8 +1814,10 @@ int mgr_check(const char *name, bool repair, json_t *report)
 	json_object_set(report, "problems", c.problems);
 	json_object_set(report, "repaired", c.repaired);
 	if (r == 0 && json_array_size(c.problems) && !repair)
-		r = err_set(EUCLEAN, "%s: %zu problem(s) found; 'cairn check --repair' fixes what "
-				     "it can", b->dir, json_array_size(c.problems));
+		r = err_set(EUCLEAN,
+			    "%s: %zu problem(s) found; 'cairn check --repair' fixes what "
+			    "it can",
+			    b->dir, json_array_size(c.problems));
 	if (r == 0 && repair && json_array_size(c.problems)) {
 		/* what is left after the repair decides */
 		json_t *again = json_object();

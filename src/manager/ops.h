@@ -39,8 +39,7 @@ int mgr_snapshot_delete(const char *name, const char *snap, json_t *report);
  * shared_bytes,current,description,depth}], "state":..., "current":...}. */
 int mgr_snapshot_list(const char *name, json_t **out);
 
-int mgr_clone(const char *name, const char *snap, const char *newname, bool full,
-	      json_t *report);
+int mgr_clone(const char *name, const char *snap, const char *newname, bool full, json_t *report);
 /* Problems found are listed in report's "problems"; with REPAIR, what was
  * fixed in "repaired".  Returns 0 when the bundle is (now) consistent,
  * -EUCLEAN (message set) when problems remain. */

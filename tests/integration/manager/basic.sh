@@ -55,6 +55,13 @@ pass "upgrade rehearsal, stopped: diskverify with the old seed passes"
 con web "memfill 8 3" "memfill mb=8 seed=3"
 "$C" snapshot create "$TMP/web" running-1 --json >"$TMP/snap.json" || fail "snapshot (running)"
 grep -q '"memory": true' "$TMP/snap.json" || fail "running snapshot has no memory"
+"$C" snapshot create "$TMP/web" running-disk --disk-only --json >"$TMP/snap.json" ||
+  fail "--disk-only snapshot (running)"
+grep -q '"memory": false' "$TMP/snap.json" || fail "--disk-only kept memory"
+id=$(python3 -c "import json; print(json.load(open('$TMP/snap.json'))['id'])")
+[ ! -e "$TMP/web/snapshots/$id" ] || fail "--disk-only left memory files"
+check_ok web
+"$C" snapshot delete "$TMP/web" running-disk >/dev/null 2>"$TMP/err" && fail "delete under the running VM"
 con web "diskfill 20 11" "seed=11 ok"
 con web "memfill 8 4" "memfill mb=8 seed=4"
 con web "echo after-snapshot" "after-snapshot"
@@ -100,6 +107,6 @@ grep -q "already running" "$TMP/err" || fail "second run message: $(cat "$TMP/er
 check_ok web
 qcheck_all web
 "$C" snapshot list "$TMP/web" --json | python3 -c "
-import json,sys; d=json.load(sys.stdin); assert d['state']=='stopped' and len(d['snapshots'])==4, d" ||
+import json,sys; d=json.load(sys.stdin); assert d['state']=='stopped' and len(d['snapshots'])==5, d" ||
   fail "snapshot list --json"
 pass "bundle consistent at the end"
