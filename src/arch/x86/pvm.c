@@ -338,11 +338,35 @@ static struct kvm_segment flat_segment(uint16_t selector, bool code)
 				    .g = 1};
 }
 
+static int guest_debug_set(int vcpu_fd, const struct pvm_stats *st, bool step)
+{
+	struct kvm_guest_debug dbg = {.control = KVM_GUESTDBG_ENABLE};
+	if (step) {
+		dbg.control |= KVM_GUESTDBG_SINGLESTEP;
+	} else {
+		dbg.control |= KVM_GUESTDBG_USE_HW_BP;
+		dbg.arch.debugreg[0] = st->sys.pf_handler;
+		dbg.arch.debugreg[7] = 0x1; /* L0: execute, 1 byte */
+	}
+	if (ioctl(vcpu_fd, KVM_SET_GUEST_DEBUG, &dbg) < 0)
+		return err_set(errno, "KVM_SET_GUEST_DEBUG");
+	return 0;
+}
+
 int pvm_handle_debug(int vcpu_fd, struct kvm_run *run, const struct guest_mem *mem,
 		     struct pvm_stats *st)
 {
-	if (run->exit_reason != KVM_EXIT_DEBUG || !st || !st->sys.armed || !st->sys.pf_handler ||
-	    run->debug.arch.pc != st->sys.pf_handler)
+	if (run->exit_reason != KVM_EXIT_DEBUG || !st || !st->sys.armed || !st->sys.pf_handler)
+		return err_set(EINVAL, "pvm: a debug exit cairn did not arm (pc %#llx)",
+			       (unsigned long long)run->debug.arch.pc);
+	/* The guest's handler ran its first instruction: watch it again.  (RF
+	 * does not keep KVM's emulator from stopping on the same breakpoint, so
+	 * an ordinary #PF is let through by one single step.) */
+	if (st->sys.stepping) {
+		st->sys.stepping = false;
+		return guest_debug_set(vcpu_fd, st, false);
+	}
+	if (run->debug.arch.pc != st->sys.pf_handler)
 		return err_set(EINVAL, "pvm: a debug exit cairn did not arm (pc %#llx)",
 			       (unsigned long long)run->debug.arch.pc);
 	struct kvm_regs k;
@@ -360,19 +384,19 @@ int pvm_handle_debug(int vcpu_fd, struct kvm_run *run, const struct guest_mem *m
 	bool broken_syscall =
 	    frame[1] == st->sys.lstar && (frame[2] & 3) == 3 && s.cr2 == st->sys.lstar;
 	if (!broken_syscall) {
-		k.rflags |= RFLAGS_RF_BIT; /* run the handler: no breakpoint on this instruction */
-	} else {
-		/* Undo the #PF; finish SYSCALL: RCX, R11 and the RFLAGS mask are done. */
-		k.rip = frame[1];
-		k.rflags = frame[3] & ~RFLAGS_RF_BIT;
-		k.rsp = frame[4];
-		uint16_t cs = (uint16_t)((st->sys.star >> 32) & 0xfffc);
-		s.cs = flat_segment(cs, true);
-		s.ss = flat_segment((uint16_t)(cs + 8), false);
-		if (ioctl(vcpu_fd, KVM_SET_SREGS, &s) < 0)
-			return err_set(errno, "KVM_SET_SREGS");
-		st->count[INSN_SYSCALL]++;
+		st->sys.stepping = true;
+		return guest_debug_set(vcpu_fd, st, true);
 	}
+	/* Undo the #PF; finish SYSCALL: RCX, R11 and the RFLAGS mask are done. */
+	k.rip = frame[1];
+	k.rflags = frame[3] & ~RFLAGS_RF_BIT;
+	k.rsp = frame[4];
+	uint16_t cs = (uint16_t)((st->sys.star >> 32) & 0xfffc);
+	s.cs = flat_segment(cs, true);
+	s.ss = flat_segment((uint16_t)(cs + 8), false);
+	if (ioctl(vcpu_fd, KVM_SET_SREGS, &s) < 0)
+		return err_set(errno, "KVM_SET_SREGS");
+	st->count[INSN_SYSCALL]++;
 	if (ioctl(vcpu_fd, KVM_SET_REGS, &k) < 0)
 		return err_set(errno, "KVM_SET_REGS");
 	return 0;

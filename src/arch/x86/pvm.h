@@ -34,7 +34,7 @@ struct pvm_stats {
 	/* Not statistics: the per-vCPU state of the system-call fix-up
 	 * (pvm_handle_debug()); zero-initialise with the rest, never summed. */
 	struct {
-		bool armed;
+		bool armed, stepping;
 		uint64_t lstar, star, pf_handler;
 	} sys;
 };

@@ -36,7 +36,7 @@
 extern const uint8_t gc_start[], gc_end[], gc_popcnt_reg[], gc_popcnt_mem[], gc_lzcnt[], gc_tzcnt[],
     gc_cmpxchg16b[], gc_clac[], gc_fwait[], gc_fences[], gc_int3[], gc_ud2[], gc_bp_handler[],
     gc_ud_handler[], gc_other_handler[], gc_loop_popcnt[], gc_loop_add[], gc_mxcsr[],
-    gc_user_syscall[], gc_sys_entry[];
+    gc_user_syscall[], gc_sys_entry[], gc_kernel_pf[];
 __asm__(".pushsection .rodata\n"
 	".balign 16\n"
 	"gc_start:\n"
@@ -58,6 +58,7 @@ __asm__(".pushsection .rodata\n"
 	"gc_loop_add: add %rbx, %rax\n dec %ecx\n jnz gc_loop_add\n hlt\n"
 	/* Runs at CPL 3 through the user alias of this page (USER_ALIAS). */
 	"gc_user_syscall: mov $0x77, %eax\n syscall\n mov $0x99, %edx\n syscall\n jmp .\n"
+	"gc_kernel_pf: movabs 0x40000000, %rax\n hlt\n"
 	/* The first call returns with sysretq, the second stops at CPL 0. */
 	"gc_sys_entry: inc %r12\n cmp $2, %r12\n je 1f\n sysretq\n"
 	"1: mov %rcx, %rbx\n mov $0x5a5a, %eax\n hlt\n"
@@ -210,7 +211,9 @@ static int vm_call(struct vm *v, const uint8_t *entry, const struct kvm_regs *in
 	r.rflags = 2;
 	if (ioctl(v->vcpu, KVM_SET_REGS, &r) < 0)
 		return -errno;
-	for (;;) {
+	for (int n = 0;; n++) {
+		if (n > 100000)
+			return err_set(ELOOP, "no hlt after 100000 exits");
 		if (ioctl(v->vcpu, KVM_RUN, 0) < 0)
 			return err_set(errno, "KVM_RUN");
 		if (v->run->exit_reason == KVM_EXIT_HLT)
@@ -366,10 +369,10 @@ int main(void)
 		struct kvm_msrs h;
 		uint8_t bytes[sizeof(struct kvm_msrs) + 2 * sizeof(struct kvm_msr_entry)];
 	} msrs = {.h.nmsrs = 2};
-	msrs.h.entries[0] = (struct kvm_msr_entry){.index = MSR_STAR,
-						   .data = (0x13ull << 48) | (0x08ull << 32)};
+	msrs.h.entries[0] =
+	    (struct kvm_msr_entry){.index = MSR_STAR, .data = (0x13ull << 48) | (0x08ull << 32)};
 	msrs.h.entries[1] =
-		(struct kvm_msr_entry){.index = MSR_LSTAR, .data = guest_addr(gc_sys_entry)};
+	    (struct kvm_msr_entry){.index = MSR_LSTAR, .data = guest_addr(gc_sys_entry)};
 	CHECK_EQ(ioctl(v.vcpu, KVM_SET_MSRS, &msrs), 2);
 	v.st.sys.armed = false;
 	in = (struct kvm_regs){.rbx = 1};
@@ -422,6 +425,14 @@ int main(void)
 	printf("user-mode syscall: entered LSTAR at CPL %d (%llu fix-ups, %llu sysret completed)\n",
 	       us.cs.selector & 3, (unsigned long long)v.st.count[INSN_SYSCALL],
 	       (unsigned long long)v.st.count[INSN_SYSRET]);
+
+	/* An ordinary #PF (CPL 0, unmapped address) while the fix-up is armed
+	 * must reach the guest's handler: the breakpoint is stepped over. */
+	put64(&v, DATA + 0x10, 0);
+	in = (struct kvm_regs){0};
+	CALL(gc_kernel_pf, &in, &out);
+	CHECK(get64(&v, DATA + 0x10) != 0); /* the handler ran */
+	CHECK(!v.st.sys.stepping);
 
 	pvm_stats_print(&v.st, stdout);
 	if (pvm)
