@@ -94,6 +94,8 @@ static const char create_usage[] =
     "  --cmdline STR      kernel command line\n"
     "  --disk FILE        base disk, imported as the bottom layer (qcow2 copied\n"
     "                     with its chain flattened, raw converted to qcow2)\n"
+    "  --reference        keep --disk FILE where it is, as the read-only bottom\n"
+    "                     layer (never written; it must not change afterwards)\n"
     "  --disk-size SIZE   or a new empty disk of SIZE (e.g. 1G)\n"
     "  --mem SIZE         guest memory (default 512M; a bare number is MiB)\n"
     "  --cpus N           vCPUs (default 1)\n"
@@ -110,6 +112,7 @@ int cli_vm_create_main(int argc, char **argv)
 	    {"mem", required_argument, NULL, 'm'},
 	    {"cpus", required_argument, NULL, 'n'},
 	    {"json", no_argument, NULL, 'j'},
+	    {"reference", no_argument, NULL, 'r'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -149,6 +152,9 @@ int cli_vm_create_main(int argc, char **argv)
 		case 'j':
 			json = true;
 			break;
+		case 'r':
+			o.reference = true;
+			break;
 		case 'h':
 			fputs(create_usage, stdout);
 			return CLI_OK;
@@ -161,6 +167,8 @@ int cli_vm_create_main(int argc, char **argv)
 		return cli_usage_error("create", "one NAME is required");
 	if (!o.kernel)
 		return cli_usage_error("create", "--kernel is required");
+	if (o.reference && !o.disk)
+		return cli_usage_error("create", "--reference needs --disk FILE");
 	if (!!o.disk == !!o.disk_size)
 		return cli_usage_error("create", "give one of --disk FILE and --disk-size SIZE");
 	json_t *rep = json_object();

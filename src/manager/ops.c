@@ -139,6 +139,17 @@ static uint64_t file_bytes(const char *path)
 	return stat(path, &st) < 0 ? 0 : (uint64_t)st.st_blocks * 512;
 }
 
+static bool is_qcow2_file(const char *path)
+{
+	unsigned char m[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	bool q = read(fd, m, 4) == 4 && m[0] == 'Q' && m[1] == 'F' && m[2] == 'I' && m[3] == 0xfb;
+	close(fd);
+	return q;
+}
+
 /* Refuse up front what cannot fit: NEED bytes (plus 1 MiB for metadata)
  * on the file system of DIR. */
 static int need_space(const char *dir, uint64_t need, const char *what)
@@ -243,17 +254,6 @@ static bool valid_name(const char *n)
 
 /* ---- create / destroy / info / list ------------------------------------ */
 
-static bool is_qcow2_file(const char *path)
-{
-	unsigned char m[4];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	bool q = read(fd, m, 4) == 4 && m[0] == 'Q' && m[1] == 'F' && m[2] == 'I' && m[3] == 0xfb;
-	close(fd);
-	return q;
-}
-
 static json_t *new_doc(const char *name)
 {
 	char mid[33], created[32];
@@ -314,7 +314,15 @@ int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report
 		goto out;
 	}
 	sub_path(&b, disk, sizeof(disk), "disks", "disk0.qcow2");
-	if (o->disk) {
+	if (o->disk && o->reference) {
+		/* the file stays where it is, read-only, under our first layer */
+		char ref[PATH_MAX];
+		if (!realpath(o->disk, ref)) {
+			r = err_set(errno, "%s: disk", o->disk);
+			goto out;
+		}
+		r = qcow2_create_overlay(disk, ref, is_qcow2_file(ref) ? "qcow2" : "raw");
+	} else if (o->disk) {
 		struct chain_convert_opts co = {
 		    .dst_fmt = "qcow2", .src_fmt = is_qcow2_file(o->disk) ? "qcow2" : "raw"};
 		r = chain_convert(o->disk, disk, &co, &progress);
@@ -1165,7 +1173,8 @@ static int merge_layer(const char *l, const char *d, const char *method)
 		bool ro = stat(d, &st) == 0 && !(st.st_mode & 0200);
 		chmod(d, 0644);
 		if (r == 0)
-			r = chain_stream(d, base, "qcow2", &progress);
+			r = chain_stream(d, base, base && !is_qcow2_file(base) ? "raw" : "qcow2",
+					 &progress);
 		if (ro)
 			chmod(d, 0444);
 		free(base);
@@ -1638,7 +1647,8 @@ static void check_layer(struct check_ctx *c, const char *what, const char *path,
 		problem(c, "%s: %s: %llu corruptions, %llu check errors", what, path,
 			(unsigned long long)res.corruptions, (unsigned long long)res.check_errors);
 	if (res.leaks) {
-		if (c->repair && !c->running &&
+		/* a running VM only reads its frozen layers, never their refcounts */
+		if (c->repair &&
 		    qcow2_check(path, QCOW2_CHECK_REPAIR_LEAKS, &res, NULL) == 0 && !res.leaks) {
 			repaired(c, "%s: %s: leaked clusters freed", what, path);
 		} else {

@@ -12,6 +12,7 @@
 struct mgr_create_opts {
 	const char *kernel, *initrd, *cmdline;
 	const char *disk;   /* imported as the bottom layer (qcow2 copied, raw converted) */
+	bool reference;	    /* DISK stays where it is, read-only, under the first layer */
 	uint64_t disk_size; /* or a new empty disk of this size */
 	uint64_t mem_size;
 	int ncpus;

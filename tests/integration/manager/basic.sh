@@ -32,6 +32,22 @@ qemu-img info "$TMP/web/disks/disk0.qcow2" | grep -q "file format: qcow2" || fai
 [ ! -e "$TMP/empty" ] || fail "destroy left the directory"
 pass "create / list / info / destroy"
 
+# --- a raw disk referenced read-only: never written, even when the root goes
+sum0=$(md5sum <"$TMP/base.raw")
+mk ref --disk "$TMP/base.raw" --reference --cmdline "diskverify 20 5; diskfill 10 6; exit 0"
+qemu-img info -U "$TMP/ref/disks/disk0.qcow2" | grep -q "backing file: $TMP/base.raw" ||
+  fail "--reference: base not the backing file"
+"$C" snapshot create "$TMP/ref" root >/dev/null || fail "ref: snapshot"
+"$C" run "$TMP/ref" </dev/null >"$TMP/ref.out" 2>&1 || { cat "$TMP/ref.out"; fail "ref: foreground run"; }
+grep -q "diskverify ok n=20" "$TMP/ref.out" || fail "ref: base content"
+"$C" snapshot create "$TMP/ref" second >/dev/null || fail "ref: snapshot 2"
+"$C" snapshot delete "$TMP/ref" root >/dev/null || fail "ref: delete the root"
+check_ok ref; qcheck_all ref
+[ "$(md5sum <"$TMP/base.raw")" = "$sum0" ] || fail "the referenced raw disk changed"
+"$C" destroy "$TMP/ref" || fail "ref: destroy"
+[ "$(md5sum <"$TMP/base.raw")" = "$sum0" ] && [ -f "$TMP/base.raw" ] || fail "destroy touched the raw disk"
+pass "--reference: a raw disk as the read-only bottom layer stays untouched; foreground run"
+
 # --- the writer lock names its holder
 exec 9>"$TMP/web/lock"; flock 9; echo "4242 cairn test-holder" >&9
 "$C" snapshot create "$TMP/web" x 2>"$TMP/err" && fail "second writer got in"
