@@ -81,7 +81,7 @@ grep -q "cannot complete instruction" "$TMP/cairn.log" && fail "an instruction c
 [ $rc -eq 1 ] && fail "cairn failed (exit 1)"
 pass "the kernel printed its banner and command line under cairn"
 grep -m1 "^pvm: completed" "$TMP/cairn.log" || true
-if [ $rc -eq 0 ] && check_console "$TMP/cairn.log" "cairn" 2>/dev/null; then
+if [ $rc -eq 0 ] && (check_console "$TMP/cairn.log" "cairn") >"$TMP/check.out"; then
   pass "Linux $(cat "$GUEST/kernel-version") booted under cairn, read its virtio-blk disk and exited 0 in ${secs}s"
   exit 0
 fi
