@@ -1,6 +1,15 @@
 # Helpers for snapshot tests: a VM in the background with a control socket.
 . "$SRCDIR/tests/integration/lib.sh"
 
+# A failing test must not leave its VMs running.
+snap_cleanup() {
+  local pids
+  pids=$(jobs -p)
+  [ -n "$pids" ] && kill $pids 2>/dev/null
+  rm -rf "$TMP"
+}
+trap snap_cleanup EXIT
+
 # start_vm NAME ARGS...: cairn run ARGS with --control $TMP/NAME.sock; output in $TMP/NAME.out
 start_vm() {
   local name=$1; shift
