@@ -51,6 +51,93 @@ static void acpi_finish(uint8_t *t, const char sig[4], uint32_t len, uint8_t rev
 	t[9] = acpi_checksum(t, len);
 }
 
+/* ---- AML for the DSDT: just enough to describe the PCI root bridge ---- */
+
+struct aml {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static void aml_put(struct aml *a, const void *d, size_t n)
+{
+	if (a->len + n <= a->cap)
+		memcpy(a->p + a->len, d, n);
+	a->len += n;
+}
+
+static void aml_byte(struct aml *a, uint8_t b)
+{
+	aml_put(a, &b, 1);
+}
+
+/* OP(s), a PkgLength, then BODY: PkgLength counts itself and BODY. */
+static void aml_pkg(struct aml *a, const uint8_t *op, size_t oplen, const struct aml *body)
+{
+	aml_put(a, op, oplen);
+	size_t n = body->len + 1;
+	if (n < 0x40) {
+		aml_byte(a, (uint8_t)n);
+	} else {
+		n++;
+		aml_byte(a, (uint8_t)(0x40 | (n & 0xf)));
+		aml_byte(a, (uint8_t)(n >> 4));
+	}
+	aml_put(a, body->p, body->len);
+}
+
+static void aml_name(struct aml *a, const char seg[4])
+{
+	aml_byte(a, 0x08); /* NameOp */
+	aml_put(a, seg, 4);
+}
+
+/* Device (\_SB.PCI0): PNP0A03 on bus 0 with the conf1 ports, the other I/O
+ * ports and the MMIO window its BARs live in.  Without it an ACPI kernel
+ * does not scan PCI at all.  Devices use MSI-X, so there is no _PRT. */
+static size_t acpi_dsdt_body(uint8_t *out, size_t cap)
+{
+	static const uint8_t crs[] = {
+		/* WordBusNumber: bus 0 only */
+		0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0,
+		/* IO (Decode16, 0xcf8, 0xcf8, 1, 8): the conf1 ports */
+		0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08,
+		/* WordIO 0x0000-0x0cf7 and 0x0d00-0xffff */
+		0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0, 0, 0x00, 0x00, 0xf7, 0x0c, 0, 0, 0xf8, 0x0c,
+		0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0, 0, 0x00, 0x0d, 0xff, 0xff, 0, 0, 0x00, 0xf3,
+		/* DWordMemory, non-cacheable, read-write: the PCI MMIO window */
+		0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0, 0, 0, 0, 0x00, 0x00, 0x00, 0xc0, 0xff, 0xff,
+		0xbf, 0xfe, 0, 0, 0, 0, 0x00, 0x00, 0xc0, 0x3e,
+		/* EndTag */
+		0x79, 0x00,
+	};
+	uint8_t b1[256], b2[256], b3[256];
+	struct aml buf = {b1, 0, sizeof(b1)}, dev = {b2, 0, sizeof(b2)}, sb = {b3, 0, sizeof(b3)};
+	aml_byte(&buf, 0x0a); /* BytePrefix: buffer size */
+	aml_byte(&buf, (uint8_t)sizeof(crs));
+	aml_put(&buf, crs, sizeof(crs));
+
+	aml_put(&dev, "PCI0", 4);
+	aml_name(&dev, "_HID");
+	aml_byte(&dev, 0x0c); /* DWordPrefix: EisaId ("PNP0A03") */
+	aml_put(&dev, "\x41\xd0\x0a\x03", 4);
+	aml_name(&dev, "_UID");
+	aml_byte(&dev, 0x00);
+	aml_name(&dev, "_BBN");
+	aml_byte(&dev, 0x00);
+	aml_name(&dev, "_CRS");
+	static const uint8_t buffer_op = 0x11;
+	aml_pkg(&dev, &buffer_op, 1, &buf);
+
+	aml_put(&sb, "\\_SB_", 5);
+	static const uint8_t device_op[] = {0x5b, 0x82};
+	aml_pkg(&sb, device_op, 2, &dev);
+
+	struct aml out_aml = {out, 0, cap};
+	static const uint8_t scope_op = 0x10;
+	aml_pkg(&out_aml, &scope_op, 1, &sb);
+	return out_aml.len <= cap ? out_aml.len : 0;
+}
+
 static uint32_t acpi_madt(uint8_t *t, int ncpus)
 {
 	uint8_t *p = t + ACPI_HDR_LEN;
@@ -108,7 +195,8 @@ int x86_acpi_write(struct vm *vm, int ncpus, uint64_t *rsdp_out)
 		       dsdt = base + 0x300, madt = base + 0x400;
 
 	uint8_t *t = b + (dsdt - base);
-	acpi_finish(t, "DSDT", ACPI_HDR_LEN, 2);
+	size_t aml = acpi_dsdt_body(t + ACPI_HDR_LEN, madt - dsdt - ACPI_HDR_LEN);
+	acpi_finish(t, "DSDT", (uint32_t)(ACPI_HDR_LEN + aml), 2);
 	acpi_fadt(b + (fadt - base), dsdt);
 	acpi_madt(b + (madt - base), ncpus);
 
