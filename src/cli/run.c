@@ -1,6 +1,7 @@
 /* `cairn run`: boot a guest from a kernel and disks given on the command
  * line, with the serial console on this terminal. */
 #include "cli/cli.h"
+#include "cli/term.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/size.h"
@@ -43,40 +44,6 @@ static const char run_usage[] =
 	"\n"
 	"Exit status: 0 when the guest resets or is quit; the byte a guest writes to\n"
 	"the debug-exit port 0x501; 1 on failure; 2 on a usage error.\n";
-
-static struct termios saved_tio;
-static bool tio_saved;
-
-static void term_restore(void)
-{
-	if (tio_saved)
-		tcsetattr(STDIN_FILENO, TCSANOW, &saved_tio);
-}
-
-static void term_fatal_signal(int sig)
-{
-	term_restore();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-/* Raw mode so keys reach the guest as typed; restored on every exit path
- * (atexit, and the fatal signals; SIGINT/TERM/HUP go through the VMM's
- * normal exit). */
-static void term_raw(void)
-{
-	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) < 0)
-		return;
-	tio_saved = true;
-	atexit(term_restore);
-	static const int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGQUIT};
-	for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-		signal(fatal[i], term_fatal_signal);
-	struct termios t = saved_tio;
-	cfmakeraw(&t);
-	t.c_oflag |= OPOST | ONLCR; /* keep "\n" -> "\r\n" for our own messages */
-	tcsetattr(STDIN_FILENO, TCSANOW, &t);
-}
 
 static int parse_disk(const char *arg, struct disk_config *d)
 {

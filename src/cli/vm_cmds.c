@@ -2,6 +2,7 @@
  * info, destroy, run NAME, stop, snapshot create|list|revert|delete, clone,
  * check.  Parsing and printing only; the work is in src/manager/. */
 #include "cli/cli.h"
+#include "cli/term.h"
 #include "manager/ops.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -444,39 +445,6 @@ int cli_vm_snapshot_main(int argc, char **argv)
 		return CLI_OK;
 	}
 	return cli_usage_error("snapshot", "'%s' with %d argument(s): see the usage", sub, npos);
-}
-
-/* Raw terminal for a VM in the foreground (as `cairn run`): keys reach the
- * guest as typed; restored on exit and on fatal signals. */
-static struct termios saved_tio;
-static bool tio_saved;
-
-static void term_restore(void)
-{
-	if (tio_saved)
-		tcsetattr(STDIN_FILENO, TCSANOW, &saved_tio);
-}
-
-static void term_fatal_signal(int sig)
-{
-	term_restore();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static void term_raw(void)
-{
-	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) < 0)
-		return;
-	tio_saved = true;
-	atexit(term_restore);
-	static const int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGQUIT};
-	for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-		signal(fatal[i], term_fatal_signal);
-	struct termios t = saved_tio;
-	cfmakeraw(&t);
-	t.c_oflag |= OPOST | ONLCR;
-	tcsetattr(STDIN_FILENO, TCSANOW, &t);
 }
 
 static const char run_bundle_usage[] =
