@@ -1,4 +1,5 @@
 /* Guest RAM images; the layout is in docs/state-format.md. */
+#include "util/endian.h"
 #include "snapshot/mem_image.h"
 #include "util/err.h"
 #include "util/fileutil.h"
@@ -39,32 +40,6 @@ static uint64_t chunk_len(uint64_t size, uint64_t c)
 {
 	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE;
 	return size - off < MEM_IMAGE_CHUNK_SIZE ? size - off : MEM_IMAGE_CHUNK_SIZE;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return le64toh(v);
 }
 
 /* 64 bytes per step; a page of guest data usually fails on the first. */

@@ -1,4 +1,5 @@
 /* state.bin writer and reader; the format is docs/state-format.md. */
+#include "util/endian.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
 #include "util/fileutil.h"
@@ -29,45 +30,6 @@ static const uint8_t zero_pad[8];
 static size_t pad8(size_t n)
 {
 	return (8 - (n & 7)) & 7;
-}
-
-static void put_le16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, 2);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
-
-static uint16_t get_le16(const uint8_t *p)
-{
-	uint16_t v;
-	memcpy(&v, p, 2);
-	return le16toh(v);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return le64toh(v);
 }
 
 static uint32_t crc32_buf(uint32_t crc, const void *p, size_t n)
