@@ -109,6 +109,8 @@ syscall_entry:
 	je sys_halt
 	cmpq $SYS_RESET, %rax
 	je sys_reset
+	cmpq $SYS_CPL0CHECK, %rax
+	je sys_cpl0check
 	movq $-1, %rax
 	jmp sys_ret
 sys_wait:
@@ -169,6 +171,17 @@ sys_in:
 1:	inl %dx, %eax
 	jmp sys_ret
 2:	inw %dx, %ax
+	jmp sys_ret
+/* kernel_cpl0check(rdi) in C, on a 16-byte aligned stack */
+sys_cpl0check:
+	pushq %rbx
+	movq %rsp, %rbx
+	andq $-16, %rsp
+	cld
+	call kernel_cpl0check
+	movq %rbx, %rsp
+	popq %rbx
+	xorl %eax, %eax
 	jmp sys_ret
 sys_halt:
 	sti

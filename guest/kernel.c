@@ -14,6 +14,7 @@ extern struct {
 void enter_user(uint64_t cpu, uint64_t start_info, uint64_t rsp) __attribute__((noreturn));
 void kmain(uint64_t cpu);
 void kernel_trap(uint64_t *frame);
+void kernel_cpl0check(struct cpl0check *c);
 void sys_reset(void) __attribute__((noreturn));
 
 static inline void wrmsr(uint32_t msr, uint64_t v)
@@ -113,6 +114,12 @@ void kernel_trap(uint64_t *frame)
 	uint64_t vec = frame[15], cpu, cr2;
 
 	__asm__ volatile("movq %%gs:0, %0" : "=r"(cpu));
+	if (vec == 3 && !(frame[18] & 3) && percpu[cpu].bp_armed) {
+		/* cpl0check's int3: a trap, so the frame holds the next RIP */
+		percpu[cpu].bp_armed = 0;
+		percpu[cpu].bp_rip = frame[17];
+		return;
+	}
 	if (vec >= 32 || vec == 15) { /* 15: reserved, but a spurious 8259 IRQ 7 at base 8 */
 		kputs("cairn-guest: unexpected interrupt vector ");
 		kputu(vec);
@@ -147,4 +154,89 @@ void kernel_trap(uint64_t *frame)
 	kputs("\r\n");
 	outb(0x501, EXIT_EXCEPTION);
 	sys_reset(); /* without a debug-exit device */
+}
+
+/* ---- cpl0check (SYS_CPL0CHECK): no comparisons here, user mode does them ---- */
+
+static uint64_t cx16_cell[2] __attribute__((aligned(16)));
+
+void kernel_cpl0check(struct cpl0check *c)
+{
+	uint64_t cpu;
+	__asm__ volatile("movq %%gs:0, %0" : "=r"(cpu));
+	struct percpu *pc = &percpu[cpu];
+
+	/* int3 at CPL 0: the #BP must report the RIP after the instruction */
+	pc->bp_armed = 1;
+	__asm__ volatile("leaq 1f(%%rip), %0\n\tint3\n1:" : "=r"(c->int3_want)::"memory");
+	c->int3_rip = pc->bp_rip;
+	c->int3_left_armed = pc->bp_armed;
+	pc->bp_armed = 0;
+
+	if (c->run & CPL0_RUN_POPCNT) {
+		for (int i = 0; i < CPL0_N; i++) {
+			uint64_t r, fl;
+			__asm__ volatile("pushq %3\n\tpopfq\n\tpopcntq %2, %0\n\tpushfq\n\tpopq %1"
+					 : "=&r"(r), "=&r"(fl)
+					 : "r"(c->popcnt_in[i]), "r"((uint64_t)CPL0_FLAGS_IN)
+					 : "cc");
+			c->popcnt64[i] = r;
+			c->popcnt64_flags[i] = fl;
+			uint32_t r32;
+			__asm__ volatile("popcntl %1, %0" : "=r"(r32) : "r"((uint32_t)c->popcnt_in[i]) : "cc");
+			c->popcnt32[i] = r32;
+			__asm__ volatile("pushq %3\n\tpopfq\n\tpopcntq %2, %0\n\tpushfq\n\tpopq %1"
+					 : "=&r"(r), "=&r"(fl)
+					 : "m"(c->popcnt_in[i]), "r"((uint64_t)CPL0_FLAGS_IN)
+					 : "cc");
+			c->popcnt_mem[i] = r;
+			c->popcnt_mem_flags[i] = fl;
+		}
+	}
+
+	if (c->run & CPL0_RUN_CX16) {
+		uint64_t lo = c->cx16_old[0], hi = c->cx16_old[1];
+		uint8_t zf;
+		cx16_cell[0] = c->cx16_old[0];
+		cx16_cell[1] = c->cx16_old[1];
+		__asm__ volatile("lock cmpxchg16b %0\n\tsetz %1"
+				 : "+m"(cx16_cell), "=q"(zf), "+a"(lo), "+d"(hi)
+				 : "b"(c->cx16_new[0]), "c"(c->cx16_new[1])
+				 : "cc", "memory");
+		c->cx16_hit_mem[0] = cx16_cell[0];
+		c->cx16_hit_mem[1] = cx16_cell[1];
+		c->cx16_hit_zf = zf;
+		cx16_cell[0] = c->cx16_old[0];
+		cx16_cell[1] = c->cx16_old[1];
+		lo = c->cx16_other[0];
+		hi = c->cx16_other[1];
+		__asm__ volatile("lock cmpxchg16b %0\n\tsetz %1"
+				 : "+m"(cx16_cell), "=q"(zf), "+a"(lo), "+d"(hi)
+				 : "b"(c->cx16_new[0]), "c"(c->cx16_new[1])
+				 : "cc", "memory");
+		c->cx16_miss_mem[0] = cx16_cell[0];
+		c->cx16_miss_mem[1] = cx16_cell[1];
+		c->cx16_miss_zf = zf;
+		c->cx16_miss_rdx_rax[0] = lo;
+		c->cx16_miss_rdx_rax[1] = hi;
+	}
+
+	if (c->run & CPL0_RUN_SMAP)
+		__asm__ volatile("stac\n\tpushfq\n\tpopq %0\n\tclac\n\tpushfq\n\tpopq %1"
+				 : "=r"(c->flags_after_stac), "=r"(c->flags_after_clac)::"cc");
+
+	__asm__ volatile("fwait" ::: "memory");
+	c->fwait_done = 1;
+
+	if (c->run & CPL0_RUN_MXCSR) {
+		/* CR4.OSFXSR for the duration: without it ldmxcsr is #UD */
+		uint64_t cr4;
+		static const uint32_t mxcsr_default = 0x1f80;
+		__asm__ volatile("movq %%cr4, %0" : "=r"(cr4));
+		__asm__ volatile("movq %0, %%cr4" ::"r"(cr4 | 0x600));
+		__asm__ volatile("ldmxcsr %1\n\tstmxcsr %0\n\tldmxcsr %2"
+				 : "=m"(c->mxcsr_out)
+				 : "m"(c->mxcsr_in), "m"(mxcsr_default));
+		__asm__ volatile("movq %0, %%cr4" ::"r"(cr4));
+	}
 }

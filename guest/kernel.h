@@ -27,7 +27,9 @@ struct percpu {
 	uint32_t pad;
 	uint64_t pad2;
 	struct pvclock pvclock;
-	uint8_t pad3[PC_SIZE - 64 - sizeof(struct pvclock)];
+	uint64_t bp_armed; /* cpl0check: the next kernel-mode #BP is expected */
+	uint64_t bp_rip;   /* ... and the RIP its frame held */
+	uint8_t pad3[PC_SIZE - 64 - sizeof(struct pvclock) - 16];
 };
 
 _Static_assert(__builtin_offsetof(struct percpu, kstack) == PC_KSTACK, "layout");
@@ -38,6 +40,35 @@ _Static_assert(__builtin_offsetof(struct percpu, pvclock) == 64, "layout");
 _Static_assert(sizeof(struct percpu) == PC_SIZE, "layout");
 
 extern struct percpu percpu[MAX_CPUS];
+
+/*
+ * SYS_CPL0CHECK: the kernel executes, at CPL 0, the instructions that KVM's
+ * emulator refuses on PVM hosts (cairn completes them, docs/pvm.md) on the
+ * inputs user mode chose, and hands back the raw results; user mode, running
+ * natively, works out what the CPU should have produced and compares.
+ */
+#define CPL0_N 8
+#define CPL0_RUN_POPCNT 0x1u
+#define CPL0_RUN_CX16 0x2u
+#define CPL0_RUN_SMAP 0x4u
+#define CPL0_RUN_MXCSR 0x8u
+#define CPL0_FLAGS_IN 0x8d7u /* OF SF ZF AF PF CF set (and bit 1) before each popcnt */
+struct cpl0check {
+	/* in */
+	uint32_t run; /* CPL0_RUN_*: what this CPU has */
+	uint32_t mxcsr_in;
+	uint64_t popcnt_in[CPL0_N];
+	uint64_t cx16_old[2], cx16_new[2], cx16_other[2];
+	/* out */
+	uint64_t int3_rip, int3_want, int3_left_armed;
+	uint64_t popcnt64[CPL0_N], popcnt64_flags[CPL0_N];
+	uint64_t popcnt32[CPL0_N], popcnt_mem[CPL0_N], popcnt_mem_flags[CPL0_N];
+	uint64_t cx16_hit_mem[2], cx16_hit_zf;  /* compare equal: stores new */
+	uint64_t cx16_miss_mem[2], cx16_miss_zf, cx16_miss_rdx_rax[2]; /* unequal: loads */
+	uint64_t flags_after_stac, flags_after_clac;
+	uint64_t fwait_done;
+	uint32_t mxcsr_out, pad;
+};
 extern uint64_t boot_start_info;
 extern volatile uint64_t ap_boot_cpu;
 extern char tramp_start[], tramp_end[];

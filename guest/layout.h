@@ -46,6 +46,7 @@
 #define SYS_OUT 6   /* rdi = port | size << 16 (size 1, 2, 4), rsi = value */
 #define SYS_IN 7    /* rdi = port | size << 16; returns the value */
 #define SYS_RESET 8 /* i8042 reset, else PCI 0xcf9 reset, else triple fault */
+#define SYS_CPL0CHECK 9 /* rdi = struct cpl0check *: run the CPL0 instruction checks */
 
 /* Debug-exit codes the guest chooses itself (documented in docs/guest.md). */
 #define EXIT_VERIFY_FAILED 0x70

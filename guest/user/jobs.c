@@ -311,6 +311,110 @@ static void cmd_syscalls(uint64_t n)
 		   (t2 - t1) / n, (t3 - t2) / n);
 }
 
+/* ---- cpl0check: the kernel runs the instructions, user mode checks ---- */
+
+static void cpuid2(uint32_t leaf, uint32_t sub, uint32_t r[4])
+{
+	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
+}
+
+static uint64_t ref_popcnt(uint64_t v)
+{
+	uint64_t n = 0;
+	for (; v; v >>= 1)
+		n += v & 1;
+	return n;
+}
+
+/* Prints one check's verdict; returns 1 when it failed. */
+static int cpl0_verdict(const char *what, int ok, uint64_t got, uint64_t want)
+{
+	if (ok)
+		cpu_printf("cpl0check %s ok", what);
+	else
+		cpu_printf("cpl0check %s FAILED: got 0x%lx, want 0x%lx", what, got, want);
+	return !ok;
+}
+
+static void cmd_cpl0check(void)
+{
+	static struct cpl0check c;
+	uint32_t r[4];
+	uint64_t seed = rdtsc();
+	memset(&c, 0, sizeof(c));
+	cpuid2(1, 0, r);
+	if (r[2] & (1u << 23))
+		c.run |= CPL0_RUN_POPCNT;
+	if (r[2] & (1u << 13))
+		c.run |= CPL0_RUN_CX16;
+	if (r[3] & (1u << 25))
+		c.run |= CPL0_RUN_MXCSR;
+	cpuid2(0, 0, r);
+	if (r[0] >= 7) {
+		cpuid2(7, 0, r);
+		if (r[1] & (1u << 20))
+			c.run |= CPL0_RUN_SMAP;
+	}
+	static const uint64_t fixed[4] = {0, ~0ull, 1, 0x8000000000000000ull};
+	for (int i = 0; i < CPL0_N; i++)
+		c.popcnt_in[i] = i < 4 ? fixed[i] : pat_mix64(seed + (uint64_t)i);
+	for (int i = 0; i < 2; i++) {
+		c.cx16_old[i] = pat_mix64(seed ^ (0x100u + (uint64_t)i));
+		c.cx16_new[i] = pat_mix64(seed ^ (0x200u + (uint64_t)i));
+		c.cx16_other[i] = c.cx16_old[i];
+	}
+	c.cx16_other[seed & 1] ^= 1ull << (seed % 64);
+	c.mxcsr_in = (uint32_t)(pat_mix64(seed ^ 0x300) & 0xffbf); /* not DAZ: maybe unsupported */
+	cpu_printf("cpl0check seed=0x%lx run=0x%x", seed, c.run);
+
+	syscall2(SYS_CPL0CHECK, (uint64_t)&c, 0);
+
+	int bad = 0, n = 0;
+	n++, bad += cpl0_verdict("int3 (#BP with RIP after it)", c.int3_rip == c.int3_want && !c.int3_left_armed,
+				 c.int3_rip, c.int3_want);
+	if (c.run & CPL0_RUN_POPCNT) {
+		int ok = 1;
+		uint64_t got = 0, want = 0;
+		for (int i = 0; i < CPL0_N && ok; i++) {
+			uint64_t in = c.popcnt_in[i], w = ref_popcnt(in);
+			uint64_t wfl = in ? 0 : 0x40; /* only ZF, when the source is 0 */
+			if (c.popcnt64[i] != w || (c.popcnt64_flags[i] & 0x8d5) != wfl)
+				ok = 0, got = c.popcnt64[i] | (c.popcnt64_flags[i] & 0x8d5) << 32,
+				want = w | wfl << 32;
+			else if (c.popcnt32[i] != ref_popcnt(in & 0xffffffffu))
+				ok = 0, got = c.popcnt32[i], want = ref_popcnt(in & 0xffffffffu);
+			else if (c.popcnt_mem[i] != w || (c.popcnt_mem_flags[i] & 0x8d5) != wfl)
+				ok = 0, got = c.popcnt_mem[i] | (c.popcnt_mem_flags[i] & 0x8d5) << 32,
+				want = w | wfl << 32;
+		}
+		n++, bad += cpl0_verdict("popcnt (reg64, reg32, mem; count | flags << 32)", ok, got, want);
+	}
+	if (c.run & CPL0_RUN_CX16) {
+		int hit = c.cx16_hit_zf == 1 && c.cx16_hit_mem[0] == c.cx16_new[0] &&
+			  c.cx16_hit_mem[1] == c.cx16_new[1];
+		n++, bad += cpl0_verdict("cmpxchg16b equal (stores; zf | mem.lo << 1)", hit,
+					 c.cx16_hit_zf | c.cx16_hit_mem[0] << 1, 1 | c.cx16_new[0] << 1);
+		int miss = c.cx16_miss_zf == 0 && c.cx16_miss_mem[0] == c.cx16_old[0] &&
+			   c.cx16_miss_mem[1] == c.cx16_old[1] && c.cx16_miss_rdx_rax[0] == c.cx16_old[0] &&
+			   c.cx16_miss_rdx_rax[1] == c.cx16_old[1];
+		n++, bad += cpl0_verdict("cmpxchg16b unequal (loads; rax)", miss, c.cx16_miss_rdx_rax[0],
+					 c.cx16_old[0]);
+	}
+	if (c.run & CPL0_RUN_SMAP)
+		n++, bad += cpl0_verdict("stac/clac (rflags.AC after each)",
+					 (c.flags_after_stac & (1u << 18)) && !(c.flags_after_clac & (1u << 18)),
+					 (c.flags_after_stac >> 18 & 1) << 1 | (c.flags_after_clac >> 18 & 1), 2);
+	n++, bad += cpl0_verdict("fwait", c.fwait_done == 1, c.fwait_done, 1);
+	if (c.run & CPL0_RUN_MXCSR)
+		n++, bad += cpl0_verdict("ldmxcsr/stmxcsr", c.mxcsr_out == c.mxcsr_in, c.mxcsr_out, c.mxcsr_in);
+	if (bad) {
+		cpu_printf("cpl0check FAILED: %d of %d checks", bad, n);
+		failed();
+	} else {
+		cpu_printf("cpl0check ok: %d checks", n);
+	}
+}
+
 static void cmd_exit(uint64_t code)
 {
 	unsigned c = verify_failed ? EXIT_VERIFY_FAILED : (unsigned)(code & 0xff);
@@ -383,6 +487,8 @@ static void run_job(char *text)
 		cmd_fault(argc > 1 ? argv[1] : "pf");
 	} else if (!strcmp(c, "shell")) {
 		shell();
+	} else if (!strcmp(c, "cpl0check")) {
+		cmd_cpl0check();
 	} else {
 		cpu_printf("unknown command or wrong arguments: '%s' (see docs/guest.md)", c);
 	}

@@ -450,6 +450,10 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 
 	if (in.op == INSN_LDMXCSR && !ev.pending) {
 		xs.region[6] = regs.mxcsr;
+		/* XSTATE_BV (byte 512) must name SSE, or the kernel treats the
+		 * component as in its init state and drops MXCSR (the guest's
+		 * cpl0check caught this: stmxcsr read back 0x1f80). */
+		xs.region[128] |= 1u << 1;
 		if (ioctl(vcpu_fd, KVM_SET_XSAVE, &xs) < 0)
 			return err_set(errno, "KVM_SET_XSAVE");
 	}
