@@ -75,6 +75,10 @@ struct vm {
 	int (*emul_fallback)(struct vcpu *vcpu);
 	/* Hook for KVM_EXIT_DEBUG (breakpoints the fallback arms on PVM). */
 	int (*debug_exit)(struct vcpu *vcpu);
+	/* After a vCPU's state was loaded from a snapshot (new process or
+	 * revert): redo what lives outside the saved state (PVM: the
+	 * system-call fix-up's breakpoint).  NULL: nothing to redo. */
+	void (*state_loaded)(struct vcpu *vcpu);
 };
 
 /* Open /dev/kvm and create the VM (TSS and identity map set).  Errors say

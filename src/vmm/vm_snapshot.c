@@ -320,6 +320,8 @@ int vm_snapshot_restore(struct vm *vm, struct state_reader *r)
 		if ((ret = vcpu_state_fields(&st, &sb)) < 0 ||
 		    (ret = x86_vcpu_restore(vm->vcpus[i], &st)) < 0)
 			return ret;
+		if (vm->state_loaded)
+			vm->state_loaded(vm->vcpus[i]);
 	}
 	return 0;
 }

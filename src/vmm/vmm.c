@@ -53,6 +53,15 @@ static int vmm_debug_exit(struct vcpu *v)
 	return pvm_handle_debug(v->fd, v->run, &mem, &v->pvm_stats);
 }
 
+/* A vCPU's state came from a snapshot: the PVM fix-up's breakpoint is
+ * per KVM vCPU, not part of the saved state, so arm it again now, before
+ * the guest's first system call. */
+static void vmm_state_loaded(struct vcpu *v)
+{
+	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
+	pvm_rearm(v->fd, &mem, &v->pvm_stats);
+}
+
 /* SIGINT, SIGTERM and SIGHUP end the VM through the event loop, so the
  * normal exit path (terminal restored, threads joined) always runs. */
 static void vmm_on_signal(void *opaque, uint32_t events)
@@ -136,6 +145,7 @@ static int vmm_build_vm(struct vmm *vmm, void *ram)
 			return r;
 		vm->emul_fallback = vmm_emul_fallback;
 		vm->debug_exit = vmm_debug_exit;
+		vm->state_loaded = vmm_state_loaded;
 	}
 	if (ram) {
 		vm->ram = ram;

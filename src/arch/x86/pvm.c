@@ -324,6 +324,18 @@ static void syscall_arm(int vcpu_fd, struct glue *g, const struct kvm_sregs *s,
 		  (unsigned long long)lstar, (unsigned long long)handler);
 }
 
+void pvm_rearm(int vcpu_fd, const struct guest_mem *mem, struct pvm_stats *st)
+{
+	struct kvm_sregs s;
+	struct glue g = {vcpu_fd, mem};
+	memset(&st->sys, 0, sizeof(st->sys));
+	/* Whatever was armed belonged to the old registers. */
+	struct kvm_guest_debug off = {.control = 0};
+	if (ioctl(vcpu_fd, KVM_SET_GUEST_DEBUG, &off) < 0 || ioctl(vcpu_fd, KVM_GET_SREGS, &s) < 0)
+		return;
+	syscall_arm(vcpu_fd, &g, &s, st);
+}
+
 static struct kvm_segment flat_segment(uint16_t selector, bool code)
 {
 	return (struct kvm_segment){.base = 0,

@@ -72,6 +72,12 @@ int pvm_complete_insn(int vcpu_fd, struct kvm_run *run, const struct guest_mem *
 int pvm_handle_debug(int vcpu_fd, struct kvm_run *run, const struct guest_mem *mem,
 		     struct pvm_stats *st);
 
+/* After the vCPU's registers were loaded from a snapshot: forgets the
+ * fix-up state of the old registers and arms the breakpoint again at once
+ * when the loaded guest has LSTAR and an IDT (else at the next completion,
+ * as after boot).  Failures are not errors: the fix-up just stays off. */
+void pvm_rearm(int vcpu_fd, const struct guest_mem *mem, struct pvm_stats *st);
+
 /* dst += src, entry by entry. */
 void pvm_stats_add(struct pvm_stats *dst, const struct pvm_stats *src);
 /* The name of entry i ("int3", "popcnt", ...; "failed" for INSN_UNKNOWN),
