@@ -151,12 +151,21 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	struct x86_vm_state vs;
 	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0)
 		r = capture_copy(c, SNAP_TAG_VM, 0, &vs, sizeof(vs));
+	uint64_t tsc0 = 0;
 	for (int i = 0; r == 0 && i < vm->ncpus; i++) {
 		static __thread struct x86_vcpu_state st; /* 30 KiB: not on the stack */
 		char what[32];
 		snprintf(what, sizeof(what), "vCPU %d", i);
 		if ((r = x86_vcpu_save(vm->vcpus[i], &st)) < 0)
 			break;
+		/* One TSC for all vCPUs (notes-kvm-state: one reference): they
+		 * stopped at one instant and their TSCs run in step, but each is
+		 * read a little later than the one before.  Restored with one
+		 * value, KVM gives all of them one offset. */
+		if (i == 0)
+			tsc0 = x86_vcpu_state_tsc(&st);
+		else if (tsc0)
+			x86_vcpu_state_set_tsc(&st, tsc0);
 		struct state_buf sb;
 		state_buf_init_save(&sb, what);
 		r = capture_buf(c, SNAP_TAG_VCPU, (uint16_t)i, &sb, vcpu_state_fields(&st, &sb));

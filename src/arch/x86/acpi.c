@@ -51,7 +51,7 @@ static void acpi_finish(uint8_t *t, const char sig[4], uint32_t len, uint8_t rev
 	t[9] = acpi_checksum(t, len);
 }
 
-/* ---- AML for the DSDT: just enough to describe the PCI root bridge ---- */
+/* ---- AML for the DSDT: the PCI root bridge and COM1 ---- */
 
 struct aml {
 	uint8_t *p;
@@ -91,6 +91,43 @@ static void aml_name(struct aml *a, const char seg[4])
 	aml_put(a, seg, 4);
 }
 
+/* Device (\_SB.COM1): PNP0501 at 0x3f8 with ISA IRQ 4 (edge, active
+ * high).  The FADT says hardware-reduced, so Linux sets up no legacy ISA
+ * IRQs by itself ("preallocated irqs: 0"): without this device the 8250
+ * driver's request for IRQ 4 has no IOAPIC pin behind it, the port never
+ * gets its THRE interrupt, and everything but printk stays in the tty
+ * buffer.  Through this entry the PnP driver maps GSI 4 as the resource
+ * says. */
+static void acpi_dsdt_com1(struct aml *sb)
+{
+	static const uint8_t crs[] = {
+		/* IO (Decode16, 0x3f8, 0x3f8, 0, 8) */
+		0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x00, 0x08,
+		/* IRQNoFlags () {4}: edge-triggered, active high */
+		0x22, 1u << COM1_IRQ, 0x00,
+		/* EndTag */
+		0x79, 0x00,
+	};
+	uint8_t b1[64], b2[128];
+	struct aml buf = {b1, 0, sizeof(b1)}, dev = {b2, 0, sizeof(b2)};
+	aml_byte(&buf, 0x0a); /* BytePrefix: buffer size */
+	aml_byte(&buf, (uint8_t)sizeof(crs));
+	aml_put(&buf, crs, sizeof(crs));
+
+	aml_put(&dev, "COM1", 4);
+	aml_name(&dev, "_HID");
+	aml_byte(&dev, 0x0c); /* DWordPrefix: EisaId ("PNP0501") */
+	aml_put(&dev, "\x41\xd0\x05\x01", 4);
+	aml_name(&dev, "_UID");
+	aml_byte(&dev, 0x00);
+	aml_name(&dev, "_CRS");
+	static const uint8_t buffer_op = 0x11;
+	aml_pkg(&dev, &buffer_op, 1, &buf);
+
+	static const uint8_t device_op[] = {0x5b, 0x82};
+	aml_pkg(sb, device_op, 2, &dev);
+}
+
 /* Device (\_SB.PCI0): PNP0A03 on bus 0 with the conf1 ports, the other I/O
  * ports and the MMIO window its BARs live in.  Without it an ACPI kernel
  * does not scan PCI at all.  Devices use MSI-X, so there is no _PRT. */
@@ -110,7 +147,7 @@ static size_t acpi_dsdt_body(uint8_t *out, size_t cap)
 		/* EndTag */
 		0x79, 0x00,
 	};
-	uint8_t b1[256], b2[256], b3[256];
+	uint8_t b1[256], b2[256], b3[512];
 	struct aml buf = {b1, 0, sizeof(b1)}, dev = {b2, 0, sizeof(b2)}, sb = {b3, 0, sizeof(b3)};
 	aml_byte(&buf, 0x0a); /* BytePrefix: buffer size */
 	aml_byte(&buf, (uint8_t)sizeof(crs));
@@ -131,6 +168,7 @@ static size_t acpi_dsdt_body(uint8_t *out, size_t cap)
 	aml_put(&sb, "\\_SB_", 5);
 	static const uint8_t device_op[] = {0x5b, 0x82};
 	aml_pkg(&sb, device_op, 2, &dev);
+	acpi_dsdt_com1(&sb);
 
 	struct aml out_aml = {out, 0, cap};
 	static const uint8_t scope_op = 0x10;
@@ -192,7 +230,7 @@ int x86_acpi_write(struct vm *vm, int ncpus, uint64_t *rsdp_out)
 		return err_set(EINVAL, "too many vCPUs for the MADT");
 	memset(b, 0, size);
 	const uint64_t rsdp = base, xsdt = base + 0x40, fadt = base + 0x100,
-		       dsdt = base + 0x300, madt = base + 0x400;
+		       dsdt = base + 0x300, madt = base + 0x800;
 
 	uint8_t *t = b + (dsdt - base);
 	size_t aml = acpi_dsdt_body(t + ACPI_HDR_LEN, madt - dsdt - ACPI_HDR_LEN);

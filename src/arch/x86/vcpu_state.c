@@ -104,6 +104,21 @@ static void lapic_timer_fixup(struct x86_vcpu_state *st)
 	}
 }
 
+uint64_t x86_vcpu_state_tsc(const struct x86_vcpu_state *st)
+{
+	for (unsigned i = 0; i < st->nmsrs; i++)
+		if (st->msrs[i].index == MSR_IA32_TSC)
+			return st->msrs[i].data;
+	return 0;
+}
+
+void x86_vcpu_state_set_tsc(struct x86_vcpu_state *st, uint64_t tsc)
+{
+	for (unsigned i = 0; i < st->nmsrs; i++)
+		if (st->msrs[i].index == MSR_IA32_TSC)
+			st->msrs[i].data = tsc;
+}
+
 int x86_vcpu_save(struct vcpu *v, struct x86_vcpu_state *st)
 {
 	memset(st, 0, offsetof(struct x86_vcpu_state, xsave));

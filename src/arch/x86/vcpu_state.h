@@ -42,6 +42,10 @@ struct x86_vm_state {
 int x86_msr_list_init(struct vm *vm, struct vcpu *vcpu);
 
 /* The vCPU must be out of KVM_RUN with no I/O half done (paused). */
+/* The IA32_TSC the state holds (0: none), and setting it. */
+uint64_t x86_vcpu_state_tsc(const struct x86_vcpu_state *st);
+void x86_vcpu_state_set_tsc(struct x86_vcpu_state *st, uint64_t tsc);
+
 int x86_vcpu_save(struct vcpu *vcpu, struct x86_vcpu_state *st);
 int x86_vcpu_restore(struct vcpu *vcpu, const struct x86_vcpu_state *st);
 int x86_vm_save(struct vm *vm, struct x86_vm_state *st);
