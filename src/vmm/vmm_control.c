@@ -5,6 +5,7 @@
 #include "arch/x86/pvm.h"
 #include "devices/device.h"
 #include "disk/block.h"
+#include "disk/chain.h"
 #include "disk/qcow2.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
@@ -51,6 +52,7 @@ static unsigned vmm_disk_devices(struct vmm *vmm, struct device **out, unsigned 
 struct disk_rotation {
 	struct device *dev;
 	struct block_dev *old, *new;
+	mode_t mode; /* the frozen layer's, before it was made read-only */
 	char frozen[PATH_MAX], overlay[PATH_MAX];
 };
 
@@ -80,8 +82,10 @@ static int vmm_disks_prepare(struct vmm *vmm, struct disk_rotation *rot, unsigne
 			return err_set(ENOTSUP, "%s: a %s disk cannot be snapshotted with the "
 						"machine; convert it first (cairn img convert -O qcow2)",
 				       bd->path, bd->format);
-		if (!realpath(bd->path, rot[i].frozen))
+		struct stat st;
+		if (!realpath(bd->path, rot[i].frozen) || stat(rot[i].frozen, &st) < 0)
 			return err_set(errno, "%s", bd->path);
+		rot[i].mode = st.st_mode & 07777;
 		int r = block_flush(bd);
 		if (r < 0)
 			return r;
@@ -180,6 +184,9 @@ struct snap_job {
 	uint64_t t0;
 	pid_t child;
 	int pipe_rd;
+	/* per disk: frozen under a new overlay at this snapshot, and its mode */
+	bool rotated[VM_MAX_DISKS];
+	mode_t frozen_mode[VM_MAX_DISKS];
 	struct control_pending *pending;
 	json_t *reply;
 };
@@ -220,9 +227,73 @@ static int snap_capture(struct snap_job *j)
 		r = vm_snapshot_capture(vmm->vm, &j->frozen, &j->capture);
 	if (r == 0)
 		r = vmm_disks_rotate(vmm, rot, n, j->dir);
+	for (unsigned i = 0; r == 0 && i < n; i++) {
+		j->rotated[i] = rot[i].new != NULL;
+		j->frozen_mode[i] = rot[i].mode;
+	}
 	if (r < 0)
 		remove_tree(j->tmp);
 	return r;
+}
+
+/* The snapshot failed after its disks were frozen (memory or state could
+ * not be written): the frozen layers are no restore point, so the disks go
+ * back as they were.  With the VM paused, each overlay's writes since the
+ * freeze are committed into its frozen layer, which is the active layer
+ * again, and the overlay goes.  A disk where that fails stays on its
+ * overlay (one extra layer, nothing lost).  Returns how many stayed. */
+static int snap_undo_rotation(struct snap_job *j, bool vm_paused)
+{
+	struct vmm *vmm = j->vmm;
+	struct device *devs[VM_MAX_DISKS];
+	unsigned n = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
+	bool was_paused = vm_paused || vmm->paused;
+	int stayed = 0;
+	if (!was_paused)
+		vm_pause(vmm->vm);
+	for (unsigned i = 0; i < n && (int)i < vmm->cfg.ndisks; i++) {
+		if (!j->rotated[i])
+			continue;
+		const char *frozen = j->frozen.disks[i].path, *overlay = vmm->cfg.disks[i].path;
+		struct block_dev *ov = devs[i]->ops->get_block(devs[i]->priv), *back = NULL;
+		int r = block_flush(ov);
+		if (r == 0 && chmod(frozen, j->frozen_mode[i]) < 0)
+			r = err_set(errno, "%s", frozen);
+		if (r == 0)
+			r = chain_commit(overlay, NULL, 0, NULL);
+		if (r == 0)
+			r = block_open(frozen, "qcow2", 0, &back);
+		if (r < 0) {
+			log_warn("disk %u stays on %s over %s: %s", i, overlay, frozen, err_msg());
+			chmod(frozen, 0444);
+			stayed++;
+			continue;
+		}
+		devs[i]->ops->set_block(devs[i]->priv, back);
+		block_close(ov);
+		unlink(overlay);
+		free(vmm->cfg.disks[i].path);
+		vmm->cfg.disks[i].path = strdup(frozen);
+		j->rotated[i] = false;
+	}
+	if (!was_paused)
+		vm_resume(vmm->vm);
+	return stayed;
+}
+
+/* The error of a failed snapshot, and where its disks are now. */
+static void snap_failed(struct snap_job *j, const char *msg, bool vm_paused, json_t *reply)
+{
+	char m[1024], text[1200];
+	snprintf(m, sizeof(m), "%s", msg); /* msg may be err_msg(), overwritten below */
+	remove_tree(j->tmp);
+	int stayed = snap_undo_rotation(j, vm_paused);
+	snprintf(text, sizeof(text), "%s%s", m,
+		 stayed ? "; the disks stay on their new overlays (an extra layer, nothing lost)"
+			: "; the disks are back on their layers as before the snapshot");
+	err_set(EIO, "%s", text);
+	if (reply)
+		json_object_set_new(reply, "error", json_string(text));
 }
 
 /* Phase 2: RAM is the VM's memory as it was at the pause. */
@@ -270,8 +341,8 @@ static void snap_child_done(void *opaque, uint32_t events)
 	evloop_del(j->vmm->loop, j->pipe_rd);
 	j->vmm->snap_job = NULL;
 	if (rep.result < 0) {
-		remove_tree(j->tmp);
-		json_object_set_new(j->reply, "error", json_string(rep.msg));
+		snap_failed(j, rep.msg, false, j->reply);
+		snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
 	} else {
 		j->vmm->snapshots++;
 		j->st.memory_bytes = rep.memory_bytes;
@@ -342,9 +413,10 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 	/* What meta.json records: the pause up to the write (the reply has it all). */
 	j->st.pause_us = now_us() - j->t0;
 	if (r == 0 && quit) {
-		r = snap_write(j, vmm->vm->ram, vmm->vm->ram_size);
+		if ((r = snap_write(j, vmm->vm->ram, vmm->vm->ram_size)) < 0)
+			snap_failed(j, err_msg(), true, NULL);
 	} else if (r == 0 && (r = snap_fork(j)) < 0) {
-		remove_tree(j->tmp); /* the disks moved on: an extra layer, nothing lost */
+		snap_failed(j, err_msg(), true, NULL);
 	}
 	j->st.pause_us = now_us() - j->t0;
 	if (r == 0 && quit)
