@@ -149,12 +149,22 @@ int vm_mem_alloc(struct vm *vm, uint64_t size)
 			       (unsigned long long)(MAX_RAM_SIZE >> 30));
 	if (size & (PAGE_SIZE - 1))
 		return err_set(EINVAL, "memory size must be a multiple of 4 KiB");
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	/* 2 MiB aligned and THP-advised (as QEMU does): fewer TLB misses, and
+	 * fork() for a snapshot writer copies one entry per 2 MiB, not per
+	 * page, so the pause does not grow with RAM as much. */
+	const uint64_t huge = 2ull << 20;
+	uint8_t *p = mmap(NULL, size + huge, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return err_set(errno, "cannot map %llu MiB of guest memory",
 			       (unsigned long long)(size >> 20));
-	vm->ram = p;
+	uint8_t *a = (uint8_t *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	if (a + size < p + size + huge)
+		munmap(a + size, (size_t)(p + size + huge - (a + size)));
+	madvise(a, size, MADV_HUGEPAGE); /* advice: ignored where THP is off */
+	vm->ram = a;
 	vm->ram_size = size;
 	return vm_mem_register(vm);
 }
