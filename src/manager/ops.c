@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -291,6 +292,80 @@ static void progress_print(void *opaque, uint64_t done, uint64_t total)
 			(unsigned long long)(total >> 20));
 }
 static const struct chain_progress progress = {progress_print, NULL};
+
+/* Progress of a whole-machine snapshot's memory save, which the VM's own
+ * writer does: on a terminal, after the first second, how much of
+ * DIR.tmp/memory.img.tmp is on disk (the image is sparse: zero pages take
+ * no room, so the bound is the RAM size). */
+struct mem_watch {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop, printed;
+	char file[PATH_MAX + 32];
+	uint64_t ram;
+};
+
+static void *mem_watch_run(void *opaque)
+{
+	struct mem_watch *w = opaque;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	pthread_mutex_lock(&w->lock);
+	while (!w->stop) {
+		if (pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+			continue;
+		struct stat st;
+		if (stat(w->file, &st) == 0) {
+			fprintf(stderr, "\rsaving memory: %llu MiB written (RAM %llu MiB)",
+				(unsigned long long)(((uint64_t)st.st_blocks * 512) >> 20),
+				(unsigned long long)(w->ram >> 20));
+			w->printed = true;
+		}
+		until.tv_nsec += 250000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+static bool mem_watch_start(struct mem_watch *w, const struct bundle *b, const char *sd)
+{
+	memset(w, 0, sizeof(*w));
+	if (!isatty(STDERR_FILENO))
+		return false;
+	struct vm_config cfg = {0};
+	if (vm_config_from_json(json_object_get(b->doc, "config"), "vm.json", &cfg) == 0)
+		w->ram = cfg.mem_size;
+	vm_config_free(&cfg);
+	err_clear();
+	snprintf(w->file, sizeof(w->file), "%s.tmp/%s.tmp", sd, SNAP_MEMORY_FILE);
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	if (pthread_create(&w->thread, NULL, mem_watch_run, w) != 0) {
+		pthread_mutex_destroy(&w->lock);
+		pthread_cond_destroy(&w->cond);
+		return false;
+	}
+	return true;
+}
+
+static void mem_watch_stop(struct mem_watch *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	if (w->printed)
+		fputc('\n', stderr);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+}
 
 int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report)
 {
@@ -778,7 +853,11 @@ static int snapshot_running(struct bundle *b, const char *snap, const char *desc
 	json_t *req = json_pack("{s:s, s:s}", "cmd", "snapshot", "path", sd), *reply = NULL;
 	if (suspend)
 		json_object_set_new(req, "then", json_string("quit"));
+	struct mem_watch watch;
+	bool watching = mem_watch_start(&watch, b, sd);
 	r = ctl_request(b, req, &reply);
+	if (watching)
+		mem_watch_stop(&watch);
 	json_decref(req);
 	if (r == 0 && suspend)
 		r = wait_stopped(b, 60);
