@@ -82,9 +82,6 @@ static int saver_flush(struct saver *s)
 		return err_set(-r, "%s: write of %llu bytes at offset %#llx failed", s->tmp,
 			       (unsigned long long)len, (unsigned long long)s->run_start);
 	s->written += len;
-	/* Start writeback now, so the disk works while the rest is hashed
-	 * and written, and the final fsync has little left to wait for. */
-	sync_file_range(s->fd, (off_t)s->run_start, (off_t)len, SYNC_FILE_RANGE_WRITE);
 	s->run_start = s->run_end;
 	return 0;
 }
