@@ -196,7 +196,7 @@ static int vmm_load_guest(struct vmm *vmm, struct boot_entry *boot)
 	unsigned nirq = pci_irq_table(vm, irqs, 32);
 	int r;
 	if ((r = x86_mptable_write(vm, vmm->cfg.ncpus, irqs, nirq)) == 0 &&
-	    (r = x86_acpi_write(vm, vmm->cfg.ncpus, &rsdp)) == 0)
+	    (r = x86_acpi_write(vm, vmm->cfg.ncpus, irqs, nirq, &rsdp)) == 0)
 		r = x86_boot_load(vm, &vmm->kernel, vmm->cfg.initrd, cmdline, rsdp, boot);
 	free(cmdline);
 	return r;

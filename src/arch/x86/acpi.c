@@ -73,6 +73,10 @@ static void aml_byte(struct aml *a, uint8_t b)
 /* OP(s), a PkgLength, then BODY: PkgLength counts itself and BODY. */
 static void aml_pkg(struct aml *a, const uint8_t *op, size_t oplen, const struct aml *body)
 {
+	if (body->len > body->cap) { /* the body overflowed: so does the whole */
+		a->len = a->cap + 1;
+		return;
+	}
 	aml_put(a, op, oplen);
 	size_t n = body->len + 1;
 	if (n < 0x40) {
@@ -128,10 +132,41 @@ static void acpi_dsdt_com1(struct aml *sb)
 	aml_pkg(sb, device_op, 2, &dev);
 }
 
+/* Name (_PRT, Package () { Package () { 0xSSSSFFFF, PIN, Zero, GSI }, ... }):
+ * each device's INTx pin straight to its IOAPIC input (no link devices), as
+ * the MP table says; the guest takes them as PCI interrupts are, level and
+ * active low.  Virtio uses MSI-X when the guest allows; this is the
+ * fallback. */
+static void acpi_dsdt_prt(struct aml *dev, const struct mp_pci_irq *pci, unsigned npci)
+{
+	uint8_t b[32 * 16 + 8];
+	struct aml pkg = {b, 0, sizeof(b)};
+	aml_byte(&pkg, (uint8_t)npci); /* NumElements */
+	for (unsigned i = 0; i < npci; i++) {
+		uint8_t e[16];
+		struct aml el = {e, 0, sizeof(e)};
+		aml_byte(&el, 4); /* NumElements */
+		aml_byte(&el, 0x0c); /* DWordPrefix: address, any function */
+		uint32_t addr = (uint32_t)pci[i].slot << 16 | 0xffff;
+		aml_put(&el, &addr, 4);
+		aml_byte(&el, 0x0a); /* BytePrefix: pin, 0 = INTA */
+		aml_byte(&el, (uint8_t)(pci[i].pin - 1));
+		aml_byte(&el, 0x00); /* ZeroOp: no link device */
+		aml_byte(&el, 0x0a); /* BytePrefix: the GSI */
+		aml_byte(&el, pci[i].irq);
+		static const uint8_t package_op = 0x12;
+		aml_pkg(&pkg, &package_op, 1, &el);
+	}
+	aml_name(dev, "_PRT");
+	static const uint8_t package_op = 0x12;
+	aml_pkg(dev, &package_op, 1, &pkg);
+}
+
 /* Device (\_SB.PCI0): PNP0A03 on bus 0 with the conf1 ports, the other I/O
  * ports and the MMIO window its BARs live in.  Without it an ACPI kernel
- * does not scan PCI at all.  Devices use MSI-X, so there is no _PRT. */
-static size_t acpi_dsdt_body(uint8_t *out, size_t cap)
+ * does not scan PCI at all. */
+static size_t acpi_dsdt_body(uint8_t *out, size_t cap, const struct mp_pci_irq *pci,
+			     unsigned npci)
 {
 	static const uint8_t crs[] = {
 		/* WordBusNumber: bus 0 only */
@@ -147,7 +182,7 @@ static size_t acpi_dsdt_body(uint8_t *out, size_t cap)
 		/* EndTag */
 		0x79, 0x00,
 	};
-	uint8_t b1[256], b2[256], b3[512];
+	uint8_t b1[256], b2[1024], b3[2048];
 	struct aml buf = {b1, 0, sizeof(b1)}, dev = {b2, 0, sizeof(b2)}, sb = {b3, 0, sizeof(b3)};
 	aml_byte(&buf, 0x0a); /* BytePrefix: buffer size */
 	aml_byte(&buf, (uint8_t)sizeof(crs));
@@ -164,6 +199,8 @@ static size_t acpi_dsdt_body(uint8_t *out, size_t cap)
 	aml_name(&dev, "_CRS");
 	static const uint8_t buffer_op = 0x11;
 	aml_pkg(&dev, &buffer_op, 1, &buf);
+	if (npci)
+		acpi_dsdt_prt(&dev, pci, npci);
 
 	aml_put(&sb, "\\_SB_", 5);
 	static const uint8_t device_op[] = {0x5b, 0x82};
@@ -220,7 +257,8 @@ static void acpi_fadt(uint8_t *t, uint64_t dsdt)
 	acpi_finish(t, "FACP", FADT_LEN, 6);
 }
 
-int x86_acpi_write(struct vm *vm, int ncpus, uint64_t *rsdp_out)
+int x86_acpi_write(struct vm *vm, int ncpus, const struct mp_pci_irq *pci, unsigned npci,
+		   uint64_t *rsdp_out)
 {
 	const uint64_t base = ACPI_TABLES_ADDR, size = 0x4000;
 	uint8_t *b = vm_gpa_to_hva(vm, base, size);
@@ -233,7 +271,12 @@ int x86_acpi_write(struct vm *vm, int ncpus, uint64_t *rsdp_out)
 		       dsdt = base + 0x300, madt = base + 0x800;
 
 	uint8_t *t = b + (dsdt - base);
-	size_t aml = acpi_dsdt_body(t + ACPI_HDR_LEN, madt - dsdt - ACPI_HDR_LEN);
+	if (npci > 32)
+		return err_set(EINVAL, "too many PCI devices for the DSDT");
+	size_t aml = acpi_dsdt_body(t + ACPI_HDR_LEN, madt - dsdt - ACPI_HDR_LEN, pci, npci);
+	if (!aml)
+		return err_set(ENOSPC, "the DSDT does not fit in its %#llx bytes",
+			       (unsigned long long)(madt - dsdt));
 	acpi_finish(t, "DSDT", (uint32_t)(ACPI_HDR_LEN + aml), 2);
 	acpi_fadt(b + (fadt - base), dsdt);
 	acpi_madt(b + (madt - base), ncpus);
