@@ -95,6 +95,39 @@ static void aml_name(struct aml *a, const char seg[4])
 	aml_put(a, seg, 4);
 }
 
+/* The head of a Device body: its name, _HID (an EISA id, compressed) and
+ * _UID 0. */
+static void aml_device_head(struct aml *dev, const char name[4], const char eisa_id[4])
+{
+	aml_put(dev, name, 4);
+	aml_name(dev, "_HID");
+	aml_byte(dev, 0x0c); /* DWordPrefix: EisaId */
+	aml_put(dev, eisa_id, 4);
+	aml_name(dev, "_UID");
+	aml_byte(dev, 0x00);
+}
+
+/* Name (_CRS, ResourceTemplate () {...}): CRS holds the descriptors,
+ * EndTag included. */
+static void aml_crs(struct aml *dev, const uint8_t *crs, uint8_t len)
+{
+	uint8_t b[256];
+	struct aml buf = {b, 0, sizeof(b)};
+	aml_byte(&buf, 0x0a); /* BytePrefix: buffer size */
+	aml_byte(&buf, len);
+	aml_put(&buf, crs, len);
+	aml_name(dev, "_CRS");
+	static const uint8_t buffer_op = 0x11;
+	aml_pkg(dev, &buffer_op, 1, &buf);
+}
+
+/* Device (...) { DEV } into SCOPE. */
+static void aml_device(struct aml *scope, const struct aml *dev)
+{
+	static const uint8_t device_op[] = {0x5b, 0x82};
+	aml_pkg(scope, device_op, 2, dev);
+}
+
 /* Device (\_SB.COM1): PNP0501 at 0x3f8 with ISA IRQ 4 (edge, active
  * high).  The FADT says hardware-reduced, so Linux sets up no legacy ISA
  * IRQs by itself ("preallocated irqs: 0"): without this device the 8250
@@ -112,24 +145,11 @@ static void acpi_dsdt_com1(struct aml *sb)
 		/* EndTag */
 		0x79, 0x00,
 	};
-	uint8_t b1[64], b2[128];
-	struct aml buf = {b1, 0, sizeof(b1)}, dev = {b2, 0, sizeof(b2)};
-	aml_byte(&buf, 0x0a); /* BytePrefix: buffer size */
-	aml_byte(&buf, (uint8_t)sizeof(crs));
-	aml_put(&buf, crs, sizeof(crs));
-
-	aml_put(&dev, "COM1", 4);
-	aml_name(&dev, "_HID");
-	aml_byte(&dev, 0x0c); /* DWordPrefix: EisaId ("PNP0501") */
-	aml_put(&dev, "\x41\xd0\x05\x01", 4);
-	aml_name(&dev, "_UID");
-	aml_byte(&dev, 0x00);
-	aml_name(&dev, "_CRS");
-	static const uint8_t buffer_op = 0x11;
-	aml_pkg(&dev, &buffer_op, 1, &buf);
-
-	static const uint8_t device_op[] = {0x5b, 0x82};
-	aml_pkg(sb, device_op, 2, &dev);
+	uint8_t b[128];
+	struct aml dev = {b, 0, sizeof(b)};
+	aml_device_head(&dev, "COM1", "\x41\xd0\x05\x01"); /* PNP0501 */
+	aml_crs(&dev, crs, sizeof(crs));
+	aml_device(sb, &dev);
 }
 
 /* Name (_PRT, Package () { Package () { 0xSSSSFFFF, PIN, Zero, GSI }, ... }):
@@ -182,29 +202,17 @@ static size_t acpi_dsdt_body(uint8_t *out, size_t cap, const struct mp_pci_irq *
 		/* EndTag */
 		0x79, 0x00,
 	};
-	uint8_t b1[256], b2[1024], b3[2048];
-	struct aml buf = {b1, 0, sizeof(b1)}, dev = {b2, 0, sizeof(b2)}, sb = {b3, 0, sizeof(b3)};
-	aml_byte(&buf, 0x0a); /* BytePrefix: buffer size */
-	aml_byte(&buf, (uint8_t)sizeof(crs));
-	aml_put(&buf, crs, sizeof(crs));
-
-	aml_put(&dev, "PCI0", 4);
-	aml_name(&dev, "_HID");
-	aml_byte(&dev, 0x0c); /* DWordPrefix: EisaId ("PNP0A03") */
-	aml_put(&dev, "\x41\xd0\x0a\x03", 4);
-	aml_name(&dev, "_UID");
-	aml_byte(&dev, 0x00);
+	uint8_t b1[1024], b2[2048];
+	struct aml dev = {b1, 0, sizeof(b1)}, sb = {b2, 0, sizeof(b2)};
+	aml_device_head(&dev, "PCI0", "\x41\xd0\x0a\x03"); /* PNP0A03 */
 	aml_name(&dev, "_BBN");
 	aml_byte(&dev, 0x00);
-	aml_name(&dev, "_CRS");
-	static const uint8_t buffer_op = 0x11;
-	aml_pkg(&dev, &buffer_op, 1, &buf);
+	aml_crs(&dev, crs, sizeof(crs));
 	if (npci)
 		acpi_dsdt_prt(&dev, pci, npci);
 
 	aml_put(&sb, "\\_SB_", 5);
-	static const uint8_t device_op[] = {0x5b, 0x82};
-	aml_pkg(&sb, device_op, 2, &dev);
+	aml_device(&sb, &dev);
 	acpi_dsdt_com1(&sb);
 
 	struct aml out_aml = {out, 0, cap};
