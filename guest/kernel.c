@@ -160,6 +160,25 @@ void kernel_trap(uint64_t *frame)
 
 static uint64_t cx16_cell[2] __attribute__((aligned(16)));
 
+/* lock cmpxchg16b on a cell holding OLD, RDX:RAX = CMP (updated as the CPU
+ * leaves it), RCX:RBX = NEW; the cell afterwards goes to MEM.  Returns ZF.
+ * Always inlined: guest-elf-check allows the instruction only inside
+ * kernel_cpl0check. */
+static inline __attribute__((always_inline)) uint8_t cx16_run(const uint64_t old[2], uint64_t cmp[2], const uint64_t new_[2],
+			uint64_t mem[2])
+{
+	uint8_t zf;
+	cx16_cell[0] = old[0];
+	cx16_cell[1] = old[1];
+	__asm__ volatile("lock cmpxchg16b %0\n\tsetz %1"
+			 : "+m"(cx16_cell), "=q"(zf), "+a"(cmp[0]), "+d"(cmp[1])
+			 : "b"(new_[0]), "c"(new_[1])
+			 : "cc", "memory");
+	mem[0] = cx16_cell[0];
+	mem[1] = cx16_cell[1];
+	return zf;
+}
+
 void kernel_cpl0check(struct cpl0check *c)
 {
 	uint64_t cpu;
@@ -195,30 +214,13 @@ void kernel_cpl0check(struct cpl0check *c)
 	}
 
 	if (c->run & CPL0_RUN_CX16) {
-		uint64_t lo = c->cx16_old[0], hi = c->cx16_old[1];
-		uint8_t zf;
-		cx16_cell[0] = c->cx16_old[0];
-		cx16_cell[1] = c->cx16_old[1];
-		__asm__ volatile("lock cmpxchg16b %0\n\tsetz %1"
-				 : "+m"(cx16_cell), "=q"(zf), "+a"(lo), "+d"(hi)
-				 : "b"(c->cx16_new[0]), "c"(c->cx16_new[1])
-				 : "cc", "memory");
-		c->cx16_hit_mem[0] = cx16_cell[0];
-		c->cx16_hit_mem[1] = cx16_cell[1];
-		c->cx16_hit_zf = zf;
-		cx16_cell[0] = c->cx16_old[0];
-		cx16_cell[1] = c->cx16_old[1];
-		lo = c->cx16_other[0];
-		hi = c->cx16_other[1];
-		__asm__ volatile("lock cmpxchg16b %0\n\tsetz %1"
-				 : "+m"(cx16_cell), "=q"(zf), "+a"(lo), "+d"(hi)
-				 : "b"(c->cx16_new[0]), "c"(c->cx16_new[1])
-				 : "cc", "memory");
-		c->cx16_miss_mem[0] = cx16_cell[0];
-		c->cx16_miss_mem[1] = cx16_cell[1];
-		c->cx16_miss_zf = zf;
-		c->cx16_miss_rdx_rax[0] = lo;
-		c->cx16_miss_rdx_rax[1] = hi;
+		/* equal: the cell takes NEW; unequal: RDX:RAX takes the cell */
+		uint64_t cmp[2] = {c->cx16_old[0], c->cx16_old[1]};
+		c->cx16_hit_zf = cx16_run(c->cx16_old, cmp, c->cx16_new, c->cx16_hit_mem);
+		c->cx16_miss_rdx_rax[0] = c->cx16_other[0];
+		c->cx16_miss_rdx_rax[1] = c->cx16_other[1];
+		c->cx16_miss_zf =
+		    cx16_run(c->cx16_old, c->cx16_miss_rdx_rax, c->cx16_new, c->cx16_miss_mem);
 	}
 
 	if (c->run & CPL0_RUN_SMAP)
