@@ -1622,28 +1622,33 @@ struct check_ctx {
 	json_t *problems, *repaired, *refs;
 };
 
+static void append_vfmt(json_t *list, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void append_vfmt(json_t *list, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	json_array_append_new(list, json_string(buf));
+}
+
 static void problem(struct check_ctx *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void problem(struct check_ctx *c, const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	append_vfmt(c->problems, fmt, ap);
 	va_end(ap);
-	json_array_append_new(c->problems, json_string(buf));
 }
 
 static void repaired(struct check_ctx *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void repaired(struct check_ctx *c, const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	append_vfmt(c->repaired, fmt, ap);
 	va_end(ap);
-	json_array_append_new(c->repaired, json_string(buf));
 }
 
 /* An interrupted operation: a snapshot is adopted when its directory was
