@@ -159,10 +159,10 @@ int vm_mem_alloc(struct vm *vm, uint64_t size)
 		return err_set(errno, "cannot map %llu MiB of guest memory",
 			       (unsigned long long)(size >> 20));
 	uint8_t *a = (uint8_t *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
-	if (a > p)
-		munmap(p, (size_t)(a - p));
-	if (a + size < p + size + huge)
-		munmap(a + size, (size_t)(p + size + huge - (a + size)));
+	size_t head = (size_t)(a - p); /* < huge, so some tail is always left over */
+	if (head)
+		munmap(p, head);
+	munmap(a + size, huge - head);
 	madvise(a, size, MADV_HUGEPAGE); /* advice: ignored where THP is off */
 	vm->ram = a;
 	vm->ram_size = size;
