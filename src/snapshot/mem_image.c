@@ -7,12 +7,15 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -25,6 +28,8 @@
 /* No sync_file_range hints while writing: measured here, starting
  * writeback per 64 MiB window (with or without waiting for the previous
  * one) made saves 1.5-2x slower than one fsync at the end. */
+/* Pipe between vmsplice and splice (see saver_splice). */
+#define MEM_PIPE_SIZE (1 << 20)
 
 static uint64_t chunk_count(uint64_t size)
 {
@@ -67,17 +72,52 @@ static int check_size_arg(const char *path, uint64_t size)
 struct saver {
 	const char *tmp;
 	int fd;
+	int pipe[2];  /* open when fd is O_DIRECT */
 	const uint8_t *ram;
 	uint64_t run_start, run_end; /* pending run of non-zero pages */
 	uint64_t written;
 };
+
+/* Where the file system takes O_DIRECT, runs go to disk without the page
+ * cache: the RAM is vmspliced into a pipe (the pipe holds references to
+ * the pages, nothing is copied) and spliced into the file.  Measured here
+ * for 1.9 GiB from the forked writer: 1.0 s, against 3.6-5.8 s for pwrite
+ * into the page cache (every page-cache page is a new allocation, slow on
+ * a host that hands freed memory back to its hypervisor) and 1.6-3.0 s
+ * for pwrite on an O_DIRECT descriptor (pinning pages the writer still
+ * shares with the running VM copies each one first).  The price: the
+ * image is not in the page cache afterwards, a restore reads it from disk. */
+static int saver_splice(struct saver *s, const uint8_t *p, uint64_t len, uint64_t off)
+{
+	loff_t pos = (loff_t)off;
+	while (len > 0) {
+		struct iovec v = {.iov_base = (void *)p, .iov_len = len};
+		ssize_t n = vmsplice(s->pipe[1], &v, 1, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= (uint64_t)n;
+		while (n > 0) {
+			ssize_t w = splice(s->pipe[0], NULL, s->fd, &pos, (size_t)n, 0);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return w < 0 ? -errno : -EIO;
+			n -= w;
+		}
+	}
+	return 0;
+}
 
 static int saver_flush(struct saver *s)
 {
 	if (s->run_end == s->run_start)
 		return 0;
 	uint64_t len = s->run_end - s->run_start;
-	int r = file_pwrite_all(s->fd, s->ram + s->run_start, len, s->run_start);
+	int r = s->pipe[0] >= 0 ? saver_splice(s, s->ram + s->run_start, len, s->run_start)
+				: file_pwrite_all(s->fd, s->ram + s->run_start, len, s->run_start);
 	if (r < 0)
 		return err_set(-r, "%s: write of %llu bytes at offset %#llx failed", s->tmp,
 			       (unsigned long long)len, (unsigned long long)s->run_start);
@@ -118,16 +158,31 @@ static void trailer_encode(uint8_t *t, uint64_t size, const uint64_t *hashes)
 	put_le64(t + body, XXH3_64bits(t, body));
 }
 
-static int save_to(struct saver *s, uint64_t size, uint64_t *hashes, uint8_t *trailer,
-		   mem_image_progress_fn progress, void *opaque)
+/* The chunk hashes are computed by a second thread while the first
+ * writes: the write waits on the disk, the hashing on the CPU (about 10%
+ * of a save's time here when done in turn). */
+struct hasher {
+	const uint8_t *ram;
+	uint64_t size;
+	uint64_t *hashes;
+	atomic_bool stop;
+};
+
+static void *hasher_run(void *opaque)
 {
-	if (ftruncate(s->fd, (off_t)size) < 0) /* the holes */
-		return err_set(errno, "%s: cannot size to %llu bytes", s->tmp,
-			       (unsigned long long)size);
+	struct hasher *h = opaque;
+	uint64_t n = chunk_count(h->size);
+	for (uint64_t c = 0; c < n && !atomic_load_explicit(&h->stop, memory_order_relaxed); c++)
+		h->hashes[c] = XXH3_64bits(h->ram + c * MEM_IMAGE_CHUNK_SIZE, chunk_len(h->size, c));
+	return NULL;
+}
+
+static int write_pages(struct saver *s, uint64_t size, mem_image_progress_fn progress,
+		       void *opaque)
+{
 	uint64_t n = chunk_count(size);
 	for (uint64_t c = 0; c < n; c++) {
 		uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(size, c);
-		hashes[c] = XXH3_64bits(s->ram + off, len);
 		for (uint64_t p = off; p < off + len; p += MEM_IMAGE_PAGE_SIZE) {
 			int r = saver_page(s, p);
 			if (r < 0)
@@ -136,9 +191,31 @@ static int save_to(struct saver *s, uint64_t size, uint64_t *hashes, uint8_t *tr
 		if (progress && progress(opaque, off + len, size))
 			return err_set(ECANCELED, "%s: save cancelled", s->tmp);
 	}
-	int r = saver_flush(s);
+	return saver_flush(s);
+}
+
+static int save_to(struct saver *s, uint64_t size, uint64_t *hashes, uint8_t *trailer,
+		   mem_image_progress_fn progress, void *opaque)
+{
+	if (ftruncate(s->fd, (off_t)size) < 0) /* the holes */
+		return err_set(errno, "%s: cannot size to %llu bytes", s->tmp,
+			       (unsigned long long)size);
+	struct hasher h = {.ram = s->ram, .size = size, .hashes = hashes};
+	pthread_t thread;
+	bool threaded = pthread_create(&thread, NULL, hasher_run, &h) == 0;
+	if (!threaded)
+		hasher_run(&h);
+	int r = write_pages(s, size, progress, opaque);
+	if (threaded) {
+		atomic_store(&h.stop, r < 0);
+		pthread_join(thread, NULL);
+	}
 	if (r < 0)
 		return r;
+	/* The trailer's length is not a multiple of the block size. */
+	int fl = fcntl(s->fd, F_GETFL);
+	if (fl < 0 || ((fl & O_DIRECT) && fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) < 0))
+		return err_set(errno, "%s: cannot leave O_DIRECT for the trailer", s->tmp);
 	trailer_encode(trailer, size, hashes);
 	r = file_pwrite_all(s->fd, trailer, trailer_size(size), size);
 	if (r < 0)
@@ -162,13 +239,27 @@ int mem_image_save(const char *path, const void *ram, uint64_t size, mem_image_p
 		r = err_set(ENOMEM, "%s", path);
 		goto out;
 	}
-	struct saver s = {.tmp = tmp, .ram = ram};
-	s.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	struct saver s = {.tmp = tmp, .ram = ram, .pipe = {-1, -1}};
+	int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+	s.fd = open(tmp, flags | O_DIRECT, 0644);
+	if (s.fd < 0 && errno == EINVAL) /* no O_DIRECT here: through the page cache */
+		s.fd = open(tmp, flags, 0644);
 	if (s.fd < 0) {
 		r = err_set(errno, "%s: cannot create", tmp);
 		goto out;
 	}
+	/* Page-aligned RAM (guest RAM always is) keeps every pipe buffer block-aligned. */
+	int fl = fcntl(s.fd, F_GETFL);
+	bool aligned = (uintptr_t)ram % MEM_IMAGE_PAGE_SIZE == 0;
+	if (fl >= 0 && (fl & O_DIRECT) && aligned && pipe2(s.pipe, O_CLOEXEC) == 0)
+		fcntl(s.pipe[1], F_SETPIPE_SZ, MEM_PIPE_SIZE); /* the default 64 KiB also works */
+	else if (fl >= 0 && (fl & O_DIRECT))
+		fcntl(s.fd, F_SETFL, fl & ~O_DIRECT);
 	r = save_to(&s, size, hashes, trailer, progress, opaque);
+	if (s.pipe[0] >= 0) {
+		close(s.pipe[0]);
+		close(s.pipe[1]);
+	}
 	if (close(s.fd) < 0 && r == 0)
 		r = err_set(errno, "%s: close failed", tmp);
 	if (r == 0 && rename(tmp, path) < 0)
