@@ -25,6 +25,8 @@ the first snapshot of each kind, in turn:
   QEMU -incoming "exec:cat FILE": wall time from process start to
          query-status = running (QMP polled every 2 ms) and to the next tick
          line.
+Where /proc/sys/vm/drop_caches is writable, each round then restores once more
+from a cold page cache (dropped before each): cairn map verified, QEMU -incoming.
 Prints a Markdown table of medians with cairn, QEMU and ratio columns.
 
 usage: snapshot.py CAIRN TESTOS RUNS SIZE... [--out FILE]   (sizes like 512M 2G)
@@ -229,6 +231,66 @@ def qemu_cmd(testos, size, disk, qmp, cmdline):
 
 # ---- one RAM size --------------------------------------------------------------
 
+def can_drop_caches():
+    return os.access("/proc/sys/vm/drop_caches", os.W_OK)
+
+
+def drop_caches():
+    subprocess.run(["sync"])
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def cairn_restore(cairn, snap, d, key, opts, R):
+    """cairn run --restore SNAP in a new process: first KVM_RUN and next tick line."""
+    rsock = os.path.join(d, "r.sock")
+    ddir = os.path.join(d, f"rd-{key}{len(R[key + '_run'])}")
+    os.makedirs(ddir)
+    p, t0, con, err = spawn([cairn, "run", "-v", "--restore", snap, *opts,
+                             "--disk-dir", ddir, "--control", rsock], f"cairn {key}")
+    try:
+        t1 = con.wait_tick(120)
+    finally:
+        try:
+            cairn_ctl(cairn, rsock, {"cmd": "quit"}, 10)
+        except Exception:
+            p.kill()
+        finish(p)
+    m = re.search(rb"first KVM_RUN (\d+) us", err[0] if err else b"")
+    if not m:
+        time.sleep(0.2)
+        m = re.search(rb"first KVM_RUN (\d+) us", err[0] if err else b"")
+    if not m:
+        raise RuntimeError(f"cairn restore {key}: no 'first KVM_RUN' in {err!r}")
+    R[key + "_run"].append(int(m.group(1)) / 1000)
+    R[key + "_line"].append((t1 - t0) * 1000)
+    if con.failed():
+        raise RuntimeError(f"cairn restore {key}: {con.failed()}")
+    shutil.rmtree(ddir)
+
+
+def qemu_incoming(testos, size, qdisk, d, cmdline, mig, key, R):
+    """QEMU -incoming from the migration file: to running and to the next tick line."""
+    qsock2 = os.path.join(d, "qi.qmp")
+    p, t0, con, err = spawn(qemu_cmd(testos, size, qdisk, qsock2, cmdline) +
+                            ["-incoming", f"exec:cat {mig}"], "qemu -incoming")
+    try:
+        q = QMP(qsock2)
+        end = now() + 120
+        while q.cmd("query-status")["status"] != "running":
+            if now() > end:
+                raise RuntimeError("QEMU -incoming: not running after 120 s")
+            time.sleep(0.002)
+        t1 = now()
+        t2 = con.wait_tick(60)
+        q.cmd("quit")
+        q.close()
+    finally:
+        finish(p)
+    R[key + "_run"].append((t1 - t0) * 1000)
+    R[key + "_line"].append((t2 - t0) * 1000)
+
+
 def bench_size(cairn, testos, runs, size, tmp):
     mb = mib_of(size) * 7 // 8
     cmdline = f"memfill {mb} 7; count 1000"
@@ -242,7 +304,8 @@ def bench_size(cairn, testos, runs, size, tmp):
     R = {k: [] for k in ("c_pause", "c_total", "c_bytes", "q_savevm", "q_savevm_bytes",
                          "q_loadvm", "c_revert", "c_revert_nov", "q_mig_down", "q_mig_total", "q_mig_bytes",
                          "c_map_run", "c_map_line", "c_nov_run", "c_nov_line",
-                         "c_copy_run", "c_copy_line", "q_inc_run", "q_inc_line")}
+                         "c_copy_run", "c_copy_line", "q_inc_run", "q_inc_line",
+                         "c_cold_run", "c_cold_line", "q_cold_run", "q_cold_line")}
 
     print(f"[{size}] filling {mb} MiB in both guests ...", file=sys.stderr, flush=True)
     cp, _, ccon, cerr = spawn([cairn, "run", "-v", "--kernel", testos, "--mem", size,
@@ -341,56 +404,25 @@ def bench_size(cairn, testos, runs, size, tmp):
             raise RuntimeError(f"{con.name}: {con.failed()}")
     subprocess.run(["sync"])
 
-    # restores in new processes, in turn
+    # restores in new processes, in turn; then, where the page cache can be
+    # dropped (root), each kind once more from a cold cache
+    cold = can_drop_caches()
     modes = [("c_map", []), ("c_nov", ["--no-verify"]), ("c_copy", ["--restore-mode", "copy"])]
     for i in range(runs):
         for key, opts in modes:
-            rsock = os.path.join(d, "r.sock")
-            ddir = os.path.join(d, f"rd-{key}{i}")
-            os.makedirs(ddir)
-            p, t0, con, err = spawn([cairn, "run", "-v", "--restore", csnap0, *opts,
-                                     "--disk-dir", ddir, "--control", rsock], f"cairn {key}")
-            try:
-                t1 = con.wait_tick(120)
-            finally:
-                try:
-                    cairn_ctl(cairn, rsock, {"cmd": "quit"}, 10)
-                except Exception:
-                    p.kill()
-                finish(p)
-            m = re.search(rb"first KVM_RUN (\d+) us", err[0] if err else b"")
-            if not m:
-                time.sleep(0.2)
-                m = re.search(rb"first KVM_RUN (\d+) us", err[0] if err else b"")
-            if not m:
-                raise RuntimeError(f"cairn restore {key}: no 'first KVM_RUN' in {err!r}")
-            R[key + "_run"].append(int(m.group(1)) / 1000)
-            R[key + "_line"].append((t1 - t0) * 1000)
-            if con.failed():
-                raise RuntimeError(f"cairn restore {key}: {con.failed()}")
-            shutil.rmtree(ddir)
-        # QEMU -incoming
-        qsock2 = os.path.join(d, "qi.qmp")
-        p, t0, con, err = spawn(qemu_cmd(testos, size, qdisk, qsock2, cmdline) +
-                                ["-incoming", f"exec:cat {mig0}"], "qemu -incoming")
-        try:
-            q = QMP(qsock2)
-            end = now() + 120
-            while q.cmd("query-status")["status"] != "running":
-                if now() > end:
-                    raise RuntimeError("QEMU -incoming: not running after 120 s")
-                time.sleep(0.002)
-            t1 = now()
-            t2 = con.wait_tick(60)
-            q.cmd("quit")
-            q.close()
-        finally:
-            finish(p)
-        R["q_inc_run"].append((t1 - t0) * 1000)
-        R["q_inc_line"].append((t2 - t0) * 1000)
+            cairn_restore(cairn, csnap0, d, key, opts, R)
+        qemu_incoming(testos, size, qdisk, d, cmdline, mig0, "q_inc", R)
         print(f"[{size}] restore round {i + 1}/{runs}: cairn map {R['c_map_run'][-1]:.1f} ms "
               f"(no-verify {R['c_nov_run'][-1]:.1f}, copy {R['c_copy_run'][-1]:.0f}), "
               f"QEMU -incoming {R['q_inc_run'][-1]:.0f} ms", file=sys.stderr, flush=True)
+    for i in range(runs if cold else 0):  # after all the others: they find the files cached
+        drop_caches()
+        cairn_restore(cairn, csnap0, d, "c_cold", [], R)
+        drop_caches()
+        qemu_incoming(testos, size, qdisk, d, cmdline, mig0, "q_cold", R)
+        print(f"[{size}] cold-cache restore round {i + 1}/{runs}: cairn map "
+              f"{R['c_cold_run'][-1]:.0f} ms, QEMU -incoming {R['q_cold_run'][-1]:.0f} ms",
+              file=sys.stderr, flush=True)
     shutil.rmtree(d)
     return R
 
@@ -432,6 +464,11 @@ def table(size, runs, R):
         "`-incoming`", med("c_nov_line"), med("q_inc_line"), ms)
     row("restore, new process to next console line: cairn copy / QEMU `-incoming`",
         med("c_copy_line"), med("q_inc_line"), ms)
+    if R["c_cold_run"]:
+        row("restore from a cold page cache (both after drop_caches), new process to running: "
+            "cairn map (verified) / QEMU `-incoming`", med("c_cold_run"), med("q_cold_run"), ms)
+        row("restore from a cold page cache, new process to next console line: cairn map "
+            "(verified) / QEMU `-incoming`", med("c_cold_line"), med("q_cold_line"), ms)
     if R["c_revert"]:
         row("restore in the running process: cairn `revert` (verified) / QEMU loadvm",
             med("c_revert"), med("q_loadvm"), ms)
@@ -449,7 +486,8 @@ def table(size, runs, R):
            *rows, ""]
     spread = ", ".join(f"{k} {min(R[k]):.1f}..{max(R[k]):.1f}"
                        for k in ("c_pause", "q_savevm", "q_mig_down", "c_map_run",
-                                 "c_nov_run", "q_inc_run"))
+                                 "c_nov_run", "q_inc_run", "c_cold_run", "q_cold_run")
+                       if R[k])
     out.append(f"Spread (min..max, ms): {spread}.")
     out.append("")
     summary = [f"- {size}: {tally['ahead']} of {len(rows)} figures ahead of QEMU, "
@@ -507,8 +545,12 @@ numbers. The same test guest file (`build/guest/testos.elf`) under cairn and und
 virtio-blk-device); both run `memfill MB 7; count 1000` (MB = 7/8 of RAM). Both VMs fill at
 the same time; then each snapshot round measures one VM while the other is paused. Restores
 start new processes from the first snapshot of each kind, in turn (cairn map verified, map
-`--no-verify`, copy, then QEMU `-incoming`), after `sync`; the files are in the page cache
-(they were just written). cairn/QEMU below 1 means cairn is ahead.
+`--no-verify`, copy, then QEMU `-incoming`), after `sync`. QEMU's migration file is in the
+page cache (it was just written); cairn writes memory.img with O_DIRECT, past the page cache,
+so the first verified revert reads it from disk and leaves it cached for the restores after
+it. The "cold page cache" rows drop the page cache (`sync; echo 3 >
+/proc/sys/vm/drop_caches`, root only) before each of those restores, for both.
+cairn/QEMU below 1 means cairn is ahead.
 
 How each figure is taken:
 - cairn pause: the snapshot reply's `pause_ms`; cairn total: wall time of the control request
