@@ -356,6 +356,17 @@ int virtio_pci_snapshot(struct virtio_pci *vp, struct state_buf *sb)
 	}
 	if (sb->restoring && !sb->err && vp->isr && !msix_enabled(&vp->msix))
 		pci_set_intx(&vp->pci, 1);
+	/* A kick still unread in its ioeventfd when the snapshot was taken is in
+	 * no state: the guest would wait forever for that request.  So every
+	 * ready queue is kicked once; the I/O thread looks at it when the VM
+	 * runs again (an empty queue costs one read of its avail index). */
+	for (unsigned q = 0; sb->restoring && !sb->err && q < vp->ops->nqueues; q++) {
+		uint64_t one = 1;
+		if (vp->vqs[q].ready && vp->kick_fd[q] >= 0 &&
+		    write(vp->kick_fd[q], &one, sizeof(one)) < 0)
+			sb->err = err_set(errno, "%s: kicking queue %u after the restore",
+					  vp->ops->name, q);
+	}
 	pthread_mutex_unlock(&vp->lock);
 	return sb->err ? sb->err : msix_snapshot(&vp->msix, sb);
 }
