@@ -13,7 +13,7 @@ struct device_ops {
 	/* One function for both directions (sb->restoring says which): the
 	 * fields are listed once with STATE_FIELD, so save and restore cannot
 	 * drift apart.  After a restore the device re-applies what lives
-	 * outside it (IRQ lines, BAR mappings, MSI routes).  NULL: no state. */
+	 * outside it (IRQ lines, BAR mappings).  NULL: no state. */
 	int (*snapshot)(void *priv, struct state_buf *sb);
 	/* Devices backed by a disk image: the image in use, and switching to
 	 * another (a snapshot freezes the image and puts an overlay on it).

@@ -3,10 +3,10 @@
 #include "kvm/vm.h"
 #include "snapshot/state_buf.h"
 #include "util/err.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define PCI_CAP_ID_MSIX 0x11
@@ -45,27 +45,13 @@ int msix_init(struct msix *m, struct pci_dev *pci, unsigned nvec, int bar, uint3
 	m->cap_off = pci_add_cap(pci, PCI_CAP_ID_MSIX, body, wmask, sizeof(body));
 	if (m->cap_off < 0)
 		return err_set(-m->cap_off, "MSI-X capability");
-	for (unsigned i = 0; i < nvec; i++) {
-		struct msix_vector *v = &m->vec[i];
-		v->ctrl = MSIX_VEC_MASKED;
-		v->irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (v->irqfd < 0)
-			return err_set(errno, "MSI-X irqfd");
-		v->gsi = vm_msi_route_alloc(pci->vm);
-		if (v->gsi < 0)
-			return v->gsi;
-		int r = vm_irqfd(pci->vm, v->irqfd, (uint32_t)v->gsi, true);
-		if (r < 0)
-			return r;
-	}
+	for (unsigned i = 0; i < nvec; i++)
+		m->vec[i].ctrl = MSIX_VEC_MASKED;
 	return 0;
 }
 
 void msix_destroy(struct msix *m)
 {
-	for (unsigned i = 0; i < m->nvec; i++)
-		if (m->vec[i].irqfd > 0)
-			close(m->vec[i].irqfd);
 	pthread_mutex_destroy(&m->lock);
 }
 
@@ -74,11 +60,10 @@ static bool msix_masked(struct msix *m, unsigned i)
 	return (msix_ctrl(m) & MSIX_CTRL_FMASK) || (m->vec[i].ctrl & MSIX_VEC_MASKED);
 }
 
-static void msix_fire(struct msix_vector *v)
+static void msix_fire(struct msix *m, struct msix_vector *v)
 {
-	uint64_t one = 1;
-	ssize_t n = write(v->irqfd, &one, sizeof(one));
-	(void)n;
+	if (vm_signal_msi(m->pci->vm, (uint64_t)v->addr_hi << 32 | v->addr_lo, v->data) < 0)
+		log_warn("MSI-X: %s", err_msg());
 }
 
 void msix_notify(struct msix *m, unsigned i)
@@ -89,22 +74,18 @@ void msix_notify(struct msix *m, unsigned i)
 	if (msix_masked(m, i))
 		m->vec[i].pending = true;
 	else
-		msix_fire(&m->vec[i]);
+		msix_fire(m, &m->vec[i]);
 	pthread_mutex_unlock(&m->lock);
 }
 
-/* After the table or control changed: refresh the route of an unmasked
- * vector and deliver what was pending while it was masked. */
+/* After the table or control changed: deliver what was pending while the
+ * vector was masked. */
 static void msix_sync(struct msix *m, unsigned i)
 {
 	struct msix_vector *v = &m->vec[i];
-	if (msix_masked(m, i))
-		return;
-	vm_msi_route_set(m->pci->vm, (uint32_t)v->gsi, (uint64_t)v->addr_hi << 32 | v->addr_lo,
-			 v->data);
-	if (v->pending) {
+	if (!msix_masked(m, i) && v->pending) {
 		v->pending = false;
-		msix_fire(v);
+		msix_fire(m, v);
 	}
 }
 
@@ -165,7 +146,6 @@ int msix_snapshot(struct msix *m, struct state_buf *sb)
 		STATE_FIELD(sb, v->ctrl);
 		STATE_FIELD(sb, v->pending);
 	}
-	/* Routes live in KVM, not in the snapshot: make them again. */
 	if (sb->restoring && !sb->err)
 		for (unsigned i = 0; i < m->nvec; i++)
 			msix_sync(m, i);

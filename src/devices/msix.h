@@ -1,6 +1,6 @@
 /* MSI-X for a PCI device: the capability, the vector table and PBA (in a
- * BAR), and delivery through KVM irqfds on MSI routes, so an interrupt
- * from the I/O thread does not go through a vCPU thread. */
+ * BAR), and delivery with KVM_SIGNAL_MSI from the thread that raises the
+ * interrupt (synchronous: see vm_signal_msi). */
 #ifndef CAIRN_DEVICES_MSIX_H
 #define CAIRN_DEVICES_MSIX_H
 
@@ -15,8 +15,6 @@ struct pci_dev;
 
 struct msix_vector {
 	uint32_t addr_lo, addr_hi, data, ctrl; /* the table entry, as the guest sees it */
-	int gsi;
-	int irqfd;
 	bool pending;
 };
 
@@ -28,8 +26,8 @@ struct msix {
 	struct msix_vector vec[MSIX_MAX_VECTORS];
 };
 
-/* Add the capability (table at TABLE_OFF, PBA at PBA_OFF of BAR) and set
- * up one route + irqfd per vector. */
+/* Add the capability (table at TABLE_OFF, PBA at PBA_OFF of BAR); every
+ * vector starts masked. */
 int msix_init(struct msix *m, struct pci_dev *pci, unsigned nvec, int bar, uint32_t table_off,
 	      uint32_t pba_off);
 void msix_destroy(struct msix *m);
@@ -40,7 +38,7 @@ void msix_notify(struct msix *m, unsigned vector);
 void msix_table_read(struct msix *m, uint64_t off, void *data, unsigned len);
 void msix_table_write(struct msix *m, uint64_t off, const void *data, unsigned len);
 void msix_pba_read(struct msix *m, uint64_t off, void *data, unsigned len);
-/* Save or restore the vector table and pending bits (routes re-made). */
+/* Save or restore the vector table and pending bits. */
 struct state_buf;
 int msix_snapshot(struct msix *m, struct state_buf *sb);
 /* The guest wrote the capability's control word (enable / function mask). */

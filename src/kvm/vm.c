@@ -23,8 +23,7 @@ static int vm_check_caps(struct vm *vm)
 		{KVM_CAP_IRQCHIP, "in-kernel irqchip"},
 		{KVM_CAP_PIT2, "PIT2"},
 		{KVM_CAP_IOEVENTFD, "ioeventfd"},
-		{KVM_CAP_IRQFD, "irqfd"},
-		{KVM_CAP_IRQ_ROUTING, "IRQ routing"},
+		{KVM_CAP_SIGNAL_MSI, "KVM_SIGNAL_MSI"},
 		{KVM_CAP_USER_MEMORY, "user memory"},
 		{KVM_CAP_IMMEDIATE_EXIT, "immediate_exit"},
 	};
@@ -35,27 +34,6 @@ static int vm_check_caps(struct vm *vm)
 	return 0;
 }
 
-/* The default routing KVM starts with (GSI 0-15 to both PICs and the
- * IOAPIC, 16-23 to the IOAPIC); KVM_SET_GSI_ROUTING replaces the whole
- * table, so MSI routes are appended to these. */
-static void vm_routes_init(struct vm *vm)
-{
-	for (uint32_t i = 0; i < IOAPIC_NUM_PINS; i++) {
-		vm->routes[vm->nroutes++] = (struct kvm_irq_routing_entry){
-			.gsi = i,
-			.type = KVM_IRQ_ROUTING_IRQCHIP,
-			.u.irqchip = {.irqchip = KVM_IRQCHIP_IOAPIC, .pin = i}};
-		if (i < 16)
-			vm->routes[vm->nroutes++] = (struct kvm_irq_routing_entry){
-				.gsi = i,
-				.type = KVM_IRQ_ROUTING_IRQCHIP,
-				.u.irqchip = {.irqchip = i < 8 ? KVM_IRQCHIP_PIC_MASTER
-							       : KVM_IRQCHIP_PIC_SLAVE,
-					      .pin = i % 8}};
-	}
-	vm->next_gsi = IOAPIC_NUM_PINS;
-}
-
 int vm_create(struct vm **out)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
@@ -64,7 +42,6 @@ int vm_create(struct vm **out)
 	vm->kvm_fd = vm->vm_fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
-	pthread_mutex_init(&vm->route_lock, NULL);
 	iobus_init(&vm->pio, "pio");
 	iobus_init(&vm->mmio, "mmio");
 	int r;
@@ -102,7 +79,6 @@ int vm_create(struct vm **out)
 		r = err_set(errno, "KVM_SET_IDENTITY_MAP_ADDR");
 		goto fail;
 	}
-	vm_routes_init(vm);
 	*out = vm;
 	return 0;
 fail:
@@ -136,7 +112,6 @@ void vm_destroy(struct vm *vm)
 	iobus_destroy(&vm->mmio);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_cond_destroy(&vm->cond);
-	pthread_mutex_destroy(&vm->route_lock);
 	free(vm);
 }
 
@@ -210,60 +185,15 @@ int vm_irq_line(struct vm *vm, uint32_t irq, int level)
 	return 0;
 }
 
-static int vm_routes_commit(struct vm *vm)
+int vm_signal_msi(struct vm *vm, uint64_t addr, uint32_t data)
 {
-	size_t sz = sizeof(struct kvm_irq_routing) + vm->nroutes * sizeof(vm->routes[0]);
-	struct kvm_irq_routing *t = calloc(1, sz);
-	if (!t)
-		return -ENOMEM;
-	t->nr = vm->nroutes;
-	memcpy(t->entries, vm->routes, vm->nroutes * sizeof(vm->routes[0]));
-	int r = ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, t) < 0 ? err_set(errno, "KVM_SET_GSI_ROUTING")
-							     : 0;
-	free(t);
-	return r;
-}
-
-int vm_msi_route_alloc(struct vm *vm)
-{
-	pthread_mutex_lock(&vm->route_lock);
-	int r;
-	if (vm->nroutes >= VM_MAX_ROUTES) {
-		r = err_set(ENOSPC, "out of interrupt routes");
-	} else {
-		r = (int)vm->next_gsi++;
-		/* Starts as an MSI to nowhere (address 0) until the guest programs it. */
-		vm->routes[vm->nroutes++] = (struct kvm_irq_routing_entry){
-			.gsi = (uint32_t)r, .type = KVM_IRQ_ROUTING_MSI};
-	}
-	pthread_mutex_unlock(&vm->route_lock);
-	return r;
-}
-
-int vm_msi_route_set(struct vm *vm, uint32_t gsi, uint64_t addr, uint32_t data)
-{
-	pthread_mutex_lock(&vm->route_lock);
-	int r = -ENOENT;
-	for (unsigned i = 0; i < vm->nroutes; i++) {
-		struct kvm_irq_routing_entry *e = &vm->routes[i];
-		if (e->gsi == gsi && e->type == KVM_IRQ_ROUTING_MSI) {
-			e->u.msi.address_lo = (uint32_t)addr;
-			e->u.msi.address_hi = (uint32_t)(addr >> 32);
-			e->u.msi.data = data;
-			r = vm_routes_commit(vm);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&vm->route_lock);
-	return r;
-}
-
-int vm_irqfd(struct vm *vm, int fd, uint32_t gsi, bool assign)
-{
-	struct kvm_irqfd f = {.fd = (uint32_t)fd, .gsi = gsi,
-			      .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN};
-	if (ioctl(vm->vm_fd, KVM_IRQFD, &f) < 0)
-		return err_set(errno, "KVM_IRQFD gsi %u", gsi);
+	struct kvm_msi msi = {.address_lo = (uint32_t)addr,
+			      .address_hi = (uint32_t)(addr >> 32),
+			      .data = data};
+	/* > 0 delivered, 0 blocked by the guest (e.g. its LAPIC is off). */
+	if (ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &msi) < 0)
+		return err_set(errno, "KVM_SIGNAL_MSI address %#llx data %#x",
+			       (unsigned long long)addr, data);
 	return 0;
 }
 

@@ -12,7 +12,6 @@
 #include <stdint.h>
 
 #define VM_MAX_VCPUS 64
-#define VM_MAX_ROUTES 512
 
 struct vcpu;
 struct device;
@@ -49,11 +48,6 @@ struct vm {
 	int ncpus;
 	struct device *devices; /* in init order */
 	void *pci_host;         /* bus 0 (devices/pci.c) */
-
-	pthread_mutex_t route_lock;
-	struct kvm_irq_routing_entry routes[VM_MAX_ROUTES];
-	unsigned nroutes;
-	uint32_t next_gsi;
 
 	pthread_mutex_t lock;
 	enum vm_exit_reason exit_reason;
@@ -102,10 +96,11 @@ void *vm_gpa_to_hva(struct vm *vm, uint64_t gpa, uint64_t len);
 
 /* Interrupts. */
 int vm_irq_line(struct vm *vm, uint32_t irq, int level);
-/* A GSI for an MSI route (kept in vm->routes so a restore can rebuild it). */
-int vm_msi_route_alloc(struct vm *vm);
-int vm_msi_route_set(struct vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
-int vm_irqfd(struct vm *vm, int fd, uint32_t gsi, bool assign);
+/* Deliver an MSI now: synchronous, so once the thread that raised it is
+ * between two steps, the interrupt is in the LAPIC state KVM reports (an
+ * irqfd may inject it later, from a kernel worker, after a snapshot has
+ * read the LAPICs: a restored guest then waits for it forever). */
+int vm_signal_msi(struct vm *vm, uint64_t addr, uint32_t data);
 int vm_ioeventfd(struct vm *vm, int fd, uint64_t addr, unsigned len, bool pio, bool assign);
 
 /* Park every vCPU outside KVM_RUN with its pending I/O completed; returns
