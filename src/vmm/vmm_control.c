@@ -56,6 +56,16 @@ struct disk_rotation {
 	char frozen[PATH_MAX], overlay[PATH_MAX];
 };
 
+/* Remove the overlay files vmm_disks_prepare created. */
+static void vmm_disks_unprepare(struct disk_rotation *rot, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (rot[i].overlay[0]) {
+			unlink(rot[i].overlay);
+			rot[i].overlay[0] = 0;
+		}
+}
+
 /* Overlay names grow by the snapshot's name: disk.qcow2 frozen at "s1"
  * continues as disk-s1.qcow2. */
 static void overlay_name(char *out, size_t len, const char *active, const char *snapdir)
@@ -70,32 +80,41 @@ static void overlay_name(char *out, size_t len, const char *active, const char *
 	snprintf(out, len, "%s-%s.qcow2", stem, basename(b));
 }
 
-/* Check every writable disk can be frozen (qcow2) and flush it. */
-static int vmm_disks_prepare(struct vmm *vmm, struct disk_rotation *rot, unsigned n)
+/* With the VM still running: check every writable disk can be frozen
+ * (qcow2) and create its new overlay file, so that the pause does not wait
+ * for the files' fsyncs.  An empty overlay only names its backing file;
+ * it is opened (reading the backing layer's metadata) once the VM is
+ * paused.  On failure no overlay is left. */
+static int vmm_disks_prepare(struct vmm *vmm, struct disk_rotation *rot, unsigned n,
+			     const char *snapdir)
 {
-	for (unsigned i = 0; i < n; i++) {
+	int r = 0;
+	for (unsigned i = 0; r == 0 && i < n; i++) {
 		struct block_dev *bd = rot[i].dev->ops->get_block(rot[i].dev->priv);
 		rot[i].old = bd;
 		if (bd->readonly)
 			continue;
-		if (strcmp(bd->format, "qcow2"))
-			return err_set(ENOTSUP, "%s: a %s disk cannot be snapshotted with the "
-						"machine; convert it first (cairn img convert -O qcow2)",
-				       bd->path, bd->format);
 		struct stat st;
-		if (!realpath(bd->path, rot[i].frozen) || stat(rot[i].frozen, &st) < 0)
-			return err_set(errno, "%s", bd->path);
-		rot[i].mode = st.st_mode & 07777;
-		int r = block_flush(bd);
-		if (r < 0)
-			return r;
+		if (strcmp(bd->format, "qcow2"))
+			r = err_set(ENOTSUP, "%s: a %s disk cannot be snapshotted with the "
+					     "machine; convert it first (cairn img convert -O qcow2)",
+				    bd->path, bd->format);
+		else if (!realpath(bd->path, rot[i].frozen) || stat(rot[i].frozen, &st) < 0)
+			r = err_set(errno, "%s", bd->path);
+		else {
+			rot[i].mode = st.st_mode & 07777;
+			overlay_name(rot[i].overlay, sizeof(rot[i].overlay), rot[i].frozen, snapdir);
+			r = qcow2_create_overlay(rot[i].overlay, rot[i].frozen, "qcow2");
+		}
 	}
-	return 0;
+	if (r < 0)
+		vmm_disks_unprepare(rot, n);
+	return r;
 }
 
-/* Put a new overlay on every writable disk; all or none. */
-static int vmm_disks_rotate(struct vmm *vmm, struct disk_rotation *rot, unsigned n,
-			    const char *snapdir)
+/* VM paused: flush every writable disk and put its overlay on top; all or
+ * none (on failure the disks stay as they were, no overlay is left). */
+static int vmm_disks_rotate(struct vmm *vmm, struct disk_rotation *rot, unsigned n)
 {
 	unsigned done = 0;
 	int r = 0;
@@ -103,13 +122,10 @@ static int vmm_disks_rotate(struct vmm *vmm, struct disk_rotation *rot, unsigned
 		struct disk_rotation *d = &rot[done];
 		if (d->old->readonly)
 			continue;
-		overlay_name(d->overlay, sizeof(d->overlay), d->frozen, snapdir);
-		if ((r = qcow2_create_overlay(d->overlay, d->frozen, "qcow2")) < 0)
+		if ((r = block_flush(d->old)) < 0)
 			break;
-		if ((r = block_open(d->overlay, "qcow2", 0, &d->new)) < 0) {
-			unlink(d->overlay);
+		if ((r = block_open(d->overlay, "qcow2", 0, &d->new)) < 0)
 			break;
-		}
 		d->dev->ops->set_block(d->dev->priv, d->new);
 	}
 	if (r < 0) {
@@ -119,8 +135,9 @@ static int vmm_disks_rotate(struct vmm *vmm, struct disk_rotation *rot, unsigned
 				continue;
 			d->dev->ops->set_block(d->dev->priv, d->old);
 			block_close(d->new);
-			unlink(d->overlay);
+			d->new = NULL;
 		}
+		vmm_disks_unprepare(rot, n);
 		return r;
 	}
 	for (unsigned i = 0; i < n; i++) {
@@ -184,6 +201,9 @@ struct snap_job {
 	uint64_t t0;
 	pid_t child;
 	int pipe_rd;
+	/* the disks and their new overlays (made before the pause) */
+	struct disk_rotation rot[VM_MAX_DISKS];
+	unsigned ndisks;
 	/* per disk: frozen under a new overlay at this snapshot, and its mode */
 	bool rotated[VM_MAX_DISKS];
 	mode_t frozen_mode[VM_MAX_DISKS];
@@ -201,8 +221,8 @@ static void snap_job_free(struct snap_job *j)
 	free(j);
 }
 
-/* Phase 1 (VM paused). */
-static int snap_capture(struct snap_job *j)
+/* Before the pause: the snapshot's directory and the disks' new overlays. */
+static int snap_prepare(struct snap_job *j)
 {
 	struct vmm *vmm = j->vmm;
 	if (access(j->dir, F_OK) == 0)
@@ -212,21 +232,32 @@ static int snap_capture(struct snap_job *j)
 	if (mkdir(j->tmp, 0755) < 0)
 		return err_set(errno, "%s", j->tmp);
 	struct device *devs[VM_MAX_DISKS];
-	struct disk_rotation rot[VM_MAX_DISKS] = {{0}};
-	unsigned n = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
-	for (unsigned i = 0; i < n; i++)
-		rot[i].dev = devs[i];
+	j->ndisks = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
+	for (unsigned i = 0; i < j->ndisks; i++)
+		j->rot[i] = (struct disk_rotation){.dev = devs[i]};
+	int r = vmm_disks_prepare(vmm, j->rot, j->ndisks, j->dir);
+	if (r < 0)
+		remove_tree(j->tmp);
+	return r;
+}
+
+/* Phase 1 (VM paused): state into memory, disks onto their overlays. */
+static int snap_capture(struct snap_job *j)
+{
+	struct vmm *vmm = j->vmm;
+	struct disk_rotation *rot = j->rot;
+	unsigned n = j->ndisks;
 	vm_config_copy(&j->frozen, &vmm->cfg);
-	int r = vmm_disks_prepare(vmm, rot, n);
-	for (unsigned i = 0; r == 0 && i < n; i++)
+	for (unsigned i = 0; i < n; i++)
 		if (!rot[i].old->readonly) {
 			free(j->frozen.disks[i].path);
 			j->frozen.disks[i].path = strdup(rot[i].frozen);
 		}
+	int r = vm_snapshot_capture(vmm->vm, &j->frozen, &j->capture);
 	if (r == 0)
-		r = vm_snapshot_capture(vmm->vm, &j->frozen, &j->capture);
-	if (r == 0)
-		r = vmm_disks_rotate(vmm, rot, n, j->dir);
+		r = vmm_disks_rotate(vmm, rot, n);
+	else
+		vmm_disks_unprepare(rot, n);
 	for (unsigned i = 0; r == 0 && i < n; i++) {
 		j->rotated[i] = rot[i].new != NULL;
 		j->frozen_mode[i] = rot[i].mode;
@@ -406,19 +437,25 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 	}
 	snprintf(j->tmp, sizeof(j->tmp), "%s.tmp", j->dir);
 
+	int r = snap_prepare(j);
+	if (r < 0) {
+		free(j);
+		return r;
+	}
 	bool was_paused = vmm->paused;
+	uint64_t paused_at = now_us();
 	if (!was_paused)
 		vm_pause(vmm->vm);
-	int r = snap_capture(j);
+	r = snap_capture(j);
 	/* What meta.json records: the pause up to the write (the reply has it all). */
-	j->st.pause_us = now_us() - j->t0;
+	j->st.pause_us = now_us() - paused_at;
 	if (r == 0 && quit) {
 		if ((r = snap_write(j, vmm->vm->ram, vmm->vm->ram_size)) < 0)
 			snap_failed(j, err_msg(), true, NULL);
 	} else if (r == 0 && (r = snap_fork(j)) < 0) {
 		snap_failed(j, err_msg(), true, NULL);
 	}
-	j->st.pause_us = now_us() - j->t0;
+	j->st.pause_us = now_us() - paused_at;
 	if (r == 0 && quit)
 		vm_request_exit(vmm->vm, VM_EXIT_QUIT, 0, "quit after snapshot");
 	else if (!was_paused)

@@ -120,15 +120,20 @@ wait_vm g 0
 grep -q "diskverify ok n=50" "$TMP/g3.out" || { cat "$TMP/g3.out"; fail "snapshot's disk content changed by an earlier restore"; }
 qemu-img check -q "$TMP/d5.qcow2" && qemu-img check -q "$TMP/d5-s5.qcow2" || fail "qemu-img check of the layers"
 pass "restores write to their own overlays; the snapshot's disk stays as it was"
-# 8. A raw disk cannot be frozen: the snapshot is refused, the VM runs on.
+# 8. A raw disk cannot be frozen: the snapshot is refused, the VM runs on.  The
+#    qcow2 disk before it had its overlay made (before the pause): it must go.
 truncate -s 16M "$TMP/raw.img"
-start_vm h --kernel "$TESTOS" --mem 64M --disk "$TMP/raw.img" --cmdline "count 20"
+"$CAIRN" img create -f qcow2 "$TMP/d8.qcow2" 16M >/dev/null
+start_vm h --kernel "$TESTOS" --mem 64M --disk "$TMP/d8.qcow2" --disk "$TMP/raw.img" \
+  --cmdline "count 20"
 wait_for "$TMP/h.out" "tick=2" 20 || fail "guest not counting"
 if "$CAIRN" control "$TMP/h.sock" '{"cmd":"snapshot","path":"'"$TMP/s6"'"}' >"$TMP/h.reply"; then
   fail "snapshot with a raw disk succeeded"
 fi
 grep -q "raw disk cannot be snapshotted" "$TMP/h.reply" || { cat "$TMP/h.reply"; fail "no clear error"; }
-[ ! -e "$TMP/s6" ] && [ ! -e "$TMP/s6.tmp" ] || fail "refused snapshot left files"
+[ ! -e "$TMP/s6" ] && [ ! -e "$TMP/s6.tmp" ] && [ ! -e "$TMP/d8-s6.qcow2" ] ||
+  fail "refused snapshot left files: $(ls "$TMP" | grep -E 's6|d8')"
+[ -w "$TMP/d8.qcow2" ] || fail "the qcow2 disk was left read-only"
 t=$(last_tick "$TMP/h.out")
 wait_for "$TMP/h.out" "tick=$((t + 2))" 20 || fail "VM stopped after a refused snapshot"
 ctl h quit
