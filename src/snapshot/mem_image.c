@@ -428,25 +428,94 @@ int mem_image_info(const char *path, uint64_t size, struct mem_image_info *info)
 	return 0;
 }
 
+/* Verification hashes the chunks from a read-only mapping of the file,
+ * in up to VERIFY_THREADS threads that take chunks in turn.  Measured here
+ * for 1.9 GiB in the page cache: 56 ms with two threads, against 180 ms
+ * for pread and hash in one (the copy was half of it) and 95 ms for that in
+ * two.  Only images that are then mapped as guest RAM are verified, so
+ * the mapping adds no failure the guest's own would not have (a file
+ * truncated under either raises SIGBUS). */
+#define VERIFY_THREADS 4
+
+struct verifier {
+	const struct image *im;
+	const uint8_t *map;
+	atomic_uint_fast64_t next, done;
+	atomic_bool stop;
+	pthread_mutex_t lock;
+	uint64_t bad, bad_hash; /* the lowest mismatching chunk seen, or UINT64_MAX */
+};
+
+/* Hash the next unclaimed chunk; false when none is left (or stopping).
+ * A claimed chunk is always hashed, so the lowest bad one is reported. */
+static bool verify_next(struct verifier *v)
+{
+	if (atomic_load(&v->stop))
+		return false;
+	uint64_t c = atomic_fetch_add(&v->next, 1);
+	if (c >= v->im->nchunks)
+		return false;
+	uint64_t h = XXH3_64bits(v->map + c * MEM_IMAGE_CHUNK_SIZE, chunk_len(v->im->size, c));
+	if (h != v->im->hashes[c]) {
+		pthread_mutex_lock(&v->lock);
+		if (c < v->bad) {
+			v->bad = c;
+			v->bad_hash = h;
+		}
+		pthread_mutex_unlock(&v->lock);
+		atomic_store(&v->stop, true);
+	}
+	atomic_fetch_add(&v->done, 1);
+	return true;
+}
+
+static void *verify_run(void *opaque)
+{
+	while (verify_next(opaque))
+		;
+	return NULL;
+}
+
 int mem_image_verify(const char *path, uint64_t size, mem_image_progress_fn progress, void *opaque)
 {
 	struct image im;
 	int r = image_open(&im, path, size);
 	if (r < 0)
 		return r;
-	uint8_t *buf = malloc(MEM_IMAGE_CHUNK_SIZE);
-	if (!buf) {
+	const uint8_t *map = mmap(NULL, size, PROT_READ, MAP_SHARED, im.fd, 0);
+	if (map == MAP_FAILED) {
+		r = err_set(errno, "%s: cannot map %llu MiB to verify it", path,
+			    (unsigned long long)(size >> 20));
 		image_close(&im);
-		return err_set(ENOMEM, "%s", path);
+		return r;
 	}
-	posix_fadvise(im.fd, 0, (off_t)size, POSIX_FADV_SEQUENTIAL);
-	for (uint64_t c = 0; c < im.nchunks && r == 0; c++) {
-		r = verify_chunk(&im, c, buf);
-		if (r == 0 && progress &&
-		    progress(opaque, c * MEM_IMAGE_CHUNK_SIZE + chunk_len(size, c), size))
+	struct verifier v = {.im = &im, .map = map, .bad = UINT64_MAX};
+	pthread_mutex_init(&v.lock, NULL);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned nthreads = cpus < 1 ? 1 : cpus > VERIFY_THREADS ? VERIFY_THREADS : (unsigned)cpus;
+	if (nthreads > im.nchunks)
+		nthreads = (unsigned)im.nchunks;
+	pthread_t threads[VERIFY_THREADS];
+	unsigned started = 0;
+	while (started + 1 < nthreads &&
+	       pthread_create(&threads[started], NULL, verify_run, &v) == 0)
+		started++;
+	/* This thread works too, and reports the progress. */
+	while (verify_next(&v)) {
+		uint64_t done = atomic_load(&v.done) * MEM_IMAGE_CHUNK_SIZE;
+		if (progress && progress(opaque, done < size ? done : size, size)) {
+			atomic_store(&v.stop, true);
 			r = err_set(ECANCELED, "%s: verify cancelled", path);
+		}
 	}
-	free(buf);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(threads[i], NULL);
+	if (v.bad != UINT64_MAX)
+		r = chunk_mismatch(&im, v.bad, v.bad_hash);
+	else if (r == 0 && progress && progress(opaque, size, size)) /* the others may have done it all */
+		r = err_set(ECANCELED, "%s: verify cancelled", path);
+	pthread_mutex_destroy(&v.lock);
+	munmap((void *)map, size);
 	image_close(&im);
 	return r;
 }

@@ -285,6 +285,14 @@ static void test_refusals(void)
 	CHECK_EQ(mem_image_load(path, back, size), -EUCLEAN);
 	CHECK(msg_has("chunk 3"));
 
+	/* Two bad chunks: the lowest is named, however the threads share the
+	 * work (several runs). */
+	corrupt_at(CHUNK + 7);
+	for (int i = 0; i < 20; i++) {
+		CHECK_EQ(mem_image_verify(path, size, NULL, NULL), -EUCLEAN);
+		CHECK(msg_has("chunk 1 (offset 0x200000"));
+	}
+
 	/* ... and in the trailer. */
 	CHECK_EQ(mem_image_save(path, ram, size, NULL, NULL, &info), 0);
 	corrupt_at(size + 48 + 8);
@@ -310,6 +318,29 @@ static void test_refusals(void)
 static int cancel_at_two(void *opaque, uint64_t done, uint64_t total)
 {
 	return done >= 2 * CHUNK;
+}
+
+static int count_verify(void *opaque, uint64_t done, uint64_t total)
+{
+	uint64_t *last = opaque;
+	CHECK(done >= *last && done <= total);
+	*last = done;
+	return 0;
+}
+
+/* Verify reports progress and stops when told to. */
+static void test_verify_progress(void)
+{
+	uint64_t size = 6 * CHUNK;
+	uint8_t *ram = ram_alloc(size);
+	make_ram(ram, size, RANDOM);
+	CHECK_EQ(mem_image_save(path, ram, size, NULL, NULL, NULL), 0);
+	uint64_t last = 0;
+	CHECK_EQ(mem_image_verify(path, size, count_verify, &last), 0);
+	CHECK(last > 0 && last <= size);
+	CHECK_EQ(mem_image_verify(path, size, cancel_at_two, NULL), -ECANCELED);
+	CHECK(msg_has("verify cancelled"));
+	munmap(ram, size);
 }
 
 static void test_crash_safety(void)
@@ -357,6 +388,7 @@ int main(void)
 	test_write_paths();
 	test_refusals();
 	test_crash_safety();
+	test_verify_progress();
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
