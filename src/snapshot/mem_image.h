@@ -34,6 +34,19 @@ struct mem_image_info {
  * may be NULL. */
 int mem_image_save(const char *path, const void *ram, uint64_t size, mem_image_progress_fn progress,
 		   void *opaque, struct mem_image_info *info);
+/* Where a save reads guest RAM that may change while it is written: get()
+ * gives chunk CHUNK's bytes (MEM_IMAGE_CHUNK_SIZE, the last chunk's may be
+ * fewer; page-aligned) as they were at the snapshot, unchanged until the
+ * matching put(); chunks are asked for in order, one at a time; NULL when
+ * the chunk is lost (the save fails). */
+struct mem_image_source {
+	const void *(*get)(void *opaque, uint64_t chunk);
+	void (*put)(void *opaque, uint64_t chunk);
+	void *opaque;
+};
+/* mem_image_save from SRC instead of a stable RAM pointer. */
+int mem_image_save_from(const char *path, const struct mem_image_source *src, uint64_t size,
+			mem_image_progress_fn progress, void *opaque, struct mem_image_info *info);
 /* Check size and trailer (no data read) and describe the image. */
 int mem_image_info(const char *path, uint64_t size, struct mem_image_info *info);
 /* Recompute every chunk's checksum; the first bad chunk is named with its

@@ -1,0 +1,126 @@
+/* The userfaultfd copy-on-write view of RAM: a save taken while another
+ * thread keeps writing must hold the memory as it was at ram_cow_protect,
+ * byte for byte, pages never touched included. */
+#include "snapshot/mem_image.h"
+#include "snapshot/ram_cow.h"
+#include "test.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define CHUNK MEM_IMAGE_CHUNK_SIZE
+#define PAGE MEM_IMAGE_PAGE_SIZE
+
+static char dir[] = "/tmp/cairn-test-cow-XXXXXX";
+static uint8_t *ram;
+static uint64_t size;
+static atomic_bool stop;
+static atomic_uint_fast64_t writes;
+
+/* Writes all over RAM (never-touched pages too) while the save runs. */
+static void *scribbler(void *arg)
+{
+	uint64_t x = 88172645463325252ull, n = 0;
+	while (!atomic_load(&stop)) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		uint64_t off = (x % (size / 8)) * 8;
+		memcpy(ram + off, &x, 8);
+		n++;
+	}
+	atomic_store(&writes, n);
+	return arg;
+}
+
+static int slow_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	usleep(2000); /* give the scribbler time to get ahead of the writer */
+	return 0;
+}
+
+static void one_save(const char *name, bool touch_all)
+{
+	size = 24 * CHUNK + 3 * PAGE; /* a partial last chunk */
+	void *m = mmap(NULL, size + CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(m != MAP_FAILED);
+	ram = (uint8_t *)(((uintptr_t)m + CHUNK - 1) & ~(uintptr_t)(CHUNK - 1));
+	madvise(ram, size, MADV_HUGEPAGE);
+	/* Chunks 0-9 written, 10-15 never touched, the rest written unless
+	 * touch_all is false (then only every other page). */
+	for (uint64_t off = 0; off < size; off += PAGE) {
+		uint64_t c = off / CHUNK;
+		if (c >= 10 && c < 16)
+			continue;
+		if (!touch_all && c >= 16 && (off / PAGE) % 2)
+			continue;
+		for (uint64_t i = 0; i < PAGE; i += 8) {
+			uint64_t v = (off + i) * 0x9e3779b97f4a7c15ull + 1;
+			memcpy(ram + off + i, &v, 8);
+		}
+	}
+	uint8_t *before = malloc(size);
+	memcpy(before, ram, size);
+
+	struct ram_cow *w = NULL;
+	int r = ram_cow_open(ram, size, &w);
+	if (r == -ENOTSUP) {
+		fprintf(stderr, "SKIP (loud): %s: %s\n", name, err_msg());
+		munmap(m, size + CHUNK);
+		free(before);
+		return;
+	}
+	CHECK_EQ(r, 0);
+	CHECK_EQ(ram_cow_protect(w), 0);
+	atomic_store(&stop, false);
+	pthread_t t;
+	CHECK_EQ(pthread_create(&t, NULL, scribbler, NULL), 0);
+	char path[300];
+	snprintf(path, sizeof(path), "%s/%s.img", dir, name);
+	struct mem_image_info info;
+	CHECK_EQ(mem_image_save_from(path, ram_cow_source(w), size, slow_progress, NULL, &info), 0);
+	atomic_store(&stop, true);
+	pthread_join(t, NULL);
+	uint64_t copied = ram_cow_copied(w);
+	ram_cow_close(w);
+	fprintf(stderr, "%s: %llu writes during the save, %llu chunks copied first\n", name,
+		(unsigned long long)atomic_load(&writes), (unsigned long long)copied);
+	CHECK(copied > 0); /* the scribbler did get ahead of the writer */
+
+	uint8_t *back = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK_EQ(mem_image_load(path, back, size), 0);
+	uint64_t bad = 0;
+	for (uint64_t off = 0; off < size; off += PAGE)
+		bad += memcmp(back + off, before + off, PAGE) != 0;
+	if (bad)
+		fprintf(stderr, "%s: %llu pages differ from RAM at the protect\n", name,
+			(unsigned long long)bad);
+	CHECK_EQ(bad, 0);
+	/* And RAM is writable again everywhere. */
+	memset(ram, 0x5a, size);
+	munmap(back, size);
+	munmap(m, size + CHUNK);
+	free(before);
+}
+
+int main(void)
+{
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	one_save("dense", true);
+	one_save("sparse", false);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	TEST_DONE();
+}
