@@ -38,6 +38,7 @@ struct vm {
 
 	uint8_t *ram;      /* one host mapping of all guest RAM */
 	uint64_t ram_size; /* bytes of guest RAM */
+	bool ram_from_file; /* mapped from a memory image (restore, revert), not anonymous */
 	struct vm_mem_slot slots[2];
 	int nslots;
 

@@ -186,15 +186,17 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	return 0;
 }
 
-int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram, uint64_t ram_size,
-		      const char *dir, struct vm_snapshot_stats *stats)
+int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
+		      const struct mem_image_source *src, uint64_t ram_size, const char *dir,
+		      struct vm_snapshot_stats *stats)
 {
 	char mem[PATH_MAX], state[PATH_MAX];
 	struct mem_image_info mi;
 	int r;
 	if ((r = path_join(mem, sizeof(mem), dir, SNAP_MEMORY_FILE)) < 0 ||
 	    (r = path_join(state, sizeof(state), dir, SNAP_STATE_FILE)) < 0 ||
-	    (r = mem_image_save(mem, ram, ram_size, NULL, NULL, &mi)) < 0)
+	    (r = src ? mem_image_save_from(mem, src, ram_size, NULL, NULL, &mi)
+		     : mem_image_save(mem, ram, ram_size, NULL, NULL, &mi)) < 0)
 		return r;
 	struct state_writer *w;
 	if ((r = state_writer_open(state, &w)) < 0)
@@ -228,7 +230,7 @@ int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir
 	int r = vm_snapshot_capture(vm, cfg, &c);
 	if (r < 0)
 		return r;
-	r = vm_snapshot_write(c, vm->ram, vm->ram_size, dir, stats);
+	r = vm_snapshot_write(c, vm->ram, NULL, vm->ram_size, dir, stats);
 	vm_snapshot_capture_free(c);
 	return r;
 }

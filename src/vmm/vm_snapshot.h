@@ -5,6 +5,7 @@
 #ifndef CAIRN_VMM_VM_SNAPSHOT_H
 #define CAIRN_VMM_VM_SNAPSHOT_H
 
+#include "snapshot/mem_image.h"
 #include "vmm/config.h"
 
 #include <stdint.h>
@@ -33,8 +34,11 @@ int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir
 struct vm_snapshot_capture;
 int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			struct vm_snapshot_capture **out);
-int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram, uint64_t ram_size,
-		      const char *dir, struct vm_snapshot_stats *stats);
+/* RAM is read from SRC when it is not NULL (RAM that changes meanwhile,
+ * seen through a copy-on-write view), else from RAM. */
+int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
+		      const struct mem_image_source *src, uint64_t ram_size, const char *dir,
+		      struct vm_snapshot_stats *stats);
 void vm_snapshot_capture_free(struct vm_snapshot_capture *c);
 
 /* Open and verify DIR/state.bin (every checksum, version and tag) before

@@ -150,6 +150,7 @@ static int vmm_build_vm(struct vmm *vmm, void *ram)
 	if (ram) {
 		vm->ram = ram;
 		vm->ram_size = cfg->mem_size;
+		vm->ram_from_file = true;
 		r = vm_mem_register(vm);
 	} else {
 		r = vm_mem_alloc(vm, cfg->mem_size);
@@ -375,6 +376,7 @@ void vmm_destroy(struct vmm *vmm)
 {
 	if (!vmm)
 		return;
+	vmm_control_finish(vmm);
 	if (vmm->ctl)
 		control_close(vmm->ctl);
 	if (vmm->vm) {

@@ -18,9 +18,12 @@
 #include "vmm/vm_snapshot.h"
 #include "vmm/vmm_internal.h"
 
+#include "snapshot/ram_cow.h"
+
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,7 +203,12 @@ struct snap_job {
 	struct vm_snapshot_stats st;
 	uint64_t t0;
 	pid_t child;
-	int pipe_rd;
+	int pipe_rd, pipe_wr;
+	/* Phase 2 in a thread of this process through a userfaultfd view of
+	 * RAM (ram_cow.h), or, where that is unavailable, in a forked child. */
+	struct ram_cow *cow;
+	pthread_t writer;
+	bool writer_started;
 	/* the disks and their new overlays (made before the pause) */
 	struct disk_rotation rot[VM_MAX_DISKS];
 	unsigned ndisks;
@@ -213,10 +221,13 @@ struct snap_job {
 
 static void snap_job_free(struct snap_job *j)
 {
+	ram_cow_close(j->cow);
 	vm_snapshot_capture_free(j->capture);
 	vm_config_free(&j->frozen);
 	if (j->pipe_rd >= 0)
 		close(j->pipe_rd);
+	if (j->pipe_wr >= 0)
+		close(j->pipe_wr);
 	json_decref(j->reply);
 	free(j);
 }
@@ -327,12 +338,13 @@ static void snap_failed(struct snap_job *j, const char *msg, bool vm_paused, jso
 		json_object_set_new(reply, "error", json_string(text));
 }
 
-/* Phase 2: RAM is the VM's memory as it was at the pause. */
-static int snap_write(struct snap_job *j, const void *ram, uint64_t size)
+/* Phase 2: RAM (or SRC) is the VM's memory as it was at the pause. */
+static int snap_write(struct snap_job *j, const void *ram, const struct mem_image_source *src,
+		      uint64_t size)
 {
 	char name[PATH_MAX];
 	snprintf(name, sizeof(name), "%s", j->dir);
-	int r = vm_snapshot_write(j->capture, ram, size, j->tmp, &j->st);
+	int r = vm_snapshot_write(j->capture, ram, src, size, j->tmp, &j->st);
 	if (r == 0)
 		r = vmm_write_meta(j->tmp, basename(name), &j->frozen, &j->st);
 	if (r == 0 && rename(j->tmp, j->dir) < 0)
@@ -367,8 +379,21 @@ static void snap_child_done(void *opaque, uint32_t events)
 	if (n != (ssize_t)sizeof(rep))
 		snprintf(rep.msg, sizeof(rep.msg), "%.900s: the snapshot writer (pid %d) died",
 			 j->dir, (int)j->child);
-	int status;
-	waitpid(j->child, &status, 0);
+	if (j->writer_started) {
+		pthread_join(j->writer, NULL);
+		j->writer_started = false;
+	} else {
+		int status;
+		waitpid(j->child, &status, 0);
+	}
+	/* How the writer saw RAM; with the userfaultfd view, how many chunks
+	 * the guest wrote before the writer reached them (each copied first). */
+	json_object_set_new(j->reply, "writer", json_string(j->cow ? "thread" : "fork"));
+	if (j->cow)
+		json_object_set_new(j->reply, "cow_copies",
+				    json_integer((json_int_t)ram_cow_copied(j->cow)));
+	ram_cow_close(j->cow); /* lifts whatever protection is left */
+	j->cow = NULL;
 	evloop_del(j->vmm->loop, j->pipe_rd);
 	j->vmm->snap_job = NULL;
 	if (rep.result < 0) {
@@ -401,7 +426,7 @@ static int snap_fork(struct snap_job *j)
 		close(fds[0]);
 		struct vm *vm = j->vmm->vm;
 		struct snap_report rep = {0};
-		rep.result = snap_write(j, vm->ram, vm->ram_size);
+		rep.result = snap_write(j, vm->ram, NULL, vm->ram_size);
 		rep.memory_bytes = j->st.memory_bytes;
 		snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
 		ssize_t w = write(fds[1], &rep, sizeof(rep));
@@ -411,6 +436,74 @@ static int snap_fork(struct snap_job *j)
 	j->child = pid;
 	j->pipe_rd = fds[0];
 	return evloop_add(j->vmm->loop, fds[0], EPOLLIN, snap_child_done, j);
+}
+
+static void *snap_writer_run(void *opaque)
+{
+	struct snap_job *j = opaque;
+	struct snap_report rep = {0};
+	rep.result = snap_write(j, NULL, ram_cow_source(j->cow), j->vmm->vm->ram_size);
+	rep.memory_bytes = j->st.memory_bytes;
+	snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
+	ssize_t w = write(j->pipe_wr, &rep, sizeof(rep)); /* short: the reply says it died */
+	(void)w;
+	return NULL;
+}
+
+/* Before the pause: register RAM for the in-process writer; where the
+ * kernel or our rights do not allow it, phase 2 forks (said once). */
+static void snap_cow_open(struct snap_job *j)
+{
+	static bool said;
+	struct vm *vm = j->vmm->vm;
+	const char *w = getenv("CAIRN_SNAPSHOT_WRITER");
+	int r;
+	if (w && !strcmp(w, "fork"))
+		r = err_set(ENOTSUP, "CAIRN_SNAPSHOT_WRITER=fork");
+	else if (vm->ram_from_file) /* reading it could raise SIGBUS (a full tmpfs): not in here */
+		r = err_set(ENOTSUP, "guest RAM is mapped from a memory image");
+	else
+		r = ram_cow_open(vm->ram, vm->ram_size, &j->cow);
+	if (r < 0 && !said) {
+		log_info("snapshots write memory from a forked child (%s)", err_msg());
+		said = true;
+	}
+	err_clear();
+}
+
+/* Phase 2 in a thread (VM paused): protect RAM, start the writer. */
+static int snap_thread(struct snap_job *j)
+{
+	int fds[2];
+	int r = ram_cow_protect(j->cow);
+	if (r < 0)
+		return r;
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return err_set(errno, "snapshot pipe");
+	j->pipe_rd = fds[0];
+	j->pipe_wr = fds[1];
+	if ((r = evloop_add(j->vmm->loop, fds[0], EPOLLIN, snap_child_done, j)) < 0)
+		return r;
+	if (pthread_create(&j->writer, NULL, snap_writer_run, j) != 0) {
+		evloop_del(j->vmm->loop, fds[0]);
+		return err_set(EAGAIN, "no thread for the snapshot writer");
+	}
+	j->writer_started = true;
+	return 0;
+}
+
+void vmm_control_finish(struct vmm *vmm)
+{
+	/* A writer thread reads guest RAM: it must end before RAM goes.  (A
+	 * forked writer has its own copy and finishes on its own.) */
+	struct snap_job *j = vmm->snap_job;
+	if (!j || !j->writer_started)
+		return;
+	pthread_join(j->writer, NULL);
+	ram_cow_close(j->cow);
+	j->cow = NULL;
+	j->writer_started = false;
+	log_info("snapshot %s: written as the VM ended", j->dir);
 }
 
 static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
@@ -429,7 +522,7 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 	if (!j)
 		return err_set(ENOMEM, "snapshot");
 	j->vmm = vmm;
-	j->pipe_rd = -1;
+	j->pipe_rd = j->pipe_wr = -1;
 	j->t0 = now_us();
 	if (snprintf(j->dir, sizeof(j->dir), "%s", path) >= (int)sizeof(j->dir)) {
 		free(j);
@@ -442,6 +535,8 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 		free(j);
 		return r;
 	}
+	if (!quit)
+		snap_cow_open(j);
 	bool was_paused = vmm->paused;
 	uint64_t paused_at = now_us();
 	if (!was_paused)
@@ -450,9 +545,9 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 	/* What meta.json records: the pause up to the write (the reply has it all). */
 	j->st.pause_us = now_us() - paused_at;
 	if (r == 0 && quit) {
-		if ((r = snap_write(j, vmm->vm->ram, vmm->vm->ram_size)) < 0)
+		if ((r = snap_write(j, vmm->vm->ram, NULL, vmm->vm->ram_size)) < 0)
 			snap_failed(j, err_msg(), true, NULL);
-	} else if (r == 0 && (r = snap_fork(j)) < 0) {
+	} else if (r == 0 && (r = j->cow ? snap_thread(j) : snap_fork(j)) < 0) {
 		snap_failed(j, err_msg(), true, NULL);
 	}
 	j->st.pause_us = now_us() - paused_at;
@@ -555,6 +650,7 @@ static int cmd_revert(void *opaque, json_t *req, json_t *reply)
 	void *p = mmap(vm->ram, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
 		       0);
 	close(fd);
+	vm->ram_from_file = true;
 	if (p == MAP_FAILED) {
 		r = err_set(errno, "%s: cannot map over guest memory", mem);
 	} else {

@@ -30,6 +30,8 @@ struct vmm {
 
 /* Open the control socket (opts.control) with the VM's commands. */
 int vmm_control_open(struct vmm *vmm);
+/* Before the VM is torn down: wait for a snapshot writer thread. */
+void vmm_control_finish(struct vmm *vmm);
 
 /* A restore never writes to a snapshot's layers: give each writable disk
  * of CFG a new, empty overlay on its frozen layer (in DISK_DIR, or beside
