@@ -184,10 +184,67 @@ static void *hasher_run(void *opaque)
 	return NULL;
 }
 
-/* One chunk's pages.  From a source, the chunk is hashed here and its runs
- * are written before it is handed back (runs never span two chunks). */
+/* A source's chunk is hashed by a second thread while the first writes
+ * it; both are done before the chunk is handed back.  (One chunk at a
+ * time: a source hands out one.) */
+struct chunk_hasher {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	const uint8_t *p;
+	uint64_t len, *out;
+	bool busy, quit;
+};
+
+static void *chunk_hasher_run(void *opaque)
+{
+	struct chunk_hasher *h = opaque;
+	pthread_mutex_lock(&h->lock);
+	for (;;) {
+		while (!h->busy && !h->quit)
+			pthread_cond_wait(&h->cond, &h->lock);
+		if (!h->busy)
+			break;
+		pthread_mutex_unlock(&h->lock);
+		uint64_t v = XXH3_64bits(h->p, h->len);
+		pthread_mutex_lock(&h->lock);
+		*h->out = v;
+		h->busy = false;
+		pthread_cond_broadcast(&h->cond);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+/* Hash P into *OUT: by the hasher thread (H) if there is one, else here. */
+static void chunk_hash_start(struct chunk_hasher *h, const uint8_t *p, uint64_t len, uint64_t *out)
+{
+	if (!h) {
+		*out = XXH3_64bits(p, len);
+		return;
+	}
+	pthread_mutex_lock(&h->lock);
+	h->p = p;
+	h->len = len;
+	h->out = out;
+	h->busy = true;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void chunk_hash_wait(struct chunk_hasher *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->lock);
+	while (h->busy)
+		pthread_cond_wait(&h->cond, &h->lock);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* One chunk's pages.  From a source, the chunk's runs are written (and it
+ * is hashed) before it is handed back: runs never span two chunks. */
 static int write_chunk(struct saver *s, uint64_t size, uint64_t c,
-		       const struct mem_image_source *src, uint64_t *hashes)
+		       const struct mem_image_source *src, struct chunk_hasher *h, uint64_t *hashes)
 {
 	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(size, c);
 	if (src) {
@@ -196,7 +253,7 @@ static int write_chunk(struct saver *s, uint64_t size, uint64_t c,
 		if (!s->cur)
 			return err_set(EIO, "%s: chunk %llu of guest RAM could not be read",
 				       s->tmp, (unsigned long long)c);
-		hashes[c] = XXH3_64bits(s->cur, len);
+		chunk_hash_start(h, s->cur, len, &hashes[c]);
 	}
 	int r = 0;
 	for (uint64_t p = off; p < off + len && r == 0; p += MEM_IMAGE_PAGE_SIZE)
@@ -204,6 +261,7 @@ static int write_chunk(struct saver *s, uint64_t size, uint64_t c,
 	if (src) {
 		if (r == 0)
 			r = saver_flush(s);
+		chunk_hash_wait(h);
 		src->put(src->opaque, c);
 	}
 	return r;
@@ -212,16 +270,34 @@ static int write_chunk(struct saver *s, uint64_t size, uint64_t c,
 static int write_pages(struct saver *s, uint64_t size, const struct mem_image_source *src,
 		       uint64_t *hashes, mem_image_progress_fn progress, void *opaque)
 {
-	uint64_t n = chunk_count(size);
-	for (uint64_t c = 0; c < n; c++) {
-		int r = write_chunk(s, size, c, src, hashes);
-		if (r < 0)
-			return r;
-		uint64_t done = c * MEM_IMAGE_CHUNK_SIZE + chunk_len(size, c);
-		if (progress && progress(opaque, done, size))
-			return err_set(ECANCELED, "%s: save cancelled", s->tmp);
+	struct chunk_hasher hasher = {.busy = false}, *h = NULL;
+	pthread_t thread;
+	if (src) {
+		pthread_mutex_init(&hasher.lock, NULL);
+		pthread_cond_init(&hasher.cond, NULL);
+		if (pthread_create(&thread, NULL, chunk_hasher_run, &hasher) == 0)
+			h = &hasher;
 	}
-	return saver_flush(s);
+	uint64_t n = chunk_count(size);
+	int r = 0;
+	for (uint64_t c = 0; c < n && r == 0; c++) {
+		r = write_chunk(s, size, c, src, h, hashes);
+		uint64_t done = c * MEM_IMAGE_CHUNK_SIZE + chunk_len(size, c);
+		if (r == 0 && progress && progress(opaque, done, size))
+			r = err_set(ECANCELED, "%s: save cancelled", s->tmp);
+	}
+	if (h) {
+		pthread_mutex_lock(&hasher.lock);
+		hasher.quit = true;
+		pthread_cond_broadcast(&hasher.cond);
+		pthread_mutex_unlock(&hasher.lock);
+		pthread_join(thread, NULL);
+	}
+	if (src) {
+		pthread_mutex_destroy(&hasher.lock);
+		pthread_cond_destroy(&hasher.cond);
+	}
+	return r < 0 ? r : saver_flush(s);
 }
 
 static int save_to(struct saver *s, uint64_t size, const struct mem_image_source *src,
@@ -231,7 +307,8 @@ static int save_to(struct saver *s, uint64_t size, const struct mem_image_source
 	if (ftruncate(s->fd, (off_t)size) < 0) /* the holes */
 		return err_set(errno, "%s: cannot size to %llu bytes", s->tmp,
 			       (unsigned long long)size);
-	/* Plain RAM is hashed by a second thread (a source's chunks, in turn). */
+	/* Plain RAM is hashed by a second thread running on its own (a
+	 * source's chunks, by one in step with the writer: write_pages). */
 	struct hasher h = {.ram = s->cur, .size = size, .hashes = hashes};
 	pthread_t thread;
 	bool threaded = !src && pthread_create(&thread, NULL, hasher_run, &h) == 0;
