@@ -512,6 +512,21 @@ fail:
 	return r;
 }
 
+/* image_open, plus a chunk buffer (free it) and a hint that all is read in order. */
+static int image_open_to_read(struct image *im, const char *path, uint64_t size, uint8_t **buf)
+{
+	int r = image_open(im, path, size);
+	if (r < 0)
+		return r;
+	*buf = malloc(MEM_IMAGE_CHUNK_SIZE);
+	if (!*buf) {
+		image_close(im);
+		return err_set(ENOMEM, "%s", path);
+	}
+	posix_fadvise(im->fd, 0, (off_t)size, POSIX_FADV_SEQUENTIAL);
+	return 0;
+}
+
 static int chunk_mismatch(const struct image *im, uint64_t c, uint64_t computed)
 {
 	return err_set(EUCLEAN,
@@ -612,15 +627,10 @@ static void *verify_run(void *opaque)
 int mem_image_verify(const char *path, uint64_t size, mem_image_progress_fn progress, void *opaque)
 {
 	struct image im;
-	int r = image_open(&im, path, size);
+	uint8_t *buf;
+	int r = image_open_to_read(&im, path, size, &buf);
 	if (r < 0)
 		return r;
-	uint8_t *buf = malloc(MEM_IMAGE_CHUNK_SIZE);
-	if (!buf) {
-		image_close(&im);
-		return err_set(ENOMEM, "%s", path);
-	}
-	posix_fadvise(im.fd, 0, (off_t)size, POSIX_FADV_SEQUENTIAL);
 	struct verifier v = {.im = &im, .bad = UINT64_MAX};
 	pthread_mutex_init(&v.lock, NULL);
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -713,15 +723,10 @@ static int load_chunk(const struct image *im, uint8_t *ram, uint64_t c, uint8_t 
 int mem_image_load(const char *path, void *ram, uint64_t size)
 {
 	struct image im;
-	int r = image_open(&im, path, size);
+	uint8_t *buf;
+	int r = image_open_to_read(&im, path, size, &buf);
 	if (r < 0)
 		return r;
-	uint8_t *buf = malloc(MEM_IMAGE_CHUNK_SIZE);
-	if (!buf) {
-		image_close(&im);
-		return err_set(ENOMEM, "%s", path);
-	}
-	posix_fadvise(im.fd, 0, (off_t)size, POSIX_FADV_SEQUENTIAL);
 	for (uint64_t c = 0; c < im.nchunks && r == 0; c++)
 		r = load_chunk(&im, ram, c, buf);
 	free(buf);
