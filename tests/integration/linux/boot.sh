@@ -3,9 +3,10 @@
 # scripts/build-linux-guest.sh) boots under cairn to "cairn-guest: ready",
 # loads its virtio modules, mounts its virtio-blk disk (qcow2), reads a file
 # and a checksum from it, and leaves a shell on the console.  The shell
-# answers; the running Linux is snapshotted (whole machine, then quit) and
-# restored in a new process, where the same shell answers again and reads
-# the disk again; `exit` then ends the VM with status 0.
+# answers; the running Linux is snapshotted while it runs on (live), and
+# again with "then":"quit"; each is restored in a new process, where the same
+# shell answers again and reads the disk again; `exit` then ends the VM with
+# status 0.
 #
 # On a PVM host (environment.md) guest kernel code is emulated by KVM and
 # cairn completes what the emulator refuses (docs/pvm.md): the boot takes
@@ -71,8 +72,8 @@ fi
 
 # --- cairn: boot -----------------------------------------------------------
 "$CAIRN" img convert -f raw -O qcow2 "$TMP/disk.img" "$TMP/disk.qcow2" || fail "qcow2 disk"
-mkfifo "$TMP/in1" "$TMP/in2"
-exec 3<>"$TMP/in1" 4<>"$TMP/in2"   # held open: the shell never sees EOF
+mkfifo "$TMP/in1" "$TMP/in2" "$TMP/in3"
+exec 3<>"$TMP/in1" 4<>"$TMP/in2" 5<>"$TMP/in3"   # held open: the shell never sees EOF
 vm_pid=
 cleanup_vm() { [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup_vm EXIT
@@ -112,6 +113,15 @@ echo 'echo shell-$((6*7))' >&3
 await "$TMP/cairn.log" "^shell-42$" 120
 pass "the shell on the console answers"
 
+# --- a live snapshot: Linux runs on while its memory is written ---------------
+# (the in-process writer where userfaultfd allows it: the shell's writes during
+# the save must not reach the image)
+"$CAIRN" control "$TMP/boot.sock" "{\"cmd\":\"snapshot\",\"path\":\"$TMP/live\"}" \
+  >"$TMP/live.json" || { cat "$TMP/live.json"; tail -n 20 "$TMP/cairn.log"; fail "live snapshot"; }
+echo 'echo after-live-$((5*5))' >&3
+await "$TMP/cairn.log" "^after-live-25$" 120
+pass "live snapshot of the running Linux, which answers on: $(cat "$TMP/live.json")"
+
 # --- snapshot the running Linux, then quit -----------------------------------
 t0=$(date +%s.%N)
 "$CAIRN" control "$TMP/boot.sock" "{\"cmd\":\"snapshot\",\"path\":\"$TMP/snap\",\"then\":\"quit\"}" \
@@ -143,3 +153,17 @@ cat "$TMP/restored.log" | tail -n 12
 tr -d '\r' <"$TMP/restored.log" | grep -q "^cairn-guest: exit 0$" || fail "no 'cairn-guest: exit 0' after the restore"
 grep "^pvm: completed" "$TMP/cairn.log" "$TMP/restored.log" || true
 pass "the restored Linux ended with exit status 0 (boot ${secs}s; snapshot+restore+answer ${total}s)"
+
+# --- restore the live snapshot: the shell is where it was then -----------------
+: >"$TMP/live-restored.log"
+t2=$(date +%s.%N)
+"$CAIRN" run -v --restore "$TMP/live" --control "$TMP/live.sock" <"$TMP/in3" \
+  >"$TMP/live-restored.log" 2>&1 &
+vm_pid=$!
+echo 'echo live-restored-$((8*9)); sha256sum /mnt/data.bin; exit' >&5
+await "$TMP/live-restored.log" "^live-restored-72$" 300
+await "$TMP/live-restored.log" "^$want_sum  /mnt/data.bin$" 300
+timeout 300 tail -s 0.2 --pid="$vm_pid" -f /dev/null || fail "the VM restored from the live snapshot did not end after exit"
+wait "$vm_pid"; rc=$?; vm_pid=
+[ $rc -eq 0 ] || { tail -n 12 "$TMP/live-restored.log"; fail "the VM restored from the live snapshot exited $rc"; }
+pass "the live snapshot restored in a new process: the shell answered $(since "$t2")s after the restore started, read the disk, and exit ended the VM with 0"
