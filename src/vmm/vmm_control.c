@@ -278,6 +278,21 @@ static int snap_capture(struct snap_job *j)
 	return r;
 }
 
+/* Whether OV holds nothing of its own: the guest wrote nothing to it. */
+static int overlay_is_empty(struct block_dev *ov, bool *empty)
+{
+	*empty = true;
+	for (uint64_t off = 0, n; off < ov->size && *empty; off += n) {
+		unsigned st;
+		uint64_t host;
+		int r = block_status(ov, off, ov->size - off, &n, &st, &host);
+		if (r < 0)
+			return r;
+		*empty = !(st & BLOCK_STATUS_ALLOCATED);
+	}
+	return 0;
+}
+
 /* The snapshot failed after its disks were frozen (memory or state could
  * not be written): the frozen layers are no restore point, so the disks go
  * back as they were.  With the VM paused, each overlay's writes since the
@@ -298,10 +313,15 @@ static int snap_undo_rotation(struct snap_job *j, bool vm_paused)
 			continue;
 		const char *frozen = j->frozen.disks[i].path, *overlay = vmm->cfg.disks[i].path;
 		struct block_dev *ov = devs[i]->ops->get_block(devs[i]->priv), *back = NULL;
+		bool empty = false;
 		int r = block_flush(ov);
+		if (r == 0)
+			r = overlay_is_empty(ov, &empty);
 		if (r == 0 && chmod(frozen, j->frozen_mode[i]) < 0)
 			r = err_set(errno, "%s", frozen);
-		if (r == 0)
+		/* An empty overlay has nothing to merge: dropping it needs no room,
+		 * where a commit writes (on a full file system it would fail). */
+		if (r == 0 && !empty)
 			r = chain_commit(overlay, NULL, 0, NULL);
 		if (r == 0)
 			r = block_open(frozen, "qcow2", 0, &back);

@@ -70,7 +70,7 @@ grep -qE "No space left|writer .* died" "$TMP/err" || fail "message: $(cat "$TMP
 check_ok fs/vm
 "$C" snapshot list "$B" --json | python3 -c "
 import json,sys; s=[x for x in json.load(sys.stdin)['snapshots'] if x['name']=='M']
-assert not s, s" || fail "M must be absent"
+assert not s, s" || { grep -a "stays on\|cairn:" "$B/console.log" | tail -5; fail "M must be absent: $(cat "$TMP/err")"; }
 python3 -c "
 import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); assert a['active']==b['active'], (a['active'],b['active'])" \
   "$TMP/vm.json.M" "$B/vm.json" || fail "the active layers changed"
