@@ -596,6 +596,15 @@ static int boot_config(const struct bundle *b, struct vm_config *cfg)
 	return 0;
 }
 
+/* The run lock names the process that runs the VM. */
+static void run_lock_write_pid(int fd)
+{
+	char line[32];
+	int n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) == 0)
+		(void)!pwrite(fd, line, (size_t)n, 0);
+}
+
 static int take_run_lock(const struct bundle *b, int *fd)
 {
 	char p[PATH_MAX];
@@ -607,10 +616,7 @@ static int take_run_lock(const struct bundle *b, int *fd)
 		close(f);
 		return err_set(EBUSY, "%s: the VM is already running", b->dir);
 	}
-	char line[32];
-	int n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
-	if (ftruncate(f, 0) == 0)
-		(void)!pwrite(f, line, (size_t)n, 0);
+	run_lock_write_pid(f);
 	*fd = f;
 	return 0;
 }
@@ -705,6 +711,7 @@ int mgr_run(const char *name, bool detach)
 		}
 		close(pipefd[0]);
 		setsid();
+		run_lock_write_pid(runfd); /* this process holds it now, not the parent */
 		/* console input: the FIFO NAME/console.in (opened read-write so
 		 * that it never reports end of file), for scripts */
 		char inp[PATH_MAX];

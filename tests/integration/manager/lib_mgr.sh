@@ -29,6 +29,9 @@ up() {
   local fresh=0
   grep -q '"resume": null' "$TMP/$1/vm.json" && { fresh=1; : >"$TMP/$1/console.log" 2>/dev/null; }
   "$CAIRN" run "$TMP/$1" --detach || fail "run $1"
+  # the run lock names the process that runs the VM (cleanup kills it by that)
+  local pid; pid=$(head -n1 "$TMP/$1/run.lock")
+  grep -q cairn "/proc/$pid/cmdline" 2>/dev/null || fail "run.lock of $1 names pid $pid, not the VM's process"
   # a booting guest takes input once its shell prompts (a resumed one is there)
   [ $fresh = 0 ] || wait_for "$TMP/$1/console.log" 'cairn> |ready' 10 || fail "$1 did not boot"
 }
