@@ -23,8 +23,6 @@
 #define MEM_FORMAT_VERSION 1u
 #define MEM_TRAILER_HEADER 48u
 #define MEM_HASH_XXH3_64 1u
-/* Non-zero pages are written in runs of up to this size. */
-#define MEM_RUN_MAX (32u << 20)
 /* No sync_file_range hints while writing: measured here, starting
  * writeback per 64 MiB window (with or without waiting for the previous
  * one) made saves 1.5-2x slower than one fsync at the end. */
@@ -144,7 +142,7 @@ static int saver_page(struct saver *s, uint64_t off)
 		s->run_start = off;
 	}
 	s->run_end = off + MEM_IMAGE_PAGE_SIZE;
-	return s->run_end - s->run_start >= MEM_RUN_MAX ? saver_flush(s) : 0;
+	return 0;
 }
 
 static void trailer_encode(uint8_t *t, uint64_t size, const uint64_t *hashes)
@@ -165,28 +163,10 @@ static void trailer_encode(uint8_t *t, uint64_t size, const uint64_t *hashes)
 	put_le64(t + body, XXH3_64bits(t, body));
 }
 
-/* The chunk hashes are computed by a second thread while the first
- * writes: the write waits on the disk, the hashing on the CPU (about 10%
- * of a save's time here when done in turn). */
-struct hasher {
-	const uint8_t *ram;
-	uint64_t size;
-	uint64_t *hashes;
-	atomic_bool stop;
-};
-
-static void *hasher_run(void *opaque)
-{
-	struct hasher *h = opaque;
-	uint64_t n = chunk_count(h->size);
-	for (uint64_t c = 0; c < n && !atomic_load_explicit(&h->stop, memory_order_relaxed); c++)
-		h->hashes[c] = XXH3_64bits(h->ram + c * MEM_IMAGE_CHUNK_SIZE, chunk_len(h->size, c));
-	return NULL;
-}
-
-/* A source's chunk is hashed by a second thread while the first writes
- * it; both are done before the chunk is handed back.  (One chunk at a
- * time: a source hands out one.) */
+/* Each chunk is hashed by a second thread while the first writes it: the
+ * write waits on the disk, the hashing on the CPU (about 10% of a save's
+ * time here when done in turn).  Both are done before the chunk is handed
+ * back to its source, which hands out one at a time. */
 struct chunk_hasher {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -241,29 +221,25 @@ static void chunk_hash_wait(struct chunk_hasher *h)
 	pthread_mutex_unlock(&h->lock);
 }
 
-/* One chunk's pages.  From a source, the chunk's runs are written (and it
- * is hashed) before it is handed back: runs never span two chunks. */
+/* One chunk's pages: its runs of non-zero pages are written (and it is
+ * hashed) before it is handed back, so runs never span two chunks. */
 static int write_chunk(struct saver *s, uint64_t size, uint64_t c,
 		       const struct mem_image_source *src, struct chunk_hasher *h, uint64_t *hashes)
 {
 	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(size, c);
-	if (src) {
-		s->cur = src->get(src->opaque, c);
-		s->cur_off = off;
-		if (!s->cur)
-			return err_set(EIO, "%s: chunk %llu of guest RAM could not be read",
-				       s->tmp, (unsigned long long)c);
-		chunk_hash_start(h, s->cur, len, &hashes[c]);
-	}
+	s->cur = src->get(src->opaque, c);
+	s->cur_off = off;
+	if (!s->cur)
+		return err_set(EIO, "%s: chunk %llu of guest RAM could not be read", s->tmp,
+			       (unsigned long long)c);
+	chunk_hash_start(h, s->cur, len, &hashes[c]);
 	int r = 0;
 	for (uint64_t p = off; p < off + len && r == 0; p += MEM_IMAGE_PAGE_SIZE)
 		r = saver_page(s, p);
-	if (src) {
-		if (r == 0)
-			r = saver_flush(s);
-		chunk_hash_wait(h);
-		src->put(src->opaque, c);
-	}
+	if (r == 0)
+		r = saver_flush(s);
+	chunk_hash_wait(h);
+	src->put(src->opaque, c);
 	return r;
 }
 
@@ -272,12 +248,10 @@ static int write_pages(struct saver *s, uint64_t size, const struct mem_image_so
 {
 	struct chunk_hasher hasher = {.busy = false}, *h = NULL;
 	pthread_t thread;
-	if (src) {
-		pthread_mutex_init(&hasher.lock, NULL);
-		pthread_cond_init(&hasher.cond, NULL);
-		if (pthread_create(&thread, NULL, chunk_hasher_run, &hasher) == 0)
-			h = &hasher;
-	}
+	pthread_mutex_init(&hasher.lock, NULL);
+	pthread_cond_init(&hasher.cond, NULL);
+	if (pthread_create(&thread, NULL, chunk_hasher_run, &hasher) == 0)
+		h = &hasher;
 	uint64_t n = chunk_count(size);
 	int r = 0;
 	for (uint64_t c = 0; c < n && r == 0; c++) {
@@ -293,11 +267,9 @@ static int write_pages(struct saver *s, uint64_t size, const struct mem_image_so
 		pthread_mutex_unlock(&hasher.lock);
 		pthread_join(thread, NULL);
 	}
-	if (src) {
-		pthread_mutex_destroy(&hasher.lock);
-		pthread_cond_destroy(&hasher.cond);
-	}
-	return r < 0 ? r : saver_flush(s);
+	pthread_mutex_destroy(&hasher.lock);
+	pthread_cond_destroy(&hasher.cond);
+	return r;
 }
 
 static int save_to(struct saver *s, uint64_t size, const struct mem_image_source *src,
@@ -307,18 +279,7 @@ static int save_to(struct saver *s, uint64_t size, const struct mem_image_source
 	if (ftruncate(s->fd, (off_t)size) < 0) /* the holes */
 		return err_set(errno, "%s: cannot size to %llu bytes", s->tmp,
 			       (unsigned long long)size);
-	/* Plain RAM is hashed by a second thread running on its own (a
-	 * source's chunks, by one in step with the writer: write_pages). */
-	struct hasher h = {.ram = s->cur, .size = size, .hashes = hashes};
-	pthread_t thread;
-	bool threaded = !src && pthread_create(&thread, NULL, hasher_run, &h) == 0;
-	if (!src && !threaded)
-		hasher_run(&h);
 	int r = write_pages(s, size, src, hashes, progress, opaque);
-	if (threaded) {
-		atomic_store(&h.stop, r < 0);
-		pthread_join(thread, NULL);
-	}
 	if (r < 0)
 		return r;
 	/* The trailer's length is not a multiple of the block size. */
@@ -334,7 +295,8 @@ static int save_to(struct saver *s, uint64_t size, const struct mem_image_source
 	return 0;
 }
 
-static int save_common(const char *path, const void *ram, const struct mem_image_source *src,
+/* SRC gives the chunks; ALIGNED: every chunk it gives is page-aligned. */
+static int save_common(const char *path, const struct mem_image_source *src, bool aligned,
 		       uint64_t size, mem_image_progress_fn progress, void *opaque,
 		       struct mem_image_info *info)
 {
@@ -349,7 +311,7 @@ static int save_common(const char *path, const void *ram, const struct mem_image
 		r = err_set(ENOMEM, "%s", path);
 		goto out;
 	}
-	struct saver s = {.tmp = tmp, .cur = ram, .pipe = {-1, -1}};
+	struct saver s = {.tmp = tmp, .pipe = {-1, -1}};
 	int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
 	s.fd = open(tmp, flags | O_DIRECT, 0644);
 	if (s.fd < 0 && errno == EINVAL) /* no O_DIRECT here: through the page cache */
@@ -358,10 +320,9 @@ static int save_common(const char *path, const void *ram, const struct mem_image
 		r = err_set(errno, "%s: cannot create", tmp);
 		goto out;
 	}
-	/* Page-aligned RAM (guest RAM always is; a source's chunks must be)
-	 * keeps every pipe buffer block-aligned. */
+	/* Page-aligned chunks (guest RAM always is) keep every pipe buffer
+	 * block-aligned. */
 	int fl = fcntl(s.fd, F_GETFL);
-	bool aligned = src || (uintptr_t)ram % MEM_IMAGE_PAGE_SIZE == 0;
 	if (fl >= 0 && (fl & O_DIRECT) && aligned && pipe2(s.pipe, O_CLOEXEC) == 0)
 		fcntl(s.pipe[1], F_SETPIPE_SZ, MEM_PIPE_SIZE); /* the default 64 KiB also works */
 	else if (fl >= 0 && (fl & O_DIRECT))
@@ -397,16 +358,28 @@ out:
 	return r;
 }
 
+/* RAM that does not change while it is saved, as a source. */
+static const void *ram_get(void *opaque, uint64_t c)
+{
+	return (const uint8_t *)opaque + c * MEM_IMAGE_CHUNK_SIZE;
+}
+
+static void ram_put(void *opaque, uint64_t c)
+{
+}
+
 int mem_image_save(const char *path, const void *ram, uint64_t size, mem_image_progress_fn progress,
 		   void *opaque, struct mem_image_info *info)
 {
-	return save_common(path, ram, NULL, size, progress, opaque, info);
+	struct mem_image_source src = {.get = ram_get, .put = ram_put, .opaque = (void *)ram};
+	bool aligned = (uintptr_t)ram % MEM_IMAGE_PAGE_SIZE == 0;
+	return save_common(path, &src, aligned, size, progress, opaque, info);
 }
 
 int mem_image_save_from(const char *path, const struct mem_image_source *src, uint64_t size,
 			mem_image_progress_fn progress, void *opaque, struct mem_image_info *info)
 {
-	return save_common(path, NULL, src, size, progress, opaque, info);
+	return save_common(path, src, true, size, progress, opaque, info);
 }
 
 /* ---- reading ---- */
