@@ -391,6 +391,30 @@ struct snap_report {
 	char msg[1024];
 };
 
+/* Phase 2 wherever it runs (forked child or writer thread): write the
+ * snapshot from RAM or SRC, then the report to FD.  0 when both went. */
+static int snap_write_report(struct snap_job *j, int fd, const void *ram,
+			     const struct mem_image_source *src)
+{
+	struct snap_report rep = {0};
+	rep.result = snap_write(j, ram, src, j->vmm->vm->ram_size);
+	rep.memory_bytes = j->st.memory_bytes;
+	snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
+	ssize_t w = write(fd, &rep, sizeof(rep)); /* short: the reply says it died */
+	return w == (ssize_t)sizeof(rep) && rep.result == 0 ? 0 : -1;
+}
+
+/* A writer thread reads guest RAM: wait for it, then lift what protection
+ * is left.  (A forked writer has its own copy of RAM.) */
+static void snap_writer_end(struct snap_job *j)
+{
+	if (j->writer_started)
+		pthread_join(j->writer, NULL);
+	j->writer_started = false;
+	ram_cow_close(j->cow);
+	j->cow = NULL;
+}
+
 static void snap_child_done(void *opaque, uint32_t events)
 {
 	struct snap_job *j = opaque;
@@ -399,10 +423,7 @@ static void snap_child_done(void *opaque, uint32_t events)
 	if (n != (ssize_t)sizeof(rep))
 		snprintf(rep.msg, sizeof(rep.msg), "%.900s: the snapshot writer (pid %d) died",
 			 j->dir, (int)j->child);
-	if (j->writer_started) {
-		pthread_join(j->writer, NULL);
-		j->writer_started = false;
-	} else {
+	if (!j->writer_started) {
 		int status;
 		waitpid(j->child, &status, 0);
 	}
@@ -412,8 +433,7 @@ static void snap_child_done(void *opaque, uint32_t events)
 	if (j->cow)
 		json_object_set_new(j->reply, "cow_copies",
 				    json_integer((json_int_t)ram_cow_copied(j->cow)));
-	ram_cow_close(j->cow); /* lifts whatever protection is left */
-	j->cow = NULL;
+	snap_writer_end(j);
 	evloop_del(j->vmm->loop, j->pipe_rd);
 	j->vmm->snap_job = NULL;
 	if (rep.result < 0) {
@@ -444,13 +464,7 @@ static int snap_fork(struct snap_job *j)
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		struct vm *vm = j->vmm->vm;
-		struct snap_report rep = {0};
-		rep.result = snap_write(j, vm->ram, NULL, vm->ram_size);
-		rep.memory_bytes = j->st.memory_bytes;
-		snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
-		ssize_t w = write(fds[1], &rep, sizeof(rep));
-		_exit(w == (ssize_t)sizeof(rep) && rep.result == 0 ? 0 : 1);
+		_exit(snap_write_report(j, fds[1], j->vmm->vm->ram, NULL) == 0 ? 0 : 1);
 	}
 	close(fds[1]);
 	j->child = pid;
@@ -461,12 +475,7 @@ static int snap_fork(struct snap_job *j)
 static void *snap_writer_run(void *opaque)
 {
 	struct snap_job *j = opaque;
-	struct snap_report rep = {0};
-	rep.result = snap_write(j, NULL, ram_cow_source(j->cow), j->vmm->vm->ram_size);
-	rep.memory_bytes = j->st.memory_bytes;
-	snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
-	ssize_t w = write(j->pipe_wr, &rep, sizeof(rep)); /* short: the reply says it died */
-	(void)w;
+	snap_write_report(j, j->pipe_wr, NULL, ram_cow_source(j->cow));
 	return NULL;
 }
 
@@ -514,15 +523,12 @@ static int snap_thread(struct snap_job *j)
 
 void vmm_control_finish(struct vmm *vmm)
 {
-	/* A writer thread reads guest RAM: it must end before RAM goes.  (A
-	 * forked writer has its own copy and finishes on its own.) */
+	/* A writer thread must end before guest RAM goes; a forked writer
+	 * finishes on its own. */
 	struct snap_job *j = vmm->snap_job;
 	if (!j || !j->writer_started)
 		return;
-	pthread_join(j->writer, NULL);
-	ram_cow_close(j->cow);
-	j->cow = NULL;
-	j->writer_started = false;
+	snap_writer_end(j);
 	log_info("snapshot %s: written as the VM ended", j->dir);
 }
 
