@@ -57,6 +57,21 @@ check_console() {  # LOG WHO [nocheck-exit]
   [ "${3:-}" = nocheck-exit ] && return 0
   grep -q "cairn-guest: exit 0" "$log" || fail "$who: the command did not exit 0"
 }
+# restore_bg SNAP NAME IN LOG: cairn run --restore SNAP in the background
+# (control socket $TMP/NAME.sock, console input from the FIFO IN), vm_pid set
+restore_bg() {
+  : >"$4"
+  "$CAIRN" run -v --restore "$1" --control "$TMP/$2.sock" <"$3" >"$4" 2>&1 &
+  vm_pid=$!
+}
+# vm_exits_0 LOG WHAT: the VM (vm_pid) ends within 300 s, with status 0
+vm_exits_0() {
+  local rc=0
+  timeout 300 tail -s 0.2 --pid="$vm_pid" -f /dev/null || fail "$2 did not end after exit"
+  wait "$vm_pid" || rc=$?
+  vm_pid=
+  [ $rc -eq 0 ] || { tail -n 12 "$1"; fail "$2 exited $rc, expected 0"; }
+}
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 if command -v qemu-system-x86_64 >/dev/null; then
@@ -95,7 +110,7 @@ await() {
   fail "the VM ended before /$re/ (the guest reached $reached)"
 }
 
-: >"$TMP/cairn.log"; : >"$TMP/restored.log"
+: >"$TMP/cairn.log"
 start=$(date +%s.%N)
 "$CAIRN" run -v --control "$TMP/boot.sock" --kernel "$GUEST/vmlinux" \
   --initrd "$GUEST/initramfs.cpio" --disk "$TMP/disk.qcow2" --mem 512M --cmdline "$CMDLINE cairn_shell=1" \
@@ -133,9 +148,7 @@ pass "snapshot of the running Linux ($(du -sh "$TMP/snap" | cut -f1) on disk): $
 
 # --- restore in a new process: the same shell answers ---------------------------
 t1=$(date +%s.%N)
-"$CAIRN" run -v --restore "$TMP/snap" --control "$TMP/restored.sock" <"$TMP/in2" \
-  >"$TMP/restored.log" 2>&1 &
-vm_pid=$!
+restore_bg "$TMP/snap" restored "$TMP/in2" "$TMP/restored.log"
 echo 'echo restored-$((7*8)); cat /mnt/hello.txt; sha256sum /mnt/data.bin' >&4
 await "$TMP/restored.log" "^restored-56$" 300
 answer=$(since "$t1")
@@ -146,24 +159,17 @@ pass "restored in a new process: the shell answered ${answer}s after the restore
 
 # `exit`: the shell ends, /init prints its exit line and reboots: status 0.
 echo 'exit' >&4
-timeout 300 tail -s 0.2 --pid="$vm_pid" -f /dev/null || fail "the restored VM did not end after exit"
-wait "$vm_pid"; rc=$?; vm_pid=
-cat "$TMP/restored.log" | tail -n 12
-[ $rc -eq 0 ] || fail "the restored VM exited $rc, expected 0"
+vm_exits_0 "$TMP/restored.log" "the restored VM"
+tail -n 12 "$TMP/restored.log"
 tr -d '\r' <"$TMP/restored.log" | grep -q "^cairn-guest: exit 0$" || fail "no 'cairn-guest: exit 0' after the restore"
 grep "^pvm: completed" "$TMP/cairn.log" "$TMP/restored.log" || true
 pass "the restored Linux ended with exit status 0 (boot ${secs}s; snapshot+restore+answer ${total}s)"
 
 # --- restore the live snapshot: the shell is where it was then -----------------
-: >"$TMP/live-restored.log"
 t2=$(date +%s.%N)
-"$CAIRN" run -v --restore "$TMP/live" --control "$TMP/live.sock" <"$TMP/in3" \
-  >"$TMP/live-restored.log" 2>&1 &
-vm_pid=$!
+restore_bg "$TMP/live" live "$TMP/in3" "$TMP/live-restored.log"
 echo 'echo live-restored-$((8*9)); sha256sum /mnt/data.bin; exit' >&5
 await "$TMP/live-restored.log" "^live-restored-72$" 300
 await "$TMP/live-restored.log" "^$want_sum  /mnt/data.bin$" 300
-timeout 300 tail -s 0.2 --pid="$vm_pid" -f /dev/null || fail "the VM restored from the live snapshot did not end after exit"
-wait "$vm_pid"; rc=$?; vm_pid=
-[ $rc -eq 0 ] || { tail -n 12 "$TMP/live-restored.log"; fail "the VM restored from the live snapshot exited $rc"; }
+vm_exits_0 "$TMP/live-restored.log" "the VM restored from the live snapshot"
 pass "the live snapshot restored in a new process: the shell answered $(since "$t2")s after the restore started, read the disk, and exit ended the VM with 0"
