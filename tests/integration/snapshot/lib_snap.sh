@@ -50,10 +50,17 @@ ticks_consecutive() {
          END { if (bad || NR < 2) exit 1; print first " " prev }'
 }
 
-# last_tick FILE [CPU]: the last tick=N printed by cpuCPU
+# complete_lines FILE: FILE without a last line that has no newline yet.  A
+# snapshot can stop the guest in the middle of "cpu0: tick=214", and the
+# cut "cpu0: tick=21" is not a tick (the restored guest prints the "4").
+complete_lines() {
+  if [ -n "$(tail -c 1 "$1")" ]; then sed '$d' "$1"; else cat "$1"; fi | tr -d '\r'
+}
+
+# last_tick FILE [CPU]: the last whole tick=N line printed by cpuCPU
 last_tick() {
-  tr -d '\r' <"$1" | sed -n "s/^cpu${2:-0}: tick=\([0-9]*\)$/\1/p" | tail -n 1
+  complete_lines "$1" | sed -n "s/^cpu${2:-0}: tick=\([0-9]*\)$/\1/p" | tail -n 1
 }
 first_tick() {
-  tr -d '\r' <"$1" | sed -n "s/^cpu${2:-0}: tick=\([0-9]*\)$/\1/p" | head -n 1
+  complete_lines "$1" | sed -n "s/^cpu${2:-0}: tick=\([0-9]*\)$/\1/p" | head -n 1
 }
