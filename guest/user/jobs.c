@@ -469,6 +469,9 @@ static void run_job(char *text)
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
 			if (vblk_diskverify(a, b))
 				failed();
+	} else if (!strcmp(c, "disknotify") && argc == 2) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && vblk_set_notify_bits(a))
+			failed();
 	} else if (!strcmp(c, "sleep") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a))
 			sleep_until(now_ns() + a * 1000000);

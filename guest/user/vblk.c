@@ -304,12 +304,28 @@ static void push(unsigned head)
 	vb.avail_idx++;
 }
 
+static unsigned notify_bits = 16;
+
+int vblk_set_notify_bits(uint64_t bits)
+{
+	if (bits != 16 && bits != 32) {
+		cpu_printf("disknotify FAILED (16 or 32, not %lu)", (unsigned long)bits);
+		return -1;
+	}
+	notify_bits = (unsigned)bits;
+	cpu_printf("disknotify bits=%u", notify_bits);
+	return 0;
+}
+
 static void publish(void)
 {
 	barrier();
 	vb.avail[1] = vb.avail_idx;
 	barrier();
-	mmio_w16(vb.notify, 0);
+	if (notify_bits == 32)
+		mmio_w32(vb.notify, 0);
+	else
+		mmio_w16(vb.notify, 0);
 }
 
 /* waits for the next completion; returns its slot */

@@ -211,12 +211,20 @@ static void vp_bar_write(void *opaque, uint64_t off, const void *data, unsigned 
 	}
 	uint32_t v = 0;
 	memcpy(&v, data, len > 4 ? 4 : len);
+	if (off >= VP_NOTIFY_OFF && off < VP_NOTIFY_OFF + VP_NOTIFY_MULT * VIRTIO_MAX_QUEUES) {
+		/* Reached only when no ioeventfd caught it (a write of another
+		 * size).  The queue is served in the I/O thread all the same: a
+		 * snapshot relies on no request being served while it runs there. */
+		unsigned q = (unsigned)(off - VP_NOTIFY_OFF) / VP_NOTIFY_MULT;
+		uint64_t one = 1;
+		if (q < vp->ops->nqueues && write(vp->kick_fd[q], &one, sizeof(one)) < 0)
+			log_warn("%s: queue %u notification lost: %s", vp->ops->name, q,
+				 strerror(errno));
+		return;
+	}
 	pthread_mutex_lock(&vp->lock);
 	if (off < VP_COMMON_LEN)
 		vp_common_write(vp, off, v);
-	else if (off >= VP_NOTIFY_OFF && off < VP_NOTIFY_OFF + VP_NOTIFY_MULT * VIRTIO_MAX_QUEUES)
-		/* Reached only when no ioeventfd is registered (e.g. sizes it lacks). */
-		vp_process_queue(vp, (unsigned)(off - VP_NOTIFY_OFF) / VP_NOTIFY_MULT);
 	pthread_mutex_unlock(&vp->lock);
 }
 
