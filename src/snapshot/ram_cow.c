@@ -25,7 +25,8 @@
 #define CHUNK MEM_IMAGE_CHUNK_SIZE
 
 enum chunk_state {
-	CH_PROTECTED, /* as at the pause, write-protected */
+	CH_PROTECTED, /* write-protected (after the pause: as it was then) */
+	CH_LIFTED,    /* written before the pause: unprotected until then */
 	CH_WRITING,   /* the writer reads it from RAM; still protected */
 	CH_COPIED,    /* the fault thread saved it in copy[]; unprotected */
 	CH_TAKEN,     /* the writer reads copy[] */
@@ -41,6 +42,7 @@ struct ram_cow {
 	bool thread_started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	bool armed; /* the pause is past: a write copies its chunk first */
 	uint8_t *state;
 	void **copy;
 	uint64_t copied;
@@ -78,7 +80,12 @@ static void on_write_fault(struct ram_cow *w, uint64_t addr)
 	pthread_mutex_lock(&w->lock);
 	while (w->state[c] == CH_WRITING) /* the writer lifts it when done */
 		pthread_cond_wait(&w->cond, &w->lock);
-	if (w->state[c] == CH_PROTECTED) {
+	if (w->state[c] == CH_PROTECTED && !w->armed) {
+		/* Before the pause the chunk is not the snapshot's yet: let the
+		 * write through; ram_cow_protect protects it again. */
+		w->state[c] = CH_LIFTED;
+		protect(w, c * CHUNK, chunk_bytes(w, c), false);
+	} else if (w->state[c] == CH_PROTECTED) {
 		void *copy = aligned_alloc(MEM_IMAGE_PAGE_SIZE, CHUNK);
 		if (copy)
 			memcpy(copy, w->ram + c * CHUNK, chunk_bytes(w, c));
@@ -206,18 +213,37 @@ int ram_cow_open(void *ram, uint64_t size, struct ram_cow **out)
 		map_untouched(w);
 	if (r == 0 && pthread_create(&w->thread, NULL, fault_run, w) != 0)
 		r = err_set(EAGAIN, "userfaultfd: no thread for write faults");
+	w->thread_started = r == 0;
+	if (r == 0) /* the fault thread serves the writes this stops */
+		r = protect(w, 0, size, true);
 	if (r < 0) {
 		ram_cow_close(w);
 		return r;
 	}
-	w->thread_started = true;
 	*out = w;
 	return 0;
 }
 
 int ram_cow_protect(struct ram_cow *w)
 {
-	return protect(w, 0, w->size, true);
+	int r = 0;
+	uint64_t reprotected = 0;
+	pthread_mutex_lock(&w->lock);
+	for (uint64_t c = 0; r == 0 && c < w->nchunks;) {
+		if (w->state[c] != CH_LIFTED) {
+			c++;
+			continue;
+		}
+		uint64_t e = c; /* one call for a run of written chunks */
+		while (e < w->nchunks && w->state[e] == CH_LIFTED)
+			w->state[e++] = CH_PROTECTED;
+		r = protect(w, c * CHUNK, (e - c - 1) * CHUNK + chunk_bytes(w, e - 1), true);
+		reprotected += e - c;
+		c = e;
+	}
+	w->armed = r == 0;
+	pthread_mutex_unlock(&w->lock);
+	return r < 0 ? r : (int)reprotected;
 }
 
 const struct mem_image_source *ram_cow_source(struct ram_cow *w)

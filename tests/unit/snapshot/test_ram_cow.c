@@ -1,6 +1,8 @@
 /* The userfaultfd copy-on-write view of RAM: a save taken while another
  * thread keeps writing must hold the memory as it was at ram_cow_protect,
- * byte for byte, pages never touched included. */
+ * byte for byte, pages never touched included, and writes made between
+ * ram_cow_open and ram_cow_protect (the VM running before the pause)
+ * included too. */
 #include "snapshot/mem_image.h"
 #include "snapshot/ram_cow.h"
 #include "test.h"
@@ -46,7 +48,18 @@ static int slow_progress(void *opaque, uint64_t done, uint64_t total)
 	return 0;
 }
 
-static void one_save(const char *name, bool touch_all)
+static void scribble_for(unsigned ms)
+{
+	pthread_t t;
+	atomic_store(&stop, false);
+	CHECK_EQ(pthread_create(&t, NULL, scribbler, NULL), 0);
+	usleep(ms * 1000);
+	atomic_store(&stop, true);
+	pthread_join(t, NULL);
+}
+
+/* WINDOW: the scribbler also writes between ram_cow_open and the pause. */
+static void one_save(const char *name, bool touch_all, bool window)
 {
 	size = 24 * CHUNK + 3 * PAGE; /* a partial last chunk */
 	void *m = mmap(NULL, size + CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -67,8 +80,6 @@ static void one_save(const char *name, bool touch_all)
 		}
 	}
 	uint8_t *before = malloc(size);
-	memcpy(before, ram, size);
-
 	struct ram_cow *w = NULL;
 	int r = ram_cow_open(ram, size, &w);
 	if (r == -ENOTSUP) {
@@ -78,7 +89,17 @@ static void one_save(const char *name, bool touch_all)
 		return;
 	}
 	CHECK_EQ(r, 0);
-	CHECK_EQ(ram_cow_protect(w), 0);
+	/* RAM is protected from the open: a write before the pause lifts its
+	 * chunk's protection, and the pause protects exactly those again. */
+	if (window)
+		scribble_for(20);
+	memcpy(before, ram, size); /* the machine at the pause */
+	int again = ram_cow_protect(w);
+	fprintf(stderr, "%s: %d chunks written before the pause, protected again\n", name, again);
+	if (window)
+		CHECK(again > 0);
+	else
+		CHECK_EQ(again, 0);
 	atomic_store(&stop, false);
 	pthread_t t;
 	CHECK_EQ(pthread_create(&t, NULL, scribbler, NULL), 0);
@@ -116,8 +137,8 @@ int main(void)
 		perror("mkdtemp");
 		return 1;
 	}
-	one_save("dense", true);
-	one_save("sparse", false);
+	one_save("dense", true, true);
+	one_save("sparse", false, false);
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
