@@ -190,11 +190,13 @@ static int remove_tree(const char *dir)
 }
 
 /* A snapshot being taken.  Phase 1 runs with the VM paused and is short:
- * capture vCPU, VM and device state into memory, freeze the disks under
- * new overlays.  Phase 2 writes memory.img, state.bin and meta.json and
- * commits DIR.tmp to DIR: for "then":"quit" in this process, otherwise in
- * a forked child whose copy-on-write view of guest RAM stays as it was at
- * the pause, while the VM runs on.  The control reply comes at the end. */
+ * capture vCPU, VM and device state into memory and fix RAM as it is
+ * (write protection, or fork).  The disks are frozen under new overlays
+ * before the I/O thread serves another request.  Phase 2 writes
+ * memory.img, state.bin and meta.json and commits DIR.tmp to DIR: for
+ * "then":"quit" in this process, otherwise in a writer thread through the
+ * userfaultfd view of RAM or in a forked child, while the VM runs on.  The
+ * control reply comes at the end. */
 struct snap_job {
 	struct vmm *vmm;
 	char dir[PATH_MAX], tmp[PATH_MAX + 8];
@@ -252,26 +254,39 @@ static int snap_prepare(struct snap_job *j)
 	return r;
 }
 
-/* Phase 1 (VM paused): state into memory, disks onto their overlays. */
+/* Undo snap_prepare: no overlay, no DIR.tmp. */
+static void snap_unprepare(struct snap_job *j)
+{
+	vmm_disks_unprepare(j->rot, j->ndisks);
+	remove_tree(j->tmp);
+}
+
+/* Phase 1 (VM paused): vCPU, VM and device state into memory, with the
+ * configuration the snapshot records (its disks being the frozen layers).
+ * On failure the prepared overlays and DIR.tmp go. */
 static int snap_capture(struct snap_job *j)
 {
 	struct vmm *vmm = j->vmm;
-	struct disk_rotation *rot = j->rot;
-	unsigned n = j->ndisks;
 	vm_config_copy(&j->frozen, &vmm->cfg);
-	for (unsigned i = 0; i < n; i++)
-		if (!rot[i].old->readonly) {
+	for (unsigned i = 0; i < j->ndisks; i++)
+		if (!j->rot[i].old->readonly) {
 			free(j->frozen.disks[i].path);
-			j->frozen.disks[i].path = strdup(rot[i].frozen);
+			j->frozen.disks[i].path = strdup(j->rot[i].frozen);
 		}
 	int r = vm_snapshot_capture(vmm->vm, &j->frozen, &j->capture);
-	if (r == 0)
-		r = vmm_disks_rotate(vmm, rot, n);
-	else
-		vmm_disks_unprepare(rot, n);
-	for (unsigned i = 0; r == 0 && i < n; i++) {
-		j->rotated[i] = rot[i].new != NULL;
-		j->frozen_mode[i] = rot[i].mode;
+	if (r < 0)
+		snap_unprepare(j);
+	return r;
+}
+
+/* After snap_capture, before the I/O thread serves another disk request:
+ * the disks onto their overlays, all or none. */
+static int snap_freeze_disks(struct snap_job *j)
+{
+	int r = vmm_disks_rotate(j->vmm, j->rot, j->ndisks);
+	for (unsigned i = 0; r == 0 && i < j->ndisks; i++) {
+		j->rotated[i] = j->rot[i].new != NULL;
+		j->frozen_mode[i] = j->rot[i].mode;
 	}
 	if (r < 0)
 		remove_tree(j->tmp);
@@ -500,13 +515,11 @@ static void snap_cow_open(struct snap_job *j)
 	err_clear();
 }
 
-/* Phase 2 in a thread (VM paused): protect RAM, start the writer. */
+/* Phase 2 in a thread, RAM having been protected at the pause: start the
+ * writer. */
 static int snap_thread(struct snap_job *j)
 {
-	int fds[2];
-	int r = ram_cow_protect(j->cow);
-	if (r < 0)
-		return r;
+	int fds[2], r;
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return err_set(errno, "snapshot pipe");
 	j->pipe_rd = fds[0];
@@ -568,12 +581,23 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 	if (!was_paused)
 		vm_pause(vmm->vm);
 	r = snap_capture(j);
+	/* With the writer thread, RAM as at this instant is all that needs the
+	 * pause; otherwise the disks freeze now, before the forked writer or
+	 * the write in this process can commit the snapshot. */
+	if (r == 0 && j->cow) {
+		int again = ram_cow_protect(j->cow);
+		if (again < 0)
+			snap_unprepare(j);
+		r = again < 0 ? again : 0;
+	} else if (r == 0) {
+		r = snap_freeze_disks(j);
+	}
 	/* What meta.json records: the pause up to the write (the reply has it all). */
 	j->st.pause_us = now_us() - paused_at;
 	if (r == 0 && quit) {
 		if ((r = snap_write(j, vmm->vm->ram, NULL, vmm->vm->ram_size)) < 0)
 			snap_failed(j, err_msg(), true, NULL);
-	} else if (r == 0 && (r = j->cow ? snap_thread(j) : snap_fork(j)) < 0) {
+	} else if (r == 0 && !j->cow && (r = snap_fork(j)) < 0) {
 		snap_failed(j, err_msg(), true, NULL);
 	}
 	j->st.pause_us = now_us() - paused_at;
@@ -581,6 +605,12 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 		vm_request_exit(vmm->vm, VM_EXIT_QUIT, 0, "quit after snapshot");
 	else if (!was_paused)
 		vm_resume(vmm->vm);
+	/* Disk requests are served in this thread (virtio_blk.c), so none is
+	 * until this returns: the vCPUs need not wait for the disks' freeze.
+	 * If it fails, nothing was written since the capture and the disks
+	 * stay as they were. */
+	if (r == 0 && j->cow && (r = snap_freeze_disks(j)) == 0 && (r = snap_thread(j)) < 0)
+		snap_failed(j, err_msg(), false, NULL);
 	if (r < 0 || quit) {
 		if (r == 0) {
 			vmm->snapshots++;

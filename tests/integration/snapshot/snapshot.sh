@@ -90,6 +90,25 @@ rc=$?
 [ $rc = 0 ] && grep -q "diskverify ok n=8000" "$TMP/d3.out" || { cat "$TMP/d3.out"; fail "diskverify after a snapshot taken during disk I/O (exit $rc)"; }
 pass "snapshot during diskfill: the restored guest completes it and diskverify passes"
 
+# 5b. The same with the VM running on (the writer thread, or the fork): the
+#     disks freeze after the vCPUs resume but before another request is
+#     served; the running VM finishes on its overlay, the snapshot's restore
+#     on its own, and both verify.
+"$CAIRN" img create -f qcow2 "$TMP/d4.qcow2" 64M >/dev/null
+jobs=""
+for ((k = 0; k < 6; k++)); do jobs+="diskfill 8000 $((k % 2 + 3)); "; done
+start_vm d4 --kernel "$TESTOS" --mem 128M --disk "$TMP/d4.qcow2" \
+  --cmdline "${jobs}diskverify 8000 4; exit 0"
+wait_for "$TMP/d4.out" "diskfill n=8000" 20 || fail "diskfill did not start"
+ctl d4 '{"cmd":"snapshot","path":"'"$TMP/s3b"'"}'
+wait_vm d4 0
+grep -q "diskverify ok n=8000" "$TMP/d4.out" || { tail -5 "$TMP/d4.out"; fail "the VM that ran on lost disk writes"; }
+timeout 60 "$CAIRN" run --restore "$TMP/s3b" </dev/null >"$TMP/d5.out" 2>&1
+rc=$?
+[ $rc = 0 ] && grep -q "diskverify ok n=8000" "$TMP/d5.out" || { tail -5 "$TMP/d5.out"; fail "diskverify after a live snapshot taken during disk I/O (exit $rc)"; }
+qemu-img check -q "$TMP/d4.qcow2" && qemu-img check -q "$TMP/d4-s3b.qcow2" || fail "qemu-img check of the layers"
+pass "live snapshot during diskfill ($(echo "$REPLY_JSON" | grep -o '"writer":"[a-z]*"')): the VM and the restore both complete and verify"
+
 # 6. Two vCPUs: both keep counting after the restore.
 start_vm e --kernel "$TESTOS" --cpus 2 --mem 128M --cmdline "@0 count 10; @1 count 10"
 wait_for "$TMP/e.out" "cpu1: tick=3" 20 || fail "cpu1 not counting"
