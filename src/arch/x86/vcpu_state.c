@@ -19,6 +19,8 @@
 #define VM_IOCTL(vm, req, arg)                                                               \
 	(ioctl((vm)->vm_fd, req, arg) < 0 ? err_set(errno, "%s", #req) : 0)
 
+#define MSR_PROBE_BATCH 128 /* KVM_GET_MSRS takes fewer than 256 a call */
+
 int x86_msr_list_init(struct vm *vm, struct vcpu *v)
 {
 	if (vm->nmsr_index)
@@ -29,18 +31,29 @@ int x86_msr_list_init(struct vm *vm, struct vcpu *v)
 	} list = {.hdr.nmsrs = X86_MAX_MSRS};
 	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &list) < 0)
 		return err_set(errno, "KVM_GET_MSR_INDEX_LIST");
-	/* The list names MSRs KVM_GET_MSRS then refuses: keep only those it reads. */
+	/* The list names MSRs KVM_GET_MSRS then refuses: keep only those it
+	 * reads.  One call reads up to the first refused MSR and says how far
+	 * it got, so the probe costs one call per refused MSR plus one, not one
+	 * per MSR (it runs in the first snapshot's pause). */
+	union {
+		struct kvm_msrs hdr;
+		uint8_t bytes[sizeof(struct kvm_msrs) + MSR_PROBE_BATCH * sizeof(struct kvm_msr_entry)];
+	} buf;
+	uint32_t total = list.hdr.nmsrs < X86_MAX_MSRS ? list.hdr.nmsrs : X86_MAX_MSRS;
 	unsigned n = 0;
-	for (uint32_t i = 0; i < list.hdr.nmsrs && i < X86_MAX_MSRS; i++) {
-		union {
-			struct kvm_msrs hdr;
-			uint8_t bytes[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
-		} one = {.hdr.nmsrs = 1};
-		one.hdr.entries[0].index = list.hdr.indices[i];
-		if (ioctl(v->fd, KVM_GET_MSRS, &one) == 1)
-			vm->msr_index[n++] = list.hdr.indices[i];
-		else
-			log_debug("MSR %#x listed by KVM but not readable: not saved", list.hdr.indices[i]);
+	for (uint32_t i = 0; i < total;) {
+		buf.hdr.nmsrs = total - i < MSR_PROBE_BATCH ? total - i : MSR_PROBE_BATCH;
+		for (uint32_t k = 0; k < buf.hdr.nmsrs; k++)
+			buf.hdr.entries[k].index = list.hdr.indices[i + k];
+		int got = ioctl(v->fd, KVM_GET_MSRS, &buf);
+		if (got < 0)
+			return err_set(errno, "KVM_GET_MSRS on vCPU %d", v->id);
+		for (int k = 0; k < got; k++)
+			vm->msr_index[n++] = list.hdr.indices[i + (uint32_t)k];
+		i += (uint32_t)got;
+		if ((uint32_t)got < buf.hdr.nmsrs)
+			log_debug("MSR %#x listed by KVM but not readable: not saved",
+				  list.hdr.indices[i++]);
 	}
 	vm->nmsr_index = n;
 	log_debug("saving %u MSRs of the %u KVM lists", n, list.hdr.nmsrs);
