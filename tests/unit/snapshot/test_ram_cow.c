@@ -48,12 +48,16 @@ static int slow_progress(void *opaque, uint64_t done, uint64_t total)
 	return 0;
 }
 
-static void scribble_for(unsigned ms)
+static pthread_t scribble_start(void)
 {
 	pthread_t t;
 	atomic_store(&stop, false);
 	CHECK_EQ(pthread_create(&t, NULL, scribbler, NULL), 0);
-	usleep(ms * 1000);
+	return t;
+}
+
+static void scribble_stop(pthread_t t)
+{
 	atomic_store(&stop, true);
 	pthread_join(t, NULL);
 }
@@ -91,8 +95,11 @@ static void one_save(const char *name, bool touch_all, bool window)
 	CHECK_EQ(r, 0);
 	/* RAM is protected from the open: a write before the pause lifts its
 	 * chunk's protection, and the pause protects exactly those again. */
-	if (window)
-		scribble_for(20);
+	if (window) {
+		pthread_t t = scribble_start();
+		usleep(20000);
+		scribble_stop(t);
+	}
 	memcpy(before, ram, size); /* the machine at the pause */
 	int again = ram_cow_protect(w);
 	fprintf(stderr, "%s: %d chunks written before the pause, protected again\n", name, again);
@@ -100,15 +107,12 @@ static void one_save(const char *name, bool touch_all, bool window)
 		CHECK(again > 0);
 	else
 		CHECK_EQ(again, 0);
-	atomic_store(&stop, false);
-	pthread_t t;
-	CHECK_EQ(pthread_create(&t, NULL, scribbler, NULL), 0);
+	pthread_t t = scribble_start();
 	char path[300];
 	snprintf(path, sizeof(path), "%s/%s.img", dir, name);
 	struct mem_image_info info;
 	CHECK_EQ(mem_image_save_from(path, ram_cow_source(w), size, slow_progress, NULL, &info), 0);
-	atomic_store(&stop, true);
-	pthread_join(t, NULL);
+	scribble_stop(t);
 	uint64_t copied = ram_cow_copied(w);
 	ram_cow_close(w);
 	fprintf(stderr, "%s: %llu writes during the save, %llu chunks copied first\n", name,
