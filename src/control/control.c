@@ -151,7 +151,12 @@ static void conn_reply(struct control_conn *c, json_t *id, int result, json_t *f
 			else
 				json_object_del(o, "id");
 		} else if (result < 0) {
+			/* The message for people, the errno for programs. */
+			const char *code = strerrorname_np(-result);
 			json_object_set_new(o, "error", json_string(msg ? msg : "error"));
+			json_object_set_new(o, "errno", json_integer(-result));
+			if (code)
+				json_object_set_new(o, "code", json_string(code));
 		}
 	}
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
@@ -169,17 +174,17 @@ static void conn_reply(struct control_conn *c, json_t *id, int result, json_t *f
 	conn_flush(c);
 }
 
-static void conn_reply_error(struct control_conn *c, json_t *id, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void conn_reply_error(struct control_conn *c, json_t *id, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void conn_reply_error(struct control_conn *c, json_t *id, const char *fmt, ...)
+static void conn_reply_error(struct control_conn *c, json_t *id, int err, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	conn_reply(c, id, -EINVAL, NULL, msg);
+	conn_reply(c, id, -err, NULL, msg);
 }
 
 /* ---- dispatch ---- */
@@ -238,9 +243,9 @@ static void control_run(struct control_server *s, struct control_conn *c,
 		}
 		/* else control_pending_finish() replies, or already has. */
 	} else if (r == CONTROL_DEFERRED) {
-		conn_reply_error(c, id, "command \"%s\" deferred its reply without a handle", name);
+		conn_reply_error(c, id, EINVAL, "command \"%s\" deferred its reply without a handle", name);
 	} else if (r > 0) {
-		conn_reply_error(c, id, "command \"%s\" returned an invalid status %d", name, r);
+		conn_reply_error(c, id, EINVAL, "command \"%s\" returned an invalid status %d", name, r);
 	} else {
 		const char *msg = err_msg()[0] ? err_msg() : strerror(-r);
 		conn_reply(c, id, r, reply, msg);
@@ -262,12 +267,12 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 	json_error_t jerr;
 	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (!req) {
-		conn_reply_error(c, NULL, "malformed JSON at column %d: %s", jerr.column,
+		conn_reply_error(c, NULL, EINVAL, "malformed JSON at column %d: %s", jerr.column,
 				 jerr.text);
 		return;
 	}
 	if (!json_is_object(req)) {
-		conn_reply_error(c, NULL,
+		conn_reply_error(c, NULL, EINVAL,
 				 "the request must be a JSON object, like {\"cmd\":\"help\"}");
 		json_decref(req);
 		return;
@@ -277,9 +282,9 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 	const char *name = json_string_value(jcmd);
 	if (!jcmd) {
 		conn_reply_error(
-		    c, id, "the request has no \"cmd\"; {\"cmd\":\"help\"} lists the commands");
+		    c, id, EINVAL, "the request has no \"cmd\"; {\"cmd\":\"help\"} lists the commands");
 	} else if (!name) {
-		conn_reply_error(c, id, "\"cmd\" must be a string");
+		conn_reply_error(c, id, EINVAL, "\"cmd\" must be a string");
 	} else if (strcmp(name, "help") == 0) {
 		control_help(c->server, c, id);
 	} else {
@@ -288,7 +293,7 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 			control_run(c->server, c, cmd, req, id);
 		else
 			conn_reply_error(
-			    c, id, "unknown command \"%s\"; {\"cmd\":\"help\"} lists the commands",
+			    c, id, ENOSYS, "unknown command \"%s\"; {\"cmd\":\"help\"} lists the commands",
 			    name);
 	}
 	json_decref(req);
@@ -305,7 +310,7 @@ static bool conn_dispatch_next(struct control_conn *c)
 	if (len > CONTROL_LINE_MAX) {
 		log_warn("control: request line over %d bytes; closing the connection",
 			 CONTROL_LINE_MAX);
-		conn_reply_error(c, NULL, "request line longer than %d bytes", CONTROL_LINE_MAX);
+		conn_reply_error(c, NULL, EINVAL, "request line longer than %d bytes", CONTROL_LINE_MAX);
 		c->closing = true;
 		c->in_len = 0;
 		return true;
@@ -847,4 +852,37 @@ int control_request(const char *path, const char *request, char **reply, int tim
 		r = control_read_line(fd, path, reply, deadline, timeout_ms);
 	close(fd);
 	return r;
+}
+
+int control_call(const char *path, json_t *request, json_t **reply, int timeout_ms)
+{
+	char *line = NULL, *req = json_dumps(request, JSON_COMPACT);
+	if (!req)
+		return err_set(ENOMEM, "%s: request", path);
+	int r = control_request(path, req, &line, timeout_ms);
+	free(req);
+	if (r < 0)
+		return r;
+	json_error_t e;
+	json_t *j = json_loads(line, 0, &e);
+	if (!j || !json_is_object(j)) {
+		r = err_set(EPROTO, "%s: bad reply: %.200s", path, line);
+		json_decref(j);
+		free(line);
+		return r;
+	}
+	free(line);
+	if (!json_is_true(json_object_get(j, "ok"))) {
+		const char *m = json_string_value(json_object_get(j, "error"));
+		json_int_t e_no = json_integer_value(json_object_get(j, "errno"));
+		r = err_set(e_no > 0 && e_no < 4096 ? (int)e_no : EIO, "%s: %s", path,
+			    m ? m : "request failed");
+		json_decref(j);
+		return r;
+	}
+	if (reply)
+		*reply = j;
+	else
+		json_decref(j);
+	return 0;
 }

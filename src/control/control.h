@@ -27,7 +27,8 @@ struct control_pending;
 /* One command.  FN gets the whole request object (it may keep a reference
  * with json_incref) and an empty REPLY object to fill with its fields; it
  * returns 0 ({"ok":true, fields...}), or a negative errno after err_set()
- * ({"ok":false,"error":err_msg()}), or CONTROL_DEFERRED. */
+ * ({"ok":false,"error":err_msg(),"errno":N,"code":"EXXX"}), or
+ * CONTROL_DEFERRED.  A request for an unknown command gets errno ENOSYS. */
 struct control_cmd {
 	const char *name;
 	int (*fn)(void *opaque, json_t *req, json_t *reply);
@@ -75,5 +76,11 @@ void control_pending_finish(struct control_pending *p, int result, json_t *reply
  * reply from PATH within N ms", -ECONNRESET when the server closed without
  * replying; err_msg() always names PATH. */
 int control_request(const char *path, const char *request, char **reply, int timeout_ms);
+
+/* The same with JSON: send REQUEST, return the reply object in *REPLY
+ * (NULL: dropped) when it says "ok", else -errno taken from the reply's
+ * "errno" (EIO when it has none) with its "error" as the message: an
+ * unknown command is -ENOSYS.  Errors of the exchange as control_request. */
+int control_call(const char *path, json_t *request, json_t **reply, int timeout_ms);
 
 #endif

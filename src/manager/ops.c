@@ -343,7 +343,7 @@ static bool mem_watch_start(struct mem_watch *w, const struct bundle *b, const c
 		w->ram = cfg.mem_size;
 	vm_config_free(&cfg);
 	err_clear();
-	snprintf(w->file, sizeof(w->file), "%s.tmp/%s.tmp", sd, SNAP_MEMORY_FILE);
+	snprintf(w->file, sizeof(w->file), "%s.tmp/memory.img.tmp", sd);
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	if (pthread_create(&w->thread, NULL, mem_watch_run, w) != 0) {

@@ -4,6 +4,7 @@
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 #include "snapshot/mem_image.h"
+#include "snapshot/snapdir.h"
 #include "snapshot/state_buf.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
@@ -193,8 +194,8 @@ int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
 	char mem[PATH_MAX], state[PATH_MAX];
 	struct mem_image_info mi;
 	int r;
-	if ((r = path_join(mem, sizeof(mem), dir, SNAP_MEMORY_FILE)) < 0 ||
-	    (r = path_join(state, sizeof(state), dir, SNAP_STATE_FILE)) < 0 ||
+	if ((r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0 ||
+	    (r = snapdir_path(dir, SNAPDIR_STATE, state, sizeof(state))) < 0 ||
 	    (r = src ? mem_image_save_from(mem, src, ram_size, NULL, NULL, &mi)
 		     : mem_image_save(mem, ram, ram_size, NULL, NULL, &mi)) < 0)
 		return r;
@@ -239,7 +240,7 @@ int vm_snapshot_open(const char *dir, struct state_reader **out, struct vm_confi
 {
 	char path[PATH_MAX];
 	struct state_reader *r;
-	int ret = path_join(path, sizeof(path), dir, SNAP_STATE_FILE);
+	int ret = snapdir_path(dir, SNAPDIR_STATE, path, sizeof(path));
 	if (ret == 0)
 		ret = state_reader_open(path, snap_tags, sizeof(snap_tags) / sizeof(snap_tags[0]), &r);
 	if (ret < 0)
@@ -271,15 +272,16 @@ int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t m
 			     int verify)
 {
 	char path[PATH_MAX];
-	int ret = path_join(path, sizeof(path), dir, SNAP_MEMORY_FILE);
-	if (ret < 0)
+	char state[PATH_MAX];
+	int ret = snapdir_path(dir, SNAPDIR_MEMORY, path, sizeof(path));
+	if (ret < 0 || (ret = snapdir_path(dir, SNAPDIR_STATE, state, sizeof(state))) < 0)
 		return ret;
 	const void *data;
 	size_t len;
 	uint16_t ver;
 	struct snap_memory_record mr;
 	if (state_reader_get(r, SNAP_TAG_MEMORY, 0, &data, &len, &ver) < 0 || len != sizeof(mr))
-		return err_set(EINVAL, "%s/%s: no valid memory record", dir, SNAP_STATE_FILE);
+		return err_set(EINVAL, "%s: no valid memory record", state);
 	memcpy(&mr, data, sizeof(mr));
 	struct mem_image_info mi;
 	ret = mem_image_info(path, mem_size, &mi);

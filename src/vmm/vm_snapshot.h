@@ -13,17 +13,14 @@
 struct vm;
 struct state_reader;
 
-#define SNAP_STATE_FILE "state.bin"
-#define SNAP_MEMORY_FILE "memory.img"
-#define SNAP_META_FILE "meta.json"
-
 struct vm_snapshot_stats {
 	uint64_t state_bytes;
 	uint64_t memory_bytes; /* non-zero RAM written */
 	uint64_t pause_us;     /* filled by the caller */
 };
 
-/* Write DIR/state.bin and DIR/memory.img of the paused VM, recording CFG
+/* Write the state and memory files (snapshot/snapdir.h) of DIR from the
+ * paused VM, recording CFG
  * as its hardware configuration. */
 int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir,
 		     struct vm_snapshot_stats *stats);

@@ -11,17 +11,18 @@
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 #include "snapshot/mem_image.h"
+#include "snapshot/snapdir.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
 #include "util/evloop.h"
 #include "util/fileutil.h"
 #include "util/log.h"
 #include "vmm/config_json.h"
+#include "vmm/snapshot_job.h"
 #include "vmm/vm_snapshot.h"
 #include "vmm/vmm_internal.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,7 +31,6 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -242,20 +242,8 @@ int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir)
 		struct disk_config *d = &cfg->disks[i];
 		if (d->readonly)
 			continue;
-		char dirbuf[PATH_MAX], base[PATH_MAX], path[PATH_MAX];
-		snprintf(dirbuf, sizeof(dirbuf), "%s", d->path);
-		snprintf(base, sizeof(base), "%s", basename(dirbuf));
-		char *dot = strstr(base, ".qcow2");
-		if (dot)
-			*dot = 0;
-		snprintf(dirbuf, sizeof(dirbuf), "%s", d->path);
-		const char *dir = disk_dir ? disk_dir : dirname(dirbuf);
-		uint32_t rnd = 0;
-		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-			rnd = (uint32_t)getpid();
-		char name[PATH_MAX + 32];
-		snprintf(name, sizeof(name), "%s-r%08x.qcow2", base, rnd);
-		int r = path_join(path, sizeof(path), dir, name);
+		char path[PATH_MAX];
+		int r = snapdir_restore_overlay_path(d->path, disk_dir, path, sizeof(path));
 		if (r == 0)
 			r = qcow2_create_overlay(path, d->path, "qcow2");
 		if (r < 0)
@@ -278,7 +266,7 @@ static int vmm_restore_memory(struct vmm *vmm, const char *dir, struct state_rea
 	if (ret < 0)
 		return ret;
 	char path[PATH_MAX];
-	if ((ret = path_join(path, sizeof(path), dir, SNAP_MEMORY_FILE)) < 0)
+	if ((ret = snapdir_path(dir, SNAPDIR_MEMORY, path, sizeof(path))) < 0)
 		return ret;
 	if (vmm->opts.restore_mode == RESTORE_MAP)
 		return mem_image_map(path, vmm->cfg.mem_size, ram);
@@ -294,7 +282,7 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	void *ram = NULL;
 	char mem[PATH_MAX];
 	/* Everything is checked before KVM is touched. */
-	int ret = path_join(mem, sizeof(mem), dir, SNAP_MEMORY_FILE);
+	int ret = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem));
 	if (ret == 0)
 		ret = vm_snapshot_open(dir, &r, &vmm->cfg);
 	/* The console is this process's, not the snapshot's. */
@@ -321,6 +309,23 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	}
 	*out = vmm;
 	return 0;
+}
+
+unsigned vmm_disk_devices(struct vmm *vmm, struct device **out, unsigned max)
+{
+	unsigned n = 0;
+	for (struct device *d = vmm->vm->devices; d && n < max; d = d->next)
+		if (d->ops->get_block)
+			out[n++] = d;
+	return n;
+}
+
+int vmm_disk_layers(const struct vmm *vmm, const char **paths, int max)
+{
+	int n = 0;
+	for (; n < vmm->cfg.ndisks && n < max; n++)
+		paths[n] = vmm->cfg.disks[n].path;
+	return n;
 }
 
 int vmm_run(struct vmm *vmm)
@@ -376,7 +381,7 @@ void vmm_destroy(struct vmm *vmm)
 {
 	if (!vmm)
 		return;
-	vmm_control_finish(vmm);
+	snapshot_job_finish(vmm);
 	if (vmm->ctl)
 		control_close(vmm->ctl);
 	if (vmm->vm) {

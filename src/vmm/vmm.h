@@ -27,6 +27,11 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 /* A new VM from the snapshot in DIR: it goes on where the snapshot was
  * taken, on new overlays over the snapshot's frozen disk layers. */
 int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out);
+/* The layer each disk of the VM writes to now (a booted VM: its disks; a
+ * restored one: the overlays the restore made, read-only disks their
+ * frozen layer), in configuration order; PATHS stay valid until the VM's
+ * disks change.  Returns how many. */
+int vmm_disk_layers(const struct vmm *vmm, const char **paths, int max);
 /* Run until the guest resets or exits, or the host quits it.  Returns the
  * process exit status (debug-exit code, 0 on reset/quit) or -errno with
  * the error message set (KVM or VMM failure). */

@@ -1,5 +1,6 @@
-/* What the builder (vmm.c) and the control commands (vmm_control.c)
- * share. */
+/* What the builder (vmm.c) shares with the VMM's operations on a running
+ * machine (snapshot_job.c, revert.c, disk_freeze.c) and its control
+ * commands (vmm_control.c). */
 #ifndef CAIRN_VMM_VMM_INTERNAL_H
 #define CAIRN_VMM_VMM_INTERNAL_H
 
@@ -14,6 +15,7 @@ struct vm;
 struct evloop;
 struct control_server;
 struct snap_job;
+struct device;
 
 struct vmm {
 	struct vm *vm;
@@ -30,12 +32,13 @@ struct vmm {
 
 /* Open the control socket (opts.control) with the VM's commands. */
 int vmm_control_open(struct vmm *vmm);
-/* Before the VM is torn down: wait for a snapshot writer thread. */
-void vmm_control_finish(struct vmm *vmm);
+
+/* The devices with disks, in device-list order (= configuration order). */
+unsigned vmm_disk_devices(struct vmm *vmm, struct device **out, unsigned max);
 
 /* A restore never writes to a snapshot's layers: give each writable disk
  * of CFG a new, empty overlay on its frozen layer (in DISK_DIR, or beside
- * the layer), and point CFG at it. */
+ * the layer; named by snapshot/snapdir.h), and point CFG at it. */
 int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir);
 
 /* Deep copy of a configuration (free with vm_config_free). */

@@ -372,18 +372,18 @@ static void test_replies(void)
 	EXPECT_REPLY("  {\"cmd\":\"echo\",\"value\":\"\xc3\xa9\"}  \r",
 		     "{\"ok\":true,\"value\":\"\xc3\xa9\"}");
 	EXPECT_REPLY("{\"cmd\":\"fail\"}",
-		     "{\"ok\":false,\"error\":\"no such widget w1: No such file or directory\"}");
+		     "{\"ok\":false,\"error\":\"no such widget w1: No such file or directory\",\"errno\":2,\"code\":\"ENOENT\"}");
 	EXPECT_REPLY("{\"cmd\":\"fail\",\"id\":\"q\"}",
 		     "{\"ok\":false,\"id\":\"q\",\"error\":\"no such widget w1: No such file or "
-		     "directory\"}");
+		     "directory\",\"errno\":2,\"code\":\"ENOENT\"}");
 	EXPECT_REPLY("{\"cmd\":\"fail_plain\"}",
-		     "{\"ok\":false,\"error\":\"Device or resource busy\"}");
+		     "{\"ok\":false,\"error\":\"Device or resource busy\",\"errno\":16,\"code\":\"EBUSY\"}");
 	EXPECT_REPLY("{\"cmd\":\"override\",\"id\":1}", "{\"ok\":true,\"id\":1,\"x\":1}");
 	EXPECT_REPLY("{\"cmd\":\"override\"}", "{\"ok\":true,\"x\":1}");
 	EXPECT_REPLY(
 	    "{\"cmd\":\"nohandle\"}",
 	    "{\"ok\":false,\"error\":\"command \\\"nohandle\\\" deferred its reply without "
-	    "a handle\"}");
+	    "a handle\",\"errno\":22,\"code\":\"EINVAL\"}");
 	EXPECT_REPLY("{\"cmd\":\"wrong_handle\"}", "{\"ok\":true,\"handle\":false}");
 	EXPECT_REPLY("{\"cmd\":\"now\",\"id\":3}", "{\"ok\":true,\"id\":3,\"when\":\"now\"}");
 }
@@ -392,9 +392,9 @@ static void test_bad_requests(void)
 {
 	EXPECT_REPLY("{\"cmd\":\"frob\",\"id\":2}",
 		     "{\"ok\":false,\"id\":2,\"error\":\"unknown command \\\"frob\\\"; "
-		     "{\\\"cmd\\\":\\\"help\\\"} lists the commands\"}");
+		     "{\\\"cmd\\\":\\\"help\\\"} lists the commands\",\"errno\":38,\"code\":\"ENOSYS\"}");
 	EXPECT_REPLY_HAS("{\"value\":1}", "\"error\":\"the request has no \\\"cmd\\\"");
-	EXPECT_REPLY("{\"cmd\":5}", "{\"ok\":false,\"error\":\"\\\"cmd\\\" must be a string\"}");
+	EXPECT_REPLY("{\"cmd\":5}", "{\"ok\":false,\"error\":\"\\\"cmd\\\" must be a string\",\"errno\":22,\"code\":\"EINVAL\"}");
 	EXPECT_REPLY_HAS("{\"cmd\":", "{\"ok\":false,\"error\":\"malformed JSON at column");
 	EXPECT_REPLY_HAS("hello", "{\"ok\":false,\"error\":\"malformed JSON");
 	EXPECT_REPLY_HAS("{\"cmd\":\"echo\",\"cmd\":\"echo\"}", "malformed JSON");
@@ -436,7 +436,7 @@ static void test_one_connection(void)
 	cl_send(fd, "{\"cmd\":\"echo\",\"value\":1}\n");
 	EXPECT_LINE(fd, "{\"ok\":true,\"value\":1}");
 	cl_send(fd, "{\"cmd\":\"fail_plain\"}\n");
-	EXPECT_LINE(fd, "{\"ok\":false,\"error\":\"Device or resource busy\"}");
+	EXPECT_LINE(fd, "{\"ok\":false,\"error\":\"Device or resource busy\",\"errno\":16,\"code\":\"EBUSY\"}");
 	/* Several in one write, blank lines between them ignored. */
 	cl_send(fd, "{\"cmd\":\"echo\",\"value\":2}\n\n "
 		    "\r\n{\"cmd\":\"nope\"}\n{\"cmd\":\"echo\",\"value\":3}\n");
@@ -533,7 +533,7 @@ static void test_oversize(void)
 	close(fd);
 
 	/* One byte more, with or without the newline, closes the connection. */
-	const char *want = "{\"ok\":false,\"error\":\"request line longer than 65536 bytes\"}";
+	const char *want = "{\"ok\":false,\"error\":\"request line longer than 65536 bytes\",\"errno\":22,\"code\":\"EINVAL\"}";
 	for (int newline = 0; newline < 2; newline++) {
 		memset(big, ' ', n + 1);
 		memcpy(big, "{\"cmd\":\"echo\"}", 14); /* valid JSON, then spaces */
@@ -644,14 +644,14 @@ static void test_deferred(void)
 	cl_send(a, "{\"cmd\":\"slow\"}\n");
 	wait_pending(base + 2);
 	finish(base + 1, -ENOSPC, json_pack("{s:s,s:i}", "error", "disk full", "x", 1));
-	EXPECT_LINE(a, "{\"ok\":false,\"error\":\"disk full\"}");
+	EXPECT_LINE(a, "{\"ok\":false,\"error\":\"disk full\",\"errno\":28,\"code\":\"ENOSPC\"}");
 	/* ... or in err_msg() of the finishing thread, or strerror. */
 	cl_send(a, "{\"cmd\":\"slow\"}\n{\"cmd\":\"slow\"}\n");
 	wait_pending(base + 3);
 	struct finish_args fa = {base + 2, -EIO, NULL};
 	err_clear();
 	loop_sync(finish_in_loop, &fa); /* the loop thread's err_msg() is empty here */
-	EXPECT_LINE(a, "{\"ok\":false,\"error\":\"Input/output error\"}");
+	EXPECT_LINE(a, "{\"ok\":false,\"error\":\"Input/output error\",\"errno\":5,\"code\":\"EIO\"}");
 	wait_pending(base + 4);
 	finish(base + 3, 0, NULL);
 	EXPECT_LINE(a, "{\"ok\":true}");
@@ -824,6 +824,25 @@ static void test_request_errors(void)
 	CHECK(reply == NULL);
 }
 
+/* control_call: the reply object, or the server's errno and message. */
+static void test_call(void)
+{
+	json_t *req = json_pack("{s:s, s:i}", "cmd", "echo", "value", 7), *reply = NULL;
+	CHECK_EQ(control_call(fx.path, req, &reply, 3000), 0);
+	CHECK(reply && json_integer_value(json_object_get(reply, "value")) == 7);
+	json_decref(reply);
+	json_decref(req);
+	reply = NULL;
+	req = json_pack("{s:s}", "cmd", "frob");
+	CHECK_EQ(control_call(fx.path, req, &reply, 3000), -ENOSYS);
+	CHECK(reply == NULL && strstr(err_msg(), "unknown command") && strstr(err_msg(), fx.path));
+	json_decref(req);
+	req = json_pack("{s:s}", "cmd", "fail");
+	CHECK_EQ(control_call(fx.path, req, NULL, 3000), -ENOENT);
+	CHECK(strstr(err_msg(), "no such widget w1") != NULL);
+	json_decref(req);
+}
+
 static void test_open_errors(void)
 {
 	struct control_server *s2 = NULL;
@@ -938,6 +957,7 @@ int main(void)
 	test_flood();
 	test_deferred();
 	test_request_errors();
+	test_call();
 	test_open_errors();
 	test_stale_and_close_inside();
 	fixture_stop();

@@ -1,0 +1,229 @@
+#include "snapshot/snapdir.h"
+#include "util/err.h"
+#include "util/fileutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define META_FORMAT 1
+
+static const char *const file_names[] = {
+    [SNAPDIR_STATE] = "state.bin",
+    [SNAPDIR_MEMORY] = "memory.img",
+    [SNAPDIR_META] = "meta.json",
+};
+#define NFILES (sizeof(file_names) / sizeof(file_names[0]))
+
+int snapdir_path(const char *dir, enum snapdir_file f, char *out, size_t len)
+{
+	return path_join(out, len, dir, file_names[f]);
+}
+
+int snapdir_txn_path(const struct snapdir_txn *t, enum snapdir_file f, char *out, size_t len)
+{
+	return snapdir_path(t->tmp, f, out, len);
+}
+
+/* The files this module names in TMP, and the ".tmp" files their writers
+ * make beside them before their own atomic rename; then TMP itself. */
+static int remove_tmp_dir(const char *tmp)
+{
+	char p[PATH_MAX], name[64];
+	for (size_t i = 0; i < NFILES; i++) {
+		if (path_join(p, sizeof(p), tmp, file_names[i]) == 0)
+			unlink(p);
+		snprintf(name, sizeof(name), "%s.tmp", file_names[i]);
+		if (path_join(p, sizeof(p), tmp, name) == 0)
+			unlink(p);
+	}
+	return rmdir(tmp);
+}
+
+int snapdir_begin(const char *dir, struct snapdir_txn *t)
+{
+	if (snprintf(t->dir, sizeof(t->dir), "%s", dir) >= (int)sizeof(t->dir))
+		return err_set(ENAMETOOLONG, "%s", dir);
+	snprintf(t->tmp, sizeof(t->tmp), "%s.tmp", t->dir);
+	if (access(t->dir, F_OK) == 0)
+		return err_set(EEXIST, "%s", t->dir);
+	if (access(t->tmp, F_OK) == 0 && remove_tmp_dir(t->tmp) < 0)
+		return err_set(errno, "%s: leftover of an earlier attempt cannot be removed",
+			       t->tmp);
+	if (mkdir(t->tmp, 0755) < 0)
+		return err_set(errno, "%s", t->tmp);
+	return 0;
+}
+
+int snapdir_write_meta(const struct snapdir_txn *t, const struct snapdir_meta *m)
+{
+	char path[PATH_MAX], base[PATH_MAX];
+	int r = snapdir_txn_path(t, SNAPDIR_META, path, sizeof(path));
+	if (r < 0)
+		return r;
+	snprintf(base, sizeof(base), "%s", t->dir);
+	json_t *j = json_pack("{s:i, s:s, s:I, s:O, s:{s:I, s:I, s:I}}", "format", META_FORMAT,
+			      "name", m->name ? m->name : basename(base), "created",
+			      (json_int_t)time(NULL), "config", m->config, "stats", "pause_us",
+			      (json_int_t)m->pause_us, "memory_bytes", (json_int_t)m->memory_bytes,
+			      "state_bytes", (json_int_t)m->state_bytes);
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	if (!text)
+		return err_set(ENOMEM, "%s", path);
+	r = file_replace_atomic(path, text, strlen(text));
+	free(text);
+	return r;
+}
+
+int snapdir_commit(struct snapdir_txn *t)
+{
+	int r = 0;
+	if (rename(t->tmp, t->dir) < 0)
+		r = err_set(errno, "%s: cannot commit the snapshot", t->dir);
+	if (r == 0)
+		r = file_fsync_parent(t->dir);
+	if (r < 0)
+		remove_tmp_dir(t->tmp);
+	return r;
+}
+
+void snapdir_abort(struct snapdir_txn *t)
+{
+	remove_tmp_dir(t->tmp);
+}
+
+bool snapdir_is_committed(const char *dir)
+{
+	char p[PATH_MAX];
+	return snapdir_path(dir, SNAPDIR_STATE, p, sizeof(p)) == 0 && access(p, F_OK) == 0;
+}
+
+bool snapdir_is_in_progress(const char *dir)
+{
+	char tmp[PATH_MAX + 8];
+	struct stat st;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", dir);
+	return stat(dir, &st) < 0 && stat(tmp, &st) == 0;
+}
+
+int snapdir_memory_progress(const char *dir, uint64_t *bytes)
+{
+	/* The memory writer fills memory.img.tmp, then renames it; the whole
+	 * directory is renamed at the commit.  The image is sparse: allocated
+	 * blocks are what has been written. */
+	char tmp[PATH_MAX + 8], p[PATH_MAX + 32];
+	struct stat st;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", dir);
+	const char *const where[][2] = {
+	    {tmp, "memory.img.tmp"}, {tmp, "memory.img"}, {dir, "memory.img"}};
+	for (size_t i = 0; i < sizeof(where) / sizeof(where[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", where[i][0], where[i][1]);
+		if (stat(p, &st) == 0) {
+			*bytes = (uint64_t)st.st_blocks * 512;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* LAYER's file name without its directory and ".qcow2". */
+static void layer_stem(const char *layer, char *out, size_t len)
+{
+	const char *slash = strrchr(layer, '/');
+	snprintf(out, len, "%s", slash ? slash + 1 : layer);
+	size_t l = strlen(out);
+	if (l > 6 && !strcmp(out + l - 6, ".qcow2"))
+		out[l - 6] = 0;
+}
+
+/* LAYER's directory. */
+static void layer_dir(const char *layer, char *out, size_t len)
+{
+	const char *slash = strrchr(layer, '/');
+	if (!slash)
+		snprintf(out, len, ".");
+	else if (slash == layer)
+		snprintf(out, len, "/");
+	else
+		snprintf(out, len, "%.*s", (int)(slash - layer), layer);
+}
+
+int snapdir_overlay_path(const char *frozen, const char *dir, char *out, size_t len)
+{
+	char stem[PATH_MAX], where[PATH_MAX], snap[PATH_MAX], name[2 * PATH_MAX + 8];
+	layer_stem(frozen, stem, sizeof(stem));
+	layer_dir(frozen, where, sizeof(where));
+	snprintf(snap, sizeof(snap), "%s", dir);
+	snprintf(name, sizeof(name), "%s-%s.qcow2", stem, basename(snap));
+	return path_join(out, len, where, name);
+}
+
+/* Restore overlays: "<stem>-r" and 8 hex digits. */
+#define RESTORE_TAG_DIGITS 8
+
+int snapdir_restore_overlay_path(const char *layer, const char *disk_dir, char *out, size_t len)
+{
+	char stem[PATH_MAX], where[PATH_MAX], name[PATH_MAX + 32];
+	layer_stem(layer, stem, sizeof(stem));
+	if (disk_dir)
+		snprintf(where, sizeof(where), "%s", disk_dir);
+	else
+		layer_dir(layer, where, sizeof(where));
+	uint32_t rnd = 0;
+	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+		rnd = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+	snprintf(name, sizeof(name), "%s-r%0*x.qcow2", stem, RESTORE_TAG_DIGITS, rnd);
+	return path_join(out, len, where, name);
+}
+
+static bool is_restore_overlay_of(const char *name, const char *stem)
+{
+	size_t s = strlen(stem);
+	if (strncmp(name, stem, s) || strncmp(name + s, "-r", 2))
+		return false;
+	const char *hex = name + s + 2;
+	for (int i = 0; i < RESTORE_TAG_DIGITS; i++)
+		if (!hex[i] || !strchr("0123456789abcdef", hex[i]))
+			return false;
+	return !strcmp(hex + RESTORE_TAG_DIGITS, ".qcow2");
+}
+
+int snapdir_find_restore_overlay(const char *layer, const char *disk_dir, char *out, size_t len)
+{
+	char stem[PATH_MAX], where[PATH_MAX], p[PATH_MAX];
+	layer_stem(layer, stem, sizeof(stem));
+	if (disk_dir)
+		snprintf(where, sizeof(where), "%s", disk_dir);
+	else
+		layer_dir(layer, where, sizeof(where));
+	DIR *d = opendir(where);
+	if (!d)
+		return err_set(errno, "%s", where);
+	/* An earlier failed restore may have left one too: the newest is the
+	 * one the interrupted operation made. */
+	struct timespec newest = {0};
+	int r = -ENOENT;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		struct stat st;
+		if (!is_restore_overlay_of(de->d_name, stem) ||
+		    path_join(p, sizeof(p), where, de->d_name) < 0 || stat(p, &st) < 0)
+			continue;
+		if (r == 0 &&
+		    (st.st_mtim.tv_sec < newest.tv_sec ||
+		     (st.st_mtim.tv_sec == newest.tv_sec && st.st_mtim.tv_nsec <= newest.tv_nsec)))
+			continue;
+		newest = st.st_mtim;
+		r = snprintf(out, len, "%s", p) >= (int)len ? err_set(ENAMETOOLONG, "%s", p) : 0;
+	}
+	closedir(d);
+	return r;
+}

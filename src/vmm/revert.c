@@ -1,0 +1,147 @@
+#include "vmm/revert.h"
+#include "devices/device.h"
+#include "disk/block.h"
+#include "kvm/vm.h"
+#include "snapshot/snapdir.h"
+#include "snapshot/state_file.h"
+#include "util/err.h"
+#include "vmm/config_json.h"
+#include "vmm/snapshot_job.h"
+#include "vmm/vm_snapshot.h"
+#include "vmm/vmm_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000 + (uint64_t)t.tv_nsec / 1000;
+}
+
+/* Same machine shape, or the saved state cannot apply to this VM. */
+static int revert_check_config(const struct vm_config *cur, const struct vm_config *snap,
+			       const char *dir)
+{
+	if (cur->mem_size != snap->mem_size || cur->ncpus != snap->ncpus ||
+	    cur->ndisks != snap->ndisks)
+		return err_set(EINVAL,
+			       "%s: the snapshot's machine (%llu MiB, %d vCPUs, %d disks) "
+			       "is not this VM's (%llu MiB, %d vCPUs, %d disks): start it "
+			       "with cairn run --restore",
+			       dir, (unsigned long long)(snap->mem_size >> 20), snap->ncpus,
+			       snap->ndisks, (unsigned long long)(cur->mem_size >> 20), cur->ncpus,
+			       cur->ndisks);
+	for (int i = 0; i < cur->ndisks; i++)
+		if (cur->disks[i].readonly != snap->disks[i].readonly)
+			return err_set(EINVAL, "%s: disk %d is read-only in one and not the other",
+				       dir, i);
+	return 0;
+}
+
+/* Open every disk of CFG; on failure none stays open. */
+static int revert_open_disks(const struct vm_config *cfg, struct block_dev **bds)
+{
+	for (int i = 0; i < cfg->ndisks; i++) {
+		const struct disk_config *d = &cfg->disks[i];
+		int r = block_open(d->path, d->format, d->readonly ? BLOCK_RDONLY : 0, &bds[i]);
+		if (r < 0) {
+			while (i--)
+				block_close(bds[i]);
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* The VM paused: memory, disks and machine state from the snapshot.  A
+ * failure here leaves no VM to go back to. */
+static int revert_apply(struct vmm *vmm, int memfd, const char *mem, struct block_dev **bds,
+			const struct vm_config *cfg, struct state_reader *rd)
+{
+	struct vm *vm = vmm->vm;
+	void *p =
+	    mmap(vm->ram, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, memfd, 0);
+	vm->ram_from_file = true;
+	if (p == MAP_FAILED)
+		return err_set(errno, "%s: cannot map over guest memory", mem);
+	struct device *devs[VM_MAX_DISKS];
+	unsigned n = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
+	for (unsigned i = 0; i < n && (int)i < cfg->ndisks; i++) {
+		struct block_dev *old = devs[i]->ops->get_block(devs[i]->priv);
+		devs[i]->ops->set_block(devs[i]->priv, bds[i]);
+		bds[i] = NULL;
+		block_close(old);
+	}
+	return vm_snapshot_restore(vm, rd);
+}
+
+/* The overlays a restore made: the writable disks' new paths. */
+static void revert_list_overlays(const struct vm_config *cfg, struct revert_result *res)
+{
+	res->noverlays = 0;
+	for (int i = 0; i < cfg->ndisks; i++)
+		if (!cfg->disks[i].readonly)
+			snprintf(res->overlays[res->noverlays++], PATH_MAX, "%s",
+				 cfg->disks[i].path);
+}
+
+int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool verify,
+	       struct revert_result *res)
+{
+	struct vm *vm = vmm->vm;
+	if (snapshot_job_busy(vmm))
+		return err_set(EBUSY, "snapshot %s is still being written", snapshot_job_busy(vmm));
+	uint64_t t0 = now_us();
+	struct state_reader *rd;
+	struct vm_config cfg;
+	int r = vm_snapshot_open(dir, &rd, &cfg);
+	if (r < 0)
+		return r;
+	struct block_dev *bds[VM_MAX_DISKS] = {0};
+	char mem[PATH_MAX];
+	int fd = -1;
+	if ((r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
+	    (r = vm_snapshot_check_memory(dir, rd, cfg.mem_size, verify)) < 0 ||
+	    (r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0 ||
+	    (r = vmm_new_overlays(&cfg, disk_dir)) < 0 || (r = revert_open_disks(&cfg, bds)) < 0)
+		goto out;
+	if ((fd = open(mem, O_RDONLY | O_CLOEXEC)) < 0) {
+		r = err_set(errno, "%s", mem);
+		goto out;
+	}
+	uint64_t t1 = now_us();
+	bool was_paused = vmm->paused;
+	if (!was_paused)
+		vm_pause(vm);
+	if ((r = revert_apply(vmm, fd, mem, bds, &cfg, rd)) < 0) {
+		vm_request_exit(vm, VM_EXIT_ERROR, 1, err_msg());
+		goto out;
+	}
+	revert_list_overlays(&cfg, res);
+	vm_config_free(&vmm->cfg);
+	vmm->cfg = cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	vmm->cfg.console_in = STDIN_FILENO;
+	vmm->cfg.console_out = STDOUT_FILENO;
+	uint64_t t2 = now_us();
+	if (!was_paused)
+		vm_resume(vm);
+	res->check_us = t1 - t0;
+	res->pause_us = t2 - t1;
+out:
+	if (fd >= 0)
+		close(fd);
+	for (int i = 0; i < VM_MAX_DISKS; i++)
+		if (bds[i])
+			block_close(bds[i]);
+	vm_config_free(&cfg);
+	state_reader_close(rd);
+	return r;
+}

@@ -1,0 +1,393 @@
+#include "vmm/snapshot_job.h"
+#include "disk/block.h"
+#include "kvm/vm.h"
+#include "snapshot/ram_cow.h"
+#include "snapshot/snapdir.h"
+#include "util/err.h"
+#include "util/evloop.h"
+#include "util/log.h"
+#include "vmm/config_json.h"
+#include "vmm/disk_freeze.h"
+#include "vmm/vm_snapshot.h"
+#include "vmm/vmm_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A snapshot being taken.  Phase 1 runs with the VM paused and is short:
+ * capture vCPU, VM and device state into memory and fix RAM as it is
+ * (write protection, or fork).  The disks are frozen under new overlays
+ * before the I/O thread serves another request.  Phase 2 writes the
+ * memory image, the state file and meta.json and commits the snapshot
+ * directory: for QUIT in this process, otherwise in a writer thread
+ * through the userfaultfd view of RAM or in a forked child, while the VM
+ * runs on. */
+struct snap_job {
+	struct vmm *vmm;
+	struct snapdir_txn txn;
+	struct vm_config frozen; /* the configuration the snapshot records */
+	struct vm_snapshot_capture *capture;
+	struct vm_snapshot_stats st;
+	uint64_t t0, paused_at;
+	pid_t child;
+	int pipe_rd, pipe_wr;
+	/* Phase 2 in a thread of this process through a userfaultfd view of
+	 * RAM (ram_cow.h), or, where that is unavailable, in a forked child. */
+	struct ram_cow *cow;
+	pthread_t writer;
+	bool writer_started;
+	struct disk_freeze_set disks;
+	snapshot_done_fn done;
+	void *opaque;
+	struct snapshot_result res;
+};
+
+static uint64_t now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000 + (uint64_t)t.tv_nsec / 1000;
+}
+
+static void snap_job_free(struct snap_job *j)
+{
+	ram_cow_close(j->cow);
+	vm_snapshot_capture_free(j->capture);
+	vm_config_free(&j->frozen);
+	if (j->pipe_rd >= 0)
+		close(j->pipe_rd);
+	if (j->pipe_wr >= 0)
+		close(j->pipe_wr);
+	free(j);
+}
+
+/* Before the pause: the snapshot's directory and the disks' new overlays. */
+static int snap_prepare(struct snap_job *j)
+{
+	int r = snapdir_begin(j->res.path, &j->txn);
+	if (r < 0)
+		return r;
+	if ((r = disk_freeze_prepare(j->vmm, &j->disks, j->txn.dir)) < 0)
+		snapdir_abort(&j->txn);
+	return r;
+}
+
+/* Undo snap_prepare: no overlay, no directory. */
+static void snap_unprepare(struct snap_job *j)
+{
+	disk_freeze_unprepare(&j->disks);
+	snapdir_abort(&j->txn);
+}
+
+/* Phase 1 (VM paused): vCPU, VM and device state into memory, with the
+ * configuration the snapshot records (its disks being the frozen layers).
+ * On failure the prepared overlays and the directory go. */
+static int snap_capture(struct snap_job *j)
+{
+	struct vmm *vmm = j->vmm;
+	vm_config_copy(&j->frozen, &vmm->cfg);
+	for (unsigned i = 0; i < j->disks.n; i++)
+		if (!j->disks.d[i].old->readonly) {
+			free(j->frozen.disks[i].path);
+			j->frozen.disks[i].path = strdup(j->disks.d[i].frozen);
+		}
+	int r = vm_snapshot_capture(vmm->vm, &j->frozen, &j->capture);
+	if (r < 0)
+		snap_unprepare(j);
+	return r;
+}
+
+/* After snap_capture, before the I/O thread serves another disk request:
+ * the disks onto their overlays, all or none. */
+static int snap_freeze_disks(struct snap_job *j)
+{
+	int r = disk_freeze_apply(j->vmm, &j->disks);
+	if (r < 0) {
+		snapdir_abort(&j->txn);
+		return r;
+	}
+	j->res.noverlays = 0;
+	for (unsigned i = 0; i < j->disks.n; i++)
+		if (j->disks.d[i].frozen_now)
+			snprintf(j->res.overlays[j->res.noverlays++], PATH_MAX, "%s",
+				 j->disks.d[i].overlay);
+	return 0;
+}
+
+/* The message of a failed snapshot, saying where its disks are now (the
+ * frozen layers are no restore point, so the disks go back if they can). */
+static void snap_failed(struct snap_job *j, const char *msg, bool vm_paused)
+{
+	char m[1024];
+	snprintf(m, sizeof(m), "%s", msg); /* msg may be err_msg(), overwritten below */
+	snapdir_abort(&j->txn);
+	int stayed = disk_freeze_undo(j->vmm, &j->disks, vm_paused);
+	err_set(EIO, "%s%s", m,
+		stayed ? "; the disks stay on their new overlays (an extra layer, nothing lost)"
+		       : "; the disks are back on their layers as before the snapshot");
+	j->res.noverlays = 0;
+}
+
+/* Phase 2: RAM (or SRC) is the VM's memory as it was at the pause. */
+static int snap_write(struct snap_job *j, const void *ram, const struct mem_image_source *src,
+		      uint64_t size)
+{
+	int r = vm_snapshot_write(j->capture, ram, src, size, j->txn.tmp, &j->st);
+	if (r == 0) {
+		struct snapdir_meta m = {.config = vm_config_to_json(&j->frozen),
+					 .pause_us = j->st.pause_us,
+					 .memory_bytes = j->st.memory_bytes,
+					 .state_bytes = j->st.state_bytes};
+		r = m.config ? snapdir_write_meta(&j->txn, &m) : err_set(ENOMEM, "meta.json");
+		json_decref(m.config);
+	}
+	if (r == 0)
+		return snapdir_commit(&j->txn);
+	snapdir_abort(&j->txn);
+	return r;
+}
+
+static void snap_finish(struct snap_job *j, int result, const char *msg)
+{
+	if (result == 0) {
+		j->vmm->snapshots++;
+		j->res.pause_us = j->st.pause_us;
+		j->res.memory_bytes = j->st.memory_bytes;
+		j->res.total_us = now_us() - j->t0;
+	}
+	log_info("snapshot %s: %s", j->res.path, result < 0 ? msg : "committed");
+	j->done(j->opaque, result, msg, &j->res);
+}
+
+/* The writer's report: 0 and its stats, or the error message. */
+struct snap_report {
+	int result;
+	uint64_t memory_bytes;
+	char msg[1024];
+};
+
+/* Phase 2 wherever it runs (forked child or writer thread): write the
+ * snapshot from RAM or SRC, then the report to FD.  0 when both went. */
+static int snap_write_report(struct snap_job *j, int fd, const void *ram,
+			     const struct mem_image_source *src)
+{
+	struct snap_report rep = {0};
+	rep.result = snap_write(j, ram, src, j->vmm->vm->ram_size);
+	rep.memory_bytes = j->st.memory_bytes;
+	snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
+	ssize_t w = write(fd, &rep, sizeof(rep)); /* short: the reply says it died */
+	return w == (ssize_t)sizeof(rep) && rep.result == 0 ? 0 : -1;
+}
+
+/* A writer thread reads guest RAM: wait for it, then lift what protection
+ * is left.  (A forked writer has its own copy of RAM.) */
+static void snap_writer_end(struct snap_job *j)
+{
+	if (j->writer_started)
+		pthread_join(j->writer, NULL);
+	j->writer_started = false;
+	ram_cow_close(j->cow);
+	j->cow = NULL;
+}
+
+static void snap_writer_done(void *opaque, uint32_t events)
+{
+	struct snap_job *j = opaque;
+	struct snap_report rep = {.result = -EIO};
+	ssize_t n = read(j->pipe_rd, &rep, sizeof(rep));
+	if (n != (ssize_t)sizeof(rep))
+		snprintf(rep.msg, sizeof(rep.msg), "%.900s: the snapshot writer (pid %d) died",
+			 j->res.path, (int)j->child);
+	if (!j->writer_started) {
+		int status;
+		waitpid(j->child, &status, 0);
+	}
+	j->res.writer = j->cow ? "thread" : "fork";
+	if (j->cow)
+		j->res.cow_copies = ram_cow_copied(j->cow);
+	snap_writer_end(j);
+	evloop_del(j->vmm->loop, j->pipe_rd);
+	j->vmm->snap_job = NULL;
+	if (rep.result < 0) {
+		snap_failed(j, rep.msg, false);
+		snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
+	} else {
+		j->st.memory_bytes = rep.memory_bytes;
+	}
+	snap_finish(j, rep.result < 0 ? -EIO : 0, rep.msg);
+	snap_job_free(j);
+}
+
+/* Phase 2 in a child: fork while the vCPUs are parked, so the child's
+ * copy-on-write view of RAM is the paused machine's. */
+static int snap_fork(struct snap_job *j)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return err_set(errno, "snapshot pipe");
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return err_set(errno, "forking the snapshot writer");
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		_exit(snap_write_report(j, fds[1], j->vmm->vm->ram, NULL) == 0 ? 0 : 1);
+	}
+	close(fds[1]);
+	j->child = pid;
+	j->pipe_rd = fds[0];
+	return evloop_add(j->vmm->loop, fds[0], EPOLLIN, snap_writer_done, j);
+}
+
+static void *snap_writer_run(void *opaque)
+{
+	struct snap_job *j = opaque;
+	snap_write_report(j, j->pipe_wr, NULL, ram_cow_source(j->cow));
+	return NULL;
+}
+
+/* Before the pause: register RAM for the in-process writer; where the
+ * kernel or our rights do not allow it, phase 2 forks (said once). */
+static void snap_cow_open(struct snap_job *j)
+{
+	static bool said;
+	struct vm *vm = j->vmm->vm;
+	const char *w = getenv("CAIRN_SNAPSHOT_WRITER");
+	int r;
+	if (w && !strcmp(w, "fork"))
+		r = err_set(ENOTSUP, "CAIRN_SNAPSHOT_WRITER=fork");
+	else if (vm->ram_from_file) /* reading it could raise SIGBUS (a full tmpfs): not in here */
+		r = err_set(ENOTSUP, "guest RAM is mapped from a memory image");
+	else
+		r = ram_cow_open(vm->ram, vm->ram_size, &j->cow);
+	if (r < 0 && !said) {
+		log_info("snapshots write memory from a forked child (%s)", err_msg());
+		said = true;
+	}
+	err_clear();
+}
+
+/* Phase 2 in a thread, RAM having been protected at the pause: start the
+ * writer. */
+static int snap_thread(struct snap_job *j)
+{
+	int fds[2], r;
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return err_set(errno, "snapshot pipe");
+	j->pipe_rd = fds[0];
+	j->pipe_wr = fds[1];
+	if ((r = evloop_add(j->vmm->loop, fds[0], EPOLLIN, snap_writer_done, j)) < 0)
+		return r;
+	if (pthread_create(&j->writer, NULL, snap_writer_run, j) != 0) {
+		evloop_del(j->vmm->loop, fds[0]);
+		return err_set(EAGAIN, "no thread for the snapshot writer");
+	}
+	j->writer_started = true;
+	return 0;
+}
+
+void snapshot_job_finish(struct vmm *vmm)
+{
+	struct snap_job *j = vmm->snap_job;
+	if (!j || !j->writer_started)
+		return;
+	snap_writer_end(j);
+	log_info("snapshot %s: written as the VM ended", j->res.path);
+}
+
+const char *snapshot_job_busy(const struct vmm *vmm)
+{
+	return vmm->snap_job ? vmm->snap_job->res.path : NULL;
+}
+
+/* The pause: capture, then either fix RAM for the writer thread (the disks
+ * freeze after the resume) or freeze the disks now, before the forked
+ * writer or the write in this process can commit the snapshot. */
+static int snap_paused(struct snap_job *j, bool quit)
+{
+	struct vmm *vmm = j->vmm;
+	int r = snap_capture(j);
+	if (r == 0 && j->cow) {
+		int again = ram_cow_protect(j->cow);
+		if (again < 0)
+			snap_unprepare(j);
+		r = again < 0 ? again : 0;
+	} else if (r == 0) {
+		r = snap_freeze_disks(j);
+	}
+	if (r < 0)
+		return r;
+	if (quit) {
+		/* What meta.json records: the pause up to the write. */
+		j->st.pause_us = now_us() - j->paused_at;
+		if ((r = snap_write(j, vmm->vm->ram, NULL, vmm->vm->ram_size)) < 0)
+			snap_failed(j, err_msg(), true);
+	} else if (!j->cow && (r = snap_fork(j)) < 0) {
+		snap_failed(j, err_msg(), true);
+	}
+	return r;
+}
+
+int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, snapshot_done_fn done,
+		       void *opaque)
+{
+	if (vmm->snap_job)
+		return err_set(EBUSY, "snapshot %s is still being written",
+			       vmm->snap_job->res.path);
+	struct snap_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return err_set(ENOMEM, "snapshot");
+	j->vmm = vmm;
+	j->pipe_rd = j->pipe_wr = -1;
+	j->done = done;
+	j->opaque = opaque;
+	j->t0 = now_us();
+	if (snprintf(j->res.path, sizeof(j->res.path), "%s", dir) >= (int)sizeof(j->res.path)) {
+		free(j);
+		return err_set(ENAMETOOLONG, "%s", dir);
+	}
+	int r = snap_prepare(j);
+	if (r < 0) {
+		free(j);
+		return r;
+	}
+	if (!quit)
+		snap_cow_open(j);
+	bool was_paused = vmm->paused;
+	j->paused_at = now_us();
+	if (!was_paused)
+		vm_pause(vmm->vm);
+	r = snap_paused(j, quit);
+	j->st.pause_us = now_us() - j->paused_at;
+	if (r == 0 && quit)
+		vm_request_exit(vmm->vm, VM_EXIT_QUIT, 0, "quit after snapshot");
+	else if (!was_paused)
+		vm_resume(vmm->vm);
+	/* Disk requests are served in this thread (virtio_blk.c), so none is
+	 * until this returns: the vCPUs need not wait for the disks' freeze.
+	 * If it fails, nothing was written since the capture and the disks
+	 * stay as they were. */
+	if (r == 0 && j->cow && (r = snap_freeze_disks(j)) == 0 && (r = snap_thread(j)) < 0)
+		snap_failed(j, err_msg(), false);
+	if (r < 0) {
+		snap_job_free(j);
+		return r;
+	}
+	if (quit) {
+		snap_finish(j, 0, NULL);
+		snap_job_free(j);
+		return 0;
+	}
+	vmm->snap_job = j; /* the writer finishes it */
+	return 0;
+}
