@@ -31,6 +31,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ struct control_conn {
 	bool closing;			  /* an over-long line: send the error, then close */
 	bool busy;			  /* inside conn_pump() */
 	bool doomed;			  /* freed by the pump on its way out */
+	long long last_request_ms;	  /* accepted, or last complete request */
 	struct control_conn *prev, *next;
 };
 
@@ -68,6 +70,8 @@ struct control_server {
 	void *opaque;
 	struct control_conn *conns;
 	size_t nconns;
+	int timer_fd; /* ticks for the idle timeout */
+	int idle_ms;  /* close a client without a request for this long */
 };
 
 /* The request being dispatched; lets control_defer() find its connection. */
@@ -88,6 +92,8 @@ struct control_pending {
 /* Per thread like err_msg(): the loop thread's current dispatch (nested when
  * a command finishes another connection's deferred reply). */
 static __thread struct control_dispatch *control_current;
+
+static long long control_now_ms(void);
 
 /* ---- output ---- */
 
@@ -243,9 +249,11 @@ static void control_run(struct control_server *s, struct control_conn *c,
 		}
 		/* else control_pending_finish() replies, or already has. */
 	} else if (r == CONTROL_DEFERRED) {
-		conn_reply_error(c, id, EINVAL, "command \"%s\" deferred its reply without a handle", name);
+		conn_reply_error(c, id, EINVAL,
+				 "command \"%s\" deferred its reply without a handle", name);
 	} else if (r > 0) {
-		conn_reply_error(c, id, EINVAL, "command \"%s\" returned an invalid status %d", name, r);
+		conn_reply_error(c, id, EINVAL, "command \"%s\" returned an invalid status %d",
+				 name, r);
 	} else {
 		const char *msg = err_msg()[0] ? err_msg() : strerror(-r);
 		conn_reply(c, id, r, reply, msg);
@@ -282,7 +290,8 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 	const char *name = json_string_value(jcmd);
 	if (!jcmd) {
 		conn_reply_error(
-		    c, id, EINVAL, "the request has no \"cmd\"; {\"cmd\":\"help\"} lists the commands");
+		    c, id, EINVAL,
+		    "the request has no \"cmd\"; {\"cmd\":\"help\"} lists the commands");
 	} else if (!name) {
 		conn_reply_error(c, id, EINVAL, "\"cmd\" must be a string");
 	} else if (strcmp(name, "help") == 0) {
@@ -293,8 +302,8 @@ static void conn_dispatch(struct control_conn *c, const char *line, size_t len)
 			control_run(c->server, c, cmd, req, id);
 		else
 			conn_reply_error(
-			    c, id, ENOSYS, "unknown command \"%s\"; {\"cmd\":\"help\"} lists the commands",
-			    name);
+			    c, id, ENOSYS,
+			    "unknown command \"%s\"; {\"cmd\":\"help\"} lists the commands", name);
 	}
 	json_decref(req);
 }
@@ -310,7 +319,8 @@ static bool conn_dispatch_next(struct control_conn *c)
 	if (len > CONTROL_LINE_MAX) {
 		log_warn("control: request line over %d bytes; closing the connection",
 			 CONTROL_LINE_MAX);
-		conn_reply_error(c, NULL, EINVAL, "request line longer than %d bytes", CONTROL_LINE_MAX);
+		conn_reply_error(c, NULL, EINVAL, "request line longer than %d bytes",
+				 CONTROL_LINE_MAX);
 		c->closing = true;
 		c->in_len = 0;
 		return true;
@@ -319,6 +329,7 @@ static bool conn_dispatch_next(struct control_conn *c)
 		return false; /* wait for the rest of the line */
 	/* At end of input a last line without its newline still counts. */
 	size_t used = nl ? len + 1 : len;
+	c->last_request_ms = control_now_ms();
 	conn_dispatch(c, c->in, len);
 	memmove(c->in, c->in + used, c->in_len - used);
 	c->in_len -= used;
@@ -421,14 +432,65 @@ static void conn_event(void *opaque, uint32_t events)
 	conn_pump(c);
 }
 
+/* Idle: no command of this client is running or waiting to reply. */
+static bool conn_idle(const struct control_conn *c)
+{
+	return !c->busy && !c->pending && !c->doomed;
+}
+
+/* Tell C why it goes, and close it. */
+static void conn_drop(struct control_conn *c, const char *why)
+{
+	conn_reply_error(c, NULL, ETIMEDOUT, "%s", why);
+	c->dead = true;
+	conn_free(c);
+}
+
+/* The server is full: the client idle the longest makes room, so that a
+ * new request (cairn stop) is always served.  False when every client
+ * waits for a command's reply. */
+static bool server_make_room(struct control_server *s)
+{
+	struct control_conn *victim = NULL;
+	for (struct control_conn *c = s->conns; c; c = c->next)
+		if (conn_idle(c) && (!victim || c->last_request_ms < victim->last_request_ms))
+			victim = c;
+	if (!victim)
+		return false;
+	log_warn("control: %s: %d clients; closed the one idle the longest", s->path,
+		 CONTROL_MAX_CLIENTS);
+	conn_drop(victim, "closed to make room for another client: the control socket was full "
+			  "and this connection had been idle the longest");
+	return true;
+}
+
+static void server_idle_tick(void *opaque, uint32_t events)
+{
+	struct control_server *s = opaque;
+	uint64_t n;
+	if (read(s->timer_fd, &n, sizeof(n)) < 0)
+		return;
+	long long now = control_now_ms();
+	for (struct control_conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		if (conn_idle(c) && now - c->last_request_ms >= s->idle_ms) {
+			char why[96];
+			snprintf(why, sizeof(why), "closed after %d ms without a request",
+				 s->idle_ms);
+			conn_drop(c, why);
+		}
+	}
+}
+
 static void server_accept_one(struct control_server *s, int fd)
 {
-	if (s->nconns >= CONTROL_MAX_CLIENTS) {
-		static const char busy[] = "{\"ok\":false,\"error\":\"too many clients\"}\n";
+	if (s->nconns >= CONTROL_MAX_CLIENTS && !server_make_room(s)) {
+		static const char busy[] = "{\"ok\":false,\"error\":\"too many clients\","
+					   "\"errno\":16,\"code\":\"EBUSY\"}\n";
 		ssize_t n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 		(void)n;
 		close(fd);
-		log_warn("control: %s: more than %d clients; refused one", s->path,
+		log_warn("control: %s: %d clients all waiting for replies; refused one", s->path,
 			 CONTROL_MAX_CLIENTS);
 		return;
 	}
@@ -440,6 +502,7 @@ static void server_accept_one(struct control_server *s, int fd)
 	c->server = s;
 	c->loop = s->loop;
 	c->fd = fd;
+	c->last_request_ms = control_now_ms();
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;
@@ -562,9 +625,40 @@ static void control_free(struct control_server *s)
 {
 	if (s->fd >= 0)
 		close(s->fd);
+	if (s->timer_fd >= 0)
+		close(s->timer_fd);
 	free(s->cmds);
 	free(s->path);
 	free(s);
+}
+
+static int control_arm_timer(struct control_server *s)
+{
+	long tick = s->idle_ms / 4 > 1000 ? 1000 : s->idle_ms / 4 + 1;
+	struct itimerspec it = {.it_interval = {tick / 1000, (tick % 1000) * 1000000},
+				.it_value = {tick / 1000, (tick % 1000) * 1000000}};
+	if (timerfd_settime(s->timer_fd, 0, &it, NULL) < 0)
+		return err_set(errno, "control socket %s: idle timer", s->path);
+	return 0;
+}
+
+static int control_idle_timer(struct control_server *s)
+{
+	s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (s->timer_fd < 0)
+		return err_set(errno, "control socket %s: idle timer", s->path);
+	int r = control_arm_timer(s);
+	if (r == 0 && (r = evloop_add(s->loop, s->timer_fd, EPOLLIN, server_idle_tick, s)) < 0)
+		r = err_set(-r, "control socket %s: idle timer", s->path);
+	return r;
+}
+
+int control_set_idle_timeout(struct control_server *s, int ms)
+{
+	if (ms <= 0)
+		return err_set(EINVAL, "control socket %s: idle timeout %d ms", s->path, ms);
+	s->idle_ms = ms;
+	return control_arm_timer(s);
 }
 
 int control_open(struct evloop *loop, const char *path, const struct control_cmd *cmds,
@@ -582,6 +676,8 @@ int control_open(struct evloop *loop, const char *path, const struct control_cmd
 	if (!s)
 		return err_set(ENOMEM, "control socket %s", path);
 	s->fd = -1;
+	s->timer_fd = -1;
+	s->idle_ms = CONTROL_IDLE_MS;
 	s->loop = loop;
 	s->opaque = opaque;
 	s->path = strdup(path);
@@ -597,6 +693,8 @@ int control_open(struct evloop *loop, const char *path, const struct control_cmd
 	r = control_clear_path(path, &sa);
 	if (r == 0)
 		r = control_listen(s, &sa);
+	if (r == 0 && (r = control_idle_timer(s)) < 0)
+		unlink(path);
 	if (r < 0) {
 		control_free(s);
 		return r;
@@ -619,6 +717,7 @@ void control_close(struct control_server *s)
 	if (!s)
 		return;
 	evloop_del(s->loop, s->fd);
+	evloop_del(s->loop, s->timer_fd);
 	/* Remove the file only if it is still ours. */
 	struct stat st;
 	if (lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)

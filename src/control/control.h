@@ -19,8 +19,13 @@ struct control_pending;
 /* Longest request line, without its newline.  A longer one gets an error
  * reply and the connection is closed. */
 #define CONTROL_LINE_MAX 65536
-/* Most clients served at once; one more is told so and closed. */
+/* Most clients served at once.  One more makes room by closing the client
+ * idle the longest (no command of it running); only when every client
+ * waits for a reply is the new one told so and closed. */
 #define CONTROL_MAX_CLIENTS 64
+/* A client that sends no complete request for this long (and has no
+ * command running) is closed: idle connections cannot hold the socket. */
+#define CONTROL_IDLE_MS 60000
 /* Returned by a command whose reply comes later (see control_defer()). */
 #define CONTROL_DEFERRED 1
 
@@ -42,6 +47,9 @@ struct control_cmd {
  * err_msg() naming PATH. */
 int control_open(struct evloop *loop, const char *path, const struct control_cmd *cmds,
 		 size_t ncmds, void *opaque, struct control_server **out);
+
+/* Change the idle timeout (tests); MS > 0. */
+int control_set_idle_timeout(struct control_server *s, int ms);
 
 /* Close every connection (a deferred reply still outstanding is finished
  * into the void), stop listening and remove the socket file.  Safe from

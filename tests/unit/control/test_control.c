@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_PENDING 16
+#define MAX_PENDING 512
 
 static struct {
 	struct evloop *loop;
@@ -491,9 +491,23 @@ static void test_many_clients(void)
 		cl_send(fds[i], req);
 		EXPECT_LINE(fds[i], want);
 	}
+	/* One more makes room: the client idle the longest is told and closed,
+	 * the new one is served (so cairn stop always gets through). */
 	int extra = cl_connect(fx.path);
-	EXPECT_LINE(extra, "{\"ok\":false,\"error\":\"too many clients\"}");
-	CHECK(cl_eof(extra, 3000));
+	cl_send(extra, "{\"cmd\":\"echo\",\"value\":\"x\"}\n");
+	EXPECT_LINE(extra, "{\"ok\":true,\"value\":\"x\"}");
+	int dropped = 0;
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		struct pollfd p = {.fd = fds[i], .events = POLLIN};
+		if (poll(&p, 1, 0) != 1)
+			continue;
+		char *l = cl_line(fds[i], 1000);
+		CHECK(l && strstr(l, "closed to make room") && strstr(l, "\"code\":\"ETIMEDOUT\""));
+		free(l);
+		CHECK(cl_eof(fds[i], 3000));
+		dropped++;
+	}
+	CHECK_EQ(dropped, 1);
 	close(extra);
 	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
 		close(fds[i]);
@@ -843,6 +857,49 @@ static void test_call(void)
 	json_decref(req);
 }
 
+/* Clients that all wait for a reply cannot be closed: one more is refused.
+ * A client that never sends a request is closed after the idle timeout,
+ * one waiting for a reply is not. */
+static void test_full_and_idle(void)
+{
+	int base = npending(), fds[CONTROL_MAX_CLIENTS];
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		fds[i] = cl_connect(fx.path);
+		cl_send(fds[i], "{\"cmd\":\"slow\"}\n");
+	}
+	wait_pending(base + CONTROL_MAX_CLIENTS);
+	int extra = cl_connect(fx.path);
+	char *l = cl_line(extra, 3000);
+	CHECK(l && strstr(l, "too many clients"));
+	free(l);
+	CHECK(cl_eof(extra, 3000));
+	close(extra);
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		finish(base + i, 0, NULL);
+		EXPECT_LINE(fds[i], "{\"ok\":true}");
+		close(fds[i]);
+	}
+
+	CHECK_EQ(control_set_idle_timeout(fx.srv, 200), 0);
+	int quiet = cl_connect(fx.path), waiting = cl_connect(fx.path);
+	cl_send(quiet, "{\"cmd\":\"ec"); /* never finished */
+	base = npending();
+	cl_send(waiting, "{\"cmd\":\"slow\"}\n");
+	wait_pending(base + 1);
+	l = cl_line(quiet, 3000);
+	CHECK(l && strstr(l, "without a request"));
+	free(l);
+	CHECK(cl_eof(quiet, 3000));
+	usleep(400000);
+	struct pollfd p = {.fd = waiting, .events = POLLIN};
+	CHECK_EQ(poll(&p, 1, 0), 0); /* still open, still waiting */
+	finish(base, 0, NULL);
+	EXPECT_LINE(waiting, "{\"ok\":true}");
+	close(quiet);
+	close(waiting);
+	CHECK_EQ(control_set_idle_timeout(fx.srv, CONTROL_IDLE_MS), 0);
+}
+
 static void test_open_errors(void)
 {
 	struct control_server *s2 = NULL;
@@ -958,6 +1015,7 @@ int main(void)
 	test_deferred();
 	test_request_errors();
 	test_call();
+	test_full_and_idle();
 	test_open_errors();
 	test_stale_and_close_inside();
 	fixture_stop();
