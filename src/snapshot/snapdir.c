@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,34 +33,65 @@ int snapdir_txn_path(const struct snapdir_txn *t, enum snapdir_file f, char *out
 	return snapdir_path(t->tmp, f, out, len);
 }
 
-/* The files this module names in TMP, and the ".tmp" files their writers
- * make beside them before their own atomic rename; then TMP itself. */
+/* Remove what we wrote in TMP (the files this module names and the
+ * ".tmp" files their writers make before their own rename), then TMP:
+ * through a descriptor of TMP itself, so a symlink put in its place is not
+ * followed; anything else in it keeps TMP (never remove what cairn did not
+ * create). */
 static int remove_tmp_dir(const char *tmp)
 {
-	char p[PATH_MAX], name[64];
+	int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	char name[64];
 	for (size_t i = 0; i < NFILES; i++) {
-		if (path_join(p, sizeof(p), tmp, file_names[i]) == 0)
-			unlink(p);
+		unlinkat(dfd, file_names[i], 0);
 		snprintf(name, sizeof(name), "%s.tmp", file_names[i]);
-		if (path_join(p, sizeof(p), tmp, name) == 0)
-			unlink(p);
+		unlinkat(dfd, name, 0);
 	}
-	return rmdir(tmp);
+	close(dfd);
+	return rmdir(tmp) < 0 ? -errno : 0;
 }
+
+/* The temporary directory of snapshot DIR: "DIR.tmp-" and six characters
+ * (mkdtemp), unique, so that no two attempts and no file of somebody
+ * else's share it. */
+#define TMP_INFIX ".tmp-"
+#define TMP_SUFFIX_LEN 6
 
 int snapdir_begin(const char *dir, struct snapdir_txn *t)
 {
-	if (snprintf(t->dir, sizeof(t->dir), "%s", dir) >= (int)sizeof(t->dir))
+	struct stat st;
+	if (snprintf(t->dir, sizeof(t->dir), "%s", dir) >= (int)sizeof(t->dir) - 16)
 		return err_set(ENAMETOOLONG, "%s", dir);
-	snprintf(t->tmp, sizeof(t->tmp), "%s.tmp", t->dir);
-	if (access(t->dir, F_OK) == 0)
+	if (lstat(t->dir, &st) == 0)
 		return err_set(EEXIST, "%s", t->dir);
-	if (access(t->tmp, F_OK) == 0 && remove_tmp_dir(t->tmp) < 0)
-		return err_set(errno, "%s: leftover of an earlier attempt cannot be removed",
-			       t->tmp);
-	if (mkdir(t->tmp, 0755) < 0)
-		return err_set(errno, "%s", t->tmp);
+	snprintf(t->tmp, sizeof(t->tmp), "%s" TMP_INFIX "XXXXXX", t->dir);
+	if (!mkdtemp(t->tmp))
+		return err_set(errno, "%s: cannot make a directory beside it", t->dir);
 	return 0;
+}
+
+/* The temporary directory of DIR being written, if any: OUT. */
+static bool find_tmp_dir(const char *dir, char *out, size_t len)
+{
+	char parent[PATH_MAX], base[PATH_MAX], prefix[PATH_MAX + 8];
+	snprintf(parent, sizeof(parent), "%s", dir);
+	snprintf(base, sizeof(base), "%s", dir);
+	const char *pdir = dirname(parent), *name = basename(base);
+	snprintf(prefix, sizeof(prefix), "%s" TMP_INFIX, name);
+	size_t plen = strlen(prefix);
+	DIR *d = opendir(pdir);
+	if (!d)
+		return false;
+	bool found = false;
+	struct dirent *de;
+	while (!found && (de = readdir(d)))
+		if (!strncmp(de->d_name, prefix, plen) &&
+		    strlen(de->d_name) == plen + TMP_SUFFIX_LEN && de->d_type == DT_DIR)
+			found = snprintf(out, len, "%s/%s", pdir, de->d_name) < (int)len;
+	closedir(d);
+	return found;
 }
 
 int snapdir_write_meta(const struct snapdir_txn *t, const struct snapdir_meta *m)
@@ -86,7 +118,9 @@ int snapdir_write_meta(const struct snapdir_txn *t, const struct snapdir_meta *m
 int snapdir_commit(struct snapdir_txn *t)
 {
 	int r = 0;
-	if (rename(t->tmp, t->dir) < 0)
+	/* NOREPLACE: a DIR made meanwhile (even an empty directory, which a
+	 * plain rename would replace) is not ours to take. */
+	if (renameat2(AT_FDCWD, t->tmp, AT_FDCWD, t->dir, RENAME_NOREPLACE) < 0)
 		r = err_set(errno, "%s: cannot commit the snapshot", t->dir);
 	if (r == 0)
 		r = file_fsync_parent(t->dir);
@@ -108,10 +142,9 @@ bool snapdir_is_committed(const char *dir)
 
 bool snapdir_is_in_progress(const char *dir)
 {
-	char tmp[PATH_MAX + 8];
+	char tmp[PATH_MAX];
 	struct stat st;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", dir);
-	return stat(dir, &st) < 0 && stat(tmp, &st) == 0;
+	return stat(dir, &st) < 0 && find_tmp_dir(dir, tmp, sizeof(tmp));
 }
 
 int snapdir_memory_progress(const char *dir, uint64_t *bytes)
@@ -119,12 +152,15 @@ int snapdir_memory_progress(const char *dir, uint64_t *bytes)
 	/* The memory writer fills memory.img.tmp, then renames it; the whole
 	 * directory is renamed at the commit.  The image is sparse: allocated
 	 * blocks are what has been written. */
-	char tmp[PATH_MAX + 8], p[PATH_MAX + 32];
+	char tmp[PATH_MAX], p[PATH_MAX + 32];
 	struct stat st;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", dir);
+	if (!find_tmp_dir(dir, tmp, sizeof(tmp)))
+		tmp[0] = 0;
 	const char *const where[][2] = {
 	    {tmp, "memory.img.tmp"}, {tmp, "memory.img"}, {dir, "memory.img"}};
 	for (size_t i = 0; i < sizeof(where) / sizeof(where[0]); i++) {
+		if (!where[i][0][0])
+			continue;
 		snprintf(p, sizeof(p), "%s/%s", where[i][0], where[i][1]);
 		if (stat(p, &st) == 0) {
 			*bytes = (uint64_t)st.st_blocks * 512;

@@ -5,8 +5,11 @@
  *   DIR/memory.img   guest RAM (mem_image.h)
  *   DIR/meta.json    for people and tools: name, time, configuration, sizes
  *
- * A snapshot is written into DIR.tmp and committed by renaming that to
- * DIR, so DIR exists only when it is whole.  Disk layers live beside the
+ * A snapshot is written into a new directory "DIR.tmp-XXXXXX" (mkdtemp)
+ * and committed by renaming that to DIR, so DIR exists only when it is
+ * whole.  Nothing cairn did not make is removed or reused: a leftover of a
+ * crashed attempt stays until `cairn check --repair` (in a bundle) or the
+ * user removes it.  Disk layers live beside the
  * disks, not in DIR: a disk frozen by snapshot DIR goes on in the overlay
  * "<stem>-<basename DIR>.qcow2" beside its frozen layer; a restore (new
  * process or revert in place) writes to a fresh "<stem>-rXXXXXXXX.qcow2".
@@ -36,11 +39,11 @@ int snapdir_path(const char *dir, enum snapdir_file f, char *out, size_t len);
  * TMP to DIR. */
 struct snapdir_txn {
 	char dir[PATH_MAX];
-	char tmp[PATH_MAX + 8];
+	char tmp[PATH_MAX + 16];
 };
 
-/* Start writing the snapshot DIR: refused when DIR exists; a leftover
- * DIR.tmp of an earlier attempt is removed; DIR.tmp is made. */
+/* Start writing the snapshot DIR: refused when DIR exists (a symlink
+ * too); a new, unique temporary directory is made beside it. */
 int snapdir_begin(const char *dir, struct snapdir_txn *t);
 /* OUT = the path of file F inside the directory being written. */
 int snapdir_txn_path(const struct snapdir_txn *t, enum snapdir_file f, char *out, size_t len);
@@ -54,17 +57,18 @@ struct snapdir_meta {
 };
 /* Write meta.json into the directory being written. */
 int snapdir_write_meta(const struct snapdir_txn *t, const struct snapdir_meta *m);
-/* Rename DIR.tmp to DIR and fsync the parent: from here on the snapshot
- * exists.  On failure DIR.tmp is removed. */
+/* Rename the temporary directory to DIR and fsync the parent: from here
+ * on the snapshot exists.  On failure the temporary directory goes. */
 int snapdir_commit(struct snapdir_txn *t);
-/* Remove DIR.tmp and the files this module names in it. */
+/* Remove the temporary directory and the files this module wrote in it
+ * (without following a symlink; it stays if it holds anything else). */
 void snapdir_abort(struct snapdir_txn *t);
 
 /* ---- questions about a snapshot ---- */
 
 /* DIR was committed (DIR/state.bin exists). */
 bool snapdir_is_committed(const char *dir);
-/* DIR is being written (DIR.tmp exists, DIR does not). */
+/* DIR is being written (its temporary directory exists, DIR does not). */
 bool snapdir_is_in_progress(const char *dir);
 /* Bytes of the memory image of snapshot DIR on disk so far, while it is
  * being written (or once committed).  -ENOENT when there is none yet. */

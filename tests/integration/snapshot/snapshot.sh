@@ -150,7 +150,7 @@ if "$CAIRN" control "$TMP/h.sock" '{"cmd":"snapshot","path":"'"$TMP/s6"'"}' >"$T
   fail "snapshot with a raw disk succeeded"
 fi
 grep -q "raw disk cannot be snapshotted" "$TMP/h.reply" || { cat "$TMP/h.reply"; fail "no clear error"; }
-[ ! -e "$TMP/s6" ] && [ ! -e "$TMP/s6.tmp" ] && [ ! -e "$TMP/d8-s6.qcow2" ] ||
+[ -z "$(ls "$TMP" | grep -E '^s6')" ] && [ ! -e "$TMP/d8-s6.qcow2" ] ||
   fail "refused snapshot left files: $(ls "$TMP" | grep -E 's6|d8')"
 [ -w "$TMP/d8.qcow2" ] || fail "the qcow2 disk was left read-only"
 t=$(last_tick "$TMP/h.out")
@@ -230,4 +230,25 @@ for writer in default fork; do
     "($(echo "$reply10" | grep -o '"writer":"[a-z]*"\(,"cow_copies":[0-9]*\)\?'), $(grep -c 'cpu1: memverify ok' "$TMP/w2.out") verifies after the restore)"
   rm -rf "$TMP/s10$writer"
 done
+# 11. Files that cairn did not make are never removed: a PATH.tmp that holds
+#     somebody's files (or is a symlink to a directory that does) stays as it
+#     is; the reply names the overlays the VM now writes to.
+"$CAIRN" img create -f qcow2 "$TMP/d11.qcow2" 16M >/dev/null
+mkdir "$TMP/s11.tmp" "$TMP/elsewhere"
+echo keep >"$TMP/s11.tmp/memory.img"
+echo keep >"$TMP/elsewhere/state.bin"
+ln -s "$TMP/elsewhere" "$TMP/s12.tmp"
+start_vm k --kernel "$TESTOS" --mem 64M --disk "$TMP/d11.qcow2" --cmdline "count 200"
+wait_for "$TMP/k.out" "tick=2" 20 || fail "guest not counting"
+ctl k '{"cmd":"snapshot","path":"'"$TMP/s11"'"}'
+echo "$REPLY_JSON" | grep -q "\"overlays\":\[\"$TMP/d11-s11.qcow2\"\]" || fail "reply does not name the overlay: $REPLY_JSON"
+[ -f "$TMP/d11-s11.qcow2" ] || fail "the overlay the reply names is not there"
+ctl k '{"cmd":"snapshot","path":"'"$TMP/s12"'"}'
+ctl k quit
+wait_vm k 0
+[ "$(cat "$TMP/s11.tmp/memory.img")" = keep ] && [ "$(cat "$TMP/elsewhere/state.bin")" = keep ] ||
+  fail "a snapshot removed or replaced files it did not make"
+[ -f "$TMP/s11/state.bin" ] && [ -f "$TMP/s12/state.bin" ] && [ -z "$(ls "$TMP" | grep -E '^s1[12]\.tmp-')" ] ||
+  fail "snapshots s11/s12 not committed cleanly: $(ls "$TMP")"
+pass "PATH.tmp of somebody else's (a directory, a symlink) left alone; the reply lists the overlays"
 echo "snapshot: all passed"

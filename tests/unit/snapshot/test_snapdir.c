@@ -91,15 +91,19 @@ static void test_txn(void)
 	uint64_t bytes = 1;
 	CHECK_EQ(snapdir_memory_progress(dir, &bytes), -ENOENT);
 
-	/* a leftover DIR.tmp with a file of ours in it is cleared by begin */
-	snprintf(p, sizeof(p), "%s.tmp", dir);
-	CHECK_EQ(mkdir(p, 0755), 0);
+	/* a leftover DIR.tmp (somebody's, or an old attempt's) is left alone */
+	char other[PATH_MAX];
+	snprintf(other, sizeof(other), "%s.tmp", dir);
+	CHECK_EQ(mkdir(other, 0755), 0);
 	snprintf(p, sizeof(p), "%s.tmp/memory.img.tmp", dir);
 	touch(p, 1);
 	struct snapdir_txn t;
 	CHECK_EQ(snapdir_begin(dir, &t), 0);
-	CHECK(access(p, F_OK) < 0);
+	CHECK(access(p, F_OK) == 0);
+	CHECK(strcmp(t.tmp, other) != 0 && !strncmp(t.tmp, other, strlen(other)));
 	CHECK(snapdir_is_in_progress(dir) && !snapdir_is_committed(dir));
+	CHECK_EQ(snapdir_txn_path(&t, SNAPDIR_MEMORY, p, sizeof(p)), 0);
+	strcat(p, ".tmp");
 
 	/* progress follows the memory writer's file */
 	touch(p, 64 << 10);
@@ -127,13 +131,30 @@ static void test_txn(void)
 	CHECK_EQ(snapdir_begin(dir, &t), -EEXIST);
 	CHECK(strstr(err_msg(), dir) != NULL);
 
-	/* abort leaves nothing */
+	/* abort leaves nothing of ours */
 	snprintf(dir, sizeof(dir), "%s/s2", base);
 	CHECK_EQ(snapdir_begin(dir, &t), 0);
 	CHECK_EQ(snapdir_txn_path(&t, SNAPDIR_MEMORY, p, sizeof(p)), 0);
 	touch(p, 10);
 	snapdir_abort(&t);
 	CHECK(!snapdir_is_in_progress(dir) && access(t.tmp, F_OK) < 0);
+
+	/* ... and nothing that is not ours: a file someone put there stays */
+	CHECK_EQ(snapdir_begin(dir, &t), 0);
+	snprintf(p, sizeof(p), "%.4000s/precious", t.tmp);
+	touch(p, 10);
+	snapdir_abort(&t);
+	CHECK(access(p, F_OK) == 0);
+
+	/* a symlink as DIR is refused; a directory made meanwhile is not replaced */
+	snprintf(dir, sizeof(dir), "%s/s3", base);
+	CHECK_EQ(symlink(base, dir), 0);
+	CHECK_EQ(snapdir_begin(dir, &t), -EEXIST);
+	snprintf(dir, sizeof(dir), "%s/s4", base);
+	CHECK_EQ(snapdir_begin(dir, &t), 0);
+	CHECK_EQ(mkdir(dir, 0755), 0);
+	CHECK(snapdir_commit(&t) < 0);
+	CHECK(access(t.tmp, F_OK) < 0 && rmdir(dir) == 0);
 }
 
 int main(void)
