@@ -19,9 +19,9 @@ const char *block_probe_format(const void *head, size_t len)
 int block_open(const char *path, const char *format, unsigned flags, struct block_dev **out)
 {
 	if (!format) {
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		int fd = file_open_image(path, O_RDONLY);
 		if (fd < 0)
-			return err_set(errno, "%s", path);
+			return fd;
 		unsigned char head[8] = {0};
 		ssize_t n = pread(fd, head, sizeof(head), 0);
 		close(fd);

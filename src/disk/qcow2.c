@@ -418,9 +418,13 @@ int qcow2_open_image(const char *path, unsigned flags, struct qcow2_image **out)
 		r = err_set(ENOMEM, "%s", path);
 		goto fail;
 	}
-	img->fd = open(path, (img->bd.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	img->fd = file_open_image(path, img->bd.readonly ? O_RDONLY : O_RDWR);
 	struct stat st;
-	if (img->fd < 0 || fstat(img->fd, &st) < 0) {
+	if (img->fd < 0) {
+		r = img->fd;
+		goto fail;
+	}
+	if (fstat(img->fd, &st) < 0) {
 		r = err_set(errno, "%s", path);
 		goto fail;
 	}

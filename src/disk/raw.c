@@ -95,9 +95,9 @@ static const struct block_ops raw_ops = {
 int raw_open(const char *path, unsigned flags, struct block_dev **out)
 {
 	bool ro = flags & BLOCK_RDONLY;
-	int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	int fd = file_open_image(path, ro ? O_RDONLY : O_RDWR);
 	if (fd < 0)
-		return err_set(errno, "%s", path);
+		return fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		int r = err_set(errno, "%s: stat", path);

@@ -444,9 +444,9 @@ static int image_open(struct image *im, const char *path, uint64_t size)
 	int r = check_size_arg(path, size);
 	if (r < 0)
 		return r;
-	im->fd = open(path, O_RDONLY | O_CLOEXEC);
+	im->fd = file_open_regular(path, O_RDONLY);
 	if (im->fd < 0)
-		return err_set(errno, "%s", path);
+		return im->fd;
 	struct stat st;
 	if (fstat(im->fd, &st) < 0) {
 		r = err_set(errno, "%s: stat", path);

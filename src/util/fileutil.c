@@ -1,5 +1,6 @@
 #include "util/fileutil.h"
 #include "util/err.h"
+#include <stdbool.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -103,11 +104,64 @@ int file_replace_atomic(const char *path, const void *data, size_t len)
 	return file_fsync_parent(path);
 }
 
-int file_read_whole(const char *path, char **data, size_t *len, size_t max_len)
+static const char *file_kind(mode_t m)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	switch (m & S_IFMT) {
+	case S_IFDIR:
+		return "a directory";
+	case S_IFIFO:
+		return "a FIFO";
+	case S_IFSOCK:
+		return "a socket";
+	case S_IFCHR:
+		return "a character device";
+	case S_IFBLK:
+		return "a block device";
+	case S_IFLNK:
+		return "a symbolic link";
+	default:
+		return "not a regular file";
+	}
+}
+
+static int open_checked(const char *path, int flags, bool block_ok)
+{
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer; it is dropped
+	 * again below (it means nothing for a regular file). */
+	int fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return err_set(errno, "%s", path);
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int r = err_set(errno, "%s: stat", path);
+		close(fd);
+		return r;
+	}
+	if (!S_ISREG(st.st_mode) && !(block_ok && S_ISBLK(st.st_mode))) {
+		close(fd);
+		return err_set(EINVAL, "%s: %s, not a regular file%s", path, file_kind(st.st_mode),
+			       block_ok ? " or block device" : "");
+	}
+	if (!(flags & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
+int file_open_regular(const char *path, int flags)
+{
+	return open_checked(path, flags, false);
+}
+
+int file_open_image(const char *path, int flags)
+{
+	return open_checked(path, flags, true);
+}
+
+int file_read_whole(const char *path, char **data, size_t *len, size_t max_len)
+{
+	int fd = file_open_regular(path, O_RDONLY);
+	if (fd < 0)
+		return fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		int r = err_set(errno, "%s: stat", path);

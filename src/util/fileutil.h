@@ -25,7 +25,15 @@ int file_fsync_parent(const char *path);
 /* OUT = DIR "/" NAME; -ENAMETOOLONG (message set) when it does not fit. */
 int path_join(char *out, size_t len, const char *dir, const char *name);
 
-/* Read a whole (small) file into a malloc'd buffer, NUL-terminated. */
+/* open() a file that must be a regular one (snapshot files, disk images):
+ * a FIFO, directory or device is refused with a message naming what it is,
+ * and opening never blocks.  Returns the descriptor (O_CLOEXEC) or
+ * -errno. */
+int file_open_regular(const char *path, int flags);
+/* The same for disk images, which may also be block devices. */
+int file_open_image(const char *path, int flags);
+
+/* Read a whole (small) regular file into a malloc'd buffer, NUL-terminated. */
 int file_read_whole(const char *path, char **data, size_t *len, size_t max_len);
 
 #endif

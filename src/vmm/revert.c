@@ -5,6 +5,7 @@
 #include "snapshot/snapdir.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
+#include "util/fileutil.h"
 #include "vmm/config_json.h"
 #include "vmm/snapshot_job.h"
 #include "vmm/vm_snapshot.h"
@@ -112,8 +113,8 @@ int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool veri
 	    (r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0 ||
 	    (r = vmm_new_overlays(&cfg, disk_dir)) < 0 || (r = revert_open_disks(&cfg, bds)) < 0)
 		goto out;
-	if ((fd = open(mem, O_RDONLY | O_CLOEXEC)) < 0) {
-		r = err_set(errno, "%s", mem);
+	if ((fd = file_open_regular(mem, O_RDONLY)) < 0) {
+		r = fd;
 		goto out;
 	}
 	uint64_t t1 = now_us();

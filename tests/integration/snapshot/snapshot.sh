@@ -251,4 +251,33 @@ wait_vm k 0
 [ -f "$TMP/s11/state.bin" ] && [ -f "$TMP/s12/state.bin" ] && [ -z "$(ls "$TMP" | grep -E '^s1[12]\.tmp-')" ] ||
   fail "snapshots s11/s12 not committed cleanly: $(ls "$TMP")"
 pass "PATH.tmp of somebody else's (a directory, a symlink) left alone; the reply lists the overlays"
+# 12. Snapshot files and disks that are not regular files (a FIFO, a
+#     directory) are refused with a message naming them; the event loop never
+#     waits on them (a FIFO state.bin hung the VMM: no reply, SIGTERM ignored).
+mkdir "$TMP/s13"
+cp "$TMP/s11/memory.img" "$TMP/s11/meta.json" "$TMP/s13/"
+mkfifo "$TMP/s13/state.bin"
+mkdir "$TMP/s14"
+cp "$TMP/s11/state.bin" "$TMP/s11/meta.json" "$TMP/s14/"
+mkdir "$TMP/s14/memory.img"
+"$CAIRN" img create -f qcow2 "$TMP/d13.qcow2" 16M >/dev/null
+start_vm m --kernel "$TESTOS" --mem 64M --disk "$TMP/d13.qcow2" --cmdline "count 200"
+wait_for "$TMP/m.out" "tick=2" 20 || fail "guest not counting"
+timeout 10 "$CAIRN" control "$TMP/m.sock" '{"cmd":"revert","path":"'"$TMP/s13"'"}' >"$TMP/m.reply" &&
+  fail "revert to a FIFO state.bin succeeded"
+grep -q "state.bin: a FIFO, not a regular file" "$TMP/m.reply" || { cat "$TMP/m.reply"; fail "FIFO state.bin: no clear error"; }
+timeout 10 "$CAIRN" control "$TMP/m.sock" '{"cmd":"revert","path":"'"$TMP/s14"'"}' >"$TMP/m.reply" &&
+  fail "revert to a directory memory.img succeeded"
+grep -q "memory.img: a directory, not a regular file" "$TMP/m.reply" || { cat "$TMP/m.reply"; fail "directory memory.img: no clear error"; }
+t=$(last_tick "$TMP/m.out")
+wait_for "$TMP/m.out" "tick=$((t + 2))" 20 || fail "VM stopped after refused reverts"
+kill -TERM "$PID_m"
+wait_vm m 0
+timeout 10 "$CAIRN" run --restore "$TMP/s13" </dev/null >"$TMP/n.out" 2>&1 && fail "restore from a FIFO state.bin succeeded"
+grep -q "a FIFO, not a regular file" "$TMP/n.out" || { cat "$TMP/n.out"; fail "restore: no clear error"; }
+mkfifo "$TMP/fifo.disk"
+timeout 10 "$CAIRN" run --kernel "$TESTOS" --disk "$TMP/fifo.disk" --cmdline "exit 0" </dev/null >"$TMP/o.out" 2>&1 &&
+  fail "a FIFO disk was accepted"
+grep -q "fifo.disk: a FIFO, not a regular file or block device" "$TMP/o.out" || { cat "$TMP/o.out"; fail "FIFO disk: no clear error"; }
+pass "FIFO and directory snapshot files and a FIFO disk are refused at once, the VM runs on and obeys SIGTERM"
 echo "snapshot: all passed"
