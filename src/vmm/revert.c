@@ -108,10 +108,13 @@ int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool veri
 	struct block_dev *bds[VM_MAX_DISKS] = {0};
 	char mem[PATH_MAX];
 	int fd = -1;
+	bool overlays = false;
 	if ((r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
 	    (r = vm_snapshot_check_memory(dir, rd, cfg.mem_size, verify)) < 0 ||
-	    (r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0 ||
-	    (r = vmm_new_overlays(&cfg, disk_dir)) < 0 || (r = revert_open_disks(&cfg, bds)) < 0)
+	    (r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0)
+		goto out;
+	overlays = (r = vmm_new_overlays(&cfg, disk_dir)) == 0;
+	if (r < 0 || (r = revert_open_disks(&cfg, bds)) < 0)
 		goto out;
 	if ((fd = file_open_regular(mem, O_RDONLY)) < 0) {
 		r = fd;
@@ -123,9 +126,11 @@ int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool veri
 		vm_pause(vm);
 	if ((r = revert_apply(vmm, fd, mem, bds, &cfg, rd)) < 0) {
 		vm_request_exit(vm, VM_EXIT_ERROR, 1, err_msg());
+		overlays = false; /* the VM ends on them: they may hold its last writes */
 		goto out;
 	}
 	revert_list_overlays(&cfg, res);
+	overlays = false; /* the VM's now */
 	vm_config_free(&vmm->cfg);
 	vmm->cfg = cfg;
 	memset(&cfg, 0, sizeof(cfg));
@@ -142,6 +147,8 @@ out:
 	for (int i = 0; i < VM_MAX_DISKS; i++)
 		if (bds[i])
 			block_close(bds[i]);
+	if (overlays) /* failed before the VM was touched: nothing is left */
+		vmm_drop_overlays(&cfg);
 	vm_config_free(&cfg);
 	state_reader_close(rd);
 	return r;

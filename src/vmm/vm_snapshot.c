@@ -28,9 +28,8 @@ enum {
 };
 
 static const struct state_tag snap_tags[] = {
-	{SNAP_TAG_CONFIG, 1, "config"}, {SNAP_TAG_VM, 1, "vm"},
-	{SNAP_TAG_VCPU, 1, "vcpu"},     {SNAP_TAG_DEVICE, 1, "device"},
-	{SNAP_TAG_MEMORY, 1, "memory"},
+    {SNAP_TAG_CONFIG, 1, "config"}, {SNAP_TAG_VM, 1, "vm"},	    {SNAP_TAG_VCPU, 1, "vcpu"},
+    {SNAP_TAG_DEVICE, 1, "device"}, {SNAP_TAG_MEMORY, 1, "memory"},
 };
 
 struct snap_memory_record {
@@ -242,7 +241,8 @@ int vm_snapshot_open(const char *dir, struct state_reader **out, struct vm_confi
 	struct state_reader *r;
 	int ret = snapdir_path(dir, SNAPDIR_STATE, path, sizeof(path));
 	if (ret == 0)
-		ret = state_reader_open(path, snap_tags, sizeof(snap_tags) / sizeof(snap_tags[0]), &r);
+		ret = state_reader_open(path, snap_tags, sizeof(snap_tags) / sizeof(snap_tags[0]),
+					&r);
 	if (ret < 0)
 		return ret;
 	const void *data;
@@ -268,8 +268,7 @@ int vm_snapshot_open(const char *dir, struct state_reader **out, struct vm_confi
 	return 0;
 }
 
-int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t mem_size,
-			     int verify)
+int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t mem_size, int verify)
 {
 	char path[PATH_MAX];
 	char state[PATH_MAX];
@@ -287,9 +286,14 @@ int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t m
 	ret = mem_image_info(path, mem_size, &mi);
 	if (ret < 0)
 		return ret;
-	if (mr.size != mem_size || mi.digest != mr.digest)
-		return err_set(EINVAL, "%s: not the memory image of this snapshot's state "
-				       "(digest %016llx, state expects %016llx)",
+	if (mr.size != mem_size)
+		return err_set(EINVAL,
+			       "%s: the state records %llu bytes of memory, the machine has %llu",
+			       state, (unsigned long long)mr.size, (unsigned long long)mem_size);
+	if (mi.digest != mr.digest)
+		return err_set(EINVAL,
+			       "%s: not the memory image of this snapshot's state "
+			       "(digest %016llx, state expects %016llx)",
 			       path, (unsigned long long)mi.digest, (unsigned long long)mr.digest);
 	return verify ? mem_image_verify(path, mem_size, NULL, NULL) : 0;
 }

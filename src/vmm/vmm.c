@@ -139,7 +139,8 @@ static int vmm_build_vm(struct vmm *vmm, void *ram)
 	vm->pvm = pvm_host_detect();
 	if (vm->pvm)
 		log_info("/dev/kvm is PVM (kvm_pvm loaded): guest kernel code is emulated by KVM; "
-			 "PVM quirks %s (docs/pvm.md)", cfg->pvm_quirks ? "on" : "off");
+			 "PVM quirks %s (docs/pvm.md)",
+			 cfg->pvm_quirks ? "on" : "off");
 	if (vm->pvm && cfg->pvm_quirks) {
 		if ((r = pvm_vm_init(vm->vm_fd)) < 0)
 			return r;
@@ -236,6 +237,21 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	return 0;
 }
 
+/* Remove the restore overlays of the first N disks of CFG (their paths
+ * name them once vmm_new_overlays has run over them). */
+static void drop_overlays(const struct vm_config *cfg, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!cfg->disks[i].readonly && unlink(cfg->disks[i].path) == 0)
+			log_info("disk %d: removed %s (the restore did not happen)", i,
+				 cfg->disks[i].path);
+}
+
+void vmm_drop_overlays(const struct vm_config *cfg)
+{
+	drop_overlays(cfg, cfg->ndisks);
+}
+
 int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir)
 {
 	for (int i = 0; i < cfg->ndisks; i++) {
@@ -246,8 +262,10 @@ int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir)
 		int r = snapdir_restore_overlay_path(d->path, disk_dir, path, sizeof(path));
 		if (r == 0)
 			r = qcow2_create_overlay(path, d->path, "qcow2");
-		if (r < 0)
+		if (r < 0) {
+			drop_overlays(cfg, i);
 			return err_prefix(r, "disk %d: new overlay for the restore", i);
+		}
 		log_info("disk %d: restored VM writes to %s (over %s)", i, path, d->path);
 		free(d->path);
 		free(d->format);
@@ -257,12 +275,11 @@ int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir)
 	return 0;
 }
 
-static int vmm_restore_memory(struct vmm *vmm, const char *dir, struct state_reader *r,
-			      void **ram)
+static int vmm_restore_memory(struct vmm *vmm, const char *dir, struct state_reader *r, void **ram)
 {
 	int ret = vm_snapshot_check_memory(dir, r, vmm->cfg.mem_size,
 					   vmm->opts.verify_memory &&
-						   vmm->opts.restore_mode == RESTORE_MAP);
+					       vmm->opts.restore_mode == RESTORE_MAP);
 	if (ret < 0)
 		return ret;
 	char path[PATH_MAX];
@@ -290,8 +307,9 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	vmm->cfg.console_out = STDOUT_FILENO;
 	if (ret == 0)
 		ret = vmm_restore_memory(vmm, dir, r, &ram);
+	bool overlays = false;
 	if (ret == 0)
-		ret = vmm_new_overlays(&vmm->cfg, vmm->opts.disk_dir);
+		overlays = (ret = vmm_new_overlays(&vmm->cfg, vmm->opts.disk_dir)) == 0;
 	if (ret == 0 && (ret = vmm_build_vm(vmm, ram)) < 0 && ram && (!vmm->vm || !vmm->vm->ram)) {
 		munmap(ram, vmm->cfg.mem_size);
 		ram = NULL;
@@ -299,12 +317,19 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	if (ret == 0 && opts->restore_mode == RESTORE_COPY)
 		ret = mem_image_load(mem, vmm->vm->ram, vmm->cfg.mem_size);
 	if (ret == 0 && (ret = devices_init(vmm->vm, &vmm->cfg)) == 0 &&
-	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 && (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
+	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 &&
+	    (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
 		ret = vmm_control_open(vmm);
 	if (r)
 		state_reader_close(r);
 	if (ret < 0) {
+		/* the overlays go after the devices have closed them */
+		struct vm_config made = {0};
+		if (overlays)
+			vm_config_copy(&made, &vmm->cfg);
 		vmm_destroy(vmm);
+		vmm_drop_overlays(&made);
+		vm_config_free(&made);
 		return err_prefix(ret, "restoring %s", dir);
 	}
 	*out = vmm;

@@ -40,6 +40,9 @@ unsigned vmm_disk_devices(struct vmm *vmm, struct device **out, unsigned max);
  * of CFG a new, empty overlay on its frozen layer (in DISK_DIR, or beside
  * the layer; named by snapshot/snapdir.h), and point CFG at it. */
 int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir);
+/* A restore that failed after vmm_new_overlays: remove the overlays CFG
+ * names. */
+void vmm_drop_overlays(const struct vm_config *cfg);
 
 /* Deep copy of a configuration (free with vm_config_free). */
 int vm_config_copy(struct vm_config *dst, const struct vm_config *src);

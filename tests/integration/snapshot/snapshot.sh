@@ -74,6 +74,24 @@ truncate -s -4096 "$TMP/sx/memory.img"
 refuse "truncated memory.img" "memory.img"
 rm -rf "$TMP/sx"; cp -r "$TMP/s2" "$TMP/sx"; cp "$TMP/s1/memory.img" "$TMP/sx/memory.img"
 refuse "memory.img of another snapshot" "memory.img"
+# A device record 8 bytes short, every checksum right: refused by the record's
+# own checks, and the restore's new overlay (made before) is removed again.
+"$CAIRN" img create -f qcow2 "$TMP/d4.qcow2" 16M >/dev/null
+start_vm d4 --kernel "$TESTOS" --mem 64M --disk "$TMP/d4.qcow2" --cmdline "count 200"
+wait_for "$TMP/d4.out" "tick=2" 20 || fail "guest not counting"
+ctl d4 '{"cmd":"snapshot","path":"'"$TMP/s4dev"'","then":"quit"}'
+wait_vm d4 0
+rm -rf "$TMP/sx"; cp -r "$TMP/s4dev" "$TMP/sx"
+dev=
+for inst in $(seq 0 15); do
+  cp "$TMP/s4dev/state.bin" "$TMP/sx/state.bin"
+  python3 "$SRCDIR/tests/integration/snapshot/state_edit.py" "$TMP/sx/state.bin" 4 "$inst" shorten 8 2>/dev/null &&
+    { dev=$inst; break; }
+done
+[ -n "$dev" ] || fail "no device record to shorten"
+refuse "a device record 8 bytes short (checksums recomputed)" "device|short|state"
+[ -z "$(ls "$TMP" | grep -E '^d4-r[0-9a-f]{8}\.qcow2$')" ] || fail "the failed restore left its overlay: $(ls "$TMP" | grep d4-r)"
+pass "the failed restore removed the overlay it had made"
 
 # 5. Disk I/O in flight: snapshot in the middle of diskfill; the restored
 #    guest finishes it and every block verifies.
