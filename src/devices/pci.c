@@ -257,7 +257,7 @@ static int pci_host_snapshot(void *priv, struct state_buf *sb)
 static const struct device_ops pci_host_ops = {
 	.name = "pci-host", .snapshot = pci_host_snapshot, .destroy = pci_host_destroy};
 
-int pci_init(struct vm *vm, const struct vm_config *cfg)
+int pci_init(struct vm *vm, const struct devices_config *cfg)
 {
 	(void)cfg;
 	struct pci_host *h = calloc(1, sizeof(*h));

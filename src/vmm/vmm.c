@@ -216,6 +216,20 @@ static struct vmm *vmm_alloc(const struct vmm_opts *opts)
 	return vmm;
 }
 
+/* The devices are built from what they need of the configuration, in
+ * their own terms. */
+static int vmm_init_devices(struct vmm *vmm)
+{
+	const struct vm_config *cfg = &vmm->cfg;
+	struct virtio_blk_disk disks[VM_MAX_DISKS];
+	for (int i = 0; i < cfg->ndisks; i++)
+		disks[i] = (struct virtio_blk_disk){cfg->disks[i].path, cfg->disks[i].format,
+						    cfg->disks[i].readonly, cfg->disks[i].serial};
+	const struct devices_config dc = {
+	    .console = {cfg->console_in, cfg->console_out}, .disks = disks, .ndisks = cfg->ndisks};
+	return devices_init(vmm->vm, &dc);
+}
+
 int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct vmm **out)
 {
 	struct vmm *vmm = vmm_alloc(opts);
@@ -225,7 +239,7 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	struct boot_entry boot;
 	int r;
 	if ((r = kernel_image_open(cfg->kernel, &vmm->kernel)) < 0 ||
-	    (r = vmm_build_vm(vmm, NULL)) < 0 || (r = devices_init(vmm->vm, &vmm->cfg)) < 0 ||
+	    (r = vmm_build_vm(vmm, NULL)) < 0 || (r = vmm_init_devices(vmm)) < 0 ||
 	    (r = vmm_load_guest(vmm, &boot)) < 0 || (r = vmm_create_vcpus(vmm, &boot)) < 0 ||
 	    (r = vmm_control_open(vmm)) < 0) {
 		vmm_destroy(vmm);
@@ -310,7 +324,7 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	}
 	if (ret == 0 && opts->restore_mode == RESTORE_COPY)
 		ret = mem_image_load(mem, vmm->vm->ram, vmm->cfg.mem_size);
-	if (ret == 0 && (ret = devices_init(vmm->vm, &vmm->cfg)) == 0 &&
+	if (ret == 0 && (ret = vmm_init_devices(vmm)) == 0 &&
 	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 && (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
 		ret = vmm_control_open(vmm);
 	if (r)
