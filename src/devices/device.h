@@ -33,6 +33,9 @@ struct device {
 
 /* Append a device to VM's list (devices are destroyed in reverse order). */
 int device_add(struct vm *vm, const struct device_ops *ops, void *priv);
+/* The private data of VM's first device with OPS, or NULL: how a device
+ * finds a device it depends on (PCI devices, their host bridge). */
+void *device_find(struct vm *vm, const struct device_ops *ops);
 /* What the devices are built from, in their own terms (the VMM translates
  * its configuration into this). */
 struct devices_config {

@@ -35,6 +35,14 @@ int device_add(struct vm *vm, const struct device_ops *ops, void *priv)
 	return 0;
 }
 
+void *device_find(struct vm *vm, const struct device_ops *ops)
+{
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (d->ops == ops)
+			return d->priv;
+	return NULL;
+}
+
 int devices_init(struct vm *vm, const struct devices_config *cfg)
 {
 	for (size_t i = 0; i < sizeof(device_inits) / sizeof(device_inits[0]); i++) {

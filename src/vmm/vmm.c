@@ -43,14 +43,14 @@ static void *vmm_gpa_to_hva(void *opaque, uint64_t gpa, uint64_t len)
 static int vmm_emul_fallback(struct vcpu *v)
 {
 	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
-	return pvm_complete_insn(v->fd, v->run, &mem, &v->pvm_stats);
+	return pvm_complete_insn(v->fd, v->run, &mem, v->hook_data);
 }
 
 /* A breakpoint the fallback armed (PVM system-call fix-up, docs/pvm.md). */
 static int vmm_debug_exit(struct vcpu *v)
 {
 	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
-	return pvm_handle_debug(v->fd, v->run, &mem, &v->pvm_stats);
+	return pvm_handle_debug(v->fd, v->run, &mem, v->hook_data);
 }
 
 /* A vCPU's state came from a snapshot: the PVM fix-up's breakpoint is
@@ -59,7 +59,7 @@ static int vmm_debug_exit(struct vcpu *v)
 static void vmm_state_loaded(struct vcpu *v)
 {
 	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
-	pvm_rearm(v->fd, &mem, &v->pvm_stats);
+	pvm_rearm(v->fd, &mem, v->hook_data);
 }
 
 /* SIGINT, SIGTERM and SIGHUP end the VM through the event loop, so the
@@ -172,6 +172,7 @@ static int vmm_create_vcpus(struct vmm *vmm, const struct boot_entry *boot)
 		if ((r = vcpu_create(vm, i, &v)) < 0)
 			break;
 		vm->vcpus[vm->ncpus++] = v;
+		v->hook_data = &vmm->pvm_stats[i];
 		if (!boot)
 			continue; /* a restore sets everything from the snapshot */
 		if ((r = x86_vcpu_set_cpuid(v, cpuid, vmm->cfg.ncpus, vm->pvm)) < 0 ||
@@ -373,7 +374,7 @@ int vmm_run(struct vmm *vmm)
 	}
 	struct pvm_stats total = {0};
 	for (int i = 0; i < vm->ncpus; i++)
-		pvm_stats_add(&total, &vm->vcpus[i]->pvm_stats);
+		pvm_stats_add(&total, &vmm->pvm_stats[i]);
 	if (log_get_level() >= LOG_INFO)
 		pvm_stats_print(&total, stderr);
 	switch (vm->exit_reason) {

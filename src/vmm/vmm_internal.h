@@ -4,6 +4,8 @@
 #define CAIRN_VMM_VMM_INTERNAL_H
 
 #include "arch/x86/boot.h"
+#include "arch/x86/pvm.h"
+#include "kvm/vm.h"
 #include "vmm/config.h"
 #include "vmm/vmm.h"
 
@@ -26,6 +28,8 @@ struct vmm {
 	bool paused;
 	unsigned snapshots;
 	struct snap_job *snap_job; /* a snapshot being written, or NULL */
+	/* Per vCPU (each one's hook_data): PVM fallback completions. */
+	struct pvm_stats pvm_stats[VM_MAX_VCPUS];
 };
 
 /* Open the control socket (opts.control) with the VM's commands. */

@@ -37,10 +37,6 @@ struct x86_vm_state {
 	struct kvm_clock_data clock;
 };
 
-/* The MSRs of this host's KVM that can be saved (KVM_GET_MSR_INDEX_LIST,
- * less those KVM_GET_MSRS refuses on VCPU).  Computed once per VM. */
-int x86_msr_list_init(struct vm *vm, struct vcpu *vcpu);
-
 /* The vCPU must be out of KVM_RUN with no I/O half done (paused). */
 /* The IA32_TSC the state holds (0: none), and setting it. */
 uint64_t x86_vcpu_state_tsc(const struct x86_vcpu_state *st);
