@@ -92,25 +92,6 @@ static int vmm_setup_signals(struct vmm *vmm)
 	return evloop_add(vmm->loop, vmm->sigfd, EPOLLIN, vmm_on_signal, vmm);
 }
 
-static char *dup_opt(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
-int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
-{
-	*dst = *src;
-	dst->kernel = dup_opt(src->kernel);
-	dst->initrd = dup_opt(src->initrd);
-	dst->cmdline = dup_opt(src->cmdline);
-	for (int i = 0; i < src->ndisks; i++) {
-		dst->disks[i].path = dup_opt(src->disks[i].path);
-		dst->disks[i].format = dup_opt(src->disks[i].format);
-		dst->disks[i].serial = dup_opt(src->disks[i].serial);
-	}
-	return 0;
-}
-
 static char *vmm_cmdline(const struct vm_config *cfg, const struct kernel_image *k, bool pvm)
 {
 	const char *base = cfg->cmdline ? cfg->cmdline : "";

@@ -42,7 +42,4 @@ void vmm_control_finish(struct vmm *vmm);
  * the layer), and point CFG at it. */
 int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir);
 
-/* Deep copy of a configuration (free with vm_config_free). */
-int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
-
 #endif
