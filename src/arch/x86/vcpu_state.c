@@ -2,6 +2,7 @@
 #include "arch/x86/cpu.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
+#include "snapshot/state_buf.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -246,6 +247,47 @@ int x86_vcpu_restore(struct vcpu *v, const struct x86_vcpu_state *st)
 	/* Tell a kvmclock guest it was stopped (no soft-lockup warnings). */
 	ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0);
 	return 0;
+}
+
+/* The vCPU record: fixed registers first, then the variable parts, their
+ * counts checked before they are read. */
+int x86_vcpu_state_fields(struct x86_vcpu_state *st, struct state_buf *sb)
+{
+	STATE_FIELD(sb, st->regs);
+	STATE_FIELD(sb, st->sregs);
+	STATE_FIELD(sb, st->xcrs);
+	STATE_FIELD(sb, st->debugregs);
+	STATE_FIELD(sb, st->lapic);
+	STATE_FIELD(sb, st->mp_state);
+	STATE_FIELD(sb, st->events);
+	STATE_FIELD(sb, st->tsc_khz);
+	STATE_FIELD(sb, st->xsave_size);
+	STATE_FIELD(sb, st->nmsrs);
+	STATE_FIELD(sb, st->ncpuid);
+	if (!sb->err && (st->xsave_size > X86_XSAVE_MAX || st->nmsrs > X86_MAX_MSRS ||
+			 st->ncpuid > X86_MAX_CPUID))
+		return err_set(EINVAL, "%s: impossible sizes", sb->what);
+	state_buf_field(sb, st->xsave, st->xsave_size);
+	state_buf_field(sb, st->msrs, st->nmsrs * sizeof(st->msrs[0]));
+	state_buf_field(sb, st->cpuid, st->ncpuid * sizeof(st->cpuid[0]));
+	return state_buf_finish(sb);
+}
+
+/* Version 1 of the VM record was a copy of struct x86_vm_state as it lies
+ * in memory; these fields, back to back, are those same bytes. */
+_Static_assert(sizeof(struct x86_vm_state) == 3 * sizeof(struct kvm_irqchip) +
+						  sizeof(struct kvm_pit_state2) +
+						  sizeof(struct kvm_clock_data),
+	       "struct x86_vm_state has padding: its fields no longer make the version 1 record");
+
+int x86_vm_state_fields(struct x86_vm_state *st, struct state_buf *sb)
+{
+	STATE_FIELD(sb, st->pic_master);
+	STATE_FIELD(sb, st->pic_slave);
+	STATE_FIELD(sb, st->ioapic);
+	STATE_FIELD(sb, st->pit);
+	STATE_FIELD(sb, st->clock);
+	return state_buf_finish(sb);
 }
 
 int x86_vm_save(struct vm *vm, struct x86_vm_state *st)

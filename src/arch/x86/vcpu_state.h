@@ -9,6 +9,7 @@
 
 struct vm;
 struct vcpu;
+struct state_buf;
 
 #define X86_MAX_MSRS 256
 #define X86_MAX_CPUID 256
@@ -36,6 +37,13 @@ struct x86_vm_state {
 	struct kvm_pit_state2 pit;
 	struct kvm_clock_data clock;
 };
+
+/* The records of state.bin (docs/state-format.md): each struct's fields
+ * listed once with STATE_FIELD, for both directions (sb->restoring).
+ * Their byte layout is the record's version 1; changing it is a new
+ * record version. */
+int x86_vcpu_state_fields(struct x86_vcpu_state *st, struct state_buf *sb);
+int x86_vm_state_fields(struct x86_vm_state *st, struct state_buf *sb);
 
 /* The vCPU must be out of KVM_RUN with no I/O half done (paused). */
 /* The IA32_TSC the state holds (0: none), and setting it. */
