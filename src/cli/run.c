@@ -72,13 +72,11 @@ static int parse_disk(const char *arg, struct disk_config *d)
 	return 0;
 }
 
-static void config_free(struct vm_config *c)
+/* An option's value, owned by the configuration (vm_config_free frees it). */
+static void set_str(char **field, const char *value)
 {
-	for (int i = 0; i < c->ndisks; i++) {
-		free(c->disks[i].path);
-		free(c->disks[i].format);
-		free(c->disks[i].serial);
-	}
+	free(*field);
+	*field = strdup(value);
 }
 
 int cli_run_main(int argc, char **argv)
@@ -104,9 +102,9 @@ int cli_run_main(int argc, char **argv)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+vqh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'k': cfg.kernel = optarg; break;
-		case 'i': cfg.initrd = optarg; break;
-		case 'c': cfg.cmdline = optarg; break;
+		case 'k': set_str(&cfg.kernel, optarg); break;
+		case 'i': set_str(&cfg.initrd, optarg); break;
+		case 'c': set_str(&cfg.cmdline, optarg); break;
 		case 'm':
 			if (size_parse(optarg, 1ULL << 20, &cfg.mem_size) < 0) {
 				status = cli_usage_error("run", "invalid --mem '%s'", optarg);
@@ -184,6 +182,6 @@ int cli_run_main(int argc, char **argv)
 	vmm_destroy(vmm);
 	status = r < 0 ? cli_fail() : r;
 out:
-	config_free(&cfg);
+	vm_config_free(&cfg);
 	return status;
 }

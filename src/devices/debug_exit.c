@@ -20,7 +20,7 @@ static void debug_exit_write(void *opaque, uint64_t off, const void *data, unsig
 static const struct io_ops debug_exit_io = {NULL, debug_exit_write};
 static const struct device_ops debug_exit_ops = {.name = "debug-exit"};
 
-int debug_exit_init(struct vm *vm, const struct vm_config *cfg)
+int debug_exit_init(struct vm *vm, const struct devices_config *cfg)
 {
 	(void)cfg;
 	int r = iobus_register(&vm->pio, DEBUG_EXIT_PORT, 1, &debug_exit_io, vm);

@@ -4,8 +4,8 @@
 #define CAIRN_DEVICES_DEBUG_EXIT_H
 
 struct vm;
-struct vm_config;
+struct devices_config;
 
-int debug_exit_init(struct vm *vm, const struct vm_config *cfg);
+int debug_exit_init(struct vm *vm, const struct devices_config *cfg);
 
 #endif

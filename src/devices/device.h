@@ -4,8 +4,10 @@
 #ifndef CAIRN_DEVICES_DEVICE_H
 #define CAIRN_DEVICES_DEVICE_H
 
+#include "devices/serial.h"
+#include "devices/virtio_blk.h"
+
 struct vm;
-struct vm_config;
 struct state_buf;
 
 struct device_ops {
@@ -31,8 +33,19 @@ struct device {
 
 /* Append a device to VM's list (devices are destroyed in reverse order). */
 int device_add(struct vm *vm, const struct device_ops *ops, void *priv);
+/* The private data of VM's first device with OPS, or NULL: how a device
+ * finds a device it depends on (PCI devices, their host bridge). */
+void *device_find(struct vm *vm, const struct device_ops *ops);
+/* What the devices are built from, in their own terms (the VMM translates
+ * its configuration into this). */
+struct devices_config {
+	struct serial_console console;
+	const struct virtio_blk_disk *disks; /* one virtio-blk device each */
+	int ndisks;
+};
+
 /* Create every device CFG asks for, in the order of the init list. */
-int devices_init(struct vm *vm, const struct vm_config *cfg);
+int devices_init(struct vm *vm, const struct devices_config *cfg);
 void devices_destroy(struct vm *vm);
 
 #endif

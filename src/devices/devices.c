@@ -11,7 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-typedef int (*device_init_fn)(struct vm *vm, const struct vm_config *cfg);
+typedef int (*device_init_fn)(struct vm *vm, const struct devices_config *cfg);
 
 static const device_init_fn device_inits[] = {
 	serial_init,
@@ -35,7 +35,15 @@ int device_add(struct vm *vm, const struct device_ops *ops, void *priv)
 	return 0;
 }
 
-int devices_init(struct vm *vm, const struct vm_config *cfg)
+void *device_find(struct vm *vm, const struct device_ops *ops)
+{
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (d->ops == ops)
+			return d->priv;
+	return NULL;
+}
+
+int devices_init(struct vm *vm, const struct devices_config *cfg)
 {
 	for (size_t i = 0; i < sizeof(device_inits) / sizeof(device_inits[0]); i++) {
 		int r = device_inits[i](vm, cfg);

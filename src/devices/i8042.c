@@ -116,7 +116,7 @@ static int i8042_snapshot(void *priv, struct state_buf *sb)
 static const struct device_ops i8042_ops = {
 	.name = "i8042", .snapshot = i8042_snapshot, .destroy = i8042_destroy};
 
-int i8042_init(struct vm *vm, const struct vm_config *cfg)
+int i8042_init(struct vm *vm, const struct devices_config *cfg)
 {
 	(void)cfg;
 	struct i8042 *k = calloc(1, sizeof(*k));

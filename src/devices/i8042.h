@@ -4,8 +4,8 @@
 #define CAIRN_DEVICES_I8042_H
 
 struct vm;
-struct vm_config;
+struct devices_config;
 
-int i8042_init(struct vm *vm, const struct vm_config *cfg);
+int i8042_init(struct vm *vm, const struct devices_config *cfg);
 
 #endif

@@ -23,10 +23,12 @@ struct pci_host {
 	uint64_t mmio_next; /* bump allocator for BARs */
 };
 
-/* The host bridge lives in vm->pci_host (one per VM). */
+static const struct device_ops pci_host_ops;
+
+/* The host bridge (one per VM) is found on the VM's device list. */
 static struct pci_host *pci_host_of(struct vm *vm)
 {
-	return vm->pci_host;
+	return device_find(vm, &pci_host_ops);
 }
 
 static void put16(uint8_t *p, uint16_t v)
@@ -169,9 +171,9 @@ static void pci_conf_write(void *opaque, uint64_t off, const void *data, unsigne
 
 static const struct io_ops pci_conf_io = {pci_conf_read, pci_conf_write};
 
-int pci_register(struct vm *vm, struct pci_dev *d)
+/* Put D in the first free slot of H's bus. */
+static int pci_host_add(struct pci_host *h, struct vm *vm, struct pci_dev *d)
 {
-	struct pci_host *h = pci_host_of(vm);
 	unsigned slot = 0;
 	while (slot < PCI_MAX_SLOTS && h->slots[slot])
 		slot++;
@@ -204,6 +206,14 @@ int pci_register(struct vm *vm, struct pci_dev *d)
 	return 0;
 }
 
+int pci_register(struct vm *vm, struct pci_dev *d)
+{
+	struct pci_host *h = pci_host_of(vm);
+	if (!h)
+		return err_set(ENODEV, "PCI device: no PCI host bridge");
+	return pci_host_add(h, vm, d);
+}
+
 int pci_dev_snapshot(struct pci_dev *d, struct state_buf *sb)
 {
 	struct pci_host *h = pci_host_of(d->vm);
@@ -230,6 +240,8 @@ void pci_set_intx(struct pci_dev *d, int level)
 unsigned pci_irq_table(struct vm *vm, struct mp_pci_irq *out, unsigned max)
 {
 	struct pci_host *h = pci_host_of(vm);
+	if (!h)
+		return 0;
 	unsigned n = 0;
 	for (unsigned s = 1; s < PCI_MAX_SLOTS && n < max; s++)
 		if (h->slots[s])
@@ -240,7 +252,6 @@ unsigned pci_irq_table(struct vm *vm, struct mp_pci_irq *out, unsigned max)
 static void pci_host_destroy(void *priv)
 {
 	struct pci_host *h = priv;
-	h->vm->pci_host = NULL;
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -257,7 +268,7 @@ static int pci_host_snapshot(void *priv, struct state_buf *sb)
 static const struct device_ops pci_host_ops = {
 	.name = "pci-host", .snapshot = pci_host_snapshot, .destroy = pci_host_destroy};
 
-int pci_init(struct vm *vm, const struct vm_config *cfg)
+int pci_init(struct vm *vm, const struct devices_config *cfg)
 {
 	(void)cfg;
 	struct pci_host *h = calloc(1, sizeof(*h));
@@ -266,7 +277,6 @@ int pci_init(struct vm *vm, const struct vm_config *cfg)
 	h->vm = vm;
 	h->mmio_next = PCI_MMIO_START;
 	pthread_mutex_init(&h->lock, NULL);
-	vm->pci_host = h;
 	int r = iobus_register(&vm->pio, PCI_CONF1_ADDR_PORT, 8, &pci_conf_io, h);
 	if (r < 0) {
 		pci_host_destroy(h);
@@ -274,7 +284,7 @@ int pci_init(struct vm *vm, const struct vm_config *cfg)
 	}
 	/* Slot 0: the host bridge (Intel vendor id, class 06.00 host bridge). */
 	pci_dev_init(&h->bridge, 0x8086, 0x0d57, 0x060000, 0, 0, 0);
-	if ((r = pci_register(vm, &h->bridge)) < 0)
+	if ((r = pci_host_add(h, vm, &h->bridge)) < 0)
 		return r;
 	return device_add(vm, &pci_host_ops, h);
 }

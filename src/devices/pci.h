@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 struct vm;
-struct vm_config;
+struct devices_config;
 
 #define PCI_CFG_SIZE 256
 #define PCI_NUM_BARS 6
@@ -72,7 +72,7 @@ int pci_dev_snapshot(struct pci_dev *dev, struct state_buf *sb);
 /* Assert or deassert INTx (level). */
 void pci_set_intx(struct pci_dev *dev, int level);
 
-int pci_init(struct vm *vm, const struct vm_config *cfg);
+int pci_init(struct vm *vm, const struct devices_config *cfg);
 /* The (slot, IRQ) pairs of the registered devices, for the MP table. */
 struct mp_pci_irq;
 unsigned pci_irq_table(struct vm *vm, struct mp_pci_irq *out, unsigned max);

@@ -6,11 +6,10 @@
 #include "arch/x86/layout.h"
 #include "devices/device.h"
 #include "kvm/vm.h"
+#include "snapshot/state_buf.h"
 #include "util/err.h"
 #include "util/evloop.h"
-#include "snapshot/state_buf.h"
 #include "util/fileutil.h"
-#include "vmm/config.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -300,15 +299,15 @@ static int serial_snapshot(void *priv, struct state_buf *sb)
 static const struct device_ops serial_ops = {
 	.name = "serial", .snapshot = serial_snapshot, .destroy = serial_destroy};
 
-int serial_init(struct vm *vm, const struct vm_config *cfg)
+int serial_init(struct vm *vm, const struct devices_config *cfg)
 {
 	struct serial *s = calloc(1, sizeof(*s));
 	if (!s)
 		return err_set(ENOMEM, "serial port");
 	s->vm = vm;
 	pthread_mutex_init(&s->lock, NULL);
-	s->in_fd = cfg->console_in;
-	s->out_fd = cfg->console_out;
+	s->in_fd = cfg->console.in_fd;
+	s->out_fd = cfg->console.out_fd;
 	s->tty = s->in_fd >= 0 && isatty(s->in_fd);
 	int r = iobus_register(&vm->pio, COM1_PORT, 8, &serial_io, s);
 	if (r < 0) {

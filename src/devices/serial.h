@@ -3,8 +3,14 @@
 #define CAIRN_DEVICES_SERIAL_H
 
 struct vm;
-struct vm_config;
+struct devices_config;
 
-int serial_init(struct vm *vm, const struct vm_config *cfg);
+/* The console the port is wired to: file descriptors the guest's output
+ * goes to and its input comes from (-1: none). */
+struct serial_console {
+	int in_fd, out_fd;
+};
+
+int serial_init(struct vm *vm, const struct devices_config *cfg);
 
 #endif

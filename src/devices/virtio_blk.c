@@ -7,7 +7,6 @@
 #include "kvm/vm.h"
 #include "util/err.h"
 #include "util/log.h"
-#include "vmm/config.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -255,7 +254,7 @@ static const struct device_ops vblk_device_ops = {
 	.destroy = vblk_destroy,
 };
 
-static int vblk_create(struct vm *vm, const struct disk_config *d, int index)
+static int vblk_create(struct vm *vm, const struct virtio_blk_disk *d, int index)
 {
 	struct virtio_blk *b = calloc(1, sizeof(*b));
 	if (!b)
@@ -303,7 +302,7 @@ static int vblk_create(struct vm *vm, const struct disk_config *d, int index)
 	return device_add(vm, &vblk_device_ops, b);
 }
 
-int virtio_blk_init(struct vm *vm, const struct vm_config *cfg)
+int virtio_blk_init(struct vm *vm, const struct devices_config *cfg)
 {
 	for (int i = 0; i < cfg->ndisks; i++) {
 		int r = vblk_create(vm, &cfg->disks[i], i);

@@ -3,8 +3,6 @@
 #ifndef CAIRN_KVM_VCPU_H
 #define CAIRN_KVM_VCPU_H
 
-#include "arch/x86/pvm.h"
-
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -20,7 +18,9 @@ struct vcpu {
 	pthread_t thread;
 	bool started;
 	uint64_t exits_io, exits_mmio, exits_fallback;
-	struct pvm_stats pvm_stats; /* instructions completed for KVM (PVM hosts) */
+	/* Per-vCPU data of the VM's exit hooks, set and owned by whoever
+	 * installs them (vmm.c: the PVM fallback's statistics). */
+	void *hook_data;
 };
 
 int vcpu_create(struct vm *vm, int id, struct vcpu **out);

@@ -112,6 +112,7 @@ void vm_destroy(struct vm *vm)
 	iobus_destroy(&vm->mmio);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_cond_destroy(&vm->cond);
+	free(vm->arch_data);
 	free(vm);
 }
 

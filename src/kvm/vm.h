@@ -48,16 +48,15 @@ struct vm {
 	struct vcpu *vcpus[VM_MAX_VCPUS];
 	int ncpus;
 	struct device *devices; /* in init order */
-	void *pci_host;         /* bus 0 (devices/pci.c) */
 
 	pthread_mutex_t lock;
 	enum vm_exit_reason exit_reason;
 	int exit_code;
 	char exit_msg[2600];
 
-	/* MSRs saved in snapshots (arch/x86/vcpu_state.c). */
-	uint32_t msr_index[256];
-	unsigned nmsr_index;
+	/* The architecture code's per-VM data, opaque here (arch/x86: the
+	 * MSRs a snapshot saves).  One malloc'd block, freed by vm_destroy. */
+	void *arch_data;
 
 	/* Pausing: vCPUs park while pause_requested is set. */
 	pthread_cond_t cond;

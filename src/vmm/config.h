@@ -1,4 +1,7 @@
-/* The hardware configuration of a VM: what `cairn run` was asked for. */
+/* The hardware configuration of a VM: what `cairn run` was asked for.
+ * Its strings are malloc'd and belong to the struct: vm_config_copy and
+ * vm_config_free (config.c) are the only places that allocate and free
+ * them. */
 #ifndef CAIRN_VMM_CONFIG_H
 #define CAIRN_VMM_CONFIG_H
 
@@ -25,5 +28,10 @@ struct vm_config {
 	bool pvm_quirks; /* --no-pvm-quirks clears it */
 	int console_in, console_out; /* file descriptors of the serial console */
 };
+
+/* Deep copy of SRC into DST (free with vm_config_free). */
+int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
+/* Free CFG's strings and zero it. */
+void vm_config_free(struct vm_config *cfg);
 
 #endif

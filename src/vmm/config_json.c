@@ -20,11 +20,6 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 			 cfg->pvm_quirks);
 }
 
-static char *dup_opt(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
 int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg)
 {
 	json_int_t mem = 0;
@@ -39,13 +34,15 @@ int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg
 	if (mem <= 0 || cpus < 1 || cpus > 64 || !json_is_array(disks) ||
 	    json_array_size(disks) > VM_MAX_DISKS)
 		return err_set(EINVAL, "%s: machine configuration out of range", name);
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->mem_size = (uint64_t)mem;
-	cfg->ncpus = cpus;
-	cfg->pvm_quirks = quirks;
-	cfg->kernel = dup_opt(kernel);
-	cfg->initrd = dup_opt(initrd);
-	cfg->cmdline = dup_opt(cmdline);
+	/* The strings are borrowed from J until vm_config_copy makes them ours. */
+	struct vm_config in = {
+	    .mem_size = (uint64_t)mem,
+	    .ncpus = cpus,
+	    .pvm_quirks = quirks,
+	    .kernel = (char *)kernel,
+	    .initrd = (char *)initrd,
+	    .cmdline = (char *)cmdline,
+	};
 	size_t i;
 	json_t *d;
 	json_array_foreach(disks, i, d)
@@ -53,28 +50,12 @@ int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg
 		const char *path = NULL, *format = NULL, *serial = NULL;
 		int ro = 0;
 		if (json_unpack_ex(d, &e, 0, "{s:s, s?s, s?b, s?s}", "path", &path, "format",
-				   &format, "readonly", &ro, "serial", &serial) < 0) {
-			vm_config_free(cfg);
+				   &format, "readonly", &ro, "serial", &serial) < 0)
 			return err_set(EINVAL, "%s: disk %zu: %s", name, i, e.text);
-		}
-		struct disk_config *dc = &cfg->disks[cfg->ndisks++];
-		dc->path = strdup(path);
-		dc->format = dup_opt(format);
-		dc->serial = dup_opt(serial);
-		dc->readonly = ro;
+		in.disks[in.ndisks++] = (struct disk_config){.path = (char *)path,
+							     .format = (char *)format,
+							     .readonly = ro,
+							     .serial = (char *)serial};
 	}
-	return 0;
-}
-
-void vm_config_free(struct vm_config *cfg)
-{
-	for (int i = 0; i < cfg->ndisks; i++) {
-		free(cfg->disks[i].path);
-		free(cfg->disks[i].format);
-		free(cfg->disks[i].serial);
-	}
-	free(cfg->kernel);
-	free(cfg->initrd);
-	free(cfg->cmdline);
-	memset(cfg, 0, sizeof(*cfg));
+	return vm_config_copy(cfg, &in);
 }

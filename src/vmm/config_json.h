@@ -9,9 +9,8 @@
 #include <jansson.h>
 
 json_t *vm_config_to_json(const struct vm_config *cfg);
-/* Fills CFG (strings malloc'd; free with vm_config_free).  NAME is used in
- * error messages. */
+/* Fills CFG (strings malloc'd; free with vm_config_free); on failure CFG
+ * is left as it was.  NAME is used in error messages. */
 int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg);
-void vm_config_free(struct vm_config *cfg);
 
 #endif

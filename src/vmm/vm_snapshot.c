@@ -38,30 +38,6 @@ struct snap_memory_record {
 
 #define DEVICE_NAME_LEN 32
 
-/* The vCPU record: fixed registers first, then the variable parts, their
- * counts checked before they are read. */
-static int vcpu_state_fields(struct x86_vcpu_state *st, struct state_buf *sb)
-{
-	STATE_FIELD(sb, st->regs);
-	STATE_FIELD(sb, st->sregs);
-	STATE_FIELD(sb, st->xcrs);
-	STATE_FIELD(sb, st->debugregs);
-	STATE_FIELD(sb, st->lapic);
-	STATE_FIELD(sb, st->mp_state);
-	STATE_FIELD(sb, st->events);
-	STATE_FIELD(sb, st->tsc_khz);
-	STATE_FIELD(sb, st->xsave_size);
-	STATE_FIELD(sb, st->nmsrs);
-	STATE_FIELD(sb, st->ncpuid);
-	if (!sb->err && (st->xsave_size > X86_XSAVE_MAX || st->nmsrs > X86_MAX_MSRS ||
-			 st->ncpuid > X86_MAX_CPUID))
-		return err_set(EINVAL, "%s: impossible sizes", sb->what);
-	state_buf_field(sb, st->xsave, st->xsave_size);
-	state_buf_field(sb, st->msrs, st->nmsrs * sizeof(st->msrs[0]));
-	state_buf_field(sb, st->cpuid, st->ncpuid * sizeof(st->cpuid[0]));
-	return state_buf_finish(sb);
-}
-
 static int device_fields(struct device *d, struct state_buf *sb)
 {
 	char name[DEVICE_NAME_LEN] = {0};
@@ -106,16 +82,6 @@ static int capture_add(struct vm_snapshot_capture *c, uint32_t tag, uint16_t ins
 	return 0;
 }
 
-static int capture_copy(struct vm_snapshot_capture *c, uint32_t tag, uint16_t inst,
-			const void *data, size_t len)
-{
-	void *p = malloc(len ? len : 1);
-	if (!p)
-		return err_set(ENOMEM, "snapshot state");
-	memcpy(p, data, len);
-	return capture_add(c, tag, inst, p, len);
-}
-
 /* A state_buf's buffer becomes the record (no copy). */
 static int capture_buf(struct vm_snapshot_capture *c, uint32_t tag, uint16_t inst,
 		       struct state_buf *sb, int r)
@@ -149,8 +115,11 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	int r = config ? capture_add(c, SNAP_TAG_CONFIG, 0, config, strlen(config))
 		       : err_set(ENOMEM, "configuration");
 	struct x86_vm_state vs;
-	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0)
-		r = capture_copy(c, SNAP_TAG_VM, 0, &vs, sizeof(vs));
+	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0) {
+		struct state_buf sb;
+		state_buf_init_save(&sb, "VM");
+		r = capture_buf(c, SNAP_TAG_VM, 0, &sb, x86_vm_state_fields(&vs, &sb));
+	}
 	uint64_t tsc0 = 0;
 	for (int i = 0; r == 0 && i < vm->ncpus; i++) {
 		static __thread struct x86_vcpu_state st; /* 30 KiB: not on the stack */
@@ -168,7 +137,8 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			x86_vcpu_state_set_tsc(&st, tsc0);
 		struct state_buf sb;
 		state_buf_init_save(&sb, what);
-		r = capture_buf(c, SNAP_TAG_VCPU, (uint16_t)i, &sb, vcpu_state_fields(&st, &sb));
+		r = capture_buf(c, SNAP_TAG_VCPU, (uint16_t)i, &sb,
+				x86_vcpu_state_fields(&st, &sb));
 	}
 	uint16_t n = 0;
 	for (struct device *d = vm->devices; r == 0 && d; d = d->next, n++) {
@@ -304,12 +274,13 @@ int vm_snapshot_restore(struct vm *vm, struct state_reader *r)
 	size_t len;
 	uint16_t ver;
 	struct x86_vm_state vs;
-	if (state_reader_get(r, SNAP_TAG_VM, 0, &data, &len, &ver) < 0 || len != sizeof(vs))
+	if (state_reader_get(r, SNAP_TAG_VM, 0, &data, &len, &ver) < 0)
 		return err_set(EINVAL, "snapshot has no valid VM record");
-	memcpy(&vs, data, sizeof(vs));
+	struct state_buf vsb;
+	state_buf_init_restore(&vsb, data, len, "VM");
 	/* VM-wide state before any vCPU state, the clock last of it. */
-	int ret = x86_vm_restore(vm, &vs);
-	if (ret < 0)
+	int ret = x86_vm_state_fields(&vs, &vsb);
+	if (ret < 0 || (ret = x86_vm_restore(vm, &vs)) < 0)
 		return ret;
 	uint16_t n = 0;
 	for (struct device *d = vm->devices; d; d = d->next, n++) {
@@ -334,7 +305,7 @@ int vm_snapshot_restore(struct vm *vm, struct state_reader *r)
 			return err_set(EINVAL, "snapshot has no state for vCPU %d", i);
 		struct state_buf sb;
 		state_buf_init_restore(&sb, data, len, what);
-		if ((ret = vcpu_state_fields(&st, &sb)) < 0 ||
+		if ((ret = x86_vcpu_state_fields(&st, &sb)) < 0 ||
 		    (ret = x86_vcpu_restore(vm->vcpus[i], &st)) < 0)
 			return ret;
 		if (vm->state_loaded)

@@ -43,14 +43,14 @@ static void *vmm_gpa_to_hva(void *opaque, uint64_t gpa, uint64_t len)
 static int vmm_emul_fallback(struct vcpu *v)
 {
 	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
-	return pvm_complete_insn(v->fd, v->run, &mem, &v->pvm_stats);
+	return pvm_complete_insn(v->fd, v->run, &mem, v->hook_data);
 }
 
 /* A breakpoint the fallback armed (PVM system-call fix-up, docs/pvm.md). */
 static int vmm_debug_exit(struct vcpu *v)
 {
 	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
-	return pvm_handle_debug(v->fd, v->run, &mem, &v->pvm_stats);
+	return pvm_handle_debug(v->fd, v->run, &mem, v->hook_data);
 }
 
 /* A vCPU's state came from a snapshot: the PVM fix-up's breakpoint is
@@ -59,7 +59,7 @@ static int vmm_debug_exit(struct vcpu *v)
 static void vmm_state_loaded(struct vcpu *v)
 {
 	const struct guest_mem mem = {v->vm, vmm_gpa_to_hva};
-	pvm_rearm(v->fd, &mem, &v->pvm_stats);
+	pvm_rearm(v->fd, &mem, v->hook_data);
 }
 
 /* SIGINT, SIGTERM and SIGHUP end the VM through the event loop, so the
@@ -90,25 +90,6 @@ static int vmm_setup_signals(struct vmm *vmm)
 	signal(SIGPIPE, SIG_IGN);
 	vcpu_signals_init();
 	return evloop_add(vmm->loop, vmm->sigfd, EPOLLIN, vmm_on_signal, vmm);
-}
-
-static char *dup_opt(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
-int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
-{
-	*dst = *src;
-	dst->kernel = dup_opt(src->kernel);
-	dst->initrd = dup_opt(src->initrd);
-	dst->cmdline = dup_opt(src->cmdline);
-	for (int i = 0; i < src->ndisks; i++) {
-		dst->disks[i].path = dup_opt(src->disks[i].path);
-		dst->disks[i].format = dup_opt(src->disks[i].format);
-		dst->disks[i].serial = dup_opt(src->disks[i].serial);
-	}
-	return 0;
 }
 
 static char *vmm_cmdline(const struct vm_config *cfg, const struct kernel_image *k, bool pvm)
@@ -173,6 +154,7 @@ static int vmm_create_vcpus(struct vmm *vmm, const struct boot_entry *boot)
 		if ((r = vcpu_create(vm, i, &v)) < 0)
 			break;
 		vm->vcpus[vm->ncpus++] = v;
+		v->hook_data = &vmm->pvm_stats[i];
 		if (!boot)
 			continue; /* a restore sets everything from the snapshot */
 		if ((r = x86_vcpu_set_cpuid(v, cpuid, vmm->cfg.ncpus, vm->pvm)) < 0 ||
@@ -217,6 +199,20 @@ static struct vmm *vmm_alloc(const struct vmm_opts *opts)
 	return vmm;
 }
 
+/* The devices are built from what they need of the configuration, in
+ * their own terms. */
+static int vmm_init_devices(struct vmm *vmm)
+{
+	const struct vm_config *cfg = &vmm->cfg;
+	struct virtio_blk_disk disks[VM_MAX_DISKS];
+	for (int i = 0; i < cfg->ndisks; i++)
+		disks[i] = (struct virtio_blk_disk){cfg->disks[i].path, cfg->disks[i].format,
+						    cfg->disks[i].readonly, cfg->disks[i].serial};
+	const struct devices_config dc = {
+	    .console = {cfg->console_in, cfg->console_out}, .disks = disks, .ndisks = cfg->ndisks};
+	return devices_init(vmm->vm, &dc);
+}
+
 int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct vmm **out)
 {
 	struct vmm *vmm = vmm_alloc(opts);
@@ -226,7 +222,7 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	struct boot_entry boot;
 	int r;
 	if ((r = kernel_image_open(cfg->kernel, &vmm->kernel)) < 0 ||
-	    (r = vmm_build_vm(vmm, NULL)) < 0 || (r = devices_init(vmm->vm, &vmm->cfg)) < 0 ||
+	    (r = vmm_build_vm(vmm, NULL)) < 0 || (r = vmm_init_devices(vmm)) < 0 ||
 	    (r = vmm_load_guest(vmm, &boot)) < 0 || (r = vmm_create_vcpus(vmm, &boot)) < 0 ||
 	    (r = vmm_control_open(vmm)) < 0) {
 		vmm_destroy(vmm);
@@ -316,9 +312,8 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	}
 	if (ret == 0 && opts->restore_mode == RESTORE_COPY)
 		ret = mem_image_load(mem, vmm->vm->ram, vmm->cfg.mem_size);
-	if (ret == 0 && (ret = devices_init(vmm->vm, &vmm->cfg)) == 0 &&
-	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 &&
-	    (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
+	if (ret == 0 && (ret = vmm_init_devices(vmm)) == 0 &&
+	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 && (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
 		ret = vmm_control_open(vmm);
 	if (r)
 		state_reader_close(r);
@@ -389,7 +384,7 @@ int vmm_run(struct vmm *vmm)
 	}
 	struct pvm_stats total = {0};
 	for (int i = 0; i < vm->ncpus; i++)
-		pvm_stats_add(&total, &vm->vcpus[i]->pvm_stats);
+		pvm_stats_add(&total, &vmm->pvm_stats[i]);
 	if (log_get_level() >= LOG_INFO)
 		pvm_stats_print(&total, stderr);
 	switch (vm->exit_reason) {

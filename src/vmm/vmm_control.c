@@ -152,7 +152,7 @@ static int cmd_status(void *opaque, json_t *req, json_t *reply)
 	/* Counters written by vCPU threads: a snapshot of them, not exact. */
 	struct pvm_stats total = {0};
 	for (int i = 0; i < vm->ncpus; i++)
-		pvm_stats_add(&total, &vm->vcpus[i]->pvm_stats);
+		pvm_stats_add(&total, &vmm->pvm_stats[i]);
 	json_t *pvm = json_object();
 	for (unsigned i = 0; pvm_stats_name(i); i++)
 		if (total.count[i])

@@ -5,6 +5,8 @@
 #define CAIRN_VMM_VMM_INTERNAL_H
 
 #include "arch/x86/boot.h"
+#include "arch/x86/pvm.h"
+#include "kvm/vm.h"
 #include "vmm/config.h"
 #include "vmm/vmm.h"
 
@@ -28,6 +30,8 @@ struct vmm {
 	bool paused;
 	unsigned snapshots;
 	struct snap_job *snap_job; /* a snapshot being written, or NULL */
+	/* Per vCPU (each one's hook_data): PVM fallback completions. */
+	struct pvm_stats pvm_stats[VM_MAX_VCPUS];
 };
 
 /* Open the control socket (opts.control) with the VM's commands. */
@@ -43,8 +47,5 @@ int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir);
 /* A restore that failed after vmm_new_overlays: remove the overlays CFG
  * names. */
 void vmm_drop_overlays(const struct vm_config *cfg);
-
-/* Deep copy of a configuration (free with vm_config_free). */
-int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
 
 #endif

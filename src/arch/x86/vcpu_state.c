@@ -2,10 +2,12 @@
 #include "arch/x86/cpu.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
+#include "snapshot/state_buf.h"
 #include "util/err.h"
 #include "util/log.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -21,16 +23,35 @@
 
 #define MSR_PROBE_BATCH 128 /* KVM_GET_MSRS takes fewer than 256 a call */
 
-int x86_msr_list_init(struct vm *vm, struct vcpu *v)
+/* This module's per-VM data, kept in vm->arch_data (allocated here at the
+ * first snapshot, freed by vm_destroy). */
+struct x86_msr_list {
+	unsigned n;
+	uint32_t index[X86_MAX_MSRS];
+};
+
+static const struct x86_msr_list *msr_list_of(const struct vm *vm)
 {
-	if (vm->nmsr_index)
+	return vm->arch_data;
+}
+
+/* The MSRs of this host's KVM that can be saved (KVM_GET_MSR_INDEX_LIST,
+ * less those KVM_GET_MSRS refuses on V).  Computed once per VM. */
+static int x86_msr_list_init(struct vm *vm, struct vcpu *v)
+{
+	if (msr_list_of(vm))
 		return 0;
+	struct x86_msr_list *ml = calloc(1, sizeof(*ml));
+	if (!ml)
+		return err_set(ENOMEM, "MSR list");
 	union {
 		struct kvm_msr_list hdr;
 		uint8_t bytes[sizeof(struct kvm_msr_list) + X86_MAX_MSRS * sizeof(uint32_t)];
 	} list = {.hdr.nmsrs = X86_MAX_MSRS};
-	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &list) < 0)
+	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &list) < 0) {
+		free(ml);
 		return err_set(errno, "KVM_GET_MSR_INDEX_LIST");
+	}
 	/* The list names MSRs KVM_GET_MSRS then refuses: keep only those it
 	 * reads.  One call reads up to the first refused MSR and says how far
 	 * it got, so the probe costs one call per refused MSR plus one, not one
@@ -46,38 +67,41 @@ int x86_msr_list_init(struct vm *vm, struct vcpu *v)
 		for (uint32_t k = 0; k < buf.hdr.nmsrs; k++)
 			buf.hdr.entries[k].index = list.hdr.indices[i + k];
 		int got = ioctl(v->fd, KVM_GET_MSRS, &buf);
-		if (got < 0)
+		if (got < 0) {
+			free(ml);
 			return err_set(errno, "KVM_GET_MSRS on vCPU %d", v->id);
+		}
 		for (int k = 0; k < got; k++)
-			vm->msr_index[n++] = list.hdr.indices[i + (uint32_t)k];
+			ml->index[n++] = list.hdr.indices[i + (uint32_t)k];
 		i += (uint32_t)got;
 		if ((uint32_t)got < buf.hdr.nmsrs)
 			log_debug("MSR %#x listed by KVM but not readable: not saved",
 				  list.hdr.indices[i++]);
 	}
-	vm->nmsr_index = n;
+	ml->n = n;
+	vm->arch_data = ml;
 	log_debug("saving %u MSRs of the %u KVM lists", n, list.hdr.nmsrs);
 	return 0;
 }
 
 static int vcpu_get_msrs(struct vcpu *v, struct x86_vcpu_state *st)
 {
-	struct vm *vm = v->vm;
+	const struct x86_msr_list *ml = msr_list_of(v->vm);
 	union {
 		struct kvm_msrs hdr;
 		uint8_t bytes[sizeof(struct kvm_msrs) + X86_MAX_MSRS * sizeof(struct kvm_msr_entry)];
 	} buf;
 	memset(&buf, 0, sizeof(buf));
-	buf.hdr.nmsrs = vm->nmsr_index;
-	for (unsigned i = 0; i < vm->nmsr_index; i++)
-		buf.hdr.entries[i].index = vm->msr_index[i];
+	buf.hdr.nmsrs = ml->n;
+	for (unsigned i = 0; i < ml->n; i++)
+		buf.hdr.entries[i].index = ml->index[i];
 	int r = ioctl(v->fd, KVM_GET_MSRS, &buf);
 	if (r < 0)
 		return err_set(errno, "KVM_GET_MSRS on vCPU %d", v->id);
-	if ((unsigned)r != vm->nmsr_index)
+	if ((unsigned)r != ml->n)
 		return err_set(EIO, "KVM_GET_MSRS on vCPU %d read %d of %u MSRs (stopped at %#x)",
-			       v->id, r, vm->nmsr_index, buf.hdr.entries[r].index);
-	st->nmsrs = vm->nmsr_index;
+			       v->id, r, ml->n, buf.hdr.entries[r].index);
+	st->nmsrs = ml->n;
 	memcpy(st->msrs, buf.hdr.entries, st->nmsrs * sizeof(st->msrs[0]));
 	return 0;
 }
@@ -223,6 +247,47 @@ int x86_vcpu_restore(struct vcpu *v, const struct x86_vcpu_state *st)
 	/* Tell a kvmclock guest it was stopped (no soft-lockup warnings). */
 	ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0);
 	return 0;
+}
+
+/* The vCPU record: fixed registers first, then the variable parts, their
+ * counts checked before they are read. */
+int x86_vcpu_state_fields(struct x86_vcpu_state *st, struct state_buf *sb)
+{
+	STATE_FIELD(sb, st->regs);
+	STATE_FIELD(sb, st->sregs);
+	STATE_FIELD(sb, st->xcrs);
+	STATE_FIELD(sb, st->debugregs);
+	STATE_FIELD(sb, st->lapic);
+	STATE_FIELD(sb, st->mp_state);
+	STATE_FIELD(sb, st->events);
+	STATE_FIELD(sb, st->tsc_khz);
+	STATE_FIELD(sb, st->xsave_size);
+	STATE_FIELD(sb, st->nmsrs);
+	STATE_FIELD(sb, st->ncpuid);
+	if (!sb->err && (st->xsave_size > X86_XSAVE_MAX || st->nmsrs > X86_MAX_MSRS ||
+			 st->ncpuid > X86_MAX_CPUID))
+		return err_set(EINVAL, "%s: impossible sizes", sb->what);
+	state_buf_field(sb, st->xsave, st->xsave_size);
+	state_buf_field(sb, st->msrs, st->nmsrs * sizeof(st->msrs[0]));
+	state_buf_field(sb, st->cpuid, st->ncpuid * sizeof(st->cpuid[0]));
+	return state_buf_finish(sb);
+}
+
+/* Version 1 of the VM record was a copy of struct x86_vm_state as it lies
+ * in memory; these fields, back to back, are those same bytes. */
+_Static_assert(sizeof(struct x86_vm_state) == 3 * sizeof(struct kvm_irqchip) +
+						  sizeof(struct kvm_pit_state2) +
+						  sizeof(struct kvm_clock_data),
+	       "struct x86_vm_state has padding: its fields no longer make the version 1 record");
+
+int x86_vm_state_fields(struct x86_vm_state *st, struct state_buf *sb)
+{
+	STATE_FIELD(sb, st->pic_master);
+	STATE_FIELD(sb, st->pic_slave);
+	STATE_FIELD(sb, st->ioapic);
+	STATE_FIELD(sb, st->pit);
+	STATE_FIELD(sb, st->clock);
+	return state_buf_finish(sb);
 }
 
 int x86_vm_save(struct vm *vm, struct x86_vm_state *st)

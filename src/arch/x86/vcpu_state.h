@@ -9,6 +9,7 @@
 
 struct vm;
 struct vcpu;
+struct state_buf;
 
 #define X86_MAX_MSRS 256
 #define X86_MAX_CPUID 256
@@ -37,9 +38,12 @@ struct x86_vm_state {
 	struct kvm_clock_data clock;
 };
 
-/* The MSRs of this host's KVM that can be saved (KVM_GET_MSR_INDEX_LIST,
- * less those KVM_GET_MSRS refuses on VCPU).  Computed once per VM. */
-int x86_msr_list_init(struct vm *vm, struct vcpu *vcpu);
+/* The records of state.bin (docs/state-format.md): each struct's fields
+ * listed once with STATE_FIELD, for both directions (sb->restoring).
+ * Their byte layout is the record's version 1; changing it is a new
+ * record version. */
+int x86_vcpu_state_fields(struct x86_vcpu_state *st, struct state_buf *sb);
+int x86_vm_state_fields(struct x86_vm_state *st, struct state_buf *sb);
 
 /* The vCPU must be out of KVM_RUN with no I/O half done (paused). */
 /* The IA32_TSC the state holds (0: none), and setting it. */
