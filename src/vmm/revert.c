@@ -5,6 +5,7 @@
 #include "snapshot/snapdir.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
+#include "util/monotime.h"
 #include "util/fileutil.h"
 #include "vmm/config_json.h"
 #include "vmm/snapshot_job.h"
@@ -18,13 +19,6 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
-
-static uint64_t now_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000 + (uint64_t)t.tv_nsec / 1000;
-}
 
 /* Same machine shape, or the saved state cannot apply to this VM. */
 static int revert_check_config(const struct vm_config *cur, const struct vm_config *snap,
@@ -99,7 +93,7 @@ int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool veri
 	struct vm *vm = vmm->vm;
 	if (snapshot_job_busy(vmm))
 		return err_set(EBUSY, "snapshot %s is still being written", snapshot_job_busy(vmm));
-	uint64_t t0 = now_us();
+	uint64_t t0 = monotime_us();
 	struct state_reader *rd;
 	struct vm_config cfg;
 	int r = vm_snapshot_open(dir, &rd, &cfg);
@@ -120,7 +114,7 @@ int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool veri
 		r = fd;
 		goto out;
 	}
-	uint64_t t1 = now_us();
+	uint64_t t1 = monotime_us();
 	bool was_paused = vmm->paused;
 	if (!was_paused)
 		vm_pause(vm);
@@ -136,7 +130,7 @@ int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool veri
 	memset(&cfg, 0, sizeof(cfg));
 	vmm->cfg.console_in = STDIN_FILENO;
 	vmm->cfg.console_out = STDOUT_FILENO;
-	uint64_t t2 = now_us();
+	uint64_t t2 = monotime_us();
 	if (!was_paused)
 		vm_resume(vm);
 	res->check_us = t1 - t0;

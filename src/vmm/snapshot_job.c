@@ -4,6 +4,7 @@
 #include "snapshot/ram_cow.h"
 #include "snapshot/snapdir.h"
 #include "util/err.h"
+#include "util/monotime.h"
 #include "util/evloop.h"
 #include "util/log.h"
 #include "vmm/config_json.h"
@@ -49,13 +50,6 @@ struct snap_job {
 	void *opaque;
 	struct snapshot_result res;
 };
-
-static uint64_t now_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000 + (uint64_t)t.tv_nsec / 1000;
-}
 
 static void snap_job_free(struct snap_job *j)
 {
@@ -161,7 +155,7 @@ static void snap_finish(struct snap_job *j, int result, const char *msg)
 		j->vmm->snapshots++;
 		j->res.pause_us = j->st.pause_us;
 		j->res.memory_bytes = j->st.memory_bytes;
-		j->res.total_us = now_us() - j->t0;
+		j->res.total_us = monotime_us() - j->t0;
 	}
 	log_info("snapshot %s: %s", j->res.path, result < 0 ? msg : "committed");
 	j->done(j->opaque, result, msg, &j->res);
@@ -329,7 +323,7 @@ static int snap_paused(struct snap_job *j, bool quit)
 		return r;
 	if (quit) {
 		/* What meta.json records: the pause up to the write. */
-		j->st.pause_us = now_us() - j->paused_at;
+		j->st.pause_us = monotime_us() - j->paused_at;
 		if ((r = snap_write(j, vmm->vm->ram, NULL, vmm->vm->ram_size)) < 0)
 			snap_failed(j, err_msg(), true);
 	} else if (!j->cow && (r = snap_fork(j)) < 0) {
@@ -351,7 +345,7 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, snapshot_don
 	j->pipe_rd = j->pipe_wr = -1;
 	j->done = done;
 	j->opaque = opaque;
-	j->t0 = now_us();
+	j->t0 = monotime_us();
 	if (snprintf(j->res.path, sizeof(j->res.path), "%s", dir) >= (int)sizeof(j->res.path)) {
 		free(j);
 		return err_set(ENAMETOOLONG, "%s", dir);
@@ -364,11 +358,11 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, snapshot_don
 	if (!quit)
 		snap_cow_open(j);
 	bool was_paused = vmm->paused;
-	j->paused_at = now_us();
+	j->paused_at = monotime_us();
 	if (!was_paused)
 		vm_pause(vmm->vm);
 	r = snap_paused(j, quit);
-	j->st.pause_us = now_us() - j->paused_at;
+	j->st.pause_us = monotime_us() - j->paused_at;
 	if (r == 0 && quit)
 		vm_request_exit(vmm->vm, VM_EXIT_QUIT, 0, "quit after snapshot");
 	else if (!was_paused)
