@@ -1,0 +1,246 @@
+/* run and stop: the VM's process, its run lock, detaching. */
+#include "manager/mgr_internal.h"
+#include "util/err.h"
+#include "util/fileutil.h"
+#include "vmm/config_json.h"
+#include "vmm/vmm.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The machine to boot: the recorded configuration on the active layers,
+ * the clone seed (if any) on the command line. */
+static int boot_config(const struct bundle *b, struct vm_config *cfg)
+{
+	int r = vm_config_from_json(json_object_get(b->doc, "config"), "vm.json", cfg);
+	if (r < 0)
+		return r;
+	json_t *act = mgr_active_layers(b);
+	if (!act || (int)json_array_size(act) != cfg->ndisks)
+		return err_set(EINVAL, "%s: vm.json: \"active\" does not list one layer per disk",
+			       b->dir);
+	for (int i = 0; i < cfg->ndisks; i++) {
+		free(cfg->disks[i].path);
+		cfg->disks[i].path = strdup(mgr_jstr_at(act, (size_t)i));
+	}
+	const char *seed = bundle_str(b->doc, "seed");
+	if (seed) {
+		const char *c = cfg->cmdline ? cfg->cmdline : "";
+		size_t n = strlen(c) + strlen(seed) + 32;
+		char *s = malloc(n);
+		/* The test guest takes ';'-separated jobs: the seed becomes an
+		 * echo job in front; for Linux a kernel parameter at the end. */
+		if (strchr(c, ';'))
+			snprintf(s, n, "echo cairn.seed=%s; %s", seed, c);
+		else
+			snprintf(s, n, "%s%scairn.seed=%s", c, *c ? " " : "", seed);
+		free(cfg->cmdline);
+		cfg->cmdline = s;
+	}
+	return 0;
+}
+
+/* The run lock names the process that runs the VM. */
+static void run_lock_write_pid(int fd)
+{
+	char line[32];
+	int n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) == 0)
+		(void)!pwrite(fd, line, (size_t)n, 0);
+}
+
+static int take_run_lock(const struct bundle *b, int *fd)
+{
+	char p[PATH_MAX];
+	bundle_path(b, p, sizeof(p), "run.lock");
+	int f = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (f < 0)
+		return err_set(errno, "%s", p);
+	if (flock(f, LOCK_EX | LOCK_NB) < 0) {
+		close(f);
+		return err_set(EBUSY, "%s: the VM is already running", b->dir);
+	}
+	run_lock_write_pid(f);
+	*fd = f;
+	return 0;
+}
+
+/* Build the VM (boot or resume) and record where it now writes. */
+static int run_setup(struct bundle *b, const struct vmm_opts *opts, int console_in, int console_out,
+		     struct vmm **vmm)
+{
+	const char *resume = bundle_str(b->doc, "resume");
+	if (!resume) {
+		struct vm_config cfg = {0};
+		int r = boot_config(b, &cfg);
+		cfg.console_in = console_in;
+		cfg.console_out = console_out;
+		if (r == 0)
+			r = vmm_create(&cfg, opts, vmm);
+		vm_config_free(&cfg);
+		return r;
+	}
+	char sd[PATH_MAX], disks[PATH_MAX];
+	mgr_snap_dir(b, resume, sd, sizeof(sd));
+	bundle_path(b, disks, sizeof(disks), "disks");
+	json_t *before = json_object(), *after = json_object();
+	int r = mgr_dir_names(disks, before);
+	if (r == 0)
+		r = vmm_restore(sd, opts, vmm);
+	if (r == 0)
+		r = mgr_dir_names(disks, after);
+	if (r == 0) {
+		/* the restore's new overlays (we hold the writer lock: they are ours) */
+		json_t *act = json_array();
+		const char *k;
+		json_t *v;
+		json_object_foreach(after, k, v) if (!json_object_get(before, k))
+		{
+			char p[PATH_MAX];
+			mgr_sub_path(b, p, sizeof(p), "disks", k);
+			json_array_append_new(act, json_string(p));
+		}
+		json_object_set_new(b->doc, "active", act);
+		json_object_set_new(b->doc, "resume", json_null());
+		r = bundle_save(b);
+		if (r < 0) {
+			vmm_destroy(*vmm);
+			*vmm = NULL;
+		}
+	}
+	json_decref(before);
+	json_decref(after);
+	return r;
+}
+
+int mgr_run(const char *name, bool detach)
+{
+	struct bundle *b;
+	int r = mgr_open_write(name, "cairn run", &b);
+	if (r < 0)
+		return r;
+	int runfd = -1, pipefd[2] = {-1, -1};
+	if ((r = take_run_lock(b, &runfd)) < 0)
+		goto out;
+	char sock[PATH_MAX], logp[PATH_MAX], disks[PATH_MAX];
+	bundle_path(b, sock, sizeof(sock), "control.sock");
+	bundle_path(b, logp, sizeof(logp), "console.log");
+	bundle_path(b, disks, sizeof(disks), "disks");
+	struct vmm_opts opts = {
+	    .control = sock, .restore_mode = RESTORE_MAP, .verify_memory = true, .disk_dir = disks};
+	int cin = STDIN_FILENO, cout = STDOUT_FILENO;
+	if (detach) {
+		if (pipe2(pipefd, O_CLOEXEC) < 0) {
+			r = err_set(errno, "pipe");
+			goto out;
+		}
+		pid_t pid = fork();
+		if (pid < 0) {
+			r = err_set(errno, "fork");
+			goto out;
+		}
+		if (pid > 0) {
+			/* parent: wait for "ok" or the child's error message */
+			close(pipefd[1]);
+			char msg[1024];
+			ssize_t n = read(pipefd[0], msg, sizeof(msg) - 1);
+			close(pipefd[0]);
+			close(runfd);
+			bundle_close(b);
+			if (n == 2 && !memcmp(msg, "ok", 2))
+				return 0;
+			msg[n > 0 ? n : 0] = 0;
+			return err_set(EIO, "%s",
+				       n > 0 ? msg : "the VM process ended during start-up");
+		}
+		close(pipefd[0]);
+		setsid();
+		run_lock_write_pid(runfd); /* this process holds it now, not the parent */
+		/* console input: the FIFO NAME/console.in (opened read-write so
+		 * that it never reports end of file), for scripts */
+		char inp[PATH_MAX];
+		bundle_path(b, inp, sizeof(inp), "console.in");
+		unlink(inp);
+		if (mkfifo(inp, 0600) < 0 || (cin = open(inp, O_RDWR | O_CLOEXEC)) < 0)
+			cin = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		cout = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (cout < 0) {
+			r = err_set(errno, "%s", logp);
+			goto child_fail;
+		}
+		dup2(cout, STDOUT_FILENO);
+		dup2(cout, STDERR_FILENO);
+		dup2(cin, STDIN_FILENO);
+		cin = STDIN_FILENO;
+		cout = STDOUT_FILENO;
+	}
+	struct vmm *vmm = NULL;
+	r = run_setup(b, &opts, cin, cout, &vmm);
+	if (r < 0)
+		goto child_fail;
+	/* the VM runs: other writers (snapshot, stop) may come in */
+	close(b->lock_fd);
+	b->lock_fd = -1;
+	if (detach) {
+		(void)!write(pipefd[1], "ok", 2);
+		close(pipefd[1]);
+	}
+	r = vmm_run(vmm);
+	vmm_destroy(vmm);
+	if (detach)
+		exit(r < 0 ? 1 : r);
+	goto out;
+child_fail:
+	if (detach) {
+		(void)!write(pipefd[1], err_msg(), strlen(err_msg()));
+		exit(1);
+	}
+out:
+	if (runfd >= 0)
+		close(runfd);
+	bundle_close(b);
+	return r;
+}
+int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t *report)
+{
+	struct bundle *b;
+	int r = mgr_open_write(name, save ? "cairn stop --save" : "cairn stop", &b);
+	if (r < 0)
+		return r;
+	if (!bundle_running(b->dir, NULL)) {
+		r = err_set(EINVAL, "%s: the VM is not running", b->dir);
+		goto out;
+	}
+	if (save) {
+		char sname[64];
+		time_t t = time(NULL);
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(sname, sizeof(sname), "suspend-%Y%m%d-%H%M%S", &tm);
+		const char *id;
+		if (bundle_snap_by_name(b, sname, &id))
+			snprintf(sname + strlen(sname), 16, "-%d", (int)getpid());
+		err_clear();
+		r = mgr_snapshot_running(b, sname, "saved by cairn stop --save", true, pr, report);
+	} else {
+		json_t *req = json_pack("{s:s}", "cmd", "quit");
+		r = mgr_ctl_request(b, req, NULL);
+		json_decref(req);
+		if (r == 0)
+			r = mgr_wait_stopped(b, 60);
+	}
+out:
+	bundle_close(b);
+	return r;
+}
