@@ -1,6 +1,7 @@
 #include "manager/bundle.h"
 #include "util/err.h"
 #include "util/fileutil.h"
+#include "vmm/config_json.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int bundle_path(const struct bundle *b, char *out, size_t len, const char *rel)
@@ -93,6 +95,290 @@ bool bundle_running(const char *dir, pid_t *pid)
 	return held;
 }
 
+/* ---- paths: absolute in memory, relative to the bundle in vm.json ---- */
+
+/* A path as read from vm.json: relative ones are inside the bundle. */
+static char *path_from_json(const struct bundle *b, const json_t *j)
+{
+	const char *s = json_string_value(j);
+	if (!s)
+		return NULL;
+	if (s[0] == '/')
+		return strdup(s);
+	char *out = NULL;
+	return asprintf(&out, "%s/%s", b->dir, s) < 0 ? NULL : out;
+}
+
+/* A path for vm.json: relative when it is inside the bundle (RELATIVE). */
+static json_t *path_to_json(const struct bundle *b, const char *path, bool relative)
+{
+	if (!path)
+		return json_null();
+	size_t l = strlen(b->dir);
+	if (relative && !strncmp(path, b->dir, l) && path[l] == '/' && path[l + 1])
+		return json_string(path + l + 1);
+	return json_string(path);
+}
+
+static char *str_from_json(const json_t *j)
+{
+	const char *s = json_string_value(j);
+	return s ? strdup(s) : NULL;
+}
+
+static json_t *str_to_json(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+static int layers_from_json(const struct bundle *b, const json_t *a, struct bundle_layers *l,
+			    const char *what)
+{
+	memset(l, 0, sizeof(*l));
+	if (!json_is_array(a) || json_array_size(a) > VM_MAX_DISKS)
+		return err_set(EINVAL, "%s/vm.json: %s: not a list of layers", b->dir, what);
+	size_t i;
+	json_t *v;
+	json_array_foreach(a, i, v)
+	{
+		char *p = path_from_json(b, v);
+		if (!p) {
+			bundle_layers_free(l);
+			return err_set(EINVAL, "%s/vm.json: %s: layer %zu is not a path", b->dir,
+				       what, i);
+		}
+		l->path[l->n++] = p;
+	}
+	return 0;
+}
+
+static json_t *layers_to_json(const struct bundle *b, const struct bundle_layers *l, bool relative)
+{
+	json_t *a = json_array();
+	for (int i = 0; i < l->n; i++)
+		json_array_append_new(a, path_to_json(b, l->path[i], relative));
+	return a;
+}
+
+/* ---- snapshots ---- */
+
+static struct bundle_snapshot *snap_from_json(const struct bundle *b, const char *id,
+					      const json_t *j)
+{
+	if (!json_is_object(j)) {
+		err_set(EINVAL, "%s/vm.json: snapshot %s is not an object", b->dir, id);
+		return NULL;
+	}
+	struct bundle_snapshot *s = calloc(1, sizeof(*s));
+	if (!s) {
+		err_set(ENOMEM, "%s/vm.json", b->dir);
+		return NULL;
+	}
+	s->id = strdup(id);
+	s->name = str_from_json(json_object_get(j, "name"));
+	s->parent = str_from_json(json_object_get(j, "parent"));
+	s->created = str_from_json(json_object_get(j, "created"));
+	s->description = str_from_json(json_object_get(j, "description"));
+	s->memory = json_is_true(json_object_get(j, "memory"));
+	s->suspend = json_is_true(json_object_get(j, "suspend"));
+	char what[64];
+	snprintf(what, sizeof(what), "snapshot %s", id);
+	if (layers_from_json(b, json_object_get(j, "layers"), &s->layers, what) < 0) {
+		bundle_snap_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static json_t *snap_to_json(const struct bundle *b, const struct bundle_snapshot *s, bool relative)
+{
+	return json_pack("{s:s?, s:o, s:s?, s:o, s:b, s:o, s:b}", "name", s->name, "parent",
+			 str_to_json(s->parent), "created", s->created, "description",
+			 str_to_json(s->description), "memory", s->memory, "layers",
+			 layers_to_json(b, &s->layers, relative), "suspend", s->suspend);
+}
+
+/* ---- pending, clones, origin ---- */
+
+static int pending_from_json(const struct bundle *b, const json_t *j, struct bundle_pending **out)
+{
+	*out = NULL;
+	if (!j || json_is_null(j))
+		return 0;
+	struct bundle_pending *p = calloc(1, sizeof(*p));
+	if (!p)
+		return err_set(ENOMEM, "%s/vm.json", b->dir);
+	*out = p;
+	p->op = str_from_json(json_object_get(j, "op"));
+	p->id = str_from_json(json_object_get(j, "id"));
+	json_t *s = json_object_get(j, "snapshot"), *a = json_object_get(j, "active");
+	if (s && !(p->snapshot = snap_from_json(b, p->id ? p->id : "?", s)))
+		return -EINVAL;
+	if (a && layers_from_json(b, a, &p->active, "pending") < 0)
+		return -EINVAL;
+	json_t *m = json_object_get(j, "merges");
+	size_t n = json_array_size(m);
+	p->merges = n ? calloc(n, sizeof(*p->merges)) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(m, i);
+		const char *method = json_string_value(json_object_get(e, "method"));
+		p->merges[i].layer = path_from_json(b, json_object_get(e, "layer"));
+		p->merges[i].into = path_from_json(b, json_object_get(e, "into"));
+		p->merges[i].method =
+		    method && !strcmp(method, "commit") ? BUNDLE_MERGE_COMMIT : BUNDLE_MERGE_STREAM;
+		p->nmerges++;
+		if (!p->merges[i].layer || !p->merges[i].into)
+			return err_set(EINVAL, "%s/vm.json: pending merge %zu is incomplete",
+				       b->dir, i);
+	}
+	return 0;
+}
+
+static json_t *pending_to_json(const struct bundle *b, const struct bundle_pending *p,
+			       bool relative)
+{
+	json_t *j = json_pack("{s:s?, s:s?}", "op", p->op, "id", p->id);
+	if (p->snapshot)
+		json_object_set_new(j, "snapshot", snap_to_json(b, p->snapshot, relative));
+	if (p->active.n)
+		json_object_set_new(j, "active", layers_to_json(b, &p->active, relative));
+	if (p->merges) {
+		json_t *m = json_array();
+		for (size_t i = 0; i < p->nmerges; i++)
+			json_array_append_new(
+			    m, json_pack("{s:o, s:o, s:s}", "layer",
+					 path_to_json(b, p->merges[i].layer, relative), "into",
+					 path_to_json(b, p->merges[i].into, relative), "method",
+					 p->merges[i].method == BUNDLE_MERGE_COMMIT ? "commit"
+										    : "stream"));
+		json_object_set_new(j, "merges", m);
+	}
+	return j;
+}
+
+static int clones_from_json(struct bundle *b, const json_t *a)
+{
+	size_t n = json_array_size(a);
+	b->clones = n ? calloc(n, sizeof(*b->clones)) : NULL;
+	if (n && !b->clones)
+		return err_set(ENOMEM, "%s/vm.json", b->dir);
+	for (size_t i = 0; i < n; i++) {
+		json_t *c = json_array_get(a, i);
+		b->clones[i].path = str_from_json(json_object_get(c, "path"));
+		b->clones[i].snapshot = str_from_json(json_object_get(c, "snapshot"));
+		b->nclones++;
+	}
+	return 0;
+}
+
+static int origin_from_json(struct bundle *b, const json_t *j)
+{
+	if (!json_is_object(j))
+		return 0;
+	struct bundle_origin *o = calloc(1, sizeof(*o));
+	if (!o)
+		return err_set(ENOMEM, "%s/vm.json", b->dir);
+	b->origin = o;
+	o->bundle = str_from_json(json_object_get(j, "bundle"));
+	o->snapshot = str_from_json(json_object_get(j, "snapshot"));
+	o->snapshot_name = str_from_json(json_object_get(j, "snapshot_name"));
+	return layers_from_json(b, json_object_get(j, "layers"), &o->layers, "origin");
+}
+
+/* ---- the whole document ---- */
+
+static const char *const known_members[] = {
+    "format", "version",   "name",   "machine_id", "created", "config",	 "active", "current",
+    "resume", "snapshots", "clones", "origin",	   "seed",    "pending", NULL};
+
+static bool known_member(const char *k)
+{
+	for (int i = 0; known_members[i]; i++)
+		if (!strcmp(known_members[i], k))
+			return true;
+	return false;
+}
+
+static int doc_to_model(struct bundle *b, json_t *doc, const char *path)
+{
+	json_t *snaps = json_object_get(doc, "snapshots"), *cfg = json_object_get(doc, "config");
+	if (!json_is_object(snaps) || !json_is_object(cfg))
+		return err_set(EINVAL, "%s: \"snapshots\" and \"config\" must be objects", path);
+	int r = vm_config_from_json(cfg, path, &b->config);
+	if (r < 0)
+		return r;
+	for (int i = 0; i < b->config.ndisks; i++) {
+		json_t *p = json_object_get(
+		    json_array_get(json_object_get(cfg, "disks"), (size_t)i), "path");
+		free(b->config.disks[i].path);
+		b->config.disks[i].path = path_from_json(b, p);
+	}
+	b->name = str_from_json(json_object_get(doc, "name"));
+	b->machine_id = str_from_json(json_object_get(doc, "machine_id"));
+	b->created = str_from_json(json_object_get(doc, "created"));
+	b->current = str_from_json(json_object_get(doc, "current"));
+	b->resume = str_from_json(json_object_get(doc, "resume"));
+	b->seed = str_from_json(json_object_get(doc, "seed"));
+	json_t *act = json_object_get(doc, "active");
+	b->has_active = json_is_array(act);
+	if (b->has_active && (r = layers_from_json(b, act, &b->active, "active")) < 0)
+		return r;
+	const char *id;
+	json_t *s;
+	json_object_foreach(snaps, id, s)
+	{
+		struct bundle_snapshot *sn = snap_from_json(b, id, s);
+		if (!sn)
+			return -EINVAL;
+		if ((r = bundle_snap_add(b, sn)) < 0) {
+			bundle_snap_free(sn);
+			return r;
+		}
+	}
+	if ((r = clones_from_json(b, json_object_get(doc, "clones"))) < 0 ||
+	    (r = origin_from_json(b, json_object_get(doc, "origin"))) < 0 ||
+	    (r = pending_from_json(b, json_object_get(doc, "pending"), &b->pending)) < 0)
+		return r;
+	b->extra = json_object();
+	json_t *v;
+	json_object_foreach(doc, id, v) if (!known_member(id)) json_object_set(b->extra, id, v);
+	return 0;
+}
+
+json_t *bundle_to_json(const struct bundle *b, bool relative)
+{
+	json_t *cfg = vm_config_to_json(&b->config);
+	for (int i = 0; i < b->config.ndisks; i++)
+		json_object_set_new(json_array_get(json_object_get(cfg, "disks"), (size_t)i),
+				    "path", path_to_json(b, b->config.disks[i].path, relative));
+	json_t *snaps = json_object(), *clones = json_array();
+	for (size_t i = 0; i < b->nsnaps; i++)
+		json_object_set_new(snaps, b->snaps[i]->id, snap_to_json(b, b->snaps[i], relative));
+	for (size_t i = 0; i < b->nclones; i++)
+		json_array_append_new(clones, json_pack("{s:s?, s:s?}", "path", b->clones[i].path,
+							"snapshot", b->clones[i].snapshot));
+	json_t *origin = json_null();
+	if (b->origin)
+		origin =
+		    json_pack("{s:s?, s:s?, s:s?, s:o}", "bundle", b->origin->bundle, "snapshot",
+			      b->origin->snapshot, "snapshot_name", b->origin->snapshot_name,
+			      "layers", layers_to_json(b, &b->origin->layers, false));
+	json_t *doc =
+	    json_pack("{s:s, s:i, s:s?, s:s?, s:s?, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "format",
+		      BUNDLE_FORMAT, "version", BUNDLE_VERSION, "name", b->name, "machine_id",
+		      b->machine_id, "created", b->created, "config", cfg, "active",
+		      b->has_active ? layers_to_json(b, &b->active, relative) : json_null(),
+		      "current", str_to_json(b->current), "resume", str_to_json(b->resume),
+		      "snapshots", snaps, "clones", clones, "origin", origin);
+	if (b->seed)
+		json_object_set_new(doc, "seed", json_string(b->seed));
+	if (b->pending)
+		json_object_set_new(doc, "pending", pending_to_json(b, b->pending, relative));
+	if (b->extra)
+		json_object_update_missing(doc, b->extra);
+	return doc;
+}
+
 static int bundle_load(struct bundle *b)
 {
 	char path[PATH_MAX];
@@ -100,23 +386,48 @@ static int bundle_load(struct bundle *b)
 	if (r < 0)
 		return r;
 	json_error_t e;
-	b->doc = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
-	if (!b->doc) {
+	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
+	if (!doc) {
 		if (access(path, F_OK) < 0)
 			return err_set(ENOENT, "%s: not a VM bundle (no vm.json)", b->dir);
 		return err_set(EINVAL, "%s: line %d: %s", path, e.line, e.text);
 	}
-	const char *fmt = bundle_str(b->doc, "format");
-	json_t *v = json_object_get(b->doc, "version");
+	const char *fmt = json_string_value(json_object_get(doc, "format"));
+	json_t *v = json_object_get(doc, "version");
 	if (!fmt || strcmp(fmt, BUNDLE_FORMAT) || !json_is_integer(v))
-		return err_set(EINVAL, "%s: not a cairn VM description (format \"%s\")", path,
-			       fmt ? fmt : "?");
-	if (json_integer_value(v) != BUNDLE_VERSION)
-		return err_set(ENOTSUP, "%s: version %lld; this cairn reads version %d", path,
-			       (long long)json_integer_value(v), BUNDLE_VERSION);
-	if (!json_is_object(json_object_get(b->doc, "snapshots")) ||
-	    !json_is_object(json_object_get(b->doc, "config")))
-		return err_set(EINVAL, "%s: \"snapshots\" and \"config\" must be objects", path);
+		r = err_set(EINVAL, "%s: not a cairn VM description (format \"%s\")", path,
+			    fmt ? fmt : "?");
+	else if (json_integer_value(v) != BUNDLE_VERSION)
+		r = err_set(ENOTSUP, "%s: version %lld; this cairn reads version %d", path,
+			    (long long)json_integer_value(v), BUNDLE_VERSION);
+	else
+		r = doc_to_model(b, doc, path);
+	json_decref(doc);
+	return r;
+}
+
+int bundle_reload(struct bundle *b)
+{
+	bundle_clear(b);
+	return bundle_load(b);
+}
+
+int bundle_init(struct bundle *b, const char *dir, const char *name)
+{
+	char mid[33], created[32];
+	memset(b, 0, sizeof(*b));
+	b->lock_fd = -1;
+	b->dir = strdup(dir);
+	bundle_random_hex(mid, 32);
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	b->name = strdup(name);
+	b->machine_id = strdup(mid);
+	b->created = strdup(created);
+	if (!b->dir || !b->name || !b->machine_id || !b->created)
+		return err_set(ENOMEM, "%s", dir);
 	return 0;
 }
 
@@ -143,13 +454,63 @@ int bundle_open(const char *path, bool write, const char *cmd, struct bundle **o
 	return 0;
 }
 
+void bundle_pending_free(struct bundle_pending *p)
+{
+	if (!p)
+		return;
+	free(p->op);
+	free(p->id);
+	bundle_snap_free(p->snapshot);
+	bundle_layers_free(&p->active);
+	for (size_t i = 0; i < p->nmerges; i++) {
+		free(p->merges[i].layer);
+		free(p->merges[i].into);
+	}
+	free(p->merges);
+	free(p);
+}
+
+void bundle_clear(struct bundle *b)
+{
+	free(b->name);
+	free(b->machine_id);
+	free(b->created);
+	free(b->current);
+	free(b->resume);
+	free(b->seed);
+	vm_config_free(&b->config);
+	bundle_layers_free(&b->active);
+	for (size_t i = 0; i < b->nsnaps; i++)
+		bundle_snap_free(b->snaps[i]);
+	free(b->snaps);
+	for (size_t i = 0; i < b->nclones; i++) {
+		free(b->clones[i].path);
+		free(b->clones[i].snapshot);
+	}
+	free(b->clones);
+	if (b->origin) {
+		free(b->origin->bundle);
+		free(b->origin->snapshot);
+		free(b->origin->snapshot_name);
+		bundle_layers_free(&b->origin->layers);
+		free(b->origin);
+	}
+	bundle_pending_free(b->pending);
+	json_decref(b->extra);
+	char *dir = b->dir;
+	int fd = b->lock_fd;
+	memset(b, 0, sizeof(*b));
+	b->dir = dir;
+	b->lock_fd = fd;
+}
+
 void bundle_close(struct bundle *b)
 {
 	if (!b)
 		return;
 	if (b->lock_fd >= 0)
 		close(b->lock_fd);
-	json_decref(b->doc);
+	bundle_clear(b);
 	free(b->dir);
 	free(b);
 }
@@ -160,7 +521,9 @@ int bundle_save(struct bundle *b)
 	int r = bundle_path(b, path, sizeof(path), "vm.json");
 	if (r < 0)
 		return r;
-	char *s = json_dumps(b->doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_t *doc = bundle_to_json(b, true);
+	char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	json_decref(doc);
 	if (!s)
 		return err_set(ENOMEM, "%s", path);
 	size_t len = strlen(s);
@@ -175,36 +538,164 @@ int bundle_save(struct bundle *b)
 	return r;
 }
 
-const char *bundle_str(const json_t *obj, const char *key)
+/* ---- the model's small pieces ---- */
+
+int bundle_set_str(char **field, const char *s)
 {
-	return json_string_value(json_object_get(obj, key));
+	char *c = s ? strdup(s) : NULL;
+	if (s && !c)
+		return err_set(ENOMEM, "out of memory");
+	free(*field);
+	*field = c;
+	return 0;
 }
 
-json_t *bundle_snapshots(const struct bundle *b)
+int bundle_layers_add(struct bundle_layers *l, const char *path)
 {
-	return json_object_get(b->doc, "snapshots");
+	if (l->n >= VM_MAX_DISKS)
+		return err_set(E2BIG, "%s: more than %d disks", path, VM_MAX_DISKS);
+	if (!(l->path[l->n] = strdup(path)))
+		return err_set(ENOMEM, "%s", path);
+	l->n++;
+	return 0;
 }
 
-json_t *bundle_snap(const struct bundle *b, const char *id)
+int bundle_layers_copy(struct bundle_layers *dst, const struct bundle_layers *src)
 {
-	return id ? json_object_get(bundle_snapshots(b), id) : NULL;
-}
-
-json_t *bundle_snap_by_name(const struct bundle *b, const char *name, const char **idp)
-{
-	const char *id;
-	json_t *s;
-	json_object_foreach(bundle_snapshots(b), id, s)
-	{
-		const char *n = bundle_str(s, "name");
-		if (n && !strcmp(n, name)) {
-			if (idp)
-				*idp = id;
-			return s;
+	struct bundle_layers t = {0};
+	for (int i = 0; i < src->n; i++)
+		if (bundle_layers_add(&t, src->path[i]) < 0) {
+			bundle_layers_free(&t);
+			return -ENOMEM;
 		}
+	bundle_layers_free(dst);
+	*dst = t;
+	return 0;
+}
+
+bool bundle_layers_equal(const struct bundle_layers *a, const struct bundle_layers *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (int i = 0; i < a->n; i++)
+		if (strcmp(a->path[i], b->path[i]))
+			return false;
+	return true;
+}
+
+void bundle_layers_free(struct bundle_layers *l)
+{
+	for (int i = 0; i < l->n; i++)
+		free(l->path[i]);
+	memset(l, 0, sizeof(*l));
+}
+
+struct bundle_snapshot *bundle_snap_new(const char *id, const char *name, const char *parent,
+					const char *created, const char *desc)
+{
+	struct bundle_snapshot *s = calloc(1, sizeof(*s));
+	if (!s || bundle_set_str(&s->id, id) < 0 || bundle_set_str(&s->name, name) < 0 ||
+	    bundle_set_str(&s->parent, parent) < 0 || bundle_set_str(&s->created, created) < 0 ||
+	    bundle_set_str(&s->description, desc) < 0) {
+		bundle_snap_free(s);
+		err_set(ENOMEM, "snapshot %s", name);
+		return NULL;
 	}
+	return s;
+}
+
+struct bundle_snapshot *bundle_snap_dup(const struct bundle_snapshot *s)
+{
+	struct bundle_snapshot *c =
+	    bundle_snap_new(s->id, s->name, s->parent, s->created, s->description);
+	if (!c)
+		return NULL;
+	c->memory = s->memory;
+	c->suspend = s->suspend;
+	if (bundle_layers_copy(&c->layers, &s->layers) < 0) {
+		bundle_snap_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void bundle_snap_free(struct bundle_snapshot *s)
+{
+	if (!s)
+		return;
+	free(s->id);
+	free(s->name);
+	free(s->parent);
+	free(s->created);
+	free(s->description);
+	bundle_layers_free(&s->layers);
+	free(s);
+}
+
+struct bundle_snapshot *bundle_snap(const struct bundle *b, const char *id)
+{
+	for (size_t i = 0; id && i < b->nsnaps; i++)
+		if (!strcmp(b->snaps[i]->id, id))
+			return b->snaps[i];
+	return NULL;
+}
+
+struct bundle_snapshot *bundle_snap_by_name(const struct bundle *b, const char *name)
+{
+	for (size_t i = 0; i < b->nsnaps; i++)
+		if (b->snaps[i]->name && !strcmp(b->snaps[i]->name, name))
+			return b->snaps[i];
 	err_set(ENOENT, "%s: no snapshot named \"%s\"", b->dir, name);
 	return NULL;
+}
+
+int bundle_snap_add(struct bundle *b, struct bundle_snapshot *s)
+{
+	struct bundle_snapshot *old = bundle_snap(b, s->id);
+	if (old) { /* replaces the one with the same id */
+		for (size_t i = 0; i < b->nsnaps; i++)
+			if (b->snaps[i] == old)
+				b->snaps[i] = s;
+		bundle_snap_free(old);
+		return 0;
+	}
+	struct bundle_snapshot **n = realloc(b->snaps, (b->nsnaps + 1) * sizeof(*n));
+	if (!n)
+		return err_set(ENOMEM, "%s", b->dir);
+	n[b->nsnaps++] = s;
+	b->snaps = n;
+	return 0;
+}
+
+int bundle_clone_add(struct bundle *b, const char *path, const char *snapshot)
+{
+	struct bundle_clone *n = realloc(b->clones, (b->nclones + 1) * sizeof(*n));
+	if (!n)
+		return err_set(ENOMEM, "%s", b->dir);
+	b->clones = n;
+	n[b->nclones] = (struct bundle_clone){strdup(path), strdup(snapshot)};
+	b->nclones++;
+	return 0;
+}
+
+void bundle_clone_remove(struct bundle *b, size_t i)
+{
+	free(b->clones[i].path);
+	free(b->clones[i].snapshot);
+	memmove(&b->clones[i], &b->clones[i + 1], (b->nclones - i - 1) * sizeof(*b->clones));
+	b->nclones--;
+}
+
+void bundle_snap_remove(struct bundle *b, const char *id)
+{
+	for (size_t i = 0; i < b->nsnaps; i++) {
+		if (strcmp(b->snaps[i]->id, id))
+			continue;
+		bundle_snap_free(b->snaps[i]);
+		memmove(&b->snaps[i], &b->snaps[i + 1], (b->nsnaps - i - 1) * sizeof(*b->snaps));
+		b->nsnaps--;
+		return;
+	}
 }
 
 uint64_t bundle_du(const char *path)

@@ -62,12 +62,12 @@ static void repaired(struct check_ctx *c, const char *fmt, ...)
 static int check_pending(struct check_ctx *c)
 {
 	struct bundle *b = c->b;
-	json_t *p = json_object_get(b->doc, "pending");
+	struct bundle_pending *p = b->pending;
 	if (!p)
 		return 0;
 	char op[32], id[32];
-	snprintf(op, sizeof(op), "%s", bundle_str(p, "op") ? bundle_str(p, "op") : "?");
-	snprintf(id, sizeof(id), "%s", bundle_str(p, "id") ? bundle_str(p, "id") : "?");
+	snprintf(op, sizeof(op), "%s", p->op ? p->op : "?");
+	snprintf(id, sizeof(id), "%s", p->id ? p->id : "?");
 	problem(c, "an interrupted \"%s\" (snapshot id %s) is pending", op, id);
 	if (!c->repair)
 		return 0;
@@ -122,6 +122,14 @@ static void check_layer(struct check_ctx *c, const char *what, const char *path,
 		problem(c, "%s: %s", what, err_msg());
 		return;
 	}
+	if (want_backing && !mgr_streq(bk, want_backing) && c->repair &&
+	    mgr_own_layer(c->b, path) && !(active && c->running) && mgr_layer_relink(path) == 1) {
+		/* an absolute name from before the bundle moved */
+		free(bk);
+		bk = NULL;
+		if (mgr_layer_backing(path, &bk) == 0 && mgr_streq(bk, want_backing))
+			repaired(c, "%s: layer %s: backing file named relative", what, path);
+	}
 	if (want_backing && !mgr_streq(bk, want_backing))
 		problem(c, "%s: layer %s has backing file %s, expected %s", what, path,
 			bk ? bk : "(none)", want_backing);
@@ -165,50 +173,47 @@ static void check_memory(struct check_ctx *c, const char *sid, const char *name)
 	vm_config_free(&cfg);
 }
 
+static const char *layer_at(const struct bundle_snapshot *s, int i)
+{
+	return s && i < s->layers.n ? s->layers.path[i] : NULL;
+}
+
 static void check_tree(struct check_ctx *c)
 {
 	struct bundle *b = c->b;
-	const char *id;
-	json_t *s;
-	json_object_foreach(bundle_snapshots(b), id, s)
-	{
-		const char *name = bundle_str(s, "name"), *parent = bundle_str(s, "parent");
+	for (size_t k = 0; k < b->nsnaps; k++) {
+		const struct bundle_snapshot *s = b->snaps[k];
 		char what[256];
-		snprintf(what, sizeof(what), "snapshot \"%s\"", name ? name : id);
-		json_t *ps = parent ? bundle_snap(b, parent) : NULL;
-		if (parent && !ps)
-			problem(c, "%s: parent %s does not exist", what, parent);
-		json_t *layers = mgr_jarr(s, "layers");
-		for (size_t i = 0; i < json_array_size(layers); i++)
-			check_layer(c, what, mgr_jstr_at(layers, i),
-				    ps ? mgr_jstr_at(mgr_jarr(ps, "layers"), i) : NULL, false);
+		snprintf(what, sizeof(what), "snapshot \"%s\"", s->name ? s->name : s->id);
+		const struct bundle_snapshot *ps = s->parent ? bundle_snap(b, s->parent) : NULL;
+		if (s->parent && !ps)
+			problem(c, "%s: parent %s does not exist", what, s->parent);
+		for (int i = 0; i < s->layers.n; i++)
+			check_layer(c, what, s->layers.path[i], layer_at(ps, i), false);
 		char sd[PATH_MAX];
-		mgr_snap_dir(b, id, sd, sizeof(sd));
-		if (json_is_true(json_object_get(s, "memory"))) {
-			json_object_set_new(c->refs, sd, json_true());
-			check_memory(c, id, what);
+		mgr_snap_dir(b, s->id, sd, sizeof(sd));
+		if (s->memory) {
+			ref(c, sd);
+			check_memory(c, s->id, what);
 		}
 	}
-	const char *cur = bundle_str(b->doc, "current"), *res = bundle_str(b->doc, "resume");
-	json_t *cs = bundle_snap(b, cur);
+	const char *cur = b->current, *res = b->resume;
+	const struct bundle_snapshot *cs = bundle_snap(b, cur);
 	if (cur && !cs)
 		problem(c, "current snapshot %s does not exist", cur);
 	if (res && !bundle_snap(b, res))
 		problem(c, "the snapshot %s to resume does not exist", res);
-	json_t *act = mgr_active_layers(b);
-	if (!act && !res)
+	if (!b->has_active && !res)
 		problem(c, "no active layer and nothing to resume");
-	for (size_t i = 0; act && i < json_array_size(act); i++)
-		check_layer(c, "active layer", mgr_jstr_at(act, i),
-			    cs ? mgr_jstr_at(mgr_jarr(cs, "layers"), i) : NULL, true);
+	for (int i = 0; b->has_active && i < b->active.n; i++)
+		check_layer(c, "active layer", b->active.path[i], layer_at(cs, i), true);
 }
 
 static void check_clones(struct check_ctx *c)
 {
-	json_t *cl = mgr_jarr(c->b->doc, "clones");
-	for (size_t i = 0; cl && i < json_array_size(cl);) {
+	for (size_t i = 0; i < c->b->nclones;) {
 		char p[PATH_MAX - 16], vj[PATH_MAX];
-		const char *ps = bundle_str(json_array_get(cl, i), "path");
+		const char *ps = c->b->clones[i].path;
 		snprintf(p, sizeof(p), "%s", ps ? ps : "");
 		snprintf(vj, sizeof(vj), "%s/vm.json", p);
 		if (access(vj, F_OK) == 0) {
@@ -217,7 +222,7 @@ static void check_clones(struct check_ctx *c)
 		}
 		problem(c, "linked clone %s is gone (or its creation was interrupted)", p);
 		if (c->repair) {
-			json_array_remove(cl, i);
+			bundle_clone_remove(c->b, i);
 			if (bundle_save(c->b) == 0)
 				repaired(c, "dropped the clone entry %s", p);
 			continue;
@@ -288,17 +293,19 @@ int mgr_check(const char *name, bool repair, const struct mgr_progress *pr, json
 		check_clones(&c);
 		if (c.running) {
 			/* never take what the VM writes to, whatever vm.json says */
-			json_t *now = mgr_running_disks(b);
-			size_t i;
-			json_t *v;
-			json_array_foreach(now, i, v) ref(&c, json_string_value(v));
-			if (now && mgr_active_layers(b) && !json_equal(now, mgr_active_layers(b)) &&
-			    !json_object_get(b->doc, "pending"))
-				problem(&c, "the running VM writes to %s, vm.json names %s",
-					mgr_jstr_at(now, 0), mgr_jstr_at(mgr_active_layers(b), 0));
-			json_decref(now);
+			struct bundle_layers now;
+			if (mgr_running_disks(b, &now) == 0) {
+				for (int i = 0; i < now.n; i++)
+					ref(&c, now.path[i]);
+				if (b->has_active && !bundle_layers_equal(&now, &b->active) &&
+				    !b->pending)
+					problem(&c, "the running VM writes to %s, vm.json names %s",
+						now.n ? now.path[0] : "(null)",
+						b->active.n ? b->active.path[0] : "(null)");
+				bundle_layers_free(&now);
+			}
 		}
-		if (!json_object_get(b->doc, "pending")) {
+		if (!b->pending) {
 			check_leftovers(&c, "disks");
 			check_leftovers(&c, "snapshots");
 		}
@@ -311,8 +318,7 @@ int mgr_check(const char *name, bool repair, const struct mgr_progress *pr, json
 		}
 	}
 	json_object_set_new(report, "bundle", json_string(b->dir));
-	json_object_set_new(report, "snapshots",
-			    json_integer((json_int_t)json_object_size(bundle_snapshots(b))));
+	json_object_set_new(report, "snapshots", json_integer((json_int_t)b->nsnaps));
 	json_object_set(report, "problems", c.problems);
 	json_object_set(report, "repaired", c.repaired);
 	if (r == 0 && json_array_size(c.problems) && !repair)

@@ -1,6 +1,7 @@
 /* Helpers the manager's operations share (mgr_internal.h). */
 #include "control/control.h"
 #include "disk/block.h"
+#include "disk/chain.h"
 #include "disk/qcow2.h"
 #include "manager/mgr_internal.h"
 #include "util/err.h"
@@ -19,17 +20,6 @@
 #include <unistd.h>
 
 /* ---- small helpers ---------------------------------------------------- */
-
-json_t *mgr_jarr(const json_t *o, const char *k)
-{
-	json_t *a = json_object_get(o, k);
-	return json_is_array(a) ? a : NULL;
-}
-
-const char *mgr_jstr_at(const json_t *a, size_t i)
-{
-	return json_string_value(json_array_get(a, i));
-}
 
 void mgr_now_iso(char *out, size_t len)
 {
@@ -156,20 +146,27 @@ int mgr_new_layer(const struct bundle *b, const char *backing, char *out, size_t
 	snprintf(name, sizeof(name), "l%s.qcow2", hex);
 	int r = mgr_sub_path(b, out, len, "disks", name);
 	if (r == 0)
-		r = qcow2_create_overlay(out, backing, "qcow2");
+		r = qcow2_create_overlay_rel(out, backing, "qcow2");
 	return r;
 }
 
-void mgr_set_frozen(json_t *layers, bool frozen)
+int mgr_stream_layer(const char *top, const char *base, const struct mgr_progress *pr)
 {
-	size_t i;
-	json_t *v;
-	json_array_foreach(layers, i, v) chmod(json_string_value(v), frozen ? 0444 : 0644);
+	const char *fmt = base && !mgr_is_qcow2(base) ? "raw" : "qcow2";
+	return chain_stream(top, base ? qcow2_relative_backing(top, base) : NULL, fmt,
+			    mgr_copy_progress(pr));
 }
 
-json_t *mgr_active_layers(const struct bundle *b)
+void mgr_set_frozen(const struct bundle_layers *layers, bool frozen)
 {
-	return mgr_jarr(b->doc, "active");
+	for (int i = 0; i < layers->n; i++)
+		chmod(layers->path[i], frozen ? 0444 : 0644);
+}
+
+void mgr_unlink_layers(const struct bundle *b, const struct bundle_layers *layers)
+{
+	for (int i = 0; i < layers->n; i++)
+		mgr_unlink_own(b, layers->path[i]);
 }
 
 int mgr_open_write(const char *name, const char *cmd, struct bundle **out)
@@ -178,8 +175,8 @@ int mgr_open_write(const char *name, const char *cmd, struct bundle **out)
 	int r = bundle_open(name, true, cmd, &b);
 	if (r < 0)
 		return r;
-	if (json_object_get(b->doc, "pending")) {
-		const char *op = bundle_str(json_object_get(b->doc, "pending"), "op");
+	if (b->pending) {
+		const char *op = b->pending->op;
 		r = err_set(EAGAIN,
 			    "%s: an interrupted \"%s\" is pending; run 'cairn check --repair %s'",
 			    b->dir, op ? op : "?", name);
@@ -209,7 +206,7 @@ int mgr_ctl_request(const struct bundle *b, json_t *req, json_t **reply)
 	}
 	free(line);
 	if (!json_is_true(json_object_get(j, "ok"))) {
-		const char *m = bundle_str(j, "error");
+		const char *m = json_string_value(json_object_get(j, "error"));
 		r = err_set(EIO, "%s: %s", sock, m ? m : "request failed");
 		json_decref(j);
 		return r;
@@ -236,18 +233,6 @@ bool mgr_valid_name(const char *n)
 	return n && *n && strlen(n) < 128 && !strchr(n, '/') && n[0] != '.';
 }
 
-/* ---- create / destroy / info / list ------------------------------------ */
-
-json_t *mgr_new_doc(const char *name)
-{
-	char mid[33], created[32];
-	bundle_random_hex(mid, 32);
-	mgr_now_iso(created, sizeof(created));
-	return json_pack("{s:s, s:i, s:s, s:s, s:s, s:n, s:n, s:{}, s:[], s:n}", "format",
-			 BUNDLE_FORMAT, "version", BUNDLE_VERSION, "name", name, "machine_id", mid,
-			 "created", created, "current", "resume", "snapshots", "clones", "origin");
-}
-
 int mgr_make_dirs(const char *name, char *real, size_t len)
 {
 	if (mkdir(name, 0755) < 0)
@@ -271,7 +256,7 @@ const char *mgr_vm_state(const struct bundle *b, pid_t *pid)
 {
 	if (bundle_running(b->dir, pid))
 		return "running";
-	return bundle_str(b->doc, "resume") ? "suspended" : "stopped";
+	return b->resume ? "suspended" : "stopped";
 }
 
 int mgr_dir_names(const char *dir, json_t *set)
@@ -288,12 +273,21 @@ int mgr_dir_names(const char *dir, json_t *set)
 
 /* Where a running VM moved to: its disks per the control socket.  After
  * an interrupted in-place revert this tells whether the VM reverted. */
-json_t *mgr_running_disks(const struct bundle *b)
+int mgr_running_disks(const struct bundle *b, struct bundle_layers *out)
 {
-	json_t *req = json_pack("{s:s}", "cmd", "status"), *st = NULL, *d = NULL;
-	if (mgr_ctl_request(b, req, &st) == 0)
-		d = json_incref(json_object_get(st, "disks"));
+	json_t *req = json_pack("{s:s}", "cmd", "status"), *st = NULL;
+	memset(out, 0, sizeof(*out));
+	int r = mgr_ctl_request(b, req, &st);
+	json_t *d = json_object_get(st, "disks");
+	if (r == 0 && !json_is_array(d))
+		r = err_set(EPROTO, "%s: the VM's status names no disks", b->dir);
+	size_t i;
+	json_t *v;
+	json_array_foreach(d, i, v) if (r == 0 && json_is_string(v)) r =
+	    bundle_layers_add(out, json_string_value(v));
 	json_decref(req);
 	json_decref(st);
-	return d;
+	if (r < 0)
+		bundle_layers_free(out);
+	return r;
 }

@@ -27,7 +27,9 @@ int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report
 	int lock = -1;
 	if ((r = bundle_lock(dir, "cairn create", &lock)) < 0)
 		return r;
-	struct bundle b = {.dir = dir, .lock_fd = lock};
+	struct bundle b;
+	if ((r = bundle_init(&b, dir, name)) < 0)
+		goto out;
 	char kernel[PATH_MAX], initrd[PATH_MAX];
 	if (!realpath(o->kernel, kernel)) {
 		r = err_set(errno, "%s: kernel", o->kernel);
@@ -56,27 +58,28 @@ int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report
 	}
 	if (r < 0)
 		goto out;
-	b.doc = mgr_new_doc(name);
 	char serial[21] = "cairn-";
 	bundle_random_hex(serial + 6, 12);
-	struct vm_config cfg = {.mem_size = o->mem_size,
-				.ncpus = o->ncpus,
-				.kernel = kernel,
-				.initrd = o->initrd ? initrd : NULL,
-				.cmdline = (char *)o->cmdline,
-				.ndisks = 1,
-				.pvm_quirks = true};
-	cfg.disks[0] = (struct disk_config){.path = disk, .format = "qcow2", .serial = serial};
-	json_object_set_new(b.doc, "config", vm_config_to_json(&cfg));
-	json_object_set_new(b.doc, "active", json_pack("[s]", disk));
-	r = bundle_save(&b);
+	struct vm_config *cfg = &b.config;
+	*cfg = (struct vm_config){.mem_size = o->mem_size,
+				  .ncpus = o->ncpus,
+				  .kernel = strdup(kernel),
+				  .initrd = o->initrd ? strdup(initrd) : NULL,
+				  .cmdline = o->cmdline ? strdup(o->cmdline) : NULL,
+				  .ndisks = 1,
+				  .pvm_quirks = true};
+	cfg->disks[0] = (struct disk_config){
+	    .path = strdup(disk), .format = strdup("qcow2"), .serial = strdup(serial)};
+	b.has_active = true;
+	if ((r = bundle_layers_add(&b.active, disk)) == 0)
+		r = bundle_save(&b);
 	if (r == 0 && report) {
 		json_object_set_new(report, "bundle", json_string(dir));
-		json_object_set_new(report, "machine_id",
-				    json_copy(json_object_get(b.doc, "machine_id")));
+		json_object_set_new(report, "machine_id", json_string(b.machine_id));
 	}
-	json_decref(b.doc);
 out:
+	bundle_clear(&b);
+	free(b.dir);
 	close(lock);
 	return r;
 }
@@ -86,13 +89,9 @@ static int unregister_clone(const char *origin, const char *clone_dir)
 	struct bundle *o;
 	if (bundle_open(origin, true, "cairn destroy (clone)", &o) < 0)
 		return 0; /* origin gone or busy: its check --repair drops stale entries */
-	json_t *cl = mgr_jarr(o->doc, "clones");
-	size_t i;
-	json_t *v;
-	json_array_foreach(cl, i, v)
-	{
-		if (mgr_streq(bundle_str(v, "path"), clone_dir)) {
-			json_array_remove(cl, i);
+	for (size_t i = 0; i < o->nclones; i++) {
+		if (mgr_streq(o->clones[i].path, clone_dir)) {
+			bundle_clone_remove(o, i);
 			bundle_save(o);
 			break;
 		}
@@ -114,11 +113,10 @@ int mgr_destroy(const char *name)
 	}
 	if (r < 0)
 		return r;
-	json_t *cl = mgr_jarr(b->doc, "clones");
-	if (cl && json_array_size(cl)) {
+	if (b->nclones) {
 		r = err_set(EBUSY,
 			    "%s: linked clone %s uses this bundle's layers; destroy it first",
-			    b->dir, bundle_str(json_array_get(cl, 0), "path"));
+			    b->dir, b->clones[0].path);
 		goto out;
 	}
 	pid_t pid = 0;
@@ -133,9 +131,8 @@ int mgr_destroy(const char *name)
 		goto out;
 	}
 	file_fsync_parent(p);
-	json_t *origin = json_object_get(b->doc, "origin");
-	if (json_is_object(origin))
-		unregister_clone(bundle_str(origin, "bundle"), b->dir);
+	if (b->origin && b->origin->bundle)
+		unregister_clone(b->origin->bundle, b->dir);
 	if (mgr_rm_rf(b->dir) < 0)
 		r = err_set(EIO, "%s: cannot remove everything", b->dir);
 out:
@@ -149,7 +146,7 @@ int mgr_info(const char *name, json_t **out)
 	int r = bundle_open(name, false, NULL, &b);
 	if (r < 0)
 		return r;
-	json_t *j = json_copy(b->doc);
+	json_t *j = bundle_to_json(b, false);
 	pid_t pid = 0;
 	json_object_set_new(j, "bundle", json_string(b->dir));
 	json_object_set_new(j, "state", json_string(mgr_vm_state(b, &pid)));
@@ -179,12 +176,11 @@ int mgr_list(const char *dir, json_t **out)
 							     "path", p, "error", err_msg()));
 			continue;
 		}
-		json_t *cur = bundle_snap(b, bundle_str(b->doc, "current"));
+		struct bundle_snapshot *cur = bundle_snap(b, b->current);
 		json_array_append_new(
 		    arr, json_pack("{s:s, s:s, s:s, s:i, s:s?}", "name", de->d_name, "path", b->dir,
-				   "state", mgr_vm_state(b, NULL), "snapshots",
-				   (int)json_object_size(bundle_snapshots(b)), "current",
-				   cur ? bundle_str(cur, "name") : NULL));
+				   "state", mgr_vm_state(b, NULL), "snapshots", (int)b->nsnaps,
+				   "current", cur ? cur->name : NULL));
 		bundle_close(b);
 	}
 	closedir(d);

@@ -15,35 +15,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- delete ------------------------------------------------------------- */
-
 /* The layers that sit directly on snapshot SID's layer of disk I: its
  * children's layers and, when the VM is at SID, the active layer. */
-static json_t *dependents(const struct bundle *b, const char *sid, size_t disk)
+static void dependents(const struct bundle *b, const char *sid, int disk,
+		       struct bundle_layers *deps)
 {
-	json_t *deps = json_array();
-	const char *id;
-	json_t *s;
-	json_object_foreach(bundle_snapshots(b), id, s)
-	{
-		if (mgr_streq(bundle_str(s, "parent"), sid))
-			json_array_append(deps, json_array_get(mgr_jarr(s, "layers"), disk));
-	}
-	json_t *act = mgr_active_layers(b);
-	if (act && mgr_streq(bundle_str(b->doc, "current"), sid))
-		json_array_append(deps, json_array_get(act, disk));
-	return deps;
+	for (size_t i = 0; i < b->nsnaps; i++)
+		if (mgr_streq(b->snaps[i]->parent, sid) && disk < b->snaps[i]->layers.n &&
+		    deps->n < VM_MAX_DISKS)
+			deps->path[deps->n++] = b->snaps[i]->layers.path[disk];
+	if (b->has_active && mgr_streq(b->current, sid) && disk < b->active.n &&
+	    deps->n < VM_MAX_DISKS)
+		deps->path[deps->n++] = b->active.path[disk];
 }
 
 /* Merge layer L (being deleted) into its dependent D: "commit" copies D's
  * clusters into L and renames L over D; "stream" copies L's clusters into
  * D and points D at L's backing file.  Both keep D's content and are safe
  * to redo after a crash. */
-static int merge_layer(const char *l, const char *d, const char *method,
-		       const struct mgr_progress *pr)
+static int merge_layer(const struct bundle_merge *m, const struct mgr_progress *pr)
 {
+	const char *l = m->layer, *d = m->into;
 	int r = 0;
-	if (!strcmp(method, "commit")) {
+	if (m->method == BUNDLE_MERGE_COMMIT) {
 		if (access(l, F_OK) < 0)
 			return 0; /* renamed already */
 		chmod(l, 0644);
@@ -64,8 +58,7 @@ static int merge_layer(const char *l, const char *d, const char *method,
 		bool ro = stat(d, &st) == 0 && !(st.st_mode & 0200);
 		chmod(d, 0644);
 		if (r == 0)
-			r = chain_stream(d, base, base && !mgr_is_qcow2(base) ? "raw" : "qcow2",
-					 mgr_copy_progress(pr));
+			r = mgr_stream_layer(d, base, pr);
 		if (ro)
 			chmod(d, 0444);
 		free(base);
@@ -74,73 +67,111 @@ static int merge_layer(const char *l, const char *d, const char *method,
 	return r;
 }
 
+static bool merged_by_commit(const struct bundle_pending *p, const char *layer)
+{
+	for (size_t k = 0; k < p->nmerges; k++)
+		if (mgr_streq(p->merges[k].layer, layer) &&
+		    p->merges[k].method == BUNDLE_MERGE_COMMIT)
+			return true;
+	return false;
+}
+
 /* Carry out (or finish) the delete recorded in vm.json's "pending". */
 int mgr_delete_apply(struct bundle *b, const struct mgr_progress *pr)
 {
-	json_t *p = json_incref(json_object_get(b->doc, "pending"));
-	const char *sid = bundle_str(p, "id");
-	json_t *s = json_object_get(p, "snapshot");
-	json_t *layers = mgr_jarr(s, "layers"), *merges = mgr_jarr(p, "merges");
-	int r = 0;
-	size_t i;
-	json_t *m;
-	json_array_foreach(merges, i, m)
-	{
-		r = merge_layer(bundle_str(m, "layer"), bundle_str(m, "into"),
-				bundle_str(m, "method"), pr);
-		if (r < 0) {
-			err_prefix(r, "delete of snapshot \"%s\"", bundle_str(s, "name"));
-			json_decref(p);
-			return r;
-		}
+	struct bundle_pending *p = b->pending;
+	const char *name = p->snapshot && p->snapshot->name ? p->snapshot->name : "?";
+	for (size_t i = 0; i < p->nmerges; i++) {
+		int r = merge_layer(&p->merges[i], pr);
+		if (r < 0)
+			return err_prefix(r, "delete of snapshot \"%s\"", name);
 	}
 	/* switch: children go to the parent, the snapshot goes */
-	const char *id;
-	json_t *c;
-	json_t *parent = json_object_get(s, "parent");
-	json_object_foreach(bundle_snapshots(b), id, c)
-	{
-		if (mgr_streq(bundle_str(c, "parent"), sid))
-			json_object_set(c, "parent", parent);
-	}
-	if (mgr_streq(bundle_str(b->doc, "current"), sid))
-		json_object_set(b->doc, "current", parent);
-	json_object_del(bundle_snapshots(b), sid);
-	json_incref(s);
-	char *sidc = strdup(sid);
-	json_object_del(b->doc, "pending");
-	r = bundle_save(b);
+	const char *sid = p->id, *parent = p->snapshot ? p->snapshot->parent : NULL;
+	for (size_t i = 0; i < b->nsnaps; i++)
+		if (mgr_streq(b->snaps[i]->parent, sid))
+			bundle_set_str(&b->snaps[i]->parent, parent);
+	if (mgr_streq(b->current, sid))
+		bundle_set_str(&b->current, parent);
+	if (sid)
+		bundle_snap_remove(b, sid);
+	b->pending = NULL;
+	int r = bundle_save(b);
 	if (r == 0) {
-		json_t *v;
-		json_array_foreach(layers, i, v) if (access(json_string_value(v), F_OK) == 0)
-		{
-			bool merged_by_commit = false;
-			size_t k;
-			json_array_foreach(merges, k, m) merged_by_commit |=
-			    mgr_streq(bundle_str(m, "layer"), json_string_value(v)) &&
-			    !strcmp(bundle_str(m, "method"), "commit");
-			if (!merged_by_commit)
-				mgr_unlink_own(b, json_string_value(v));
+		for (int i = 0; p->snapshot && i < p->snapshot->layers.n; i++) {
+			const char *l = p->snapshot->layers.path[i];
+			if (access(l, F_OK) == 0 && !merged_by_commit(p, l))
+				mgr_unlink_own(b, l);
 		}
 		char sd[PATH_MAX];
-		mgr_snap_dir(b, sidc, sd, sizeof(sd));
+		mgr_snap_dir(b, sid ? sid : "?", sd, sizeof(sd));
 		mgr_rm_rf(sd);
 		file_fsync_parent(sd);
 	}
-	free(sidc);
-	json_decref(s);
-	json_decref(p);
+	bundle_pending_free(p);
 	return r;
 }
 
 static const char *clone_of(const struct bundle *b, const char *sid)
 {
-	size_t i;
-	json_t *v;
-	json_array_foreach(
-	    mgr_jarr(b->doc, "clones"), i,
-	    v) if (mgr_streq(bundle_str(v, "snapshot"), sid)) return bundle_str(v, "path");
+	for (size_t i = 0; i < b->nclones; i++)
+		if (mgr_streq(b->clones[i].snapshot, sid))
+			return b->clones[i].path;
 	return NULL;
+}
+
+/* The merges that delete snapshot S: each dependent of each of its layers
+ * (NULL and the message set when the running VM writes on top of S). */
+static int delete_plan(const struct bundle *b, const struct bundle_snapshot *s, bool running,
+		       struct bundle_pending **out)
+{
+	struct bundle_pending *p = calloc(1, sizeof(*p));
+	if (!p || bundle_set_str(&p->op, "delete") < 0 || bundle_set_str(&p->id, s->id) < 0 ||
+	    !(p->snapshot = bundle_snap_dup(s)) ||
+	    !(p->merges = calloc((size_t)s->layers.n * (b->nsnaps + 1), sizeof(*p->merges)))) {
+		bundle_pending_free(p);
+		return err_set(ENOMEM, "%s", b->dir);
+	}
+	for (int i = 0; i < s->layers.n; i++) {
+		const char *l = s->layers.path[i];
+		struct bundle_layers deps = {0}; /* borrowed strings */
+		dependents(b, s->id, i, &deps);
+		for (int k = 0; k < deps.n; k++) {
+			const char *dp = deps.path[k];
+			bool is_active =
+			    b->has_active && i < b->active.n && mgr_streq(dp, b->active.path[i]);
+			if (running && is_active) {
+				bundle_pending_free(p);
+				return err_set(EBUSY,
+					       "%s: the running VM writes on top of snapshot "
+					       "\"%s\"; stop it (or take a snapshot) first",
+					       b->dir, s->name);
+			}
+			/* commit moves the dependent's bytes, stream the deleted
+			 * layer's: the smaller; never commit into a layer that a
+			 * running VM has open, and only with one dependent */
+			struct bundle_merge *m = &p->merges[p->nmerges++];
+			m->method = BUNDLE_MERGE_STREAM;
+			if (!running && deps.n == 1 && mgr_own_layer(b, l) &&
+			    mgr_file_bytes(dp) < mgr_file_bytes(l))
+				m->method = BUNDLE_MERGE_COMMIT;
+			m->layer = strdup(l);
+			m->into = strdup(dp);
+		}
+	}
+	*out = p;
+	return 0;
+}
+
+static json_t *merges_report(const struct bundle_pending *p)
+{
+	json_t *a = json_array();
+	for (size_t k = 0; k < p->nmerges; k++)
+		json_array_append_new(
+		    a, json_pack("{s:s, s:s, s:s}", "layer", p->merges[k].layer, "into",
+				 p->merges[k].into, "method",
+				 p->merges[k].method == BUNDLE_MERGE_COMMIT ? "commit" : "stream"));
+	return a;
 }
 
 int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_progress *pr,
@@ -150,20 +181,19 @@ int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_pro
 	int r = mgr_open_write(name, "cairn snapshot delete", &b);
 	if (r < 0)
 		return r;
-	const char *sid;
-	json_t *s = bundle_snap_by_name(b, snap, &sid);
+	struct bundle_snapshot *s = bundle_snap_by_name(b, snap);
 	if (!s) {
 		r = -ENOENT;
 		goto out;
 	}
-	if (mgr_streq(bundle_str(b->doc, "resume"), sid)) {
+	if (mgr_streq(b->resume, s->id)) {
 		r = err_set(EBUSY,
 			    "%s: snapshot \"%s\" is the suspended state the next run resumes; "
 			    "revert to another snapshot first",
 			    b->dir, snap);
 		goto out;
 	}
-	const char *cl = clone_of(b, sid);
+	const char *cl = clone_of(b, s->id);
 	if (cl) {
 		r = err_set(EBUSY,
 			    "%s: snapshot \"%s\" is used by the linked clone %s; destroy the "
@@ -172,62 +202,36 @@ int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_pro
 		goto out;
 	}
 	bool running = bundle_running(b->dir, NULL);
-	json_t *act = mgr_active_layers(b), *layers = mgr_jarr(s, "layers"), *merges = json_array();
-	for (size_t i = 0; i < json_array_size(layers); i++) {
-		const char *l = mgr_jstr_at(layers, i);
-		json_t *deps = dependents(b, sid, i);
-		size_t k;
-		json_t *d;
-		json_array_foreach(deps, k, d)
-		{
-			const char *dp = json_string_value(d);
-			bool is_active = act && mgr_streq(dp, mgr_jstr_at(act, i));
-			if (running && is_active) {
-				json_decref(deps);
-				json_decref(merges);
-				r = err_set(EBUSY,
-					    "%s: the running VM writes on top of snapshot \"%s\"; "
-					    "stop it (or take a snapshot) first",
-					    b->dir, snap);
-				goto out;
-			}
-			/* commit moves the dependent's bytes, stream the deleted
-			 * layer's: the smaller; never commit into a layer that a
-			 * running VM has open, and only with one dependent */
-			const char *method = "stream";
-			if (!running && json_array_size(deps) == 1 && mgr_own_layer(b, l) &&
-			    mgr_file_bytes(dp) < mgr_file_bytes(l))
-				method = "commit";
-			json_array_append_new(merges, json_pack("{s:s, s:s, s:s}", "layer", l,
-								"into", dp, "method", method));
-		}
-		json_decref(deps);
-	}
+	struct bundle_pending *p = NULL;
+	if ((r = delete_plan(b, s, running, &p)) < 0)
+		goto out;
 	uint64_t moved = 0;
-	size_t k;
-	json_t *m;
-	json_array_foreach(merges, k, m) moved += mgr_file_bytes(
-	    bundle_str(m, strcmp(bundle_str(m, "method"), "commit") ? "layer" : "into"));
+	bool all_stream = true;
+	for (size_t k = 0; k < p->nmerges; k++) {
+		bool commit = p->merges[k].method == BUNDLE_MERGE_COMMIT;
+		moved += mgr_file_bytes(commit ? p->merges[k].into : p->merges[k].layer);
+		all_stream &= !commit;
+	}
+	json_t *merges = merges_report(p);
 	if ((r = mgr_need_space(b->dir, moved, "merging the snapshot's layer")) < 0) {
+		bundle_pending_free(p);
 		json_decref(merges);
 		goto out;
 	}
 	uint64_t before = bundle_du(b->dir);
-	json_object_set_new(b->doc, "pending",
-			    json_pack("{s:s, s:s, s:O, s:o}", "op", "delete", "id", sid, "snapshot",
-				      s, "merges", merges));
-	merges = json_incref(merges);
+	b->pending = p;
 	if ((r = bundle_save(b)) < 0) {
-		json_object_del(b->doc, "pending");
+		bundle_pending_free(b->pending);
+		b->pending = NULL;
+		json_decref(merges);
 		goto out;
 	}
 	r = mgr_delete_apply(b, pr);
-	bool all_stream = true;
-	json_array_foreach(merges, k, m) all_stream &= !strcmp(bundle_str(m, "method"), "stream");
-	if (r < 0 && all_stream && json_object_get(b->doc, "pending")) {
+	if (r < 0 && all_stream && b->pending) {
 		/* a stream only ever adds to the children what they already read
 		 * through the chain: undone by forgetting it */
-		json_object_del(b->doc, "pending");
+		bundle_pending_free(b->pending);
+		b->pending = NULL;
 		if (bundle_save(b) == 0)
 			err_prefix(r, "nothing was deleted");
 	}
@@ -236,7 +240,7 @@ int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_pro
 		json_object_set_new(report, "deleted", json_string(snap));
 		json_object_set_new(report, "freed_bytes",
 				    json_integer((json_int_t)before - (json_int_t)after));
-		json_object_set_new(report, "merges", json_copy(merges));
+		json_object_set(report, "merges", merges);
 		if (running)
 			json_object_set_new(report, "note",
 					    json_string("the running VM keeps the old layers open: "

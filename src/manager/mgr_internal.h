@@ -16,8 +16,6 @@
 #define CTL_TIMEOUT_MS (600 * 1000)
 
 /* ---- common.c: strings, paths, files ---- */
-json_t *mgr_jarr(const json_t *o, const char *k); /* the array member K, or NULL */
-const char *mgr_jstr_at(const json_t *a, size_t i);
 bool mgr_streq(const char *a, const char *b); /* both non-NULL and equal */
 void mgr_now_iso(char *out, size_t len);
 bool mgr_valid_name(const char *n);
@@ -35,20 +33,24 @@ int mgr_dir_names(const char *dir, json_t *set);
 bool mgr_own_layer(const struct bundle *b, const char *path);
 void mgr_unlink_own(const struct bundle *b, const char *path);
 int mgr_layer_backing(const char *path, char **out);
+/* A new empty layer disks/l<random>.qcow2 over BACKING (named relative to
+ * disks/ when it is there). */
 int mgr_new_layer(const struct bundle *b, const char *backing, char *out, size_t len);
-void mgr_set_frozen(json_t *layers, bool frozen);
-json_t *mgr_active_layers(const struct bundle *b);
+/* Stream BASE..TOP's chain into TOP, which then backs onto BASE (NULL:
+ * none), named relative when beside it. */
+int mgr_stream_layer(const char *top, const char *base, const struct mgr_progress *pr);
+void mgr_set_frozen(const struct bundle_layers *layers, bool frozen);
+void mgr_unlink_layers(const struct bundle *b, const struct bundle_layers *layers);
 
 /* ---- common.c: the bundle and its VM ---- */
 /* Open with the writer lock; refused while an operation is pending. */
 int mgr_open_write(const char *name, const char *cmd, struct bundle **out);
-json_t *mgr_new_doc(const char *name);
 int mgr_make_dirs(const char *name, char *real, size_t len);
 const char *mgr_vm_state(const struct bundle *b, pid_t *pid);
 int mgr_ctl_request(const struct bundle *b, json_t *req, json_t **reply);
 int mgr_wait_stopped(const struct bundle *b, int secs);
-/* The disks the running VM writes to (control "status"), or NULL. */
-json_t *mgr_running_disks(const struct bundle *b);
+/* The disks the running VM writes to (control "status"). */
+int mgr_running_disks(const struct bundle *b, struct bundle_layers *out);
 
 /* The copy progress of PR (NULL when there is none). */
 static inline const struct chain_progress *mgr_copy_progress(const struct mgr_progress *pr)
@@ -69,7 +71,21 @@ int mgr_revert_settle(struct bundle *b, bool running);
 /* ---- delete.c ---- */
 int mgr_delete_apply(struct bundle *b, const struct mgr_progress *pr);
 
+/* ---- relocate.c: backing names relative within the bundle ---- */
+/* Rename PATH's backing reference relative to PATH's directory where it
+ * can be (1), or leave it (0). */
+int mgr_layer_relink(const char *path);
+/* The same for each of the bundle's own LAYERS (best effort): only for
+ * layers no VM writes to. */
+void mgr_relink_layers(const struct bundle *b, const struct bundle_layers *layers);
+/* Every layer of the bundle: the VM must not be running. */
+void mgr_relink_all(const struct bundle *b);
+/* A whole-machine snapshot's state.bin names its disk layers by absolute
+ * path (the VMM writes it): refuse, with a message, one whose layers have
+ * moved with the bundle since, which the VM cannot restore. */
+int mgr_state_check_moved(const struct bundle *b, const struct bundle_snapshot *s);
+
 /* ---- list.c ---- */
-uint64_t mgr_layers_bytes(const json_t *layers);
+uint64_t mgr_layers_bytes(const struct bundle_layers *layers);
 
 #endif

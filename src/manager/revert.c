@@ -18,41 +18,54 @@
  * on its frozen layers; its memory is resumed by the next run). */
 static int revert_stopped(struct bundle *b, const char *sid, json_t *report)
 {
-	json_t *s = bundle_snap(b, sid);
-	json_t *old_act = json_incref(mgr_active_layers(b));
-	json_t *nact = json_array();
-	bool mem = json_is_true(json_object_get(s, "memory"));
-	int r = 0;
-	json_t *layers = mgr_jarr(s, "layers");
-	for (size_t i = 0; !mem && i < json_array_size(layers) && r == 0; i++) {
+	struct bundle_snapshot *s = bundle_snap(b, sid);
+	struct bundle_layers old_act = {0}, nact = {0};
+	bool mem = s->memory;
+	int r = bundle_layers_copy(&old_act, &b->active);
+	for (int i = 0; !mem && i < s->layers.n && r == 0; i++) {
 		char p[PATH_MAX];
-		r = mgr_new_layer(b, mgr_jstr_at(layers, i), p, sizeof(p));
+		r = mgr_new_layer(b, s->layers.path[i], p, sizeof(p));
 		if (r == 0)
-			json_array_append_new(nact, json_string(p));
+			r = bundle_layers_add(&nact, p);
 	}
 	if (r == 0) {
-		json_t *old = json_copy(b->doc);
-		json_object_set_new(b->doc, "current", json_string(sid));
-		json_object_set_new(b->doc, "resume", mem ? json_string(sid) : json_null());
-		json_object_set(b->doc, "active", mem ? json_null() : nact);
+		bundle_set_str(&b->current, sid);
+		bundle_set_str(&b->resume, mem ? sid : NULL);
+		b->has_active = !mem;
+		bundle_layers_copy(&b->active, &nact);
 		r = bundle_save(b);
-		if (r < 0) {
-			json_decref(b->doc);
-			b->doc = old;
-		} else {
-			json_decref(old);
-		}
+		if (r < 0)
+			bundle_reload(b);
 	}
-	json_t *gone = r == 0 ? old_act : nact;
-	for (size_t i = 0; i < json_array_size(gone); i++)
-		mgr_unlink_own(b, mgr_jstr_at(gone, i));
-	json_decref(old_act);
-	json_decref(nact);
+	mgr_unlink_layers(b, r == 0 ? &old_act : &nact);
+	bundle_layers_free(&old_act);
+	bundle_layers_free(&nact);
 	if (r == 0 && report) {
-		json_object_set_new(report, "reverted_to", json_string(bundle_str(s, "name")));
+		s = bundle_snap(b, sid);
+		json_object_set_new(report, "reverted_to", json_string(s->name));
 		json_object_set_new(report, "memory", json_boolean(mem));
 	}
 	return r;
+}
+
+/* The overlay a restore of the VM made on frozen layer L in disks/ (the
+ * VM ended before saying so): <frozen>-rXXXXXXXX.qcow2.  NAMES: disks/.
+ * VMM naming convention: replaced by snapdir */
+static int revert_overlay_find(const struct bundle *b, const json_t *names, const char *layer,
+			       struct bundle_layers *out)
+{
+	const char *l = strrchr(layer, '/') + 1;
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)names, k, v) if (!strncmp(k, l, strlen(l) - 6) &&
+						       !strncmp(k + strlen(l) - 6, "-r", 2) &&
+						       strlen(k) == strlen(l) + 10)
+	{
+		char path[PATH_MAX];
+		mgr_sub_path(b, path, sizeof(path), "disks", k);
+		return bundle_layers_add(out, path);
+	}
+	return 0;
 }
 
 /* Record the outcome of a revert of the running VM (pending "revert"):
@@ -60,50 +73,47 @@ static int revert_stopped(struct bundle *b, const char *sid, json_t *report)
  * reverted, and they become the active layers.  Returns 1 when it had. */
 int mgr_revert_settle(struct bundle *b, bool running)
 {
-	json_t *p = json_incref(json_object_get(b->doc, "pending"));
+	struct bundle_pending *p = b->pending;
 	char id[32];
-	snprintf(id, sizeof(id), "%s", bundle_str(p, "id"));
-	json_t *old = json_object_get(p, "active"), *now = NULL;
+	snprintf(id, sizeof(id), "%s", p->id ? p->id : "(null)");
+	struct bundle_layers now = {0};
+	bool known = true;
 	if (running) {
-		now = mgr_running_disks(b);
+		known = mgr_running_disks(b, &now) == 0;
 	} else {
-		/* the VM ended: its revert overlays are <frozen>-rXXXXXXXX.qcow2 */
-		json_t *layers = mgr_jarr(bundle_snap(b, id), "layers");
+		struct bundle_snapshot *s = bundle_snap(b, id);
 		char disks[PATH_MAX];
 		bundle_path(b, disks, sizeof(disks), "disks");
 		json_t *names = json_object();
 		mgr_dir_names(disks, names);
-		now = json_array();
-		for (size_t i = 0; i < json_array_size(layers); i++) {
-			const char *l = strrchr(mgr_jstr_at(layers, i), '/') + 1;
-			const char *k;
-			json_t *v;
-			json_object_foreach(names, k, v) if (!strncmp(k, l, strlen(l) - 6) &&
-							     !strncmp(k + strlen(l) - 6, "-r", 2) &&
-							     strlen(k) == strlen(l) + 10)
-			{
-				char path[PATH_MAX];
-				mgr_sub_path(b, path, sizeof(path), "disks", k);
-				json_array_append_new(now, json_string(path));
-				break;
-			}
-		}
+		for (int i = 0; s && i < s->layers.n; i++)
+			revert_overlay_find(b, names, s->layers.path[i], &now);
 		json_decref(names);
 	}
-	bool moved = now && json_array_size(now) == json_array_size(old) && !json_equal(now, old);
+	struct bundle_layers old = p->active;
+	p->active = (struct bundle_layers){0};
+	bool moved = known && now.n == old.n && !bundle_layers_equal(&now, &old);
 	if (moved) {
-		json_object_set(b->doc, "active", now);
-		json_object_set_new(b->doc, "current", json_string(id));
-		json_object_set_new(b->doc, "resume", json_null());
+		bundle_layers_copy(&b->active, &now);
+		b->has_active = true;
+		bundle_set_str(&b->current, id);
+		bundle_set_str(&b->resume, NULL);
 	}
-	json_object_del(b->doc, "pending");
+	bundle_pending_free(b->pending);
+	b->pending = NULL;
 	int r = bundle_save(b);
 	if (r == 0 && moved)
-		for (size_t i = 0; i < json_array_size(old); i++)
-			mgr_unlink_own(b, mgr_jstr_at(old, i));
-	json_decref(now);
-	json_decref(p);
+		mgr_unlink_layers(b, &old);
+	bundle_layers_free(&now);
+	bundle_layers_free(&old);
 	return r < 0 ? r : moved;
+}
+
+/* Did the VM refuse REQUEST as unknown (a VMM without it)?
+ * VMM naming convention: replaced by snapdir */
+static bool vmm_lacks_command(void)
+{
+	return strstr(err_msg(), "unknown command") != NULL;
 }
 
 /* Running VM, whole-machine snapshot: the VM loads it in place (control
@@ -114,16 +124,20 @@ static int revert_in_place(struct bundle *b, const char *sid, json_t *report)
 	char sd[PATH_MAX], disks[PATH_MAX];
 	mgr_snap_dir(b, sid, sd, sizeof(sd));
 	bundle_path(b, disks, sizeof(disks), "disks");
-	json_object_set_new(b->doc, "pending",
-			    json_pack("{s:s, s:s, s:O}", "op", "revert", "id", sid, "active",
-				      mgr_active_layers(b)));
+	struct bundle_pending *p = calloc(1, sizeof(*p));
+	if (!p || bundle_set_str(&p->op, "revert") < 0 || bundle_set_str(&p->id, sid) < 0 ||
+	    bundle_layers_copy(&p->active, &b->active) < 0) {
+		bundle_pending_free(p);
+		return err_set(ENOMEM, "%s", b->dir);
+	}
+	b->pending = p;
 	int r = bundle_save(b);
 	if (r < 0)
 		return r;
 	json_t *req = json_pack("{s:s, s:s, s:s}", "cmd", "revert", "path", sd, "disk_dir", disks);
 	r = mgr_ctl_request(b, req, NULL);
 	json_decref(req);
-	if (r < 0 && strstr(err_msg(), "unknown command"))
+	if (r < 0 && vmm_lacks_command())
 		r = -ENOSYS;
 	char msg[1024];
 	snprintf(msg, sizeof(msg), "%s", err_msg());
@@ -138,8 +152,7 @@ static int revert_in_place(struct bundle *b, const char *sid, json_t *report)
 	if (!moved)
 		return err_set(EIO, "%s: the VM reverted but its disks did not move", b->dir);
 	if (report) {
-		json_object_set_new(report, "reverted_to",
-				    json_string(bundle_str(bundle_snap(b, sid), "name")));
+		json_object_set_new(report, "reverted_to", json_string(bundle_snap(b, sid)->name));
 		json_object_set_new(report, "memory", json_true());
 		json_object_set_new(report, "in_place", json_true());
 	}
@@ -153,15 +166,17 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 	int r = mgr_open_write(name, "cairn snapshot revert", &b);
 	if (r < 0)
 		return r;
-	const char *sid;
-	if (!bundle_snap_by_name(b, snap, &sid)) {
+	struct bundle_snapshot *target = bundle_snap_by_name(b, snap);
+	if (!target) {
 		r = -ENOENT;
 		goto out;
 	}
-	char *id = strdup(sid);
+	if (target->memory && (r = mgr_state_check_moved(b, target)) < 0)
+		goto out;
+	char *id = strdup(target->id);
 	bool running = bundle_running(b->dir, NULL);
 	if (save_current) {
-		if (!mgr_valid_name(save_current) || bundle_snap_by_name(b, save_current, NULL)) {
+		if (!mgr_valid_name(save_current) || bundle_snap_by_name(b, save_current)) {
 			r = err_set(EINVAL, "--save-current \"%s\": not a new snapshot name",
 				    save_current);
 			goto out_id;
@@ -173,7 +188,7 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 		if (r < 0)
 			goto out_id;
 	}
-	if (running && json_is_true(json_object_get(bundle_snap(b, id), "memory"))) {
+	if (running && bundle_snap(b, id)->memory) {
 		r = revert_in_place(b, id, report);
 		if (r != -ENOSYS)
 			goto out_id;

@@ -23,18 +23,19 @@
  * the clone seed (if any) on the command line. */
 static int boot_config(const struct bundle *b, struct vm_config *cfg)
 {
-	int r = vm_config_from_json(json_object_get(b->doc, "config"), "vm.json", cfg);
+	json_t *j = vm_config_to_json(&b->config);
+	int r = vm_config_from_json(j, "vm.json", cfg);
+	json_decref(j);
 	if (r < 0)
 		return r;
-	json_t *act = mgr_active_layers(b);
-	if (!act || (int)json_array_size(act) != cfg->ndisks)
+	if (!b->has_active || b->active.n != cfg->ndisks)
 		return err_set(EINVAL, "%s: vm.json: \"active\" does not list one layer per disk",
 			       b->dir);
 	for (int i = 0; i < cfg->ndisks; i++) {
 		free(cfg->disks[i].path);
-		cfg->disks[i].path = strdup(mgr_jstr_at(act, (size_t)i));
+		cfg->disks[i].path = strdup(b->active.path[i]);
 	}
-	const char *seed = bundle_str(b->doc, "seed");
+	const char *seed = b->seed;
 	if (seed) {
 		const char *c = cfg->cmdline ? cfg->cmdline : "";
 		size_t n = strlen(c) + strlen(seed) + 32;
@@ -76,11 +77,54 @@ static int take_run_lock(const struct bundle *b, int *fd)
 	return 0;
 }
 
+/* The VM has ended (by itself, or asked by a writer that holds the lock
+ * and does this itself): its overlays can be named relative now. */
+static void run_ended(struct bundle *b)
+{
+	int fd;
+	if (bundle_lock(b->dir, "cairn run (ended)", &fd) < 0) {
+		err_clear();
+		return;
+	}
+	if (bundle_reload(b) == 0 && !b->pending)
+		mgr_relink_all(b);
+	err_clear();
+	close(fd);
+}
+
+/* Restore the snapshot in SD; ACT = the overlays the restore made in
+ * disks/ (we hold the writer lock: new files there are its).
+ * VMM naming convention: replaced by snapdir */
+static int restore_find_overlays(const struct bundle *b, const char *sd,
+				 const struct vmm_opts *opts, struct vmm **vmm,
+				 struct bundle_layers *act)
+{
+	char disks[PATH_MAX];
+	bundle_path(b, disks, sizeof(disks), "disks");
+	json_t *before = json_object(), *after = json_object();
+	int r = mgr_dir_names(disks, before);
+	if (r == 0)
+		r = vmm_restore(sd, opts, vmm);
+	if (r == 0)
+		r = mgr_dir_names(disks, after);
+	const char *k;
+	json_t *v;
+	json_object_foreach(after, k, v) if (r == 0 && !json_object_get(before, k))
+	{
+		char p[PATH_MAX];
+		mgr_sub_path(b, p, sizeof(p), "disks", k);
+		r = bundle_layers_add(act, p);
+	}
+	json_decref(before);
+	json_decref(after);
+	return r;
+}
+
 /* Build the VM (boot or resume) and record where it now writes. */
 static int run_setup(struct bundle *b, const struct vmm_opts *opts, int console_in, int console_out,
 		     struct vmm **vmm)
 {
-	const char *resume = bundle_str(b->doc, "resume");
+	const char *resume = b->resume;
 	if (!resume) {
 		struct vm_config cfg = {0};
 		int r = boot_config(b, &cfg);
@@ -91,36 +135,26 @@ static int run_setup(struct bundle *b, const struct vmm_opts *opts, int console_
 		vm_config_free(&cfg);
 		return r;
 	}
-	char sd[PATH_MAX], disks[PATH_MAX];
+	char sd[PATH_MAX];
 	mgr_snap_dir(b, resume, sd, sizeof(sd));
-	bundle_path(b, disks, sizeof(disks), "disks");
-	json_t *before = json_object(), *after = json_object();
-	int r = mgr_dir_names(disks, before);
+	struct bundle_layers act = {0};
+	struct bundle_snapshot *s = bundle_snap(b, resume);
+	int r = s ? mgr_state_check_moved(b, s) : 0;
 	if (r == 0)
-		r = vmm_restore(sd, opts, vmm);
-	if (r == 0)
-		r = mgr_dir_names(disks, after);
+		r = restore_find_overlays(b, sd, opts, vmm, &act);
 	if (r == 0) {
-		/* the restore's new overlays (we hold the writer lock: they are ours) */
-		json_t *act = json_array();
-		const char *k;
-		json_t *v;
-		json_object_foreach(after, k, v) if (!json_object_get(before, k))
-		{
-			char p[PATH_MAX];
-			mgr_sub_path(b, p, sizeof(p), "disks", k);
-			json_array_append_new(act, json_string(p));
-		}
-		json_object_set_new(b->doc, "active", act);
-		json_object_set_new(b->doc, "resume", json_null());
+		bundle_layers_free(&b->active);
+		b->active = act;
+		b->has_active = true;
+		bundle_set_str(&b->resume, NULL);
 		r = bundle_save(b);
-		if (r < 0) {
-			vmm_destroy(*vmm);
-			*vmm = NULL;
-		}
+	} else {
+		bundle_layers_free(&act);
 	}
-	json_decref(before);
-	json_decref(after);
+	if (r < 0 && *vmm) {
+		vmm_destroy(*vmm);
+		*vmm = NULL;
+	}
 	return r;
 }
 
@@ -185,6 +219,7 @@ int mgr_run(const char *name, bool detach)
 		cin = STDIN_FILENO;
 		cout = STDOUT_FILENO;
 	}
+	mgr_relink_all(b); /* layers left by a VM that ended by itself */
 	struct vmm *vmm = NULL;
 	r = run_setup(b, &opts, cin, cout, &vmm);
 	if (r < 0)
@@ -198,6 +233,7 @@ int mgr_run(const char *name, bool detach)
 	}
 	r = vmm_run(vmm);
 	vmm_destroy(vmm);
+	run_ended(b);
 	if (detach)
 		exit(r < 0 ? 1 : r);
 	goto out;
@@ -212,6 +248,7 @@ out:
 	bundle_close(b);
 	return r;
 }
+
 int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t *report)
 {
 	struct bundle *b;
@@ -228,8 +265,7 @@ int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t 
 		struct tm tm;
 		gmtime_r(&t, &tm);
 		strftime(sname, sizeof(sname), "suspend-%Y%m%d-%H%M%S", &tm);
-		const char *id;
-		if (bundle_snap_by_name(b, sname, &id))
+		if (bundle_snap_by_name(b, sname))
 			snprintf(sname + strlen(sname), 16, "-%d", (int)getpid());
 		err_clear();
 		r = mgr_snapshot_running(b, sname, "saved by cairn stop --save", true, pr, report);
@@ -240,6 +276,8 @@ int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t 
 		if (r == 0)
 			r = mgr_wait_stopped(b, 60);
 	}
+	if (r == 0 && !bundle_running(b->dir, NULL))
+		mgr_relink_all(b); /* the VM's overlays: named relative now it has ended */
 out:
 	bundle_close(b);
 	return r;

@@ -71,11 +71,7 @@ static bool mem_watch_start(struct mem_watch *w, const struct bundle *b, const c
 	if (!pr || !pr->memory)
 		return false;
 	w->pr = pr;
-	struct vm_config cfg = {0};
-	if (vm_config_from_json(json_object_get(b->doc, "config"), "vm.json", &cfg) == 0)
-		w->ram = cfg.mem_size;
-	vm_config_free(&cfg);
-	err_clear();
+	w->ram = b->config.mem_size;
 	mem_watch_file(w->file, sizeof(w->file), sd);
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
@@ -106,32 +102,39 @@ static void mem_watch_stop(struct mem_watch *w)
  * -> adopted whole; disks moved to their new overlays but no snapshot ->
  * kept as a disk-only snapshot (the frozen layers are the VM's past);
  * neither -> nothing happened.  A suspend whose VM has ended resumes. */
+/* The overlay the VM puts on layer L when it takes snapshot ID.
+ * VMM naming convention: replaced by snapdir */
+static void settle_overlay_name(char *out, size_t len, const char *l, const char *id)
+{
+	snprintf(out, len, "%.*s-%s.qcow2", (int)strlen(l) - 6, l, id);
+}
+
 int mgr_snapshot_settle(struct bundle *b, bool running)
 {
-	json_t *p = json_incref(json_object_get(b->doc, "pending"));
-	const char *id = bundle_str(p, "id");
-	json_t *s = json_deep_copy(json_object_get(p, "snapshot"));
+	struct bundle_pending *p = b->pending;
+	struct bundle_snapshot *s = p->snapshot;
+	p->snapshot = NULL;
+	if (!s && !(s = bundle_snap_new(p->id, p->id, NULL, NULL, NULL)))
+		return -ENOMEM;
+	char id[64];
+	snprintf(id, sizeof(id), "%s", s->id ? s->id : "?");
 	char sd[PATH_MAX];
 	mgr_snap_dir(b, id, sd, sizeof(sd));
 	struct stat st;
 	bool ovs = true;
-	json_t *act = json_array();
-	size_t i;
-	json_t *v;
-	json_array_foreach(mgr_jarr(s, "layers"), i, v)
-	{
+	struct bundle_layers act = {0};
+	for (int i = 0; i < s->layers.n; i++) {
 		char ov[PATH_MAX];
-		const char *l = json_string_value(v);
-		snprintf(ov, sizeof(ov), "%.*s-%s.qcow2", (int)strlen(l) - 6, l, id);
+		settle_overlay_name(ov, sizeof(ov), s->layers.path[i], id);
 		ovs &= access(ov, F_OK) == 0;
-		json_array_append_new(act, json_string(ov));
+		bundle_layers_add(&act, ov);
 	}
 	if (running) {
 		/* the VM says where it writes: moved means it took the snapshot
 		 * (the freeze comes first); then wait for its memory writer */
-		json_t *now = mgr_running_disks(b);
-		ovs = now && json_equal(now, act);
-		json_decref(now);
+		struct bundle_layers now;
+		ovs = mgr_running_disks(b, &now) == 0 && bundle_layers_equal(&now, &act);
+		bundle_layers_free(&now);
 		char tmp[PATH_MAX + 8];
 		snprintf(tmp, sizeof(tmp), "%s.tmp", sd);
 		for (int k = 0; ovs && k < 2400 && stat(sd, &st) < 0 && stat(tmp, &st) == 0; k++)
@@ -139,31 +142,33 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 	}
 	bool dir = stat(sd, &st) == 0;
 	int kind = dir ? MGR_SETTLE_MEMORY : ovs ? MGR_SETTLE_DISK_ONLY : MGR_SETTLE_NONE;
+	bool resume = kind == MGR_SETTLE_MEMORY && !running && s->suspend;
 	if (kind != MGR_SETTLE_NONE) {
-		json_object_set_new(s, "memory", json_boolean(dir));
+		s->memory = dir;
 		if (!dir)
-			json_object_set_new(s, "description",
-					    json_string("memory could not be saved: disk only"));
-		json_object_set(bundle_snapshots(b), id, s);
-		json_object_set_new(b->doc, "current", json_string(id));
+			bundle_set_str(&s->description, "memory could not be saved: disk only");
+		bundle_set_str(&b->current, id);
+		if (resume) {
+			b->has_active = false;
+			bundle_layers_free(&b->active);
+			bundle_set_str(&b->resume, id);
+		} else {
+			bundle_layers_copy(&b->active, &act);
+			b->has_active = true;
+		}
+		bundle_snap_add(b, s);
+	} else {
+		bundle_snap_free(s);
 	}
-	bool resume =
-	    kind == MGR_SETTLE_MEMORY && !running && json_is_true(json_object_get(s, "suspend"));
-	if (resume) {
-		json_object_set_new(b->doc, "active", json_null());
-		json_object_set_new(b->doc, "resume", json_string(id));
-	} else if (kind != MGR_SETTLE_NONE) {
-		json_object_set(b->doc, "active", act);
-	}
-	json_object_del(b->doc, "pending");
+	bundle_pending_free(b->pending);
+	b->pending = NULL;
 	int r = bundle_save(b);
 	if (r == 0 && resume)
-		for (i = 0; i < json_array_size(act); i++)
-			mgr_unlink_own(b,
-				       mgr_jstr_at(act, i)); /* the overlays of a VM that ended */
-	json_decref(act);
-	json_decref(s);
-	json_decref(p);
+		mgr_unlink_layers(b, &act); /* the overlays of a VM that ended */
+	/* the frozen layers, which the VM named absolute: it only reads them */
+	if (r == 0 && (kind == MGR_SETTLE_MEMORY || (kind != MGR_SETTLE_NONE && !running)))
+		mgr_relink_layers(b, &bundle_snap(b, id)->layers);
+	bundle_layers_free(&act);
 	return r < 0 ? r : kind;
 }
 
@@ -176,17 +181,21 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 	bundle_random_hex(id, 8);
 	mgr_snap_dir(b, id, sd, sizeof(sd));
 	mgr_now_iso(created, sizeof(created));
-	json_t *s =
-	    json_pack("{s:s, s:O, s:s, s:s?, s:b, s:O, s:b}", "name", snap, "parent",
-		      json_object_get(b->doc, "current"), "created", created, "description", desc,
-		      "memory", 1, "layers", mgr_active_layers(b), "suspend", suspend);
+	struct bundle_pending *p = calloc(1, sizeof(*p));
+	if (!p || !(p->snapshot = bundle_snap_new(id, snap, b->current, created, desc)) ||
+	    bundle_layers_copy(&p->snapshot->layers, &b->active) < 0) {
+		bundle_pending_free(p);
+		return err_set(ENOMEM, "%s", b->dir);
+	}
+	p->snapshot->memory = true;
+	p->snapshot->suspend = suspend;
+	bundle_set_str(&p->op, "snapshot");
+	bundle_set_str(&p->id, id);
 	/* recorded first: an interrupted snapshot is adopted or dropped by check */
-	json_object_set_new(
-	    b->doc, "pending",
-	    json_pack("{s:s, s:s, s:O}", "op", "snapshot", "id", id, "snapshot", s));
+	b->pending = p;
 	int r = bundle_save(b);
 	if (r < 0)
-		goto out;
+		return r;
 	json_t *req = json_pack("{s:s, s:s}", "cmd", "snapshot", "path", sd), *reply = NULL;
 	if (suspend)
 		json_object_set_new(req, "then", json_string("quit"));
@@ -218,46 +227,47 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 		json_object_set(report, "pause_ms", json_object_get(reply, "pause_ms"));
 	}
 	json_decref(reply);
-out:
-	json_decref(s);
 	return r;
 }
 
 int mgr_snapshot_stopped(struct bundle *b, const char *snap, const char *desc, json_t *report)
 {
-	if (bundle_str(b->doc, "resume"))
-		return err_set(
-		    EINVAL, "%s: the VM is suspended: its state is already snapshot \"%s\"", b->dir,
-		    bundle_str(bundle_snap(b, bundle_str(b->doc, "resume")), "name"));
-	json_t *act = mgr_active_layers(b), *nact = json_array();
+	if (b->resume) {
+		struct bundle_snapshot *rs = bundle_snap(b, b->resume);
+		return err_set(EINVAL,
+			       "%s: the VM is suspended: its state is already snapshot \"%s\"",
+			       b->dir, rs ? rs->name : "?");
+	}
+	struct bundle_layers nact = {0};
 	int r = 0;
-	for (size_t i = 0; i < json_array_size(act) && r == 0; i++) {
+	for (int i = 0; i < b->active.n && r == 0; i++) {
 		char p[PATH_MAX];
-		r = mgr_new_layer(b, mgr_jstr_at(act, i), p, sizeof(p));
+		r = mgr_new_layer(b, b->active.path[i], p, sizeof(p));
 		if (r == 0)
-			json_array_append_new(nact, json_string(p));
+			r = bundle_layers_add(&nact, p);
 	}
 	if (r < 0)
 		goto fail;
 	char id[9], created[32];
 	bundle_random_hex(id, 8);
 	mgr_now_iso(created, sizeof(created));
-	json_t *s = json_pack("{s:s, s:O, s:s, s:s?, s:b, s:O}", "name", snap, "parent",
-			      json_object_get(b->doc, "current"), "created", created, "description",
-			      desc, "memory", 0, "layers", act);
-	json_t *old = json_copy(b->doc);
-	json_object_set_new(bundle_snapshots(b), id, s);
-	json_object_set_new(b->doc, "current", json_string(id));
-	json_object_set(b->doc, "active", nact);
-	r = bundle_save(b);
-	if (r < 0) {
-		json_decref(b->doc);
-		b->doc = old;
+	struct bundle_snapshot *s = bundle_snap_new(id, snap, b->current, created, desc);
+	if (!s) {
+		r = -ENOMEM;
 		goto fail;
 	}
-	json_decref(old);
-	mgr_set_frozen(mgr_jarr(s, "layers"), true);
-	json_decref(nact);
+	s->layers = b->active; /* the active layers are frozen into S */
+	b->active = nact;
+	nact = (struct bundle_layers){0};
+	bundle_set_str(&b->current, id);
+	if ((r = bundle_snap_add(b, s)) == 0)
+		r = bundle_save(b);
+	if (r < 0) {
+		bundle_layers_copy(&nact, &b->active);
+		bundle_reload(b);
+		goto fail;
+	}
+	mgr_set_frozen(&s->layers, true);
 	if (report) {
 		json_object_set_new(report, "snapshot", json_string(snap));
 		json_object_set_new(report, "id", json_string(id));
@@ -265,9 +275,8 @@ int mgr_snapshot_stopped(struct bundle *b, const char *snap, const char *desc, j
 	}
 	return 0;
 fail:
-	for (size_t i = 0; i < json_array_size(nact); i++)
-		mgr_unlink_own(b, mgr_jstr_at(nact, i));
-	json_decref(nact);
+	mgr_unlink_layers(b, &nact);
+	bundle_layers_free(&nact);
 	return r;
 }
 
@@ -283,7 +292,7 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 	int r = mgr_open_write(name, "cairn snapshot create", &b);
 	if (r < 0)
 		return r;
-	if (bundle_snap_by_name(b, snap, NULL)) {
+	if (bundle_snap_by_name(b, snap)) {
 		r = err_set(EEXIST, "%s: a snapshot named \"%s\" exists", b->dir, snap);
 		goto out;
 	}
@@ -291,13 +300,15 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 	if (bundle_running(b->dir, NULL)) {
 		json_t *rep = report ? report : json_object();
 		r = mgr_snapshot_running(b, snap, desc, false, pr, rep);
-		const char *id = bundle_str(rep, "id");
+		const char *id = json_string_value(json_object_get(rep, "id"));
 		if (r == 0 && disk_only && id) {
 			/* the VM freezes its disks only as part of a whole-machine
 			 * snapshot: its memory files are dropped afterwards */
 			char sd[PATH_MAX];
 			mgr_snap_dir(b, id, sd, sizeof(sd));
-			json_object_set_new(bundle_snap(b, id), "memory", json_false());
+			struct bundle_snapshot *s = bundle_snap(b, id);
+			if (s)
+				s->memory = false;
 			if ((r = bundle_save(b)) == 0) {
 				mgr_rm_rf(sd);
 				file_fsync_parent(sd);

@@ -1,0 +1,119 @@
+/* Relocatable bundles: every qcow2 layer of the bundle names its backing
+ * file relative to its own directory when that file is beside it, so that
+ * the bundle directory can be moved (vm.json's paths are relative too, see
+ * bundle.h).  Layers made by the manager are created that way; the VM names
+ * the overlays it makes by absolute path, and those are renamed here once
+ * the VM no longer writes to them. */
+#include "disk/block.h"
+#include "disk/qcow2.h"
+#include "manager/mgr_internal.h"
+#include "snapshot/state_file.h"
+#include "util/err.h"
+#include "vmm/config_json.h"
+#include "vmm/vm_snapshot.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The backing name stored in PATH and its format (malloc'd; NULL: none). */
+static int stored_backing(const char *path, char **name, char **fmt)
+{
+	struct block_dev *bd;
+	*name = *fmt = NULL;
+	int r = block_open(path, "qcow2", BLOCK_RDONLY | BLOCK_NO_BACKING, &bd);
+	if (r < 0)
+		return r;
+	struct qcow2_info info;
+	r = qcow2_get_info(bd, &info);
+	if (r == 0 && info.backing && *info.backing) {
+		*name = strdup(info.backing);
+		*fmt = info.backing_fmt ? strdup(info.backing_fmt) : NULL;
+	}
+	block_close(bd);
+	return r;
+}
+
+/* The relative name PATH should give its backing file NAME, or NULL to
+ * leave it: NAME is absolute and beside PATH, or NAME is absolute in a
+ * disks/ directory that no longer exists (the bundle was moved) and a file
+ * of that name is beside PATH. */
+static const char *relative_name(const char *path, const char *name)
+{
+	if (name[0] != '/')
+		return NULL;
+	const char *rel = qcow2_relative_backing(path, name);
+	if (rel != name)
+		return rel;
+	const char *slash = strrchr(name, '/'), *pslash = strrchr(path, '/');
+	if (!pslash || slash - name < 6 || strncmp(slash - 6, "/disks", 6) ||
+	    access(name, F_OK) == 0)
+		return NULL;
+	char beside[PATH_MAX];
+	snprintf(beside, sizeof(beside), "%.*s%s", (int)(pslash - path), path, slash);
+	return access(beside, F_OK) == 0 ? slash + 1 : NULL;
+}
+
+int mgr_layer_relink(const char *path)
+{
+	char *name = NULL, *fmt = NULL;
+	int r = stored_backing(path, &name, &fmt);
+	const char *rel = r == 0 && name ? relative_name(path, name) : NULL;
+	if (rel) {
+		struct stat st;
+		bool ro = stat(path, &st) == 0 && !(st.st_mode & 0200);
+		if (ro)
+			chmod(path, 0644);
+		r = qcow2_set_backing(path, rel, fmt);
+		if (ro)
+			chmod(path, st.st_mode & 07777);
+	}
+	free(name);
+	free(fmt);
+	return r < 0 ? r : rel != NULL;
+}
+
+void mgr_relink_layers(const struct bundle *b, const struct bundle_layers *layers)
+{
+	for (int i = 0; i < layers->n; i++)
+		if (mgr_own_layer(b, layers->path[i]) && mgr_layer_relink(layers->path[i]) < 0)
+			err_clear(); /* stays absolute: it works, only a move would break it */
+}
+
+void mgr_relink_all(const struct bundle *b)
+{
+	for (size_t i = 0; i < b->nsnaps; i++)
+		mgr_relink_layers(b, &b->snaps[i]->layers);
+	if (b->has_active)
+		mgr_relink_layers(b, &b->active);
+}
+
+int mgr_state_check_moved(const struct bundle *b, const struct bundle_snapshot *s)
+{
+	char sd[PATH_MAX];
+	mgr_snap_dir(b, s->id, sd, sizeof(sd));
+	struct state_reader *rd = NULL;
+	struct vm_config cfg = {0};
+	if (vm_snapshot_open(sd, &rd, &cfg) < 0) {
+		err_clear(); /* the restore says what is wrong with it */
+		return 0;
+	}
+	state_reader_close(rd);
+	int r = 0;
+	for (int i = 0; r == 0 && i < cfg.ndisks && i < s->layers.n; i++) {
+		const char *named = cfg.disks[i].path;
+		if (named && strcmp(named, s->layers.path[i]) && access(named, F_OK) < 0)
+			r = err_set(ENOTSUP,
+				    "%s: snapshot \"%s\" was taken before the bundle was moved: "
+				    "its machine state names disk layer %s, which is now %s; "
+				    "the VM cannot restore it from here (its disk-only content "
+				    "can still be cloned or reverted to after a move back)",
+				    b->dir, s->name, named, s->layers.path[i]);
+	}
+	vm_config_free(&cfg);
+	return r;
+}
