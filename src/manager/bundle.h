@@ -106,6 +106,8 @@ void bundle_clear(struct bundle *b);
 int bundle_save(struct bundle *b);
 /* Forget unsaved changes: read vm.json again. */
 int bundle_reload(struct bundle *b);
+/* Fill the empty model B from vm.json's document DOC (PATH for messages). */
+int bundle_from_json(struct bundle *b, json_t *doc, const char *path);
 /* The model as vm.json's JSON; RELATIVE: paths inside the bundle relative
  * to it (as saved), else absolute. */
 json_t *bundle_to_json(const struct bundle *b, bool relative);

@@ -92,6 +92,7 @@ void mgr_relink_all(const struct bundle *b)
 		mgr_relink_layers(b, &b->active);
 }
 
+/* VMM naming convention: replaced by snapdir */
 int mgr_state_check_moved(const struct bundle *b, const struct bundle_snapshot *s)
 {
 	char sd[PATH_MAX];

@@ -49,8 +49,8 @@ static int revert_stopped(struct bundle *b, const char *sid, json_t *report)
 }
 
 /* The overlay a restore of the VM made on frozen layer L in disks/ (the
- * VM ended before saying so): <frozen>-rXXXXXXXX.qcow2.  NAMES: disks/.
- * VMM naming convention: replaced by snapdir */
+ * VM ended before saying so): <frozen>-rXXXXXXXX.qcow2.  NAMES: disks/. */
+/* VMM naming convention: replaced by snapdir */
 static int revert_overlay_find(const struct bundle *b, const json_t *names, const char *layer,
 			       struct bundle_layers *out)
 {
@@ -109,8 +109,8 @@ int mgr_revert_settle(struct bundle *b, bool running)
 	return r < 0 ? r : moved;
 }
 
-/* Did the VM refuse REQUEST as unknown (a VMM without it)?
- * VMM naming convention: replaced by snapdir */
+/* Did the VM refuse the last request as unknown (a VMM without it)? */
+/* VMM naming convention: replaced by snapdir */
 static bool vmm_lacks_command(void)
 {
 	return strstr(err_msg(), "unknown command") != NULL;

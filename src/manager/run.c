@@ -93,8 +93,8 @@ static void run_ended(struct bundle *b)
 }
 
 /* Restore the snapshot in SD; ACT = the overlays the restore made in
- * disks/ (we hold the writer lock: new files there are its).
- * VMM naming convention: replaced by snapdir */
+ * disks/ (we hold the writer lock: new files there are its). */
+/* VMM naming convention: replaced by snapdir */
 static int restore_find_overlays(const struct bundle *b, const char *sd,
 				 const struct vmm_opts *opts, struct vmm **vmm,
 				 struct bundle_layers *act)

@@ -32,8 +32,8 @@ struct mem_watch {
 	const struct mgr_progress *pr;
 };
 
-/* The memory image the VM writes for the snapshot in SD.
- * VMM naming convention: replaced by snapdir */
+/* The memory image the VM writes for the snapshot in SD. */
+/* VMM naming convention: replaced by snapdir */
 static void mem_watch_file(char *out, size_t len, const char *sd)
 {
 	snprintf(out, len, "%s.tmp/%s.tmp", sd, SNAP_MEMORY_FILE);
@@ -96,26 +96,33 @@ static void mem_watch_stop(struct mem_watch *w)
 	pthread_cond_destroy(&w->cond);
 }
 
+/* The overlay the VM puts on layer L when it takes snapshot ID. */
+/* VMM naming convention: replaced by snapdir */
+static void settle_overlay_name(char *out, size_t len, const char *l, const char *id)
+{
+	snprintf(out, len, "%.*s-%s.qcow2", (int)strlen(l) - 6, l, id);
+}
+
 /* After a whole-machine snapshot request (answered, failed, or cut short
  * by a crash), record what really happened; pending names the snapshot.
  * The VM freezes the disks before it writes memory, so: snapshot committed
  * -> adopted whole; disks moved to their new overlays but no snapshot ->
  * kept as a disk-only snapshot (the frozen layers are the VM's past);
  * neither -> nothing happened.  A suspend whose VM has ended resumes. */
-/* The overlay the VM puts on layer L when it takes snapshot ID.
- * VMM naming convention: replaced by snapdir */
-static void settle_overlay_name(char *out, size_t len, const char *l, const char *id)
-{
-	snprintf(out, len, "%.*s-%s.qcow2", (int)strlen(l) - 6, l, id);
-}
-
 int mgr_snapshot_settle(struct bundle *b, bool running)
 {
 	struct bundle_pending *p = b->pending;
 	struct bundle_snapshot *s = p->snapshot;
 	p->snapshot = NULL;
-	if (!s && !(s = bundle_snap_new(p->id, p->id, NULL, NULL, NULL)))
+	if (!s && p->id && !(s = bundle_snap_new(p->id, p->id, NULL, NULL, NULL)))
 		return -ENOMEM;
+	if (!s || !s->id) { /* a record without its snapshot: nothing to adopt */
+		bundle_snap_free(s);
+		bundle_pending_free(b->pending);
+		b->pending = NULL;
+		int r = bundle_save(b);
+		return r < 0 ? r : MGR_SETTLE_NONE;
+	}
 	char id[64];
 	snprintf(id, sizeof(id), "%s", s->id ? s->id : "?");
 	char sd[PATH_MAX];
