@@ -60,15 +60,22 @@ static inline const struct chain_progress *mgr_copy_progress(const struct mgr_pr
 
 /* ---- snapshot.c ---- */
 enum { MGR_SETTLE_NONE, MGR_SETTLE_MEMORY, MGR_SETTLE_DISK_ONLY };
+/* Record what became of the pending "snapshot" (RUNNING: the VM still
+ * runs); returns MGR_SETTLE_* or -errno. */
 int mgr_snapshot_settle(struct bundle *b, bool running);
+/* Whole-machine snapshot SNAP of the running VM (SUSPEND: it ends with it),
+ * or a disk-only one of the stopped VM (new layers on the active ones). */
 int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, bool suspend,
 			 const struct mgr_progress *pr, json_t *report);
 int mgr_snapshot_stopped(struct bundle *b, const char *snap, const char *desc, json_t *report);
 
 /* ---- revert.c ---- */
+/* Record what became of the pending in-place "revert": 1 the VM had
+ * reverted (its new overlays are active), 0 not, or -errno. */
 int mgr_revert_settle(struct bundle *b, bool running);
 
 /* ---- delete.c ---- */
+/* Carry out (or finish) the pending "delete": its merges, then the switch. */
 int mgr_delete_apply(struct bundle *b, const struct mgr_progress *pr);
 
 /* ---- relocate.c: backing names relative within the bundle ---- */
