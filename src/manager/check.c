@@ -211,6 +211,13 @@ static void check_tree(struct check_ctx *c)
 
 static void check_clones(struct check_ctx *c)
 {
+	int reg = mgr_clone_register_moved(c->b, c->repair);
+	if (reg != 1)
+		problem(c, "the origin %s does not name this linked clone (it was moved)",
+			c->b->origin->bundle);
+	if (reg == 2)
+		repaired(c, "the origin %s names this linked clone where it is now",
+			 c->b->origin->bundle);
 	for (size_t i = 0; i < c->b->nclones;) {
 		char p[PATH_MAX - 16], vj[PATH_MAX];
 		const char *ps = c->b->clones[i].path;

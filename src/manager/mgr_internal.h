@@ -91,6 +91,11 @@ void mgr_relink_all(const struct bundle *b);
  * path (the VMM writes it): refuse, with a message, one whose layers have
  * moved with the bundle since, which the VM cannot restore. */
 int mgr_state_check_moved(const struct bundle *b, const struct bundle_snapshot *s);
+/* A linked clone B that was moved: its origin names it where it was.  1
+ * the origin names B (or B is no linked clone, or the origin cannot be
+ * read), 0 it does not; with FIX an origin entry for B's snapshot whose
+ * clone is gone is pointed at B (2). */
+int mgr_clone_register_moved(const struct bundle *b, bool fix);
 
 /* ---- list.c ---- */
 uint64_t mgr_layers_bytes(const struct bundle_layers *layers);

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,5 +117,52 @@ int mgr_state_check_moved(const struct bundle *b, const struct bundle_snapshot *
 				    b->dir, s->name, named, s->layers.path[i]);
 	}
 	vm_config_free(&cfg);
+	return r;
+}
+
+/* Is entry C of an origin this clone B (by real path)? */
+static bool clone_entry_is(const struct bundle_clone *c, const struct bundle *b)
+{
+	char real[PATH_MAX];
+	return c->path && realpath(c->path, real) && !strcmp(real, b->dir);
+}
+
+static bool clone_entry_gone(const struct bundle_clone *c)
+{
+	char vj[PATH_MAX];
+	snprintf(vj, sizeof(vj), "%s/vm.json", c->path ? c->path : "");
+	return access(vj, F_OK) < 0;
+}
+
+int mgr_clone_register_moved(const struct bundle *b, bool fix)
+{
+	if (!b->origin || !b->origin->bundle)
+		return 1;
+	struct bundle *o;
+	if (bundle_open(b->origin->bundle, fix, "cairn (a moved linked clone)", &o) < 0) {
+		err_clear(); /* origin gone or busy: its layers' check says the rest */
+		return 1;
+	}
+	int r = 0;
+	size_t i, stale = o->nclones;
+	for (i = 0; i < o->nclones; i++) {
+		if (clone_entry_is(&o->clones[i], b))
+			break;
+		if (stale == o->nclones && mgr_streq(o->clones[i].snapshot, b->origin->snapshot) &&
+		    clone_entry_gone(&o->clones[i]))
+			stale = i;
+	}
+	if (i < o->nclones) {
+		r = 1;
+	} else if (fix && stale < o->nclones) {
+		/* the entry of the same snapshot whose clone is gone: this one,
+		 * moved (any such entry protects the same snapshot) */
+		r = bundle_set_str(&o->clones[stale].path, b->dir);
+		if (r == 0)
+			r = bundle_save(o);
+		r = r == 0 ? 2 : 0;
+		err_clear();
+	}
+	bundle_close(o);
 	return r;
 }

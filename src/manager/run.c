@@ -220,6 +220,7 @@ int mgr_run(const char *name, bool detach)
 		cout = STDOUT_FILENO;
 	}
 	mgr_relink_all(b); /* layers left by a VM that ended by itself */
+	mgr_clone_register_moved(b, true);
 	struct vmm *vmm = NULL;
 	r = run_setup(b, &opts, cin, cout, &vmm);
 	if (r < 0)

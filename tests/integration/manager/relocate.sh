@@ -23,7 +23,7 @@ assert b is None or not b.startswith('/'), b" || fail "$f: absolute backing file
   done
 }
 
-mk web --disk-size 64M
+mk web --disk-size 64M --cmdline "echo up; shell"
 "$C" snapshot create "$TMP/web" empty >/dev/null || fail "snapshot (stopped)"
 up web
 con web "diskfill 20 5" "diskfill n=20 seed=5 ok"
@@ -71,6 +71,25 @@ up $W
 con $W "diskverify 20 7" "diskverify ok n=20"
 "$C" stop "$TMP/$W" >/dev/null || fail "stop"
 pass "moved bundle: check clean, qemu-img check, run, revert (running and stopped), snapshots"
+
+# a linked clone moved: its layers move with it, its origin is told where
+# it is now (by run, or check --repair) and keeps refusing to drop its snapshot
+"$C" clone "$TMP/$W" stopped-7 "$TMP/web2" >/dev/null || fail "linked clone"
+mv "$TMP/web2" "$TMP/elsewhere/web2"
+"$C" check "$TMP/elsewhere/web2" >"$TMP/check.out" 2>&1 && fail "check of a moved clone: the origin names its old place"
+grep -q "does not name this linked clone" "$TMP/check.out" || fail "check: $(cat "$TMP/check.out")"
+up elsewhere/web2
+con elsewhere/web2 "diskverify 20 7" "diskverify ok n=20"
+"$C" stop "$TMP/elsewhere/web2" >/dev/null || fail "stop the clone"
+check_ok elsewhere/web2
+check_ok $W
+qcheck_all elsewhere/web2
+"$C" snapshot delete "$TMP/$W" stopped-7 2>"$TMP/err" && fail "deleted what the moved clone uses"
+grep -q "linked clone $TMP/elsewhere/web2" "$TMP/err" || fail "refusal must name the clone where it is: $(cat "$TMP/err")"
+"$C" destroy "$TMP/elsewhere/web2" || fail "destroy the moved clone"
+grep -q web2 "$TMP/$W/vm.json" && fail "the moved clone is still registered"
+check_ok $W
+pass "a moved linked clone runs; its origin names it where it is now"
 
 # an old bundle: absolute paths in vm.json (opened where it was written)
 python3 - "$TMP/$W" <<'PY' || fail "rewrite vm.json with absolute paths"
