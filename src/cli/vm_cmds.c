@@ -63,6 +63,36 @@ static int parse_simple(const char *cmd, int argc, char **argv, struct flag_opts
 	return optind;
 }
 
+/* Progress on a terminal only: copies and merges as "N / M MiB", a
+ * running VM's memory save as "saving memory: N MiB written (RAM M MiB)". */
+static void progress_copy(void *opaque, uint64_t done, uint64_t total)
+{
+	(void)opaque;
+	fprintf(stderr, "\r%llu / %llu MiB", (unsigned long long)(done >> 20),
+		(unsigned long long)(total >> 20));
+}
+
+static void progress_memory(void *opaque, uint64_t written, uint64_t ram)
+{
+	(void)opaque;
+	fprintf(stderr, "\rsaving memory: %llu MiB written (RAM %llu MiB)",
+		(unsigned long long)(written >> 20), (unsigned long long)(ram >> 20));
+}
+
+static void progress_memory_end(void *opaque)
+{
+	(void)opaque;
+	fputc('\n', stderr);
+}
+
+static const struct mgr_progress *progress(void)
+{
+	static const struct mgr_progress tty = {.copy = {progress_copy, NULL},
+						.memory = progress_memory,
+						.memory_end = progress_memory_end};
+	return isatty(STDERR_FILENO) ? &tty : NULL;
+}
+
 static void print_json(json_t *j)
 {
 	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -173,6 +203,7 @@ int cli_vm_create_main(int argc, char **argv)
 	if (!!o.disk == !!o.disk_size)
 		return cli_usage_error("create", "give one of --disk FILE and --disk-size SIZE");
 	json_t *rep = json_object();
+	o.progress = progress();
 	int r = mgr_create(argv[optind], &o, rep);
 	char msg[PATH_MAX + 32];
 	snprintf(msg, sizeof(msg), "created %s", argv[optind]);
@@ -291,7 +322,8 @@ int cli_vm_stop_main(int argc, char **argv)
 	if (argc - i != 1)
 		return cli_usage_error("stop", "one NAME is required");
 	json_t *rep = json_object();
-	return finish(mgr_stop(argv[i], save, rep), f.json, rep, save ? "suspended" : "stopped");
+	return finish(mgr_stop(argv[i], save, progress(), rep), f.json, rep,
+		      save ? "suspended" : "stopped");
 }
 
 static const char check_usage[] =
@@ -315,7 +347,7 @@ int cli_vm_check_main(int argc, char **argv)
 	if (argc - i != 1)
 		return cli_usage_error("check", "one NAME is required");
 	json_t *rep = json_object();
-	int r = mgr_check(argv[i], repair, rep);
+	int r = mgr_check(argv[i], repair, progress(), rep);
 	if (f.json) {
 		print_json(rep);
 	} else {
@@ -353,8 +385,8 @@ int cli_vm_clone_main(int argc, char **argv)
 	if (argc - i != 3)
 		return cli_usage_error("clone", "NAME SNAP NEW are required");
 	json_t *rep = json_object();
-	return finish(mgr_clone(argv[i], argv[i + 1], argv[i + 2], full, rep), f.json, rep,
-		      "cloned");
+	return finish(mgr_clone(argv[i], argv[i + 1], argv[i + 2], full, progress(), rep), f.json,
+		      rep, "cloned");
 }
 
 static const char snapshot_usage[] =
@@ -420,13 +452,14 @@ int cli_vm_snapshot_main(int argc, char **argv)
 	char **pos = argv + 1 + i;
 	json_t *rep = json_object();
 	if (!strcmp(sub, "create") && npos == 2)
-		return finish(mgr_snapshot_create(pos[0], pos[1], disk_only, sv[0], rep), f.json,
-			      rep, "snapshot taken");
+		return finish(
+		    mgr_snapshot_create(pos[0], pos[1], disk_only, sv[0], progress(), rep), f.json,
+		    rep, "snapshot taken");
 	if (!strcmp(sub, "revert") && npos == 2)
-		return finish(mgr_snapshot_revert(pos[0], pos[1], sv[1], rep), f.json, rep,
-			      "reverted");
+		return finish(mgr_snapshot_revert(pos[0], pos[1], sv[1], progress(), rep), f.json,
+			      rep, "reverted");
 	if (!strcmp(sub, "delete") && npos == 2) {
-		int r = mgr_snapshot_delete(pos[0], pos[1], rep);
+		int r = mgr_snapshot_delete(pos[0], pos[1], progress(), rep);
 		char msg[128];
 		snprintf(msg, sizeof(msg), "deleted; %lld bytes freed",
 			 (long long)json_integer_value(json_object_get(rep, "freed_bytes")));

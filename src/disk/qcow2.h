@@ -30,6 +30,14 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *opts);
  * be NULL (probed). */
 int qcow2_create_overlay(const char *path, const char *backing, const char *backing_fmt);
 
+/* The same, BACKING (an absolute path) being recorded relative to PATH's
+ * directory when it is in that directory, so that the two can be moved
+ * together (qemu resolves a relative name against the image's directory). */
+int qcow2_create_overlay_rel(const char *path, const char *backing, const char *backing_fmt);
+/* How image PATH should name BACKING: its base name when both are in the
+ * same directory, else BACKING itself (a pointer into BACKING). */
+const char *qcow2_relative_backing(const char *path, const char *backing);
+
 /* Open a qcow2 image with its backing chain (unless BLOCK_NO_BACKING).
  * Usually called through block_open().  Read-write needs a v3 image
  * without internal snapshots, extended L2 entries, or the dirty/corrupt

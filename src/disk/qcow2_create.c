@@ -91,6 +91,21 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *o)
 	return r < 0 ? r : 0;
 }
 
+const char *qcow2_relative_backing(const char *path, const char *backing)
+{
+	const char *ps = strrchr(path, '/'), *bs = strrchr(backing, '/');
+	if (!ps || !bs || ps - path != bs - backing || strncmp(path, backing, (size_t)(ps - path)))
+		return backing;
+	return bs + 1;
+}
+
+int qcow2_create_overlay_rel(const char *path, const char *backing, const char *backing_fmt)
+{
+	if (!backing || !*backing)
+		return err_set(EINVAL, "%s: an overlay needs a backing file", path);
+	return qcow2_create_overlay(path, qcow2_relative_backing(path, backing), backing_fmt);
+}
+
 int qcow2_create_overlay(const char *path, const char *backing, const char *backing_fmt)
 {
 	struct qcow2_create_opts o = {.backing = backing, .backing_fmt = backing_fmt};

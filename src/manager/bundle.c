@@ -1,6 +1,7 @@
 #include "manager/bundle.h"
 #include "util/err.h"
 #include "util/fileutil.h"
+#include "vmm/config_json.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int bundle_path(const struct bundle *b, char *out, size_t len, const char *rel)
@@ -100,23 +102,48 @@ static int bundle_load(struct bundle *b)
 	if (r < 0)
 		return r;
 	json_error_t e;
-	b->doc = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
-	if (!b->doc) {
+	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
+	if (!doc) {
 		if (access(path, F_OK) < 0)
 			return err_set(ENOENT, "%s: not a VM bundle (no vm.json)", b->dir);
 		return err_set(EINVAL, "%s: line %d: %s", path, e.line, e.text);
 	}
-	const char *fmt = bundle_str(b->doc, "format");
-	json_t *v = json_object_get(b->doc, "version");
+	const char *fmt = json_string_value(json_object_get(doc, "format"));
+	json_t *v = json_object_get(doc, "version");
 	if (!fmt || strcmp(fmt, BUNDLE_FORMAT) || !json_is_integer(v))
-		return err_set(EINVAL, "%s: not a cairn VM description (format \"%s\")", path,
-			       fmt ? fmt : "?");
-	if (json_integer_value(v) != BUNDLE_VERSION)
-		return err_set(ENOTSUP, "%s: version %lld; this cairn reads version %d", path,
-			       (long long)json_integer_value(v), BUNDLE_VERSION);
-	if (!json_is_object(json_object_get(b->doc, "snapshots")) ||
-	    !json_is_object(json_object_get(b->doc, "config")))
-		return err_set(EINVAL, "%s: \"snapshots\" and \"config\" must be objects", path);
+		r = err_set(EINVAL, "%s: not a cairn VM description (format \"%s\")", path,
+			    fmt ? fmt : "?");
+	else if (json_integer_value(v) != BUNDLE_VERSION)
+		r = err_set(ENOTSUP, "%s: version %lld; this cairn reads version %d", path,
+			    (long long)json_integer_value(v), BUNDLE_VERSION);
+	else
+		r = bundle_from_json(b, doc, path);
+	json_decref(doc);
+	return r;
+}
+
+int bundle_reload(struct bundle *b)
+{
+	bundle_clear(b);
+	return bundle_load(b);
+}
+
+int bundle_init(struct bundle *b, const char *dir, const char *name)
+{
+	char mid[33], created[32];
+	memset(b, 0, sizeof(*b));
+	b->lock_fd = -1;
+	b->dir = strdup(dir);
+	bundle_random_hex(mid, 32);
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	b->name = strdup(name);
+	b->machine_id = strdup(mid);
+	b->created = strdup(created);
+	if (!b->dir || !b->name || !b->machine_id || !b->created)
+		return err_set(ENOMEM, "%s", dir);
 	return 0;
 }
 
@@ -143,13 +170,63 @@ int bundle_open(const char *path, bool write, const char *cmd, struct bundle **o
 	return 0;
 }
 
+void bundle_pending_free(struct bundle_pending *p)
+{
+	if (!p)
+		return;
+	free(p->op);
+	free(p->id);
+	bundle_snap_free(p->snapshot);
+	bundle_layers_free(&p->active);
+	for (size_t i = 0; i < p->nmerges; i++) {
+		free(p->merges[i].layer);
+		free(p->merges[i].into);
+	}
+	free(p->merges);
+	free(p);
+}
+
+void bundle_clear(struct bundle *b)
+{
+	free(b->name);
+	free(b->machine_id);
+	free(b->created);
+	free(b->current);
+	free(b->resume);
+	free(b->seed);
+	vm_config_free(&b->config);
+	bundle_layers_free(&b->active);
+	for (size_t i = 0; i < b->nsnaps; i++)
+		bundle_snap_free(b->snaps[i]);
+	free(b->snaps);
+	for (size_t i = 0; i < b->nclones; i++) {
+		free(b->clones[i].path);
+		free(b->clones[i].snapshot);
+	}
+	free(b->clones);
+	if (b->origin) {
+		free(b->origin->bundle);
+		free(b->origin->snapshot);
+		free(b->origin->snapshot_name);
+		bundle_layers_free(&b->origin->layers);
+		free(b->origin);
+	}
+	bundle_pending_free(b->pending);
+	json_decref(b->extra);
+	char *dir = b->dir;
+	int fd = b->lock_fd;
+	memset(b, 0, sizeof(*b));
+	b->dir = dir;
+	b->lock_fd = fd;
+}
+
 void bundle_close(struct bundle *b)
 {
 	if (!b)
 		return;
 	if (b->lock_fd >= 0)
 		close(b->lock_fd);
-	json_decref(b->doc);
+	bundle_clear(b);
 	free(b->dir);
 	free(b);
 }
@@ -160,7 +237,9 @@ int bundle_save(struct bundle *b)
 	int r = bundle_path(b, path, sizeof(path), "vm.json");
 	if (r < 0)
 		return r;
-	char *s = json_dumps(b->doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_t *doc = bundle_to_json(b, true);
+	char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	json_decref(doc);
 	if (!s)
 		return err_set(ENOMEM, "%s", path);
 	size_t len = strlen(s);
@@ -175,36 +254,164 @@ int bundle_save(struct bundle *b)
 	return r;
 }
 
-const char *bundle_str(const json_t *obj, const char *key)
+/* ---- the model's small pieces ---- */
+
+int bundle_set_str(char **field, const char *s)
 {
-	return json_string_value(json_object_get(obj, key));
+	char *c = s ? strdup(s) : NULL;
+	if (s && !c)
+		return err_set(ENOMEM, "out of memory");
+	free(*field);
+	*field = c;
+	return 0;
 }
 
-json_t *bundle_snapshots(const struct bundle *b)
+int bundle_layers_add(struct bundle_layers *l, const char *path)
 {
-	return json_object_get(b->doc, "snapshots");
+	if (l->n >= VM_MAX_DISKS)
+		return err_set(E2BIG, "%s: more than %d disks", path, VM_MAX_DISKS);
+	if (!(l->path[l->n] = strdup(path)))
+		return err_set(ENOMEM, "%s", path);
+	l->n++;
+	return 0;
 }
 
-json_t *bundle_snap(const struct bundle *b, const char *id)
+int bundle_layers_copy(struct bundle_layers *dst, const struct bundle_layers *src)
 {
-	return id ? json_object_get(bundle_snapshots(b), id) : NULL;
-}
-
-json_t *bundle_snap_by_name(const struct bundle *b, const char *name, const char **idp)
-{
-	const char *id;
-	json_t *s;
-	json_object_foreach(bundle_snapshots(b), id, s)
-	{
-		const char *n = bundle_str(s, "name");
-		if (n && !strcmp(n, name)) {
-			if (idp)
-				*idp = id;
-			return s;
+	struct bundle_layers t = {0};
+	for (int i = 0; i < src->n; i++)
+		if (bundle_layers_add(&t, src->path[i]) < 0) {
+			bundle_layers_free(&t);
+			return -ENOMEM;
 		}
+	bundle_layers_free(dst);
+	*dst = t;
+	return 0;
+}
+
+bool bundle_layers_equal(const struct bundle_layers *a, const struct bundle_layers *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (int i = 0; i < a->n; i++)
+		if (strcmp(a->path[i], b->path[i]))
+			return false;
+	return true;
+}
+
+void bundle_layers_free(struct bundle_layers *l)
+{
+	for (int i = 0; i < l->n; i++)
+		free(l->path[i]);
+	memset(l, 0, sizeof(*l));
+}
+
+struct bundle_snapshot *bundle_snap_new(const char *id, const char *name, const char *parent,
+					const char *created, const char *desc)
+{
+	struct bundle_snapshot *s = calloc(1, sizeof(*s));
+	if (!s || bundle_set_str(&s->id, id) < 0 || bundle_set_str(&s->name, name) < 0 ||
+	    bundle_set_str(&s->parent, parent) < 0 || bundle_set_str(&s->created, created) < 0 ||
+	    bundle_set_str(&s->description, desc) < 0) {
+		bundle_snap_free(s);
+		err_set(ENOMEM, "snapshot %s", name);
+		return NULL;
 	}
+	return s;
+}
+
+struct bundle_snapshot *bundle_snap_dup(const struct bundle_snapshot *s)
+{
+	struct bundle_snapshot *c =
+	    bundle_snap_new(s->id, s->name, s->parent, s->created, s->description);
+	if (!c)
+		return NULL;
+	c->memory = s->memory;
+	c->suspend = s->suspend;
+	if (bundle_layers_copy(&c->layers, &s->layers) < 0) {
+		bundle_snap_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void bundle_snap_free(struct bundle_snapshot *s)
+{
+	if (!s)
+		return;
+	free(s->id);
+	free(s->name);
+	free(s->parent);
+	free(s->created);
+	free(s->description);
+	bundle_layers_free(&s->layers);
+	free(s);
+}
+
+struct bundle_snapshot *bundle_snap(const struct bundle *b, const char *id)
+{
+	for (size_t i = 0; id && i < b->nsnaps; i++)
+		if (!strcmp(b->snaps[i]->id, id))
+			return b->snaps[i];
+	return NULL;
+}
+
+struct bundle_snapshot *bundle_snap_by_name(const struct bundle *b, const char *name)
+{
+	for (size_t i = 0; i < b->nsnaps; i++)
+		if (b->snaps[i]->name && !strcmp(b->snaps[i]->name, name))
+			return b->snaps[i];
 	err_set(ENOENT, "%s: no snapshot named \"%s\"", b->dir, name);
 	return NULL;
+}
+
+int bundle_snap_add(struct bundle *b, struct bundle_snapshot *s)
+{
+	struct bundle_snapshot *old = bundle_snap(b, s->id);
+	if (old) { /* replaces the one with the same id */
+		for (size_t i = 0; i < b->nsnaps; i++)
+			if (b->snaps[i] == old)
+				b->snaps[i] = s;
+		bundle_snap_free(old);
+		return 0;
+	}
+	struct bundle_snapshot **n = realloc(b->snaps, (b->nsnaps + 1) * sizeof(*n));
+	if (!n)
+		return err_set(ENOMEM, "%s", b->dir);
+	n[b->nsnaps++] = s;
+	b->snaps = n;
+	return 0;
+}
+
+int bundle_clone_add(struct bundle *b, const char *path, const char *snapshot)
+{
+	struct bundle_clone *n = realloc(b->clones, (b->nclones + 1) * sizeof(*n));
+	if (!n)
+		return err_set(ENOMEM, "%s", b->dir);
+	b->clones = n;
+	n[b->nclones] = (struct bundle_clone){strdup(path), strdup(snapshot)};
+	b->nclones++;
+	return 0;
+}
+
+void bundle_clone_remove(struct bundle *b, size_t i)
+{
+	free(b->clones[i].path);
+	free(b->clones[i].snapshot);
+	memmove(&b->clones[i], &b->clones[i + 1], (b->nclones - i - 1) * sizeof(*b->clones));
+	b->nclones--;
+}
+
+void bundle_snap_remove(struct bundle *b, const char *id)
+{
+	for (size_t i = 0; i < b->nsnaps; i++) {
+		if (strcmp(b->snaps[i]->id, id))
+			continue;
+		bundle_snap_free(b->snaps[i]);
+		memmove(&b->snaps[i], &b->snaps[i + 1], (b->nsnaps - i - 1) * sizeof(*b->snaps));
+		b->nsnaps--;
+		return;
+	}
 }
 
 uint64_t bundle_du(const char *path)

@@ -5,9 +5,24 @@
 #ifndef CAIRN_MANAGER_OPS_H
 #define CAIRN_MANAGER_OPS_H
 
+#include "disk/chain.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/* Progress of long work, supplied by the front end: the manager prints
+ * nothing.  Every member may be NULL, and so may a struct mgr_progress
+ * pointer. */
+struct mgr_progress {
+	struct chain_progress copy; /* conversions, merges, full clones */
+	/* A running VM's whole-machine snapshot: WRITTEN bytes of its memory
+	 * image are on disk so far (sparse: zero pages take no room, so it
+	 * stays below RAM).  Every 250 ms from the first second on. */
+	void (*memory)(void *opaque, uint64_t written, uint64_t ram);
+	void (*memory_end)(void *opaque); /* after the last memory call, if any */
+	void *opaque;
+};
 
 struct mgr_create_opts {
 	const char *kernel, *initrd, *cmdline;
@@ -16,6 +31,7 @@ struct mgr_create_opts {
 	uint64_t disk_size; /* or a new empty disk of this size */
 	uint64_t mem_size;
 	int ncpus;
+	const struct mgr_progress *progress;
 };
 
 int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report);
@@ -29,21 +45,23 @@ int mgr_list(const char *dir, json_t **out);
  * NAME/console.log and return in the parent once the VM runs (the child
  * runs the VM).  Returns the VM's exit status or -errno. */
 int mgr_run(const char *name, bool detach);
-int mgr_stop(const char *name, bool save, json_t *report);
+int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t *report);
 
 int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, const char *desc,
-			json_t *report);
+			const struct mgr_progress *pr, json_t *report);
 int mgr_snapshot_revert(const char *name, const char *snap, const char *save_current,
+			const struct mgr_progress *pr, json_t *report);
+int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_progress *pr,
 			json_t *report);
-int mgr_snapshot_delete(const char *name, const char *snap, json_t *report);
 /* The tree: {"snapshots":[{name,id,parent,created,memory,own_bytes,
  * shared_bytes,current,description,depth}], "state":..., "current":...}. */
 int mgr_snapshot_list(const char *name, json_t **out);
 
-int mgr_clone(const char *name, const char *snap, const char *newname, bool full, json_t *report);
+int mgr_clone(const char *name, const char *snap, const char *newname, bool full,
+	      const struct mgr_progress *pr, json_t *report);
 /* Problems found are listed in report's "problems"; with REPAIR, what was
  * fixed in "repaired".  Returns 0 when the bundle is (now) consistent,
  * -EUCLEAN (message set) when problems remain. */
-int mgr_check(const char *name, bool repair, json_t *report);
+int mgr_check(const char *name, bool repair, const struct mgr_progress *pr, json_t *report);
 
 #endif

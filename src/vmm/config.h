@@ -25,7 +25,7 @@ struct vm_config {
 	char *cmdline;
 	struct disk_config disks[VM_MAX_DISKS];
 	int ndisks;
-	bool pvm_quirks; /* --no-pvm-quirks clears it */
+	bool pvm_quirks;	     /* --no-pvm-quirks clears it */
 	int console_in, console_out; /* file descriptors of the serial console */
 };
 

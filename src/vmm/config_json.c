@@ -16,8 +16,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 	}
 	return json_pack("{s:I, s:i, s:s*, s:s*, s:s*, s:o, s:b}", "mem_bytes",
 			 (json_int_t)cfg->mem_size, "cpus", cfg->ncpus, "kernel", cfg->kernel,
-			 "initrd", cfg->initrd, "cmdline", cfg->cmdline, "disks", disks, "pvm_quirks",
-			 cfg->pvm_quirks);
+			 "initrd", cfg->initrd, "cmdline", cfg->cmdline, "disks", disks,
+			 "pvm_quirks", cfg->pvm_quirks);
 }
 
 int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg)

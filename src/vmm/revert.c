@@ -5,8 +5,8 @@
 #include "snapshot/snapdir.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
-#include "util/monotime.h"
 #include "util/fileutil.h"
+#include "util/monotime.h"
 #include "vmm/config_json.h"
 #include "vmm/snapshot_job.h"
 #include "vmm/vm_snapshot.h"
@@ -87,7 +87,7 @@ static void revert_list_overlays(const struct vm_config *cfg, struct revert_resu
 				 cfg->disks[i].path);
 }
 
-int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool verify,
+int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 	       struct revert_result *res)
 {
 	struct vm *vm = vmm->vm;
@@ -103,11 +103,13 @@ int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool veri
 	char mem[PATH_MAX];
 	int fd = -1;
 	bool overlays = false;
-	if ((r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
-	    (r = vm_snapshot_check_memory(dir, rd, cfg.mem_size, verify)) < 0 ||
+	if ((o->disk_layers &&
+	     (r = vmm_override_disks(&cfg, o->disk_layers, o->ndisk_layers, dir)) < 0) ||
+	    (r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
+	    (r = vm_snapshot_check_memory(dir, rd, cfg.mem_size, o->verify)) < 0 ||
 	    (r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0)
 		goto out;
-	overlays = (r = vmm_new_overlays(&cfg, disk_dir)) == 0;
+	overlays = (r = vmm_new_overlays(&cfg, o->disk_dir)) == 0;
 	if (r < 0 || (r = revert_open_disks(&cfg, bds)) < 0)
 		goto out;
 	if ((fd = file_open_regular(mem, O_RDONLY)) < 0) {

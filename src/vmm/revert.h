@@ -21,9 +21,16 @@ struct revert_result {
 	char overlays[VM_MAX_DISKS][PATH_MAX];
 };
 
-/* Revert to the snapshot in DIR; new overlays go into DISK_DIR (NULL:
- * beside each frozen layer); VERIFY reads and checks all of memory first. */
-int revert_run(struct vmm *vmm, const char *dir, const char *disk_dir, bool verify,
+struct revert_opts {
+	const char *disk_dir; /* new overlays go here (NULL: beside each frozen layer) */
+	bool verify;	      /* read and check all of memory first */
+	/* the snapshot's frozen layers, when not where it recorded them */
+	const char *const *disk_layers;
+	int ndisk_layers;
+};
+
+/* Revert to the snapshot in DIR. */
+int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 	       struct revert_result *res);
 
 #endif

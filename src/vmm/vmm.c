@@ -233,6 +233,21 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	return 0;
 }
 
+int vmm_override_disks(struct vm_config *cfg, const char *const *paths, int n, const char *dir)
+{
+	if (n != cfg->ndisks)
+		return err_set(EINVAL, "%s: the snapshot has %d disks, %d layers were given", dir,
+			       cfg->ndisks, n);
+	for (int i = 0; i < n; i++) {
+		char *p = strdup(paths[i]);
+		if (!p)
+			return err_set(ENOMEM, "%s", dir);
+		free(cfg->disks[i].path);
+		cfg->disks[i].path = p;
+	}
+	return 0;
+}
+
 /* Remove the restore overlays of the first N disks of CFG (their paths
  * name them once vmm_new_overlays has run over them). */
 static void drop_overlays(const struct vm_config *cfg, int n)
@@ -298,6 +313,8 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	int ret = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem));
 	if (ret == 0)
 		ret = vm_snapshot_open(dir, &r, &vmm->cfg);
+	if (ret == 0 && opts->disk_layers)
+		ret = vmm_override_disks(&vmm->cfg, opts->disk_layers, opts->ndisk_layers, dir);
 	/* The console is this process's, not the snapshot's. */
 	vmm->cfg.console_in = STDIN_FILENO;
 	vmm->cfg.console_out = STDOUT_FILENO;
@@ -313,7 +330,8 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	if (ret == 0 && opts->restore_mode == RESTORE_COPY)
 		ret = mem_image_load(mem, vmm->vm->ram, vmm->cfg.mem_size);
 	if (ret == 0 && (ret = vmm_init_devices(vmm)) == 0 &&
-	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 && (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
+	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 &&
+	    (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
 		ret = vmm_control_open(vmm);
 	if (r)
 		state_reader_close(r);

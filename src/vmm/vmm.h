@@ -17,10 +17,16 @@ enum restore_mode {
 };
 
 struct vmm_opts {
-	const char *control;      /* control socket path, or NULL */
+	const char *control; /* control socket path, or NULL */
 	enum restore_mode restore_mode;
-	bool verify_memory;       /* check every memory chunk before the guest runs */
-	const char *disk_dir;     /* where a restore puts new disk overlays (NULL: beside the frozen layer) */
+	bool verify_memory; /* check every memory chunk before the guest runs */
+	const char
+	    *disk_dir; /* where a restore puts new disk overlays (NULL: beside the frozen layer) */
+	/* A restore's frozen disk layers, in disk order, instead of the paths
+	 * the snapshot recorded (its owner moved them: a relocated bundle);
+	 * NULL: as recorded. */
+	const char *const *disk_layers;
+	int ndisk_layers;
 };
 
 int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct vmm **out);

@@ -91,14 +91,26 @@ static int cmd_revert(void *opaque, json_t *req, json_t *reply)
 {
 	struct vmm *vmm = opaque;
 	const char *dir = json_string_value(json_object_get(req, "path"));
-	const char *disk_dir = json_string_value(json_object_get(req, "disk_dir"));
-	json_t *v = json_object_get(req, "verify");
+	json_t *v = json_object_get(req, "verify"), *disks = json_object_get(req, "disks");
+	struct revert_opts o = {.disk_dir = json_string_value(json_object_get(req, "disk_dir")),
+				.verify = !v || json_is_true(v)};
 	if (!dir || !*dir)
 		return err_set(EINVAL, "revert needs \"path\"");
+	const char *layers[VM_MAX_DISKS];
+	if (disks) {
+		if (!json_is_array(disks) || json_array_size(disks) > VM_MAX_DISKS)
+			return err_set(EINVAL, "\"disks\" is an array of at most %d paths",
+				       VM_MAX_DISKS);
+		for (size_t i = 0; i < json_array_size(disks); i++)
+			if (!(layers[i] = json_string_value(json_array_get(disks, i))))
+				return err_set(EINVAL, "\"disks\" holds a non-string");
+		o.disk_layers = layers;
+		o.ndisk_layers = (int)json_array_size(disks);
+	}
 	struct revert_result *res = calloc(1, sizeof(*res));
 	if (!res)
 		return err_set(ENOMEM, "revert");
-	int r = revert_run(vmm, dir, disk_dir, !v || json_is_true(v), res);
+	int r = revert_run(vmm, dir, &o, res);
 	if (r == 0) {
 		json_object_set_new(reply, "path", json_string(dir));
 		json_object_set_new(reply, "check_ms", json_real((double)res->check_us / 1000.0));
@@ -169,8 +181,8 @@ static const struct control_cmd vmm_cmds[] = {
     {"snapshot", cmd_snapshot,
      "{\"path\":DIR[,\"then\":\"quit\"]}: whole-machine snapshot into DIR"},
     {"revert", cmd_revert,
-     "{\"path\":DIR[,\"disk_dir\":D][,\"verify\":false]}: load the snapshot in DIR into "
-     "this VM, in place"},
+     "{\"path\":DIR[,\"disk_dir\":D][,\"disks\":[LAYER...]][,\"verify\":false]}: load "
+     "the snapshot in DIR into this VM, in place"},
     {"quit", cmd_quit, "end the VM (cairn run exits 0)"},
 };
 

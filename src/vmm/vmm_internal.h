@@ -44,6 +44,9 @@ unsigned vmm_disk_devices(struct vmm *vmm, struct device **out, unsigned max);
  * of CFG a new, empty overlay on its frozen layer (in DISK_DIR, or beside
  * the layer; named by snapshot/snapdir.h), and point CFG at it. */
 int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir);
+/* The snapshot's frozen layers are at PATHS now (N of them, one per disk
+ * of CFG), not where CFG, read from the snapshot DIR, says. */
+int vmm_override_disks(struct vm_config *cfg, const char *const *paths, int n, const char *dir);
 /* A restore that failed after vmm_new_overlays: remove the overlays CFG
  * names. */
 void vmm_drop_overlays(const struct vm_config *cfg);

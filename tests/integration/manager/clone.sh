@@ -29,8 +29,9 @@ assert [c["path"] for c in d["web"]["clones"]] == [f"{t}/web2"], d["web"]["clone
 # the linked clone's layer sits on the origin's frozen layer, the full one stands alone
 import subprocess
 bk = lambda f: json.loads(subprocess.check_output(["qemu-img", "info", "-U", "--output=json", f])).get("backing-filename")
-assert bk(d["web2"]["active"][0]) == d["web"]["snapshots"][d["web2"]["origin"]["snapshot"]]["layers"][0]
-assert bk(d["web3"]["active"][0]) is None
+at = lambda n, p: os.path.join(f"{t}/{n}", p)  # vm.json: relative inside the bundle
+assert bk(at("web2", d["web2"]["active"][0])) == at("web", d["web"]["snapshots"][d["web2"]["origin"]["snapshot"]]["layers"][0])
+assert bk(at("web3", d["web3"]["active"][0])) is None
 PY
 pass "linked and full clones: new machine id, serial, seed"
 

@@ -27,7 +27,13 @@ def run(*args, ok=(0,)):
 
 def doc():
     with open(f"{B}/vm.json") as f:
-        return json.load(f)
+        d = json.load(f)
+    # vm.json names the files inside the bundle relative to it
+    if d.get("active"):
+        d["active"] = [os.path.join(B, p) for p in d["active"]]
+    for s in d["snapshots"].values():
+        s["layers"] = [os.path.join(B, p) for p in s["layers"]]
+    return d
 
 
 def layer_hash(path):

@@ -54,11 +54,12 @@ con() {
 # diskhash NAME SNAPID: checksum of what a snapshot's (or "active") disk reads as
 layer_of() { # NAME SNAPNAME -> the snapshot's frozen layer
   python3 -c "
-import json,sys
+import json,sys,os
 d=json.load(open('$TMP/$1/vm.json'))
-if '$2' == 'active': print(d['active'][0]); sys.exit(0)
+j=lambda p: os.path.join('$TMP/$1', p)  # relative: inside the bundle
+if '$2' == 'active': print(j(d['active'][0])); sys.exit(0)
 for i,s in d['snapshots'].items():
-    if s['name']=='$2': print(s['layers'][0])"
+    if s['name']=='$2': print(j(s['layers'][0]))"
 }
 diskhash() {
   local l; l=$(layer_of "$1" "$2")

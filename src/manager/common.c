@@ -1,0 +1,265 @@
+/* Helpers the manager's operations share (mgr_internal.h). */
+#include "control/control.h"
+#include "disk/block.h"
+#include "disk/chain.h"
+#include "disk/qcow2.h"
+#include "manager/mgr_internal.h"
+#include "util/err.h"
+#include "util/fileutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- small helpers ---------------------------------------------------- */
+
+void mgr_now_iso(char *out, size_t len)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int mgr_sub_path(const struct bundle *b, char *out, size_t len, const char *a, const char *c)
+{
+	char rel[PATH_MAX];
+	snprintf(rel, sizeof(rel), "%s/%s", a, c);
+	return bundle_path(b, out, len, rel);
+}
+
+int mgr_snap_dir(const struct bundle *b, const char *id, char *out, size_t len)
+{
+	return mgr_sub_path(b, out, len, "snapshots", id);
+}
+
+/* Only files of this bundle's disks/ are ever removed or rewritten by it;
+ * layers of an origin bundle (linked clone) are read-only to us. */
+bool mgr_own_layer(const struct bundle *b, const char *path)
+{
+	size_t l = strlen(b->dir);
+	return !strncmp(path, b->dir, l) && !strncmp(path + l, "/disks/", 7);
+}
+
+void mgr_unlink_own(const struct bundle *b, const char *path)
+{
+	if (path && mgr_own_layer(b, path) && unlink(path) == 0)
+		file_fsync_parent(path);
+}
+
+int mgr_rm_rf(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (S_ISDIR(st.st_mode)) {
+		DIR *d = opendir(path);
+		if (!d)
+			return -errno;
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			char sub[PATH_MAX];
+			if (path_join(sub, sizeof(sub), path, de->d_name) == 0)
+				mgr_rm_rf(sub);
+		}
+		closedir(d);
+		return rmdir(path) < 0 ? -errno : 0;
+	}
+	return unlink(path) < 0 ? -errno : 0;
+}
+
+/* The backing file recorded in the qcow2 layer PATH, as an absolute path
+ * (*OUT NULL when it has none). */
+int mgr_layer_backing(const char *path, char **out)
+{
+	struct block_dev *bd;
+	*out = NULL;
+	int r = block_open(path, "qcow2", BLOCK_RDONLY | BLOCK_NO_BACKING, &bd);
+	if (r < 0)
+		return r;
+	struct qcow2_info info;
+	r = qcow2_get_info(bd, &info);
+	if (r == 0 && info.backing && *info.backing) {
+		char *p = qcow2_resolve_backing(path, info.backing);
+		char real[PATH_MAX];
+		if (p && realpath(p, real)) {
+			free(p);
+			p = strdup(real);
+		}
+		*out = p;
+	}
+	block_close(bd);
+	return r < 0 ? err_set(-r, "%s: not a qcow2 layer", path) : 0;
+}
+
+bool mgr_streq(const char *a, const char *b)
+{
+	return a && b && !strcmp(a, b);
+}
+
+uint64_t mgr_file_bytes(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) < 0 ? 0 : (uint64_t)st.st_blocks * 512;
+}
+
+bool mgr_is_qcow2(const char *path)
+{
+	unsigned char m[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	bool q = read(fd, m, 4) == 4 && m[0] == 'Q' && m[1] == 'F' && m[2] == 'I' && m[3] == 0xfb;
+	close(fd);
+	return q;
+}
+
+/* Refuse up front what cannot fit: NEED bytes (plus 1 MiB for metadata)
+ * on the file system of DIR. */
+int mgr_need_space(const char *dir, uint64_t need, const char *what)
+{
+	struct statvfs vfs;
+	if (statvfs(dir, &vfs) < 0)
+		return 0;
+	uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	if (avail < need + (1u << 20))
+		return err_set(ENOSPC, "%s: %s needs about %llu bytes, %llu are free", dir, what,
+			       (unsigned long long)need + (1u << 20), (unsigned long long)avail);
+	return 0;
+}
+
+/* A new empty layer disks/l<random>.qcow2 over BACKING. */
+int mgr_new_layer(const struct bundle *b, const char *backing, char *out, size_t len)
+{
+	char hex[9], name[32];
+	bundle_random_hex(hex, 8);
+	snprintf(name, sizeof(name), "l%s.qcow2", hex);
+	int r = mgr_sub_path(b, out, len, "disks", name);
+	if (r == 0)
+		r = qcow2_create_overlay_rel(out, backing, "qcow2");
+	return r;
+}
+
+int mgr_stream_layer(const char *top, const char *base, const struct mgr_progress *pr)
+{
+	const char *fmt = base && !mgr_is_qcow2(base) ? "raw" : "qcow2";
+	return chain_stream(top, base ? qcow2_relative_backing(top, base) : NULL, fmt,
+			    mgr_copy_progress(pr));
+}
+
+void mgr_set_frozen(const struct bundle_layers *layers, bool frozen)
+{
+	for (int i = 0; i < layers->n; i++)
+		chmod(layers->path[i], frozen ? 0444 : 0644);
+}
+
+void mgr_unlink_layers(const struct bundle *b, const struct bundle_layers *layers)
+{
+	for (int i = 0; i < layers->n; i++)
+		mgr_unlink_own(b, layers->path[i]);
+}
+
+int mgr_open_write(const char *name, const char *cmd, struct bundle **out)
+{
+	struct bundle *b;
+	int r = bundle_open(name, true, cmd, &b);
+	if (r < 0)
+		return r;
+	if (b->pending) {
+		const char *op = b->pending->op;
+		r = err_set(EAGAIN,
+			    "%s: an interrupted \"%s\" is pending; run 'cairn check --repair %s'",
+			    b->dir, op ? op : "?", name);
+		bundle_close(b);
+		return r;
+	}
+	*out = b;
+	return 0;
+}
+
+int mgr_ctl_request(const struct bundle *b, json_t *req, json_t **reply)
+{
+	char sock[PATH_MAX];
+	int r = bundle_path(b, sock, sizeof(sock), "control.sock");
+	return r < 0 ? r : control_call(sock, req, reply, CTL_TIMEOUT_MS);
+}
+
+json_t *mgr_layers_json(const struct bundle_layers *layers)
+{
+	json_t *a = json_array();
+	for (int i = 0; i < layers->n; i++)
+		json_array_append_new(a, json_string(layers->path[i]));
+	return a;
+}
+
+int mgr_wait_stopped(const struct bundle *b, int secs)
+{
+	for (int i = 0; i < secs * 20; i++) {
+		if (!bundle_running(b->dir, NULL))
+			return 0;
+		usleep(50000);
+	}
+	return err_set(ETIMEDOUT, "%s: the VM did not end within %d s", b->dir, secs);
+}
+
+bool mgr_valid_name(const char *n)
+{
+	return n && *n && strlen(n) < 128 && !strchr(n, '/') && n[0] != '.';
+}
+
+int mgr_make_dirs(const char *name, char *real, size_t len)
+{
+	if (mkdir(name, 0755) < 0)
+		return err_set(errno, "%s: cannot create the bundle directory%s", name,
+			       errno == EEXIST ? " (it exists; 'cairn destroy' removes a bundle)"
+					       : "");
+	if (!realpath(name, real))
+		return err_set(errno, "%s", name);
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s/disks", real);
+	if (mkdir(p, 0755) < 0)
+		return err_set(errno, "%s", p);
+	snprintf(p, sizeof(p), "%s/snapshots", real);
+	if (mkdir(p, 0755) < 0)
+		return err_set(errno, "%s", p);
+	(void)len;
+	return file_fsync_parent(p);
+}
+
+const char *mgr_vm_state(const struct bundle *b, pid_t *pid)
+{
+	if (bundle_running(b->dir, pid))
+		return "running";
+	return b->resume ? "suspended" : "stopped";
+}
+
+/* Where a running VM moved to: its disks per the control socket.  After
+ * an interrupted in-place revert this tells whether the VM reverted. */
+int mgr_running_disks(const struct bundle *b, struct bundle_layers *out)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "status"), *st = NULL;
+	memset(out, 0, sizeof(*out));
+	int r = mgr_ctl_request(b, req, &st);
+	json_t *d = json_object_get(st, "disks");
+	if (r == 0 && !json_is_array(d))
+		r = err_set(EPROTO, "%s: the VM's status names no disks", b->dir);
+	size_t i;
+	json_t *v;
+	json_array_foreach(d, i, v) if (r == 0 && json_is_string(v)) r =
+	    bundle_layers_add(out, json_string_value(v));
+	json_decref(req);
+	json_decref(st);
+	if (r < 0)
+		bundle_layers_free(out);
+	return r;
+}

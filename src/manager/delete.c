@@ -1,0 +1,253 @@
+/* snapshot delete: merge the snapshot's layers into their dependents
+ * (stream or commit), recorded as pending first. */
+#include "disk/chain.h"
+#include "manager/mgr_internal.h"
+#include "util/err.h"
+#include "util/fileutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The layers that sit directly on snapshot SID's layer of disk I: its
+ * children's layers and, when the VM is at SID, the active layer. */
+static void dependents(const struct bundle *b, const char *sid, int disk,
+		       struct bundle_layers *deps)
+{
+	for (size_t i = 0; i < b->nsnaps; i++)
+		if (mgr_streq(b->snaps[i]->parent, sid) && disk < b->snaps[i]->layers.n &&
+		    deps->n < VM_MAX_DISKS)
+			deps->path[deps->n++] = b->snaps[i]->layers.path[disk];
+	if (b->has_active && mgr_streq(b->current, sid) && disk < b->active.n &&
+	    deps->n < VM_MAX_DISKS)
+		deps->path[deps->n++] = b->active.path[disk];
+}
+
+/* Merge layer L (being deleted) into its dependent D: "commit" copies D's
+ * clusters into L and renames L over D; "stream" copies L's clusters into
+ * D and points D at L's backing file.  Both keep D's content and are safe
+ * to redo after a crash. */
+static int merge_layer(const struct bundle_merge *m, const struct mgr_progress *pr)
+{
+	const char *l = m->layer, *d = m->into;
+	int r = 0;
+	if (m->method == BUNDLE_MERGE_COMMIT) {
+		if (access(l, F_OK) < 0)
+			return 0; /* renamed already */
+		chmod(l, 0644);
+		r = chain_commit(d, l, CHAIN_COMMIT_KEEP_TOP, mgr_copy_progress(pr));
+		if (r == 0 && rename(l, d) < 0)
+			r = err_set(errno, "rename %s to %s", l, d);
+		if (r == 0)
+			r = file_fsync_parent(d);
+		return r;
+	}
+	char *bk = NULL;
+	if ((r = mgr_layer_backing(d, &bk)) < 0)
+		return r;
+	if (mgr_streq(bk, l)) {
+		char *base = NULL;
+		r = mgr_layer_backing(l, &base);
+		struct stat st;
+		bool ro = stat(d, &st) == 0 && !(st.st_mode & 0200);
+		chmod(d, 0644);
+		if (r == 0)
+			r = mgr_stream_layer(d, base, pr);
+		if (ro)
+			chmod(d, 0444);
+		free(base);
+	}
+	free(bk);
+	return r;
+}
+
+static bool merged_by_commit(const struct bundle_pending *p, const char *layer)
+{
+	for (size_t k = 0; k < p->nmerges; k++)
+		if (mgr_streq(p->merges[k].layer, layer) &&
+		    p->merges[k].method == BUNDLE_MERGE_COMMIT)
+			return true;
+	return false;
+}
+
+/* Carry out (or finish) the delete recorded in vm.json's "pending". */
+int mgr_delete_apply(struct bundle *b, const struct mgr_progress *pr)
+{
+	struct bundle_pending *p = b->pending;
+	const char *name = p->snapshot && p->snapshot->name ? p->snapshot->name : "?";
+	for (size_t i = 0; i < p->nmerges; i++) {
+		int r = merge_layer(&p->merges[i], pr);
+		if (r < 0)
+			return err_prefix(r, "delete of snapshot \"%s\"", name);
+	}
+	/* switch: children go to the parent, the snapshot goes */
+	const char *sid = p->id, *parent = p->snapshot ? p->snapshot->parent : NULL;
+	for (size_t i = 0; i < b->nsnaps; i++)
+		if (mgr_streq(b->snaps[i]->parent, sid))
+			bundle_set_str(&b->snaps[i]->parent, parent);
+	if (mgr_streq(b->current, sid))
+		bundle_set_str(&b->current, parent);
+	if (sid)
+		bundle_snap_remove(b, sid);
+	b->pending = NULL;
+	int r = bundle_save(b);
+	if (r == 0) {
+		for (int i = 0; p->snapshot && i < p->snapshot->layers.n; i++) {
+			const char *l = p->snapshot->layers.path[i];
+			if (access(l, F_OK) == 0 && !merged_by_commit(p, l))
+				mgr_unlink_own(b, l);
+		}
+		char sd[PATH_MAX];
+		mgr_snap_dir(b, sid ? sid : "?", sd, sizeof(sd));
+		mgr_rm_rf(sd);
+		file_fsync_parent(sd);
+	}
+	bundle_pending_free(p);
+	return r;
+}
+
+static const char *clone_of(const struct bundle *b, const char *sid)
+{
+	for (size_t i = 0; i < b->nclones; i++)
+		if (mgr_streq(b->clones[i].snapshot, sid))
+			return b->clones[i].path;
+	return NULL;
+}
+
+/* The merges that delete snapshot S: each dependent of each of its layers
+ * (NULL and the message set when the running VM writes on top of S). */
+static int delete_plan(const struct bundle *b, const struct bundle_snapshot *s, bool running,
+		       struct bundle_pending **out)
+{
+	struct bundle_pending *p = calloc(1, sizeof(*p));
+	if (!p || bundle_set_str(&p->op, "delete") < 0 || bundle_set_str(&p->id, s->id) < 0 ||
+	    !(p->snapshot = bundle_snap_dup(s)) ||
+	    !(p->merges = calloc((size_t)s->layers.n * (b->nsnaps + 1), sizeof(*p->merges)))) {
+		bundle_pending_free(p);
+		return err_set(ENOMEM, "%s", b->dir);
+	}
+	for (int i = 0; i < s->layers.n; i++) {
+		const char *l = s->layers.path[i];
+		struct bundle_layers deps = {0}; /* borrowed strings */
+		dependents(b, s->id, i, &deps);
+		for (int k = 0; k < deps.n; k++) {
+			const char *dp = deps.path[k];
+			bool is_active =
+			    b->has_active && i < b->active.n && mgr_streq(dp, b->active.path[i]);
+			if (running && is_active) {
+				bundle_pending_free(p);
+				return err_set(EBUSY,
+					       "%s: the running VM writes on top of snapshot "
+					       "\"%s\"; stop it (or take a snapshot) first",
+					       b->dir, s->name);
+			}
+			/* commit moves the dependent's bytes, stream the deleted
+			 * layer's: the smaller; never commit into a layer that a
+			 * running VM has open, and only with one dependent */
+			struct bundle_merge *m = &p->merges[p->nmerges++];
+			m->method = BUNDLE_MERGE_STREAM;
+			if (!running && deps.n == 1 && mgr_own_layer(b, l) &&
+			    mgr_file_bytes(dp) < mgr_file_bytes(l))
+				m->method = BUNDLE_MERGE_COMMIT;
+			m->layer = strdup(l);
+			m->into = strdup(dp);
+		}
+	}
+	*out = p;
+	return 0;
+}
+
+static json_t *merges_report(const struct bundle_pending *p)
+{
+	json_t *a = json_array();
+	for (size_t k = 0; k < p->nmerges; k++)
+		json_array_append_new(
+		    a, json_pack("{s:s, s:s, s:s}", "layer", p->merges[k].layer, "into",
+				 p->merges[k].into, "method",
+				 p->merges[k].method == BUNDLE_MERGE_COMMIT ? "commit" : "stream"));
+	return a;
+}
+
+int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_progress *pr,
+			json_t *report)
+{
+	struct bundle *b;
+	int r = mgr_open_write(name, "cairn snapshot delete", &b);
+	if (r < 0)
+		return r;
+	struct bundle_snapshot *s = bundle_snap_by_name(b, snap);
+	if (!s) {
+		r = -ENOENT;
+		goto out;
+	}
+	if (mgr_streq(b->resume, s->id)) {
+		r = err_set(EBUSY,
+			    "%s: snapshot \"%s\" is the suspended state the next run resumes; "
+			    "revert to another snapshot first",
+			    b->dir, snap);
+		goto out;
+	}
+	const char *cl = clone_of(b, s->id);
+	if (cl) {
+		r = err_set(EBUSY,
+			    "%s: snapshot \"%s\" is used by the linked clone %s; destroy the "
+			    "clone first",
+			    b->dir, snap, cl);
+		goto out;
+	}
+	bool running = bundle_running(b->dir, NULL);
+	struct bundle_pending *p = NULL;
+	if ((r = delete_plan(b, s, running, &p)) < 0)
+		goto out;
+	uint64_t moved = 0;
+	bool all_stream = true;
+	for (size_t k = 0; k < p->nmerges; k++) {
+		bool commit = p->merges[k].method == BUNDLE_MERGE_COMMIT;
+		moved += mgr_file_bytes(commit ? p->merges[k].into : p->merges[k].layer);
+		all_stream &= !commit;
+	}
+	json_t *merges = merges_report(p);
+	if ((r = mgr_need_space(b->dir, moved, "merging the snapshot's layer")) < 0) {
+		bundle_pending_free(p);
+		json_decref(merges);
+		goto out;
+	}
+	uint64_t before = bundle_du(b->dir);
+	b->pending = p;
+	if ((r = bundle_save(b)) < 0) {
+		bundle_pending_free(b->pending);
+		b->pending = NULL;
+		json_decref(merges);
+		goto out;
+	}
+	r = mgr_delete_apply(b, pr);
+	if (r < 0 && all_stream && b->pending) {
+		/* a stream only ever adds to the children what they already read
+		 * through the chain: undone by forgetting it */
+		bundle_pending_free(b->pending);
+		b->pending = NULL;
+		if (bundle_save(b) == 0)
+			err_prefix(r, "nothing was deleted");
+	}
+	uint64_t after = bundle_du(b->dir);
+	if (r == 0 && report) {
+		json_object_set_new(report, "deleted", json_string(snap));
+		json_object_set_new(report, "freed_bytes",
+				    json_integer((json_int_t)before - (json_int_t)after));
+		json_object_set(report, "merges", merges);
+		if (running)
+			json_object_set_new(report, "note",
+					    json_string("the running VM keeps the old layers open: "
+							"their space comes back when it ends"));
+	}
+	json_decref(merges);
+out:
+	bundle_close(b);
+	return r;
+}
