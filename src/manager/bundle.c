@@ -113,9 +113,10 @@ static int bundle_load(struct bundle *b)
 	if (!fmt || strcmp(fmt, BUNDLE_FORMAT) || !json_is_integer(v))
 		r = err_set(EINVAL, "%s: not a cairn VM description (format \"%s\")", path,
 			    fmt ? fmt : "?");
-	else if (json_integer_value(v) != BUNDLE_VERSION)
-		r = err_set(ENOTSUP, "%s: version %lld; this cairn reads version %d", path,
-			    (long long)json_integer_value(v), BUNDLE_VERSION);
+	else if (json_integer_value(v) < BUNDLE_VERSION_OLDEST ||
+		 json_integer_value(v) > BUNDLE_VERSION)
+		r = err_set(ENOTSUP, "%s: version %lld; this cairn reads versions %d to %d", path,
+			    (long long)json_integer_value(v), BUNDLE_VERSION_OLDEST, BUNDLE_VERSION);
 	else
 		r = bundle_from_json(b, doc, path);
 	json_decref(doc);

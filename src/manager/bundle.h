@@ -26,7 +26,10 @@
 #include <sys/types.h>
 
 #define BUNDLE_FORMAT "cairn-vm"
-#define BUNDLE_VERSION 1
+/* 2: paths inside the bundle are relative to it.  Version 1 (absolute
+ * paths) is still read, and written back as 2. */
+#define BUNDLE_VERSION 2
+#define BUNDLE_VERSION_OLDEST 1
 
 /* One layer per disk (absolute paths, malloc'd). */
 struct bundle_layers {

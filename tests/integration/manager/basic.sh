@@ -25,7 +25,7 @@ mk empty --disk-size 32M
 "$C" list "$TMP" --json | python3 -c "import json,sys; assert len(json.load(sys.stdin))==2" || fail "list --json"
 "$C" info "$TMP/web" --json | python3 -c "
 import json,sys; d=json.load(sys.stdin)
-assert d['version']==1 and d['state']=='stopped' and len(d['machine_id'])==32, d" || fail "info --json"
+assert d['version']==2 and d['state']=='stopped' and len(d['machine_id'])==32, d" || fail "info --json"
 qemu-img info "$TMP/web/disks/disk0.qcow2" | grep -q "file format: qcow2" || fail "base not qcow2"
 "$C" create "$TMP/web" --kernel "$TESTOS" --disk-size 1M 2>/dev/null && fail "create over a bundle"
 "$C" destroy "$TMP/empty" || fail destroy
