@@ -23,14 +23,11 @@ struct vm_snapshot_stats {
 	uint64_t pause_us;     /* filled by the caller */
 };
 
-/* Write DIR/state.bin and DIR/memory.img of the paused VM, recording CFG
- * as its hardware configuration. */
-int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir,
-		     struct vm_snapshot_stats *stats);
-
-/* The same in two steps, so the slow one can run while the VM does:
- * capture the state of the paused VM into memory (fast), then write it
- * with a copy of RAM that no longer changes (a forked child's view). */
+/* A snapshot in two steps, so the slow one can run while the VM does:
+ * capture the state of the paused VM into memory (fast), then write
+ * DIR/state.bin and DIR/memory.img, recording CFG as its hardware
+ * configuration, with a copy of RAM that no longer changes (a forked
+ * child's view, or a copy-on-write view). */
 struct vm_snapshot_capture;
 int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			struct vm_snapshot_capture **out);
