@@ -16,8 +16,8 @@
 # reboots (reboot -f).  Without cairn_run it starts a shell on the console.
 #
 # The kernel is the one Debian's linux-image-cloud-amd64 meta-package points
-# to (the distribution's current cloud kernel, the one environment.md was
-# measured with); set CAIRN_LINUX_PKG to a package name to use another one.
+# to (the distribution's current cloud kernel, the one docs/pvm.md's
+# measurements were made with); set CAIRN_LINUX_PKG to a package name to use another one.
 #
 # Cached: when the outputs exist and were made by this version of the script,
 # re-running does nothing.  Nothing here is committed (.gitignore: /build*/).

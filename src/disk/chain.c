@@ -1,11 +1,11 @@
 /* Chain operations: commit, stream, rebase, convert, compare, map.  They
- * are built on the block interface (block_read/write/status) plus the
- * qcow2 layer index, and order their steps so that a crash at any point
- * leaves every image reading the same content as before the operation
- * (or, for the image being changed on purpose, as after it). */
+ * are built on the block interface (block_read/write/status) plus what
+ * qcow2.h tells of an open image's backing layers, and order their steps
+ * so that a crash at any point leaves every image reading the same content
+ * as before the operation (or, for the image being changed on purpose, as
+ * after it). */
 #include "disk/chain.h"
 #include "disk/qcow2.h"
-#include "disk/qcow2_internal.h"
 #include "util/err.h"
 
 #include <errno.h>
@@ -18,9 +18,11 @@
 
 #define CHUNK (1u << 20)
 
-static struct qcow2_chain *chain_of(struct block_dev *bd)
+/* BD's cluster size: a qcow2 image's own, else 64 KiB. */
+static uint64_t cluster_size_of(struct block_dev *bd)
 {
-	return strcmp(bd->format, "qcow2") ? NULL : to_qcow2(bd)->chain;
+	struct qcow2_info qi;
+	return qcow2_get_info(bd, &qi) == 0 ? qi.cluster_size : 65536;
 }
 
 int chain_map_extent(struct block_dev *bd, uint64_t off, struct chain_extent *e)
@@ -33,14 +35,14 @@ int chain_map_extent(struct block_dev *bd, uint64_t off, struct chain_extent *e)
 	if (r < 0)
 		return r;
 	struct block_dev *holder = bd;
-	struct qcow2_chain *c = chain_of(bd);
-	if (!(st & BLOCK_STATUS_ALLOCATED) && c) {
+	unsigned depth = qcow2_backing_depth(bd);
+	if (!(st & BLOCK_STATUS_ALLOCATED) && depth) {
 		unsigned layer;
 		uint64_t m;
-		if ((r = qcow2_chain_lookup(c, off, n, &layer, &m)) < 0)
+		if ((r = qcow2_backing_lookup(bd, off, n, &layer, &m)) < 0)
 			return r;
 		n = m;
-		struct block_dev *l = qcow2_chain_layer(c, layer);
+		struct block_dev *l = qcow2_backing_layer(bd, layer);
 		e->depth = layer + 1;
 		if (l && off < l->size) {
 			if (l->size - off < n)
@@ -50,7 +52,7 @@ int chain_map_extent(struct block_dev *bd, uint64_t off, struct chain_extent *e)
 			holder = l;
 		} else {
 			/* Nothing holds it: qemu-img reports the depth of the base. */
-			e->depth = qcow2_chain_depth(c);
+			e->depth = depth;
 			holder = NULL;
 			st = 0;
 		}
@@ -98,9 +100,8 @@ static int same_file(const char *a, const char *b)
 /* The index (0 = direct backing) of BASE in TOP's chain. */
 static int find_layer(struct block_dev *top, const char *base, unsigned *idx)
 {
-	struct qcow2_chain *c = chain_of(top);
-	for (unsigned i = 0; c && i < qcow2_chain_depth(c); i++) {
-		if (same_file(qcow2_chain_layer(c, i)->path, base)) {
+	for (unsigned i = 0; i < qcow2_backing_depth(top); i++) {
+		if (same_file(qcow2_backing_layer(top, i)->path, base)) {
 			*idx = i;
 			return 0;
 		}
@@ -145,8 +146,7 @@ int chain_commit(const char *top, const char *base, unsigned flags, const struct
 	int r = block_open(top, NULL, BLOCK_RDONLY, &t);
 	if (r < 0)
 		return r;
-	struct qcow2_chain *c = chain_of(t);
-	if (!c) {
+	if (!qcow2_backing_depth(t)) {
 		r = err_set(EINVAL, "%s: image has no backing file to commit into", top);
 		goto out;
 	}
@@ -161,7 +161,7 @@ int chain_commit(const char *top, const char *base, unsigned flags, const struct
 		if (r < 0)
 			goto out;
 	}
-	struct block_dev *bl = qcow2_chain_layer(c, idx);
+	struct block_dev *bl = qcow2_backing_layer(t, idx);
 	char *base_path = strdup(bl->path);
 	const char *base_fmt = bl->format;
 	if (!base_path) {
@@ -177,10 +177,12 @@ int chain_commit(const char *top, const char *base, unsigned flags, const struct
 	if (r == 0)
 		r = block_flush(b);
 	uint64_t size = t->size;
-	uint32_t cs = (uint32_t)to_qcow2(t)->cluster_size;
+	uint32_t cs = (uint32_t)cluster_size_of(t);
 	/* The name BASE has in the layer above it, as that layer stores it. */
-	struct block_dev *above = idx ? qcow2_chain_layer(c, idx - 1) : t;
-	char *name = strdup(to_qcow2(above)->backing_name);
+	struct block_dev *above = idx ? qcow2_backing_layer(t, idx - 1) : t;
+	struct qcow2_info ai = {0};
+	qcow2_get_info(above, &ai);
+	char *name = ai.backing ? strdup(ai.backing) : NULL;
 	block_close(t);
 	t = NULL;
 	if (b)
@@ -209,7 +211,7 @@ typedef int (*keep_fn)(void *ctx, struct block_dev *top, const uint8_t *data, ui
 
 static int copy_up(struct block_dev *top, keep_fn keep, void *ctx, const struct chain_progress *p)
 {
-	uint64_t cs = strcmp(top->format, "qcow2") ? 65536 : to_qcow2(top)->cluster_size;
+	uint64_t cs = cluster_size_of(top);
 	uint8_t *buf = malloc(cs);
 	if (!buf)
 		return err_set(ENOMEM, "%s", top->path);
@@ -246,17 +248,16 @@ static int stream_keep(void *vctx, struct block_dev *top, const uint8_t *data, u
 		       uint64_t len, bool *keep)
 {
 	struct stream_ctx *ctx = vctx;
-	struct qcow2_chain *c = chain_of(top);
 	*keep = false;
-	if (!c)
+	if (!qcow2_backing_depth(top))
 		return 0;
 	for (uint64_t o = off; o < off + len;) {
 		unsigned layer;
 		uint64_t n;
-		int r = qcow2_chain_lookup(c, o, off + len - o, &layer, &n);
+		int r = qcow2_backing_lookup(top, o, off + len - o, &layer, &n);
 		if (r < 0)
 			return r;
-		struct block_dev *l = qcow2_chain_layer(c, layer);
+		struct block_dev *l = qcow2_backing_layer(top, layer);
 		bool above = layer < ctx->limit && l && o < l->size;
 		if (above) {
 			/* Without a backing file, zeroes need no copy. */
@@ -281,10 +282,10 @@ int chain_stream(const char *top, const char *base, const char *base_fmt,
 		char *resolved = qcow2_resolve_backing(top, base);
 		r = resolved ? find_layer(t, resolved, &ctx.limit) : err_set(ENOMEM, "%s", top);
 		if (r == 0 && !fmt)
-			fmt = qcow2_chain_layer(chain_of(t), ctx.limit)->format;
+			fmt = qcow2_backing_layer(t, ctx.limit)->format;
 		free(resolved);
 	}
-	if (r == 0 && chain_of(t))
+	if (r == 0 && qcow2_backing_depth(t))
 		r = copy_up(t, stream_keep, &ctx, p);
 	bool qcow = !strcmp(t->format, "qcow2");
 	block_close(t);
@@ -365,7 +366,7 @@ static int create_raw(const char *path, uint64_t size)
 static int convert_diff(struct block_dev *s, struct block_dev *d, uint8_t *buf,
 			const struct chain_progress *p)
 {
-	uint64_t cs = to_qcow2(d)->cluster_size;
+	uint64_t cs = cluster_size_of(d);
 	uint8_t *old = malloc(cs);
 	if (!old)
 		return err_set(ENOMEM, "%s", d->path);

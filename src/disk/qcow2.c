@@ -324,7 +324,7 @@ static void image_free(struct qcow2_image *img)
 {
 	if (!img)
 		return;
-	qcow2_chain_close(img->chain);
+	qcow2_layer_index_close(img->layers);
 	qcow2_cache_free(img->l2_cache);
 	qcow2_cache_free(img->rb_cache);
 	if (img->fd >= 0)
@@ -470,7 +470,7 @@ int qcow2_open(const char *path, unsigned flags, struct block_dev **out)
 	if (r < 0)
 		return r;
 	if (img->backing_name && !(flags & BLOCK_NO_BACKING)) {
-		r = qcow2_chain_open(img, &img->chain);
+		r = qcow2_layer_index_open(img, &img->layers);
 		if (r < 0) {
 			image_free(img);
 			return r;
@@ -492,8 +492,8 @@ static void qcow2_close(struct block_dev *bd)
 
 static int read_backing(struct qcow2_image *img, uint8_t *buf, uint64_t off, size_t len)
 {
-	if (img->chain)
-		return qcow2_chain_read(img->chain, buf, off, len);
+	if (img->layers)
+		return qcow2_layer_index_read(img->layers, buf, off, len);
 	memset(buf, 0, len);
 	return 0;
 }
@@ -735,7 +735,7 @@ static int zero_range(struct qcow2_image *img, uint64_t off, uint64_t len, bool 
 			if ((r = qcow2_get_mapping(img, off, n, &m, &host, &type)) < 0)
 				return r;
 			bool zero =
-			    type == QCOW2_ZERO || (type == QCOW2_UNALLOCATED && !img->chain);
+			    type == QCOW2_ZERO || (type == QCOW2_UNALLOCATED && !img->layers);
 			for (uint64_t done = 0; !zero && r == 0 && done < n;) {
 				size_t k =
 				    n - done < sizeof(zeroes) ? (size_t)(n - done) : sizeof(zeroes);
@@ -795,9 +795,36 @@ int qcow2_get_info(struct block_dev *bd, struct qcow2_info *info)
 	    .nb_snapshots = img->nb_snapshots,
 	    .backing = img->backing_name,
 	    .backing_fmt = img->backing_fmt,
-	    .chain_depth = img->chain ? qcow2_chain_depth(img->chain) : 0,
+	    .chain_depth = img->layers ? qcow2_layer_index_depth(img->layers) : 0,
 	};
 	return 0;
+}
+
+/* The layer index of BD, or NULL (no backing layers, or not qcow2). */
+static struct qcow2_layer_index *layers_of(struct block_dev *bd)
+{
+	return bd->ops == &qcow2_ops ? to_qcow2(bd)->layers : NULL;
+}
+
+unsigned qcow2_backing_depth(struct block_dev *bd)
+{
+	struct qcow2_layer_index *li = layers_of(bd);
+	return li ? qcow2_layer_index_depth(li) : 0;
+}
+
+struct block_dev *qcow2_backing_layer(struct block_dev *bd, unsigned i)
+{
+	struct qcow2_layer_index *li = layers_of(bd);
+	return li ? qcow2_layer_index_layer(li, i) : NULL;
+}
+
+int qcow2_backing_lookup(struct block_dev *bd, uint64_t off, uint64_t len, unsigned *layer,
+			 uint64_t *pnum)
+{
+	struct qcow2_layer_index *li = layers_of(bd);
+	if (!li)
+		return err_set(EINVAL, "%s: no backing layers", bd->path);
+	return qcow2_layer_index_lookup(li, off, len, layer, pnum);
 }
 
 char *qcow2_resolve_backing(const char *image_path, const char *name)

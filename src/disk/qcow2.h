@@ -64,6 +64,18 @@ int qcow2_get_info(struct block_dev *bd, struct qcow2_info *info);
  * the same data).  BACKING NULL or "" removes the backing file. */
 int qcow2_set_backing(const char *path, const char *backing, const char *backing_fmt);
 
+/* The backing layers an open qcow2 image BD reads through (opened with
+ * it, read-only, each alone): their number (0 for an image without a
+ * backing file, or one that is not qcow2), and the I-th of them (0 = the
+ * direct backing file; NULL past the last). */
+unsigned qcow2_backing_depth(struct block_dev *bd);
+struct block_dev *qcow2_backing_layer(struct block_dev *bd, unsigned i);
+/* Which backing layer decides [OFF, OFF+*PNUM) of BD's content where BD
+ * itself holds nothing (the depth when no layer does); from the layer
+ * index, without reading the layers.  BD must have backing layers. */
+int qcow2_backing_lookup(struct block_dev *bd, uint64_t off, uint64_t len, unsigned *layer,
+			 uint64_t *pnum);
+
 /* Resolve a backing name stored in the image at IMAGE_PATH to a path that
  * open() understands (relative names are relative to the image's
  * directory).  Returns a malloc'd string or NULL. */

@@ -195,15 +195,3 @@ int qcow2_cache_flush(struct qcow2_image *img, struct qcow2_cache *c)
 	}
 	return 0;
 }
-
-void qcow2_cache_drop(struct qcow2_cache *c, uint64_t off)
-{
-	uint32_t i = cache_find(c, off);
-	if (i == NO_SLOT)
-		return;
-	if (c->slots[i].dirty) {
-		c->slots[i].dirty = false;
-		c->ndirty--;
-	}
-	cache_unlink(c, i);
-}

@@ -28,7 +28,5 @@ void qcow2_cache_mark_dirty(struct qcow2_cache *c, const void *table);
 bool qcow2_cache_is_dirty(const struct qcow2_cache *c);
 /* Write every dirty table (after the barrier).  Returns 0 or -errno. */
 int qcow2_cache_flush(struct qcow2_image *img, struct qcow2_cache *c);
-/* Forget the table at OFF without writing it (the cluster was freed). */
-void qcow2_cache_drop(struct qcow2_cache *c, uint64_t off);
 
 #endif

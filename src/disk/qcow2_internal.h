@@ -49,7 +49,7 @@ enum qcow2_ctype {
 	QCOW2_COMPRESSED,  /* one compressed cluster */
 };
 
-struct qcow2_chain;
+struct qcow2_layer_index;
 
 struct qcow2_image {
 	struct block_dev bd; /* first: the block layer casts */
@@ -101,7 +101,7 @@ struct qcow2_image {
 	bool unsynced;	    /* writes since the last fdatasync */
 	bool data_unsynced; /* new data clusters not yet synced */
 
-	struct qcow2_chain *chain; /* backing layers, or NULL */
+	struct qcow2_layer_index *layers; /* backing layers and their index, or NULL */
 
 	/* One decompressed cluster, for reads of compressed images. */
 	uint64_t zcache_entry;
@@ -153,7 +153,7 @@ int qcow2_pwrite(struct qcow2_image *img, const void *buf, size_t len, uint64_t 
 		 const char *what);
 int qcow2_sync(struct qcow2_image *img);
 int qcow2_write_header(struct qcow2_image *img);
-/* Open the image alone (no backing chain); used by check and the chain. */
+/* Open the image alone (no backing chain); used by check and the layer index. */
 int qcow2_open_image(const char *path, unsigned flags, struct qcow2_image **out);
 
 /* Serialize the header cluster prefix (header, extensions, backing name)
@@ -161,17 +161,17 @@ int qcow2_open_image(const char *path, unsigned flags, struct qcow2_image **out)
  * or -errno. */
 int qcow2_header_build(struct qcow2_image *img, uint8_t *buf);
 
-/* qcow2_chain.c: the backing layers below an image and the per-cluster
- * index of which layer holds each granule. */
-int qcow2_chain_open(struct qcow2_image *top, struct qcow2_chain **out);
-void qcow2_chain_close(struct qcow2_chain *c);
-int qcow2_chain_read(struct qcow2_chain *c, void *buf, uint64_t off, size_t len);
+/* qcow2_layer_index.c: the backing layers below an image and the
+ * per-granule index of which layer holds its data. */
+int qcow2_layer_index_open(struct qcow2_image *top, struct qcow2_layer_index **out);
+void qcow2_layer_index_close(struct qcow2_layer_index *c);
+int qcow2_layer_index_read(struct qcow2_layer_index *c, void *buf, uint64_t off, size_t len);
 /* The layer (0 = the direct backing) that decides [OFF, OFF+*PNUM), or the
  * depth when none does. */
-int qcow2_chain_lookup(struct qcow2_chain *c, uint64_t off, uint64_t len, unsigned *layer,
-		       uint64_t *pnum);
-unsigned qcow2_chain_depth(const struct qcow2_chain *c);
-struct block_dev *qcow2_chain_layer(const struct qcow2_chain *c, unsigned i);
+int qcow2_layer_index_lookup(struct qcow2_layer_index *c, uint64_t off, uint64_t len,
+			     unsigned *layer, uint64_t *pnum);
+unsigned qcow2_layer_index_depth(const struct qcow2_layer_index *c);
+struct block_dev *qcow2_layer_index_layer(const struct qcow2_layer_index *c, unsigned i);
 
 /* qcow2_cluster.c */
 int qcow2_get_mapping(struct qcow2_image *img, uint64_t off, uint64_t max, uint64_t *bytes,

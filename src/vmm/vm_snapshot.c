@@ -127,7 +127,7 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 		snprintf(what, sizeof(what), "vCPU %d", i);
 		if ((r = x86_vcpu_save(vm->vcpus[i], &st)) < 0)
 			break;
-		/* One TSC for all vCPUs (notes-kvm-state: one reference): they
+		/* One TSC for all vCPUs (docs/snapshots.md): they
 		 * stopped at one instant and their TSCs run in step, but each is
 		 * read a little later than the one before.  Restored with one
 		 * value, KVM gives all of them one offset. */
@@ -191,18 +191,6 @@ int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
 		stats->state_bytes = bytes;
 	}
 	return 0;
-}
-
-int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir,
-		     struct vm_snapshot_stats *stats)
-{
-	struct vm_snapshot_capture *c;
-	int r = vm_snapshot_capture(vm, cfg, &c);
-	if (r < 0)
-		return r;
-	r = vm_snapshot_write(c, vm->ram, NULL, vm->ram_size, dir, stats);
-	vm_snapshot_capture_free(c);
-	return r;
 }
 
 int vm_snapshot_open(const char *dir, struct state_reader **out, struct vm_config *cfg)

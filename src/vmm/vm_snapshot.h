@@ -19,15 +19,11 @@ struct vm_snapshot_stats {
 	uint64_t pause_us;     /* filled by the caller */
 };
 
-/* Write the state and memory files (snapshot/snapdir.h) of DIR from the
- * paused VM, recording CFG
- * as its hardware configuration. */
-int vm_snapshot_save(struct vm *vm, const struct vm_config *cfg, const char *dir,
-		     struct vm_snapshot_stats *stats);
-
-/* The same in two steps, so the slow one can run while the VM does:
- * capture the state of the paused VM into memory (fast), then write it
- * with a copy of RAM that no longer changes (a forked child's view). */
+/* A snapshot in two steps, so the slow one can run while the VM does:
+ * capture the state of the paused VM into memory (fast), then write the
+ * state and memory files of DIR (snapshot/snapdir.h), recording CFG as its
+ * hardware configuration, with a copy of RAM that no longer changes (a
+ * forked child's view, or a copy-on-write view). */
 struct vm_snapshot_capture;
 int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			struct vm_snapshot_capture **out);
@@ -38,10 +34,10 @@ int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
 		      struct vm_snapshot_stats *stats);
 void vm_snapshot_capture_free(struct vm_snapshot_capture *c);
 
-/* Open and verify DIR/state.bin (every checksum, version and tag) before
+/* Open and verify DIR's state file (every checksum, version and tag) before
  * anything is applied; read the configuration out of it. */
 int vm_snapshot_open(const char *dir, struct state_reader **r, struct vm_config *cfg);
-/* Check DIR/memory.img belongs to this state file (size and digest); with
+/* Check DIR's memory image belongs to this state file (size and digest); with
  * VERIFY, read it all and check every chunk. */
 int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t mem_size,
 			     int verify);

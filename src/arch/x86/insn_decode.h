@@ -1,7 +1,7 @@
 /* x86 instruction decoder for the instructions cairn completes itself.
  *
  * On PVM hosts KVM's instruction emulator runs guest kernel code and refuses
- * some instructions (environment.md); cairn decodes the refused bytes here and
+ * some instructions (docs/pvm.md); cairn decodes the refused bytes here and
  * insn_complete.c executes the ones in its table.  The decoder is pure (no KVM,
  * no I/O): legacy and REX prefixes, the one-byte, 0F, 0F38 and 0F3A maps,
  * ModRM, SIB, displacement and immediate, in 16-, 32- and 64-bit mode.  It

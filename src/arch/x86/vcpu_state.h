@@ -1,6 +1,6 @@
 /* Saving and restoring the architectural state KVM holds for an x86 vCPU
  * and for the VM (irqchips, PIT, kvmclock), in the order KVM requires
- * (notes-kvm-state.md in the design docs; each step says why). */
+ * (each step says why; the whole order is in docs/snapshots.md). */
 #ifndef CAIRN_ARCH_X86_VCPU_STATE_H
 #define CAIRN_ARCH_X86_VCPU_STATE_H
 

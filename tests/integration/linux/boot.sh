@@ -8,7 +8,7 @@
 # shell answers again and reads the disk again; `exit` then ends the VM with
 # status 0.
 #
-# On a PVM host (environment.md) guest kernel code is emulated by KVM and
+# On a PVM host (docs/pvm.md) guest kernel code is emulated by KVM and
 # cairn completes what the emulator refuses (docs/pvm.md): the boot takes
 # minutes here; the times are printed.  QEMU TCG boots the same files first,
 # as the reference for what the guest prints (skipped when QEMU is missing).

@@ -1,4 +1,6 @@
-/* The backing chain below a qcow2 image and its per-granule layer index.
+/* The layer index: the backing layers below an open qcow2 image and, per
+ * granule, which of them holds its data (the run-time side of a chain; the
+ * qemu-img-style operations on whole chains are in chain.c).
  *
  * Every backing layer is opened alone (BLOCK_NO_BACKING), read-only.  At
  * open, the L2 tables of each qcow2 layer are walked once, top-most layer
@@ -18,7 +20,7 @@
 #define CHAIN_MAX_DEPTH 1000
 #define CHUNK_BITS 12
 
-struct qcow2_chain {
+struct qcow2_layer_index {
 	struct block_dev **layers;
 	unsigned n;	   /* layers */
 	unsigned nq;	   /* leading qcow2 layers (a raw layer can only end a chain) */
@@ -28,17 +30,17 @@ struct qcow2_chain {
 	uint64_t nchunks;
 };
 
-unsigned qcow2_chain_depth(const struct qcow2_chain *c)
+unsigned qcow2_layer_index_depth(const struct qcow2_layer_index *c)
 {
 	return c->n;
 }
 
-struct block_dev *qcow2_chain_layer(const struct qcow2_chain *c, unsigned i)
+struct block_dev *qcow2_layer_index_layer(const struct qcow2_layer_index *c, unsigned i)
 {
 	return i < c->n ? c->layers[i] : NULL;
 }
 
-void qcow2_chain_close(struct qcow2_chain *c)
+void qcow2_layer_index_close(struct qcow2_layer_index *c)
 {
 	if (!c)
 		return;
@@ -51,13 +53,13 @@ void qcow2_chain_close(struct qcow2_chain *c)
 	free(c);
 }
 
-static uint16_t index_get(const struct qcow2_chain *c, uint64_t g)
+static uint16_t index_get(const struct qcow2_layer_index *c, uint64_t g)
 {
 	const uint16_t *ch = c->chunks[g >> CHUNK_BITS];
 	return ch ? ch[g & ((1u << CHUNK_BITS) - 1)] : 0;
 }
 
-static int index_fill(struct qcow2_chain *c, uint64_t g0, uint64_t g1, uint16_t v)
+static int index_fill(struct qcow2_layer_index *c, uint64_t g0, uint64_t g1, uint16_t v)
 {
 	for (uint64_t g = g0; g < g1; g++) {
 		uint16_t **ch = &c->chunks[g >> CHUNK_BITS];
@@ -70,7 +72,7 @@ static int index_fill(struct qcow2_chain *c, uint64_t g0, uint64_t g1, uint16_t 
 	return 0;
 }
 
-static int chain_add(struct qcow2_chain *c, struct block_dev *bd)
+static int layers_add(struct qcow2_layer_index *c, struct block_dev *bd)
 {
 	struct block_dev **l = realloc(c->layers, (c->n + 1) * sizeof(*l));
 	if (!l)
@@ -80,7 +82,7 @@ static int chain_add(struct qcow2_chain *c, struct block_dev *bd)
 	return 0;
 }
 
-static int open_layers(struct qcow2_chain *c, struct qcow2_image *top)
+static int open_layers(struct qcow2_layer_index *c, struct qcow2_image *top)
 {
 	struct stat st;
 	dev_t *devs = NULL;
@@ -133,7 +135,7 @@ static int open_layers(struct qcow2_chain *c, struct qcow2_image *top)
 			err_prefix(r, "%s: backing file", parent);
 			goto out;
 		}
-		if ((r = chain_add(c, bd)) < 0) {
+		if ((r = layers_add(c, bd)) < 0) {
 			block_close(bd);
 			r = err_set(ENOMEM, "%s", parent);
 			goto out;
@@ -152,7 +154,7 @@ out:
 	return r;
 }
 
-static int build_index(struct qcow2_chain *c)
+static int build_index(struct qcow2_layer_index *c)
 {
 	if (!c->nq)
 		return 0;
@@ -186,9 +188,9 @@ static int build_index(struct qcow2_chain *c)
 	return 0;
 }
 
-int qcow2_chain_open(struct qcow2_image *top, struct qcow2_chain **out)
+int qcow2_layer_index_open(struct qcow2_image *top, struct qcow2_layer_index **out)
 {
-	struct qcow2_chain *c = calloc(1, sizeof(*c));
+	struct qcow2_layer_index *c = calloc(1, sizeof(*c));
 	if (!c)
 		return err_set(ENOMEM, "%s", top->bd.path);
 	c->size = top->bd.size;
@@ -196,15 +198,15 @@ int qcow2_chain_open(struct qcow2_image *top, struct qcow2_chain **out)
 	if (r == 0 && (r = build_index(c)) == -ENOMEM)
 		r = err_set(ENOMEM, "%s: backing chain index", top->bd.path);
 	if (r < 0) {
-		qcow2_chain_close(c);
+		qcow2_layer_index_close(c);
 		return r;
 	}
 	*out = c;
 	return 0;
 }
 
-int qcow2_chain_lookup(struct qcow2_chain *c, uint64_t off, uint64_t len, unsigned *layer,
-		       uint64_t *pnum)
+int qcow2_layer_index_lookup(struct qcow2_layer_index *c, uint64_t off, uint64_t len,
+			     unsigned *layer, uint64_t *pnum)
 {
 	if (!c->nq) {
 		*layer = c->n ? 0 : c->n;
@@ -223,13 +225,13 @@ int qcow2_chain_lookup(struct qcow2_chain *c, uint64_t off, uint64_t len, unsign
 	return 0;
 }
 
-int qcow2_chain_read(struct qcow2_chain *c, void *vbuf, uint64_t off, size_t len)
+int qcow2_layer_index_read(struct qcow2_layer_index *c, void *vbuf, uint64_t off, size_t len)
 {
 	uint8_t *buf = vbuf;
 	while (len) {
 		unsigned layer;
 		uint64_t n;
-		int r = qcow2_chain_lookup(c, off, len, &layer, &n);
+		int r = qcow2_layer_index_lookup(c, off, len, &layer, &n);
 		if (r < 0)
 			return r;
 		struct block_dev *bd = layer < c->n ? c->layers[layer] : NULL;
