@@ -19,15 +19,16 @@ struct qcow2_create_opts {
 	const char *backing;	 /* stored as given; a relative name is resolved
 				    against the new image's directory; NULL = none */
 	const char *backing_fmt; /* "qcow2" or "raw"; NULL = probed and recorded */
+	bool exclusive;		 /* refuse an existing PATH instead of replacing it */
 };
 
-/* Create (or replace) PATH as an empty qcow2 v3 image.  The file appears
+/* Create (or replace, unless exclusive) PATH as an empty qcow2 v3 image.  The file appears
  * atomically (written beside, fsynced, renamed over). */
 int qcow2_create(const char *path, const struct qcow2_create_opts *opts);
 
 /* The snapshot operation on disks: PATH becomes an empty qcow2 layer on top
  * of BACKING (same virtual size), so BACKING can be frozen.  BACKING_FMT may
- * be NULL (probed). */
+ * be NULL (probed).  An existing PATH is refused, never replaced. */
 int qcow2_create_overlay(const char *path, const char *backing, const char *backing_fmt);
 
 /* The same, BACKING (an absolute path) being recorded relative to PATH's

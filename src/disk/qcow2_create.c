@@ -85,7 +85,8 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *o)
 			uint8_t *rb = buf + (1 + rtc + c / rbe) * cs;
 			rb[(c % rbe) * 2 + 1] = 1; /* 16-bit big-endian refcount 1 */
 		}
-		r = file_replace_atomic(path, buf, total * cs);
+		r = o->exclusive ? file_create_atomic(path, buf, total * cs)
+				 : file_replace_atomic(path, buf, total * cs);
 	}
 	free(buf);
 	return r < 0 ? r : 0;
@@ -108,7 +109,8 @@ int qcow2_create_overlay_rel(const char *path, const char *backing, const char *
 
 int qcow2_create_overlay(const char *path, const char *backing, const char *backing_fmt)
 {
-	struct qcow2_create_opts o = {.backing = backing, .backing_fmt = backing_fmt};
+	struct qcow2_create_opts o = {
+	    .backing = backing, .backing_fmt = backing_fmt, .exclusive = true};
 	if (!backing || !*backing)
 		return err_set(EINVAL, "%s: an overlay needs a backing file", path);
 	return qcow2_create(path, &o);

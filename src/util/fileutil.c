@@ -77,6 +77,37 @@ int file_fsync_parent(const char *path)
 	return r;
 }
 
+int file_create_atomic(const char *path, const void *data, size_t len)
+{
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp))
+		return err_set(ENAMETOOLONG, "%s", path);
+	if (access(path, F_OK) == 0 || errno != ENOENT)
+		return err_set(EEXIST, "%s: a file of that name exists; cairn does not replace it",
+			       path);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return err_set(errno, "%s: cannot create a file beside it", path);
+	fchmod(fd, 0644);
+	int r = file_write_all(fd, data, len);
+	if (r < 0)
+		err_set(-r, "%s: write failed", tmp);
+	else if (fsync(fd) < 0)
+		r = err_set(errno, "%s: fsync failed", tmp);
+	close(fd);
+	/* NOREPLACE: a file that appeared meanwhile is not ours to replace */
+	if (r == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0)
+		r = errno == EEXIST ? err_set(EEXIST, "%s: a file of that name exists; cairn does "
+						      "not replace it",
+					      path)
+				    : err_set(errno, "%s: cannot rename into place", path);
+	if (r < 0) {
+		unlink(tmp);
+		return r;
+	}
+	return file_fsync_parent(path);
+}
+
 int file_replace_atomic(const char *path, const void *data, size_t len)
 {
 	char tmp[PATH_MAX];

@@ -19,6 +19,11 @@ int file_write_all(int fd, const void *buf, size_t len);
  * PATH. */
 int file_replace_atomic(const char *path, const void *data, size_t len);
 
+/* The same for a new file: refused (-EEXIST, message naming PATH) when
+ * PATH exists, even if it appears while this writes (RENAME_NOREPLACE);
+ * the temporary file has a unique name. */
+int file_create_atomic(const char *path, const void *data, size_t len);
+
 /* fsync the directory holding PATH (after a rename or create in it). */
 int file_fsync_parent(const char *path);
 

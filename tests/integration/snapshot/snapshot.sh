@@ -262,13 +262,21 @@ ctl k '{"cmd":"snapshot","path":"'"$TMP/s11"'"}'
 echo "$REPLY_JSON" | grep -q "\"overlays\":\[\"$TMP/d11-s11.qcow2\"\]" || fail "reply does not name the overlay: $REPLY_JSON"
 [ -f "$TMP/d11-s11.qcow2" ] || fail "the overlay the reply names is not there"
 ctl k '{"cmd":"snapshot","path":"'"$TMP/s12"'"}'
+# the overlay's name is taken by somebody's file: refused, the file unchanged
+echo precious >"$TMP/d11-s11-s12-s15.qcow2"
+"$CAIRN" control "$TMP/k.sock" '{"cmd":"snapshot","path":"'"$TMP/s15"'"}' >"$TMP/k.reply" &&
+  fail "a snapshot replaced an unrelated file: $(cat "$TMP/k.reply")"
+grep -q "d11-s11-s12-s15.qcow2: a file of that name exists" "$TMP/k.reply" || fail "no clear error: $(cat "$TMP/k.reply")"
+[ "$(cat "$TMP/d11-s11-s12-s15.qcow2")" = precious ] && [ ! -e "$TMP/s15" ] || fail "the clash changed files"
+ctl k '{"cmd":"status"}'
+echo "$REPLY_JSON" | grep -q "d11-s11-s12.qcow2" || fail "the VM moved off its disk: $REPLY_JSON"
 ctl k quit
 wait_vm k 0
 [ "$(cat "$TMP/s11.tmp/memory.img")" = keep ] && [ "$(cat "$TMP/elsewhere/state.bin")" = keep ] ||
   fail "a snapshot removed or replaced files it did not make"
 [ -f "$TMP/s11/state.bin" ] && [ -f "$TMP/s12/state.bin" ] && [ -z "$(ls "$TMP" | grep -E '^s1[12]\.tmp-')" ] ||
   fail "snapshots s11/s12 not committed cleanly: $(ls "$TMP")"
-pass "PATH.tmp of somebody else's (a directory, a symlink) left alone; the reply lists the overlays"
+pass "PATH.tmp of somebody else's (a directory, a symlink) left alone; an overlay name taken by another file is refused; the reply lists the overlays"
 # 12. Snapshot files and disks that are not regular files (a FIFO, a
 #     directory) are refused with a message naming them; the event loop never
 #     waits on them (a FIFO state.bin hung the VMM: no reply, SIGTERM ignored).
