@@ -2,27 +2,39 @@
  * copy and the free here allocate and release them (config_json.c only
  * translates to and from JSON). */
 #include "vmm/config.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <stdbool.h>
 
 #include <stdlib.h>
 #include <string.h>
 
-static char *dup_opt(const char *s)
+/* A copy of S (NULL stays NULL); *FAILED is set when memory ran out. */
+static char *dup_opt(const char *s, bool *failed)
 {
-	return s ? strdup(s) : NULL;
+	char *d = s ? strdup(s) : NULL;
+	if (s && !d)
+		*failed = true;
+	return d;
 }
 
 int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 {
+	bool failed = false;
 	*dst = *src;
-	dst->kernel = dup_opt(src->kernel);
-	dst->initrd = dup_opt(src->initrd);
-	dst->cmdline = dup_opt(src->cmdline);
+	dst->kernel = dup_opt(src->kernel, &failed);
+	dst->initrd = dup_opt(src->initrd, &failed);
+	dst->cmdline = dup_opt(src->cmdline, &failed);
 	for (int i = 0; i < src->ndisks; i++) {
-		dst->disks[i].path = dup_opt(src->disks[i].path);
-		dst->disks[i].format = dup_opt(src->disks[i].format);
-		dst->disks[i].serial = dup_opt(src->disks[i].serial);
+		dst->disks[i].path = dup_opt(src->disks[i].path, &failed);
+		dst->disks[i].format = dup_opt(src->disks[i].format, &failed);
+		dst->disks[i].serial = dup_opt(src->disks[i].serial, &failed);
 	}
-	return 0;
+	if (!failed)
+		return 0;
+	vm_config_free(dst);
+	return err_set(ENOMEM, "machine configuration");
 }
 
 void vm_config_free(struct vm_config *cfg)

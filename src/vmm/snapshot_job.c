@@ -87,13 +87,15 @@ static void snap_unprepare(struct snap_job *j)
 static int snap_capture(struct snap_job *j)
 {
 	struct vmm *vmm = j->vmm;
-	vm_config_copy(&j->frozen, &vmm->cfg);
-	for (unsigned i = 0; i < j->disks.n; i++)
+	int r = vm_config_copy(&j->frozen, &vmm->cfg);
+	for (unsigned i = 0; r == 0 && i < j->disks.n; i++)
 		if (!j->disks.d[i].old->readonly) {
 			free(j->frozen.disks[i].path);
-			j->frozen.disks[i].path = strdup(j->disks.d[i].frozen);
+			if (!(j->frozen.disks[i].path = strdup(j->disks.d[i].frozen)))
+				r = err_set(ENOMEM, "snapshot configuration");
 		}
-	int r = vm_snapshot_capture(vmm->vm, &j->frozen, &j->capture);
+	if (r == 0)
+		r = vm_snapshot_capture(vmm->vm, &j->frozen, &j->capture);
 	if (r < 0)
 		snap_unprepare(j);
 	return r;

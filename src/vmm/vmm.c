@@ -218,10 +218,10 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	struct vmm *vmm = vmm_alloc(opts);
 	if (!vmm)
 		return -ENOMEM;
-	vm_config_copy(&vmm->cfg, cfg);
 	struct boot_entry boot;
 	int r;
-	if ((r = kernel_image_open(cfg->kernel, &vmm->kernel)) < 0 ||
+	if ((r = vm_config_copy(&vmm->cfg, cfg)) < 0 ||
+	    (r = kernel_image_open(cfg->kernel, &vmm->kernel)) < 0 ||
 	    (r = vmm_build_vm(vmm, NULL)) < 0 || (r = vmm_init_devices(vmm)) < 0 ||
 	    (r = vmm_load_guest(vmm, &boot)) < 0 || (r = vmm_create_vcpus(vmm, &boot)) < 0 ||
 	    (r = vmm_control_open(vmm)) < 0) {
