@@ -110,11 +110,14 @@ static int snap_freeze_disks(struct snap_job *j)
 		snapdir_abort(&j->txn);
 		return r;
 	}
-	j->res.noverlays = 0;
+	unsigned n = 0;
 	for (unsigned i = 0; i < j->disks.n; i++)
-		if (j->disks.d[i].frozen_now)
-			snprintf(j->res.overlays[j->res.noverlays++], PATH_MAX, "%s",
-				 j->disks.d[i].overlay);
+		if (j->disks.d[i].frozen_now) {
+			/* both PATH_MAX arrays, and the overlay's name fits */
+			const char *ov = j->disks.d[i].overlay;
+			memcpy(j->res.overlays[n++], ov, strnlen(ov, PATH_MAX - 1) + 1);
+		}
+	j->res.noverlays = n;
 	return 0;
 }
 
