@@ -26,17 +26,21 @@ static const char img_usage[] =
     "names.  Backing chains are followed; formats are detected unless -f is given.\n"
     "\n"
     "  create  [-f qcow2|raw] [-b BACKING [-F FMT]] [-o cluster_size=N] [-u] FILE [SIZE]\n"
-    "  info    [-f FMT] [--backing-chain] [--json|--output=json] FILE\n"
-    "  check   [-f FMT] [-r leaks] [--json|--output=json] FILE\n"
+    "  info    [-f FMT] [-U] [--backing-chain] [--json|--output=json] FILE\n"
+    "  check   [-f FMT] [-U | -r leaks] [--json|--output=json] FILE\n"
     "  commit  [-f FMT] [-b BASE] [-d] [-p] FILE\n"
     "  stream  [-b BASE [-F FMT]] [-p] FILE      (pull backing data into FILE)\n"
     "  rebase  [-f FMT] [-u] -b BACKING [-F FMT] [-p] FILE   (-b \"\" = none)\n"
-    "  map     [-f FMT] [--json|--output=json] FILE\n"
-    "  convert [-f FMT] [-O qcow2|raw] [-o cluster_size=N] [-B BACKING [-F FMT]] [-p] SRC DST\n"
-    "  compare [-f FMT] [-F FMT] A B\n"
+    "  map     [-f FMT] [-U] [--json|--output=json] FILE\n"
+    "  convert [-f FMT] [-U] [-O qcow2|raw] [-o cluster_size=N] [-B BACKING [-F FMT]] [-p] SRC DST\n"
+    "  compare [-f FMT] [-F FMT] [-U] A B\n"
     "  bench   [-c N] [-s SIZE] [-S STEP] [-o OFF] [-w] [--flush-interval=N] FILE\n"
     "  io      [-f FMT] [-v] -c CMD [-c CMD...] FILE   (test helper; CMD: read|write\n"
     "          [-P BYTE] [-z] OFF LEN, discard OFF LEN, flush; -v: \"done N\" per command)\n"
+    "\n"
+    "Images are locked as QEMU locks them: an image a VM (cairn's or QEMU's) writes is\n"
+    "refused, and a frozen snapshot layer cannot be opened for writing; -U\n"
+    "(--force-share) reads without locks.\n"
     "\n"
     "Exit status: 0 ok, 1 failed, 2 usage error; check: 0 clean, 2 corruptions,\n"
     "3 leaks only (1 when the check could not run); compare: 0 same, 1 different,\n"
@@ -133,6 +137,7 @@ static const struct option common_longopts[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"output", required_argument, NULL, OPT_OUTPUT},
     {"backing-chain", no_argument, NULL, OPT_BACKING_CHAIN},
+    {"force-share", no_argument, NULL, 'U'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -312,6 +317,7 @@ static int img_info(int argc, char **argv)
 {
 	const char *fmt = NULL;
 	bool json = false, chain = false;
+	unsigned share = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "+f:Uh", common_longopts, NULL)) != -1) {
 		if (c == 'f')
@@ -319,7 +325,7 @@ static int img_info(int argc, char **argv)
 		else if (c == OPT_BACKING_CHAIN)
 			chain = true;
 		else if (c == 'U')
-			continue;
+			share = BLOCK_FORCE_SHARE;
 		else if (!json_flag(c, optarg, &json))
 			return usage_err("info", "bad option");
 	}
@@ -353,7 +359,7 @@ static int img_info(int argc, char **argv)
 			devs[nseen] = st.st_dev;
 			inos[nseen++] = st.st_ino;
 		}
-		if (block_open(path, fmt, BLOCK_RDONLY | BLOCK_NO_BACKING, &bd) < 0) {
+		if (block_open(path, fmt, BLOCK_RDONLY | BLOCK_NO_BACKING | share, &bd) < 0) {
 			rc = cli_fail();
 			break;
 		}
@@ -404,15 +410,19 @@ static int img_check(int argc, char **argv)
 			flags |= QCOW2_CHECK_REPAIR_LEAKS;
 		} else if (c == 'q') {
 			quiet = true;
-		} else if (c != 'U' && !json_flag(c, optarg, &json)) {
+		} else if (c == 'U') {
+			flags |= QCOW2_CHECK_FORCE_SHARE;
+		} else if (!json_flag(c, optarg, &json)) {
 			return usage_err("check", "bad option");
 		}
 	}
 	if (argc - optind != 1)
 		return usage_err("check", "expected one FILE");
+	if ((flags & QCOW2_CHECK_FORCE_SHARE) && (flags & QCOW2_CHECK_REPAIR_LEAKS))
+		return usage_err("check", "-U reads only: it cannot go with -r");
 	const char *path = argv[optind];
 	struct block_dev *bd;
-	if (block_open(path, fmt, BLOCK_RDONLY | BLOCK_NO_BACKING, &bd) < 0)
+	if (block_open(path, fmt, BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_FORCE_SHARE, &bd) < 0)
 		return cli_fail();
 	bool q = !strcmp(bd->format, "qcow2");
 	block_close(bd);
@@ -617,17 +627,20 @@ static int img_map(int argc, char **argv)
 {
 	const char *fmt = NULL;
 	bool json = false;
+	unsigned share = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "+f:Uh", common_longopts, NULL)) != -1) {
 		if (c == 'f')
 			fmt = optarg;
-		else if (c != 'U' && !json_flag(c, optarg, &json))
+		else if (c == 'U')
+			share = BLOCK_FORCE_SHARE;
+		else if (!json_flag(c, optarg, &json))
 			return usage_err("map", "bad option");
 	}
 	if (argc - optind != 1)
 		return usage_err("map", "expected one FILE");
 	struct block_dev *bd;
-	if (block_open(argv[optind], fmt, BLOCK_RDONLY, &bd) < 0)
+	if (block_open(argv[optind], fmt, BLOCK_RDONLY | share, &bd) < 0)
 		return cli_fail();
 	json_t *arr = json_array();
 	if (!json)
@@ -664,10 +677,13 @@ static int img_convert(int argc, char **argv)
 	struct img_opts o = {0};
 	bool prog = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "+f:O:o:B:F:pqt:T:h", common_longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+f:O:o:B:F:pqt:T:Uh", common_longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			co.src_fmt = optarg;
+			break;
+		case 'U':
+			co.force_share = true;
 			break;
 		case 'B':
 			co.backing = optarg;
@@ -704,20 +720,23 @@ static int img_convert(int argc, char **argv)
 static int img_compare(int argc, char **argv)
 {
 	const char *fa = NULL, *fb = NULL;
+	unsigned share = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "+f:F:pqsUh", common_longopts, NULL)) != -1) {
 		if (c == 'f')
 			fa = optarg;
 		else if (c == 'F')
 			fb = optarg;
-		else if (!strchr("pqsU", c))
+		else if (c == 'U')
+			share = BLOCK_FORCE_SHARE;
+		else if (!strchr("pqs", c))
 			return usage_err("compare", "bad option");
 	}
 	if (argc - optind != 2)
 		return usage_err("compare", "expected two images");
 	bool same;
 	uint64_t diff = 0;
-	if (chain_compare(argv[optind], fa ? fa : fb, argv[optind + 1], fb ? fb : fa, &same,
+	if (chain_compare(argv[optind], fa ? fa : fb, argv[optind + 1], fb ? fb : fa, share, &same,
 			  &diff) < 0) {
 		cli_fail();
 		return 2;

@@ -1,4 +1,5 @@
 #include "disk/block.h"
+#include "disk/image_lock.h"
 #include "disk/qcow2.h"
 #include "util/err.h"
 #include "util/fileutil.h"
@@ -34,6 +35,35 @@ int block_open(const char *path, const char *format, unsigned flags, struct bloc
 	if (!strcmp(format, "qcow2"))
 		return qcow2_open(path, flags, out);
 	return err_set(EINVAL, "%s: unknown image format '%s'", path, format);
+}
+
+static struct image_perm block_perm(unsigned flags)
+{
+	if (!(flags & BLOCK_RDONLY))
+		return flags & BLOCK_WRITE_UNCHANGED ? IMAGE_LOCK_WRITER_UNCHANGED : IMAGE_LOCK_WRITER;
+	return flags & BLOCK_SHARE_WRITE ? IMAGE_LOCK_READER_SHARED : IMAGE_LOCK_READER;
+}
+
+int block_lock_image(int fd, const char *path, unsigned flags)
+{
+	if ((flags & BLOCK_FORCE_SHARE) && !(flags & BLOCK_RDONLY))
+		return err_set(EINVAL, "%s: force-share (-U) is for read-only opens", path);
+	char snap[256];
+	if (!(flags & BLOCK_RDONLY) && image_frozen_get(fd, snap, sizeof(snap)))
+		return err_set(EPERM, "%s: a frozen layer (of snapshot %s): it is read only, even "
+				      "for root; write to an overlay on it",
+			       path, snap);
+	if (flags & BLOCK_FORCE_SHARE)
+		return 0;
+	return image_lock_apply(fd, path, block_perm(flags));
+}
+
+int block_relock(struct block_dev *bd, bool write)
+{
+	if (bd->flags & BLOCK_FORCE_SHARE)
+		return 0;
+	return image_lock_apply(bd->lock_fd, bd->path,
+				write ? IMAGE_LOCK_WRITER : block_perm(bd->flags | BLOCK_RDONLY));
 }
 
 void block_close(struct block_dev *bd)

@@ -28,12 +28,28 @@ struct block_dev {
 	char *path;
 	uint64_t size; /* virtual size in bytes */
 	bool readonly;
+	int lock_fd;	/* the descriptor holding the image's locks */
+	unsigned flags; /* BLOCK_* it was opened with */
 };
 
 #define BLOCK_RDONLY 0x1u
 /* Open the image alone, without its backing chain: unallocated ranges read
  * as zeroes.  For tools that look at one layer. */
 #define BLOCK_NO_BACKING 0x2u
+
+/* Image locks (disk/image_lock.h), as QEMU takes them: a writable open
+ * holds the write permission and lets others only read; a read-only open
+ * lets others read but not write (a backing layer must not change under
+ * its readers); a writable open of a frozen layer is refused. */
+/* A reader that lets others write: for a look at metadata (a backing
+ * file's size) or inside an operation that writes the chain itself. */
+#define BLOCK_SHARE_WRITE 0x4u
+/* No locks at all (qemu-img's -U, --force-share); read-only only. */
+#define BLOCK_FORCE_SHARE 0x8u
+/* A writable open whose writes leave the content as it reads (stream,
+ * relink, leak repair: QEMU's WRITE_UNCHANGED), so the readers of a
+ * backing layer let it in. */
+#define BLOCK_WRITE_UNCHANGED 0x10u
 
 /* Open PATH.  FORMAT may be NULL (detected from the header), "raw" or
  * "qcow2".  Errors name the file. */
@@ -61,6 +77,14 @@ int block_status(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *pnu
 
 /* Format detection from the first bytes of a file ("qcow2" or "raw"). */
 const char *block_probe_format(const void *head, size_t len);
+
+/* For the formats: check FD's file may be opened with FLAGS (a writable
+ * open of a frozen layer is refused) and take its locks.  Errors name
+ * PATH. */
+int block_lock_image(int fd, const char *path, unsigned flags);
+/* Change BD's locks to a writer's (WRITE) or a reader's; -EBUSY (nothing
+ * changed) when another opener conflicts. */
+int block_relock(struct block_dev *bd, bool write);
 
 /* Raw images (disk/raw.c). */
 int raw_open(const char *path, unsigned flags, struct block_dev **out);

@@ -143,7 +143,8 @@ static int copy_above(struct block_dev *top, unsigned limit, struct block_dev *d
 int chain_commit(const char *top, const char *base, unsigned flags, const struct chain_progress *p)
 {
 	struct block_dev *t, *b = NULL;
-	int r = block_open(top, NULL, BLOCK_RDONLY, &t);
+	/* TOP's chain shares writes: BASE, in it, is opened for writing below */
+	int r = block_open(top, NULL, BLOCK_RDONLY | BLOCK_SHARE_WRITE, &t);
 	if (r < 0)
 		return r;
 	if (!qcow2_backing_depth(t)) {
@@ -273,7 +274,8 @@ int chain_stream(const char *top, const char *base, const char *base_fmt,
 		 const struct chain_progress *p)
 {
 	struct block_dev *t;
-	int r = block_open(top, NULL, 0, &t);
+	/* a stream changes where TOP's data lives, not what it reads */
+	int r = block_open(top, NULL, BLOCK_WRITE_UNCHANGED, &t);
 	if (r < 0)
 		return r;
 	struct stream_ctx ctx = {.limit = UINT32_MAX, .to_none = !base || !*base};
@@ -290,7 +292,7 @@ int chain_stream(const char *top, const char *base, const char *base_fmt,
 	bool qcow = !strcmp(t->format, "qcow2");
 	block_close(t);
 	if (r == 0 && qcow)
-		r = qcow2_set_backing(top, ctx.to_none ? NULL : base, fmt);
+		r = qcow2_set_backing(top, ctx.to_none ? NULL : base, fmt, true);
 	return r;
 }
 
@@ -345,7 +347,7 @@ int chain_rebase(const char *top, const char *new_backing, const char *new_fmt, 
 	if (nb)
 		block_close(nb);
 	if (r == 0)
-		r = qcow2_set_backing(top, none ? NULL : new_backing, new_fmt);
+		r = qcow2_set_backing(top, none ? NULL : new_backing, new_fmt, false);
 	return r;
 }
 
@@ -388,7 +390,8 @@ int chain_convert(const char *src, const char *dst, const struct chain_convert_o
 		  const struct chain_progress *p)
 {
 	struct block_dev *s, *d = NULL;
-	int r = block_open(src, o->src_fmt, BLOCK_RDONLY, &s);
+	int r = block_open(src, o->src_fmt, BLOCK_RDONLY | (o->force_share ? BLOCK_FORCE_SHARE : 0),
+			   &s);
 	if (r < 0)
 		return r;
 	const char *fmt = o->dst_fmt ? o->dst_fmt : "qcow2";
@@ -437,14 +440,14 @@ done:
 	return r;
 }
 
-int chain_compare(const char *a, const char *a_fmt, const char *b, const char *b_fmt, bool *same,
-		  uint64_t *first_diff)
+int chain_compare(const char *a, const char *a_fmt, const char *b, const char *b_fmt,
+		  unsigned open_flags, bool *same, uint64_t *first_diff)
 {
 	struct block_dev *x, *y;
-	int r = block_open(a, a_fmt, BLOCK_RDONLY, &x);
+	int r = block_open(a, a_fmt, BLOCK_RDONLY | open_flags, &x);
 	if (r < 0)
 		return r;
-	if ((r = block_open(b, b_fmt, BLOCK_RDONLY, &y)) < 0) {
+	if ((r = block_open(b, b_fmt, BLOCK_RDONLY | open_flags, &y)) < 0) {
 		block_close(x);
 		return r;
 	}

@@ -48,6 +48,7 @@ struct chain_convert_opts {
 	const char *backing;	 /* qcow2 output on this backing file (qemu-img
 				    convert -B): only what differs is written */
 	const char *backing_fmt; /* NULL = detect */
+	bool force_share;	 /* read SRC without image locks (-U) */
 };
 /* Write the content of SRC (read through its whole chain) into a new image
  * DST: standalone (the chain flattened), or an overlay on opts->backing
@@ -60,8 +61,8 @@ int chain_convert(const char *src, const char *dst, const struct chain_convert_o
  * the result; when different, *FIRST_DIFF is the first differing offset.
  * With sizes that differ, the extra part must read as zeroes (as qemu-img
  * compare without -s). */
-int chain_compare(const char *a, const char *a_fmt, const char *b, const char *b_fmt, bool *same,
-		  uint64_t *first_diff);
+int chain_compare(const char *a, const char *a_fmt, const char *b, const char *b_fmt,
+		  unsigned open_flags, bool *same, uint64_t *first_diff);
 
 /* One extent of the map of an open image: which layer holds it. */
 struct chain_extent {

@@ -14,6 +14,8 @@
 
 const struct image_perm IMAGE_LOCK_WRITER = {IMAGE_PERM_READ | IMAGE_PERM_WRITE,
 					     IMAGE_PERM_READ | IMAGE_PERM_WRITE_UNCHANGED};
+const struct image_perm IMAGE_LOCK_WRITER_UNCHANGED = {
+    IMAGE_PERM_READ | IMAGE_PERM_WRITE_UNCHANGED, IMAGE_PERM_READ | IMAGE_PERM_WRITE_UNCHANGED};
 const struct image_perm IMAGE_LOCK_READER = {IMAGE_PERM_READ,
 					     IMAGE_PERM_READ | IMAGE_PERM_WRITE_UNCHANGED};
 const struct image_perm IMAGE_LOCK_READER_SHARED = {IMAGE_PERM_READ, IMAGE_PERM_ALL};
@@ -100,11 +102,9 @@ int image_frozen_clear(const char *path)
 	return err_set(errno, "%s: unmarking the frozen layer", path);
 }
 
-bool image_frozen_get(int fd, char *snap, size_t len)
+/* The mark read by GET (fgetxattr or getxattr) into SNAP. */
+static bool frozen_text(ssize_t n, char *snap, size_t len)
 {
-	if (!len)
-		return fgetxattr(fd, FROZEN_XATTR, NULL, 0) >= 0;
-	ssize_t n = fgetxattr(fd, FROZEN_XATTR, snap, len - 1);
 	if (n < 0 && errno == ERANGE) {
 		snprintf(snap, len, "(a long name)");
 		return true;
@@ -113,4 +113,18 @@ bool image_frozen_get(int fd, char *snap, size_t len)
 		return false;
 	snap[n] = 0;
 	return true;
+}
+
+bool image_frozen_get(int fd, char *snap, size_t len)
+{
+	if (!len)
+		return fgetxattr(fd, FROZEN_XATTR, NULL, 0) >= 0;
+	return frozen_text(fgetxattr(fd, FROZEN_XATTR, snap, len - 1), snap, len);
+}
+
+bool image_frozen_read(const char *path, char *snap, size_t len)
+{
+	if (!len)
+		return getxattr(path, FROZEN_XATTR, NULL, 0) >= 0;
+	return frozen_text(getxattr(path, FROZEN_XATTR, snap, len - 1), snap, len);
 }

@@ -32,6 +32,9 @@ extern const struct image_perm IMAGE_LOCK_WRITER;
 /* A reader (a backing layer, an inspecting tool): lets others read, not
  * write or resize under it. */
 extern const struct image_perm IMAGE_LOCK_READER;
+/* A writer whose writes leave the content as it reads: readers of a
+ * backing layer share that. */
+extern const struct image_perm IMAGE_LOCK_WRITER_UNCHANGED;
 /* A reader inside an operation that writes the chain itself (commit): it
  * lets others write. */
 extern const struct image_perm IMAGE_LOCK_READER_SHARED;
@@ -46,7 +49,8 @@ int image_lock_apply(int fd, const char *path, struct image_perm p);
 /* Mark PATH frozen by snapshot SNAP (any short text); remove the mark. */
 int image_frozen_mark(const char *path, const char *snap);
 int image_frozen_clear(const char *path);
-/* Whether FD's file is marked frozen; the snapshot's text in SNAP. */
+/* Whether FD's (PATH's) file is marked frozen; the snapshot's text in SNAP. */
 bool image_frozen_get(int fd, char *snap, size_t len);
+bool image_frozen_read(const char *path, char *snap, size_t len);
 
 #endif

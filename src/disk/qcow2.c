@@ -424,6 +424,10 @@ int qcow2_open_image(const char *path, unsigned flags, struct qcow2_image **out)
 		r = img->fd;
 		goto fail;
 	}
+	img->bd.lock_fd = img->fd;
+	img->bd.flags = flags;
+	if ((r = block_lock_image(img->fd, path, flags)) < 0)
+		goto fail;
 	if (fstat(img->fd, &st) < 0) {
 		r = err_set(errno, "%s", path);
 		goto fail;
@@ -841,10 +845,11 @@ char *qcow2_resolve_backing(const char *image_path, const char *name)
 	return out;
 }
 
-int qcow2_set_backing(const char *path, const char *backing, const char *backing_fmt)
+int qcow2_set_backing(const char *path, const char *backing, const char *backing_fmt,
+		      bool unchanged)
 {
 	struct qcow2_image *img;
-	int r = qcow2_open_image(path, 0, &img);
+	int r = qcow2_open_image(path, unchanged ? BLOCK_WRITE_UNCHANGED : 0, &img);
 	if (r < 0)
 		return r;
 	char *name = backing && *backing ? strdup(backing) : NULL;

@@ -63,7 +63,10 @@ int qcow2_get_info(struct block_dev *bd, struct qcow2_info *info);
 /* Rewrite the backing reference in PATH's header only (an "unsafe" rebase:
  * the content seen through the image changes unless the new chain holds
  * the same data).  BACKING NULL or "" removes the backing file. */
-int qcow2_set_backing(const char *path, const char *backing, const char *backing_fmt);
+/* UNCHANGED: the new backing file reads as the old one did (a stream's
+ * end, a rename), so readers of PATH need not be kept out. */
+int qcow2_set_backing(const char *path, const char *backing, const char *backing_fmt,
+		      bool unchanged);
 
 /* The backing layers an open qcow2 image BD reads through (opened with
  * it, read-only, each alone): their number (0 for an image without a

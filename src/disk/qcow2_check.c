@@ -250,11 +250,12 @@ static int compare(struct check *k, uint64_t *leaked, size_t *nleaked, bool coll
 	return 0;
 }
 
-static int check_once(const char *path, struct qcow2_check_result *res, FILE *log,
-		      uint64_t **leaked, size_t *nleaked)
+static int check_once(const char *path, unsigned flags, struct qcow2_check_result *res,
+		      FILE *log, uint64_t **leaked, size_t *nleaked)
 {
 	struct qcow2_image *img;
-	int r = qcow2_open_image(path, BLOCK_RDONLY, &img);
+	int r = qcow2_open_image(
+	    path, BLOCK_RDONLY | (flags & QCOW2_CHECK_FORCE_SHARE ? BLOCK_FORCE_SHARE : 0), &img);
 	if (r < 0)
 		return r;
 	memset(res, 0, sizeof(*res));
@@ -299,7 +300,8 @@ out:
 static int repair_leaks(const char *path, const uint64_t *leaked, size_t n, FILE *log)
 {
 	struct qcow2_image *img;
-	int r = qcow2_open_image(path, 0, &img);
+	/* freeing leaked clusters changes no data: readers may stay */
+	int r = qcow2_open_image(path, BLOCK_WRITE_UNCHANGED, &img);
 	if (r < 0)
 		return r;
 	/* Lowering a leaked refcount to the true count is safe in any order:
@@ -318,7 +320,7 @@ int qcow2_check(const char *path, unsigned flags, struct qcow2_check_result *res
 {
 	uint64_t *leaked = NULL;
 	size_t nleaked = 0;
-	int r = check_once(path, res, log, &leaked, &nleaked);
+	int r = check_once(path, flags, res, log, &leaked, &nleaked);
 	if (r < 0 || !(flags & QCOW2_CHECK_REPAIR_LEAKS) || !res->leaks) {
 		free(leaked);
 		return r;
@@ -330,7 +332,7 @@ int qcow2_check(const char *path, unsigned flags, struct qcow2_check_result *res
 	nleaked = 0;
 	if (r < 0)
 		return r;
-	r = check_once(path, res, NULL, &leaked, &nleaked);
+	r = check_once(path, flags, res, NULL, &leaked, &nleaked);
 	free(leaked);
 	if (r == 0) {
 		res->leaks_fixed = first_leaks - res->leaks;

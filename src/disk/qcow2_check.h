@@ -18,6 +18,9 @@ struct qcow2_check_result {
 };
 
 #define QCOW2_CHECK_REPAIR_LEAKS 0x1u
+/* Read without image locks (qemu-img check -U): an image in use may look
+ * inconsistent. */
+#define QCOW2_CHECK_FORCE_SHARE 0x2u
 
 /* Check PATH; with QCOW2_CHECK_REPAIR_LEAKS, leaked clusters get their
  * refcount lowered to the number of references and the result describes

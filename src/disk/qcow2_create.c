@@ -14,7 +14,7 @@ static int backing_facts(const char *path, const char *backing, const char **fmt
 	if (!resolved)
 		return err_set(ENOMEM, "%s", path);
 	struct block_dev *bd;
-	int r = block_open(resolved, *fmt, BLOCK_RDONLY | BLOCK_NO_BACKING, &bd);
+	int r = block_open(resolved, *fmt, BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_SHARE_WRITE, &bd);
 	free(resolved);
 	if (r < 0)
 		return err_prefix(r, "%s: backing file", path);

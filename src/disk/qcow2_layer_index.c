@@ -129,7 +129,11 @@ static int open_layers(struct qcow2_layer_index *c, struct qcow2_image *top)
 		devs[nseen] = st.st_dev;
 		inos[nseen++] = st.st_ino;
 		struct block_dev *bd;
-		r = block_open(path, fmt, BLOCK_RDONLY | BLOCK_NO_BACKING, &bd);
+		/* the top's sharing carries down the chain */
+		r = block_open(path, fmt,
+			       BLOCK_RDONLY | BLOCK_NO_BACKING |
+				   (top->bd.flags & (BLOCK_SHARE_WRITE | BLOCK_FORCE_SHARE)),
+			       &bd);
 		free(path);
 		if (r < 0) {
 			err_prefix(r, "%s: backing file", parent);

@@ -99,8 +99,10 @@ int raw_open(const char *path, unsigned flags, struct block_dev **out)
 	if (fd < 0)
 		return fd;
 	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		int r = err_set(errno, "%s: stat", path);
+	int r = block_lock_image(fd, path, flags);
+	if (r == 0 && fstat(fd, &st) < 0)
+		r = err_set(errno, "%s: stat", path);
+	if (r < 0) {
 		close(fd);
 		return r;
 	}
@@ -121,8 +123,13 @@ int raw_open(const char *path, unsigned flags, struct block_dev **out)
 		return err_set(ENOMEM, "%s", path);
 	}
 	rd->fd = fd;
-	rd->bd = (struct block_dev){
-	    .ops = &raw_ops, .format = "raw", .path = p, .size = size, .readonly = ro};
+	rd->bd = (struct block_dev){.ops = &raw_ops,
+				    .format = "raw",
+				    .path = p,
+				    .size = size,
+				    .readonly = ro,
+				    .lock_fd = fd,
+				    .flags = flags};
 	*out = &rd->bd;
 	return 0;
 }

@@ -146,9 +146,16 @@ static void check_layer(struct check_ctx *c, const char *what, const char *path,
 		problem(c, "%s: %s: %llu corruptions, %llu check errors", what, path,
 			(unsigned long long)res.corruptions, (unsigned long long)res.check_errors);
 	if (res.leaks) {
-		/* a running VM only reads its frozen layers, never their refcounts */
-		if (c->repair && qcow2_check(path, QCOW2_CHECK_REPAIR_LEAKS, &res, NULL) == 0 &&
-		    !res.leaks) {
+		/* a repair writes the layer: not while a VM reads it (its lock
+		 * refuses), and past its frozen mark, which stays */
+		struct mgr_frozen f;
+		if (c->repair)
+			mgr_layer_thaw(path, &f);
+		bool fixed = c->repair &&
+			     qcow2_check(path, QCOW2_CHECK_REPAIR_LEAKS, &res, NULL) == 0 && !res.leaks;
+		if (c->repair)
+			mgr_layer_refreeze(path, &f);
+		if (fixed) {
 			repaired(c, "%s: %s: leaked clusters freed", what, path);
 		} else {
 			problem(c, "%s: %s: %llu leaked clusters", what, path,

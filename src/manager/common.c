@@ -4,7 +4,9 @@
 #include "disk/chain.h"
 #include "disk/qcow2.h"
 #include "manager/mgr_internal.h"
+#include "disk/image_lock.h"
 #include "util/err.h"
+#include "util/log.h"
 #include "util/fileutil.h"
 
 #include <dirent.h>
@@ -84,7 +86,7 @@ int mgr_layer_backing(const char *path, char **out)
 {
 	struct block_dev *bd;
 	*out = NULL;
-	int r = block_open(path, "qcow2", BLOCK_RDONLY | BLOCK_NO_BACKING, &bd);
+	int r = block_open(path, "qcow2", BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_SHARE_WRITE, &bd);
 	if (r < 0)
 		return r;
 	struct qcow2_info info;
@@ -157,10 +159,30 @@ int mgr_stream_layer(const char *top, const char *base, const struct mgr_progres
 			    mgr_copy_progress(pr));
 }
 
-void mgr_set_frozen(const struct bundle_layers *layers, bool frozen)
+void mgr_set_frozen(const struct bundle_layers *layers, const char *snapdir)
 {
-	for (int i = 0; i < layers->n; i++)
-		chmod(layers->path[i], frozen ? 0444 : 0644);
+	for (int i = 0; i < layers->n; i++) {
+		chmod(layers->path[i], 0444);
+		if (image_frozen_mark(layers->path[i], snapdir) < 0)
+			log_warn("%s", err_msg()); /* the mode still says it */
+	}
+}
+
+void mgr_layer_thaw(const char *path, struct mgr_frozen *f)
+{
+	struct stat st;
+	f->mode = stat(path, &st) == 0 ? st.st_mode & 07777 : 0644;
+	f->marked = image_frozen_read(path, f->mark, sizeof(f->mark));
+	chmod(path, 0644);
+	if (f->marked && image_frozen_clear(path) < 0)
+		err_clear(); /* the write that follows will say so */
+}
+
+void mgr_layer_refreeze(const char *path, const struct mgr_frozen *f)
+{
+	chmod(path, f->mode);
+	if (f->marked && image_frozen_mark(path, f->mark) < 0)
+		log_warn("%s", err_msg());
 }
 
 void mgr_unlink_layers(const struct bundle *b, const struct bundle_layers *layers)

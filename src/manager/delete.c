@@ -40,12 +40,18 @@ static int merge_layer(const struct bundle_merge *m, const struct mgr_progress *
 	if (m->method == BUNDLE_MERGE_COMMIT) {
 		if (access(l, F_OK) < 0)
 			return 0; /* renamed already */
-		chmod(l, 0644);
+		/* L takes D's place, and with it D's frozen state */
+		struct mgr_frozen lf, df;
+		mgr_layer_thaw(l, &lf);
+		mgr_layer_thaw(d, &df);
 		r = chain_commit(d, l, CHAIN_COMMIT_KEEP_TOP, mgr_copy_progress(pr));
 		if (r == 0 && rename(l, d) < 0)
 			r = err_set(errno, "rename %s to %s", l, d);
 		if (r == 0)
 			r = file_fsync_parent(d);
+		if (r < 0)
+			mgr_layer_refreeze(l, &lf);
+		mgr_layer_refreeze(d, &df);
 		return r;
 	}
 	char *bk = NULL;
@@ -54,13 +60,11 @@ static int merge_layer(const struct bundle_merge *m, const struct mgr_progress *
 	if (mgr_streq(bk, l)) {
 		char *base = NULL;
 		r = mgr_layer_backing(l, &base);
-		struct stat st;
-		bool ro = stat(d, &st) == 0 && !(st.st_mode & 0200);
-		chmod(d, 0644);
+		struct mgr_frozen df;
+		mgr_layer_thaw(d, &df);
 		if (r == 0)
 			r = mgr_stream_layer(d, base, pr);
-		if (ro)
-			chmod(d, 0444);
+		mgr_layer_refreeze(d, &df);
 		free(base);
 	}
 	free(bk);

@@ -8,6 +8,7 @@
 #include "manager/ops.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,7 +38,18 @@ int mgr_new_layer(const struct bundle *b, const char *backing, char *out, size_t
 /* Stream BASE..TOP's chain into TOP, which then backs onto BASE (NULL:
  * none), named relative when beside it. */
 int mgr_stream_layer(const char *top, const char *base, const struct mgr_progress *pr);
-void mgr_set_frozen(const struct bundle_layers *layers, bool frozen);
+/* LAYERS are frozen by snapshot SNAPDIR: read-only mode and frozen mark. */
+void mgr_set_frozen(const struct bundle_layers *layers, const char *snapdir);
+/* The manager itself rewriting frozen layer PATH (a merge, a relink):
+ * thaw takes its read-only mode and frozen mark off, refreeze puts back
+ * what was there. */
+struct mgr_frozen {
+	mode_t mode;
+	bool marked;
+	char mark[PATH_MAX];
+};
+void mgr_layer_thaw(const char *path, struct mgr_frozen *f);
+void mgr_layer_refreeze(const char *path, const struct mgr_frozen *f);
 void mgr_unlink_layers(const struct bundle *b, const struct bundle_layers *layers);
 
 /* ---- common.c: the bundle and its VM ---- */

@@ -26,7 +26,7 @@ static int stored_backing(const char *path, char **name, char **fmt)
 {
 	struct block_dev *bd;
 	*name = *fmt = NULL;
-	int r = block_open(path, "qcow2", BLOCK_RDONLY | BLOCK_NO_BACKING, &bd);
+	int r = block_open(path, "qcow2", BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_SHARE_WRITE, &bd);
 	if (r < 0)
 		return r;
 	struct qcow2_info info;
@@ -65,13 +65,10 @@ int mgr_layer_relink(const char *path)
 	int r = stored_backing(path, &name, &fmt);
 	const char *rel = r == 0 && name ? relative_name(path, name) : NULL;
 	if (rel) {
-		struct stat st;
-		bool ro = stat(path, &st) == 0 && !(st.st_mode & 0200);
-		if (ro)
-			chmod(path, 0644);
-		r = qcow2_set_backing(path, rel, fmt);
-		if (ro)
-			chmod(path, st.st_mode & 07777);
+		struct mgr_frozen f;
+		mgr_layer_thaw(path, &f);
+		r = qcow2_set_backing(path, rel, fmt, true);
+		mgr_layer_refreeze(path, &f);
 	}
 	free(name);
 	free(fmt);

@@ -258,7 +258,9 @@ int mgr_snapshot_stopped(struct bundle *b, const char *snap, const char *desc, j
 		bundle_reload(b);
 		goto fail;
 	}
-	mgr_set_frozen(&s->layers, true);
+	char sd[PATH_MAX];
+	mgr_snap_dir(b, id, sd, sizeof(sd));
+	mgr_set_frozen(&s->layers, sd);
 	if (report) {
 		json_object_set_new(report, "snapshot", json_string(snap));
 		json_object_set_new(report, "id", json_string(id));

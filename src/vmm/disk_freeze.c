@@ -2,6 +2,7 @@
 #include "devices/device.h"
 #include "disk/block.h"
 #include "disk/chain.h"
+#include "disk/image_lock.h"
 #include "disk/qcow2.h"
 #include "kvm/vm.h"
 #include "snapshot/snapdir.h"
@@ -10,6 +11,7 @@
 #include "vmm/vmm_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -33,6 +35,8 @@ int disk_freeze_prepare(struct vmm *vmm, struct disk_freeze_set *s, const char *
 	s->n = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
 	for (unsigned i = 0; i < s->n; i++)
 		s->d[i] = (struct disk_freeze){.dev = devs[i]};
+	for (unsigned i = 0; i < s->n; i++)
+		snprintf(s->d[i].snapdir, sizeof(s->d[i].snapdir), "%s", snapdir);
 	int r = 0;
 	for (unsigned i = 0; r == 0 && i < s->n; i++) {
 		struct disk_freeze *d = &s->d[i];
@@ -73,8 +77,14 @@ int disk_freeze_apply(struct vmm *vmm, struct disk_freeze_set *s)
 			continue;
 		if ((r = block_flush(d->old)) < 0)
 			break;
-		if ((r = block_open(d->overlay, "qcow2", 0, &d->new)) < 0)
+		/* The old layer becomes a reader, so the overlay's chain may read
+		 * it too (a writer refuses other readers' refusal of writes). */
+		if ((r = block_relock(d->old, false)) < 0)
 			break;
+		if ((r = block_open(d->overlay, "qcow2", 0, &d->new)) < 0) {
+			block_relock(d->old, true);
+			break;
+		}
 		d->dev->ops->set_block(d->dev->priv, d->new);
 	}
 	if (r < 0) {
@@ -85,6 +95,7 @@ int disk_freeze_apply(struct vmm *vmm, struct disk_freeze_set *s)
 			d->dev->ops->set_block(d->dev->priv, d->old);
 			block_close(d->new);
 			d->new = NULL;
+			block_relock(d->old, true);
 		}
 		disk_freeze_unprepare(s);
 		return r;
@@ -94,7 +105,11 @@ int disk_freeze_apply(struct vmm *vmm, struct disk_freeze_set *s)
 		if (!d->new)
 			continue;
 		block_close(d->old);
-		chmod(d->frozen, 0444); /* frozen layers stay as they are */
+		/* frozen layers stay as they are: read-only, and marked so that
+		 * even root's writable open is refused */
+		chmod(d->frozen, 0444);
+		if (image_frozen_mark(d->frozen, d->snapdir) < 0)
+			log_warn("%s", err_msg());
 		free(vmm->cfg.disks[i].path);
 		vmm->cfg.disks[i].path = strdup(d->overlay);
 		d->frozen_now = true;
@@ -118,7 +133,8 @@ static int overlay_is_empty(struct block_dev *ov, bool *empty)
 }
 
 /* Disk I back on its frozen layer; 0, or the error that keeps it on its
- * overlay. */
+ * overlay.  The overlay is closed first: its chain reads the frozen layer,
+ * which the commit and the new writer must open for writing. */
 static int unfreeze_one(struct vmm *vmm, struct device *dev, struct disk_freeze *d, unsigned i)
 {
 	const char *overlay = vmm->cfg.disks[i].path;
@@ -127,8 +143,13 @@ static int unfreeze_one(struct vmm *vmm, struct device *dev, struct disk_freeze 
 	int r = block_flush(ov);
 	if (r == 0)
 		r = overlay_is_empty(ov, &empty);
-	if (r == 0 && chmod(d->frozen, d->mode) < 0)
+	if (r < 0)
+		return r;
+	block_close(ov);
+	if (chmod(d->frozen, d->mode) < 0)
 		r = err_set(errno, "%s", d->frozen);
+	if (r == 0)
+		r = image_frozen_clear(d->frozen);
 	/* An empty overlay has nothing to merge: dropping it needs no room,
 	 * where a commit writes (on a full file system it would fail). */
 	if (r == 0 && !empty)
@@ -138,10 +159,16 @@ static int unfreeze_one(struct vmm *vmm, struct device *dev, struct disk_freeze 
 	if (r < 0) {
 		log_warn("disk %u stays on %s over %s: %s", i, overlay, d->frozen, err_msg());
 		chmod(d->frozen, 0444);
+		image_frozen_mark(d->frozen, d->snapdir);
+		if (block_open(overlay, "qcow2", 0, &ov) < 0) {
+			/* nothing to run on: the VM cannot go on with this disk */
+			vm_request_exit(vmm->vm, VM_EXIT_ERROR, 1, err_msg());
+			return r;
+		}
+		dev->ops->set_block(dev->priv, ov);
 		return r;
 	}
 	dev->ops->set_block(dev->priv, back);
-	block_close(ov);
 	unlink(overlay);
 	free(vmm->cfg.disks[i].path);
 	vmm->cfg.disks[i].path = strdup(d->frozen);

@@ -21,6 +21,7 @@ struct disk_freeze {
 	mode_t mode;	 /* the frozen layer's, before it was made read-only */
 	bool frozen_now; /* the disk is on its overlay (apply done, not undone) */
 	char frozen[PATH_MAX], overlay[PATH_MAX];
+	char snapdir[PATH_MAX]; /* the snapshot that freezes it (its frozen mark) */
 };
 
 struct disk_freeze_set {

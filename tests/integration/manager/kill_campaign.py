@@ -90,14 +90,16 @@ def restore_all():
         p = subprocess.Popen([CAIRN, "run", "--restore", f"{B}/snapshots/{i}", "--control", sock,
                               "--disk-dir", rd], stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(200):
+        for _ in range(1500):  # 30 s: a verified restore on a loaded machine
             if os.path.exists(sock) or p.poll() is not None:
                 break
             time.sleep(0.02)
         q = subprocess.run([CAIRN, "control", sock, '{"cmd":"quit"}'], capture_output=True)
-        if q.returncode or p.wait(timeout=30):
+        rc = p.wait(timeout=30) if q.returncode == 0 else None
+        if q.returncode or rc:
             p.kill()
-            sys.exit(f"FAIL: snapshot {s['name']} does not restore: {p.stderr.read()}")
+            sys.exit(f"FAIL: snapshot {s['name']} does not restore: exit {rc}, quit said "
+                     f"{q.stdout}{q.stderr}, the VMM said {p.stderr.read()}")
         shutil.rmtree(rd)
         n += 1
     return n

@@ -14,7 +14,8 @@ ctl a '{"cmd":"snapshot","path":"'"$TMP/s1"'","then":"quit"}'
 wait_vm a 0
 before=$(last_tick "$TMP/a.out")
 [ -f "$TMP/s1/state.bin" ] && [ -f "$TMP/s1/memory.img" ] && [ -f "$TMP/s1/meta.json" ] || fail "snapshot files missing"
-[ -w "$TMP/disk.qcow2" ] && [ "$(id -u)" != 0 ] && fail "frozen layer still writable"
+[ "$(stat -c %a "$TMP/disk.qcow2")" = 444 ] || fail "frozen layer not read-only"
+"$CAIRN" img io -c "write 0 512" "$TMP/disk.qcow2" >/dev/null 2>&1 && fail "frozen layer writable (as $(id -un))"
 start_vm b --restore "$TMP/s1"
 wait_for "$TMP/b.out" "tick=$((before + 4))" 20 || fail "restored guest does not count on"
 ctl b quit

@@ -109,7 +109,7 @@ static void test_chain_cow(void)
 	CHECK_OK(chain_commit(top, NULL, 0, NULL));
 	bool same;
 	uint64_t diff;
-	CHECK_OK(chain_compare(top, NULL, base, NULL, &same, &diff));
+	CHECK_OK(chain_compare(top, NULL, base, NULL, 0, &same, &diff));
 	CHECK(same);
 	CHECK_OK(block_open(base, NULL, BLOCK_RDONLY, &bd));
 	CHECK_OK(block_read(bd, b, 0, 4 << 20));
@@ -284,12 +284,12 @@ static void test_malformed(void)
 	const char *la = scratch("la.qcow2"), *lb = scratch("lb.qcow2");
 	CHECK_OK(qcow2_create(la, &o));
 	CHECK_OK(qcow2_create_overlay(lb, "la.qcow2", "qcow2"));
-	CHECK_OK(qcow2_set_backing(la, "lb.qcow2", "qcow2"));
+	CHECK_OK(qcow2_set_backing(la, "lb.qcow2", "qcow2", false));
 	err_clear();
 	CHECK(block_open(la, NULL, BLOCK_RDONLY, &bd) == -ELOOP);
 	CHECK(strstr(err_msg(), "loop") != NULL);
 	/* Self loop. */
-	CHECK_OK(qcow2_set_backing(la, "la.qcow2", "qcow2"));
+	CHECK_OK(qcow2_set_backing(la, "la.qcow2", "qcow2", false));
 	CHECK(block_open(la, NULL, BLOCK_RDONLY, &bd) == -ELOOP);
 }
 
