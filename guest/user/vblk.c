@@ -268,10 +268,11 @@ static int vblk_init(void)
 	mmio_w16(cc + CC_MSIX, 0xffff);
 	if (msix_table) {
 		/* entry 0 -> VEC_DISK on the CPU doing the I/O (set per operation) */
-		mmio_w32(msix_table + 12, 1);
+		mmio_w32(msix_table + 12, 1); /* masked while it is written */
 		mmio_w32(msix_table + 8, VEC_DISK);
 		mmio_w32(msix_table + 4, 0);
 		mmio_w32(msix_table, 0xfee00000);
+		mmio_w32(msix_table + 12, 0);
 		uint32_t d0 = pci_r32(bdf, msix_cap);
 		pci_w32(bdf, msix_cap, (d0 & ~(1u << 30)) | (1u << 31));
 		mmio_w16(cc + CC_QMSIX, 0);
@@ -362,7 +363,9 @@ static int begin(const char *what)
 	}
 	uint32_t apic = cpu_apic_id[this_cpu()];
 	if (vb.msix && vb.msix_dest != apic) {
+		mmio_w32(vb.msix_entry + 12, 1);
 		mmio_w32(vb.msix_entry, 0xfee00000 | apic << 12);
+		mmio_w32(vb.msix_entry + 12, 0);
 		vb.msix_dest = apic;
 	}
 	return 0;
