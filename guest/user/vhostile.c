@@ -630,17 +630,21 @@ static void final_verify(void)
 
 int vhostile_run(uint64_t seed, uint64_t n)
 {
+	/* the job's state is shared: it is touched only with the disk held */
 	static uint64_t scratch;
+	struct vblk_raw r;
+	if (vblk_raw_begin("vhostile", &r))
+		return -1;
 	if (!scratch && !(scratch = pool_alloc(SCRATCH_BYTES))) {
+		vblk_raw_end();
 		cpu_printf("vhostile FAILED (no %u MiB free)", SCRATCH_BYTES >> 20);
 		return -1;
 	}
 	memset(&h, 0, sizeof(h));
+	h.r = r;
 	h.s = (struct scratch *)scratch;
 	h.big = (uint8_t *)scratch + sizeof(struct scratch);
 	h.seed = seed;
-	if (vblk_raw_begin("vhostile", &h.r))
-		return -1;
 	uint64_t t0 = now_ns();
 	h.ro = (h.r.features & FEAT_RO) != 0;
 	h.model_n = h.r.capacity / 8 < MODEL_MAX ? h.r.capacity / 8 : MODEL_MAX;
