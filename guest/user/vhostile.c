@@ -29,15 +29,15 @@
 #define FEAT_DISCARD (1u << 13)
 #define FEAT_WZ (1u << 14)
 
-#define MODEL_MAX 256 /* blocks of 4 KiB the valid requests use */
+#define MODEL_MAX 256		     /* blocks of 4 KiB the valid requests use */
 #define BIG_SEG ((32u << 20) + 4096) /* x 128 descriptors: just over 4 GiB */
 #define SCRATCH_BYTES (BIG_SEG + (2u << 20))
 #define WAIT_NS 5000000000ull
 #define MAX_UNEXPECTED 8
 
 enum outcome { O_OK, O_IOERR, O_UNSUPP, O_SKIP, O_RESET, O_TIMEOUT, O_BAD, O_N };
-static const char *const onames[O_N] = {"ok", "ioerr", "unsupp", "skipped", "needs-reset",
-					"timeout", "bad-used-entry"};
+static const char *const onames[O_N] = {"ok",	       "ioerr",	  "unsupp",	   "skipped",
+					"needs-reset", "timeout", "bad-used-entry"};
 
 enum mstate { M_UNKNOWN, M_PAT, M_ZERO, M_ANY };
 
@@ -71,15 +71,15 @@ struct req {
 	const char *name;
 	enum outcome expect;
 	uint16_t head;
-	uint32_t want_len;   /* used.len when ok */
-	int status_in_ram;   /* the status byte: must stay 0xff when skipped */
-	int read_blk, nblk;  /* ok read: blocks to check against the model */
-	int write_blk;	     /* ok write: blocks nblk from write_blk get wseed */
-	int model_set;	     /* ok discard/write-zeroes: M_ZERO / M_ANY */
+	uint32_t want_len;  /* used.len when ok */
+	int status_in_ram;  /* the status byte: must stay 0xff when skipped */
+	int read_blk, nblk; /* ok read: blocks to check against the model */
+	int write_blk;	    /* ok write: blocks nblk from write_blk get wseed */
+	int model_set;	    /* ok discard/write-zeroes: M_ZERO / M_ANY */
 	uint64_t wseed;
-	int marker;	     /* data[0..marker) must still be 0x5a */
-	int jump;	     /* avail->idx moved by more than the queue size */
-	uint64_t bad_used;   /* set up the queue with its used ring there first */
+	int marker;	   /* data[0..marker) must still be 0x5a */
+	int jump;	   /* avail->idx moved by more than the queue size */
+	uint64_t bad_used; /* set up the queue with its used ring there first */
 };
 
 static uint64_t rnd(uint64_t k)
@@ -140,12 +140,12 @@ static int pick_blocks(uint64_t k, int max, int *cnt)
 /* an address no RAM is at (cairn and QEMU test VMs: well under 48 GiB) */
 static uint64_t bad_addr(uint64_t k, uint32_t *len)
 {
-	static const uint64_t a[] = {0xd0000000ull,	    0xfee00000ull, 0xc0000000ull,
-				     0xc00000000ull,	    1ull << 46,	   0x8000000000000000ull,
-				     0xfffffffffffff000ull, 0};
+	static const uint64_t a[] = {
+	    0xd0000000ull, 0xfee00000ull,	  0xc0000000ull,	 0xc00000000ull,
+	    1ull << 46,	   0x8000000000000000ull, 0xfffffffffffff000ull, 0};
 	uint64_t v = rnd(k) % 8;
 	*len = 4096; /* also the length that makes the last one cross the end */
-	if (v == 7) /* from the end of RAM on */
+	if (v == 7)  /* from the end of RAM on */
 		return ram_top - 512;
 	return a[v];
 }
@@ -413,7 +413,8 @@ static void build_hostile(struct req *q, unsigned kind)
 		}
 		break;
 	case 17: {
-		static const uint32_t t[] = {2, 3, 5, 6, 7, 9, 10, 12, 14, 15, 16, 0x80000000u, 0xffffffffu};
+		static const uint32_t t[] = {2,	 3,  5,	 6,  7,		  9,	      10,
+					     12, 14, 15, 16, 0x80000000u, 0xffffffffu};
 		q->name = "unknown request type";
 		q->expect = O_UNSUPP;
 		uint32_t ty = t[rnd(12) % 13];
@@ -470,7 +471,9 @@ static void build_hostile(struct req *q, unsigned kind)
 		/* discard / write-zeroes segments: bad range or flags */
 		uint32_t *seg = (uint32_t *)h.s->data, v = (uint32_t)(rnd(12) % 4);
 		int wz = (rnd(13) & 1) != 0;
-		q->name = v == 3 ? "short discard segment" : v == 2 ? "discard flags" : "discard range";
+		q->name = v == 3   ? "short discard segment"
+			  : v == 2 ? "discard flags"
+				   : "discard range";
 		q->expect = v == 2 && !h.ro ? O_UNSUPP : O_IOERR;
 		seg[0] = v == 0 ? (uint32_t)h.r.capacity : (uint32_t)blk * 8;
 		seg[1] = v == 0 ? (uint32_t)(h.r.capacity >> 32) : 0;
@@ -513,10 +516,17 @@ static void check_blocks(struct req *q, int blk, int cnt)
 		for (int j = 0; j < 512; j++)
 			zero &= p[j] == 0;
 		switch (h.mstate[k]) {
-		case M_PAT: bad = diskpat_check(p, h.mseed[k], k, &w); break;
-		case M_ZERO: bad = zero ? 0 : "not zero after write-zeroes"; break;
-		case M_UNKNOWN: bad = zero ? 0 : diskpat_check(p, p[2], k, &w); break;
-		default: break;
+		case M_PAT:
+			bad = diskpat_check(p, h.mseed[k], k, &w);
+			break;
+		case M_ZERO:
+			bad = zero ? 0 : "not zero after write-zeroes";
+			break;
+		case M_UNKNOWN:
+			bad = zero ? 0 : diskpat_check(p, p[2], k, &w);
+			break;
+		default:
+			break;
 		}
 		if (bad) {
 			char why[64];
@@ -650,7 +660,8 @@ int vhostile_run(uint64_t seed, uint64_t n)
 	h.model_n = h.r.capacity / 8 < MODEL_MAX ? h.r.capacity / 8 : MODEL_MAX;
 	if (h.model_n < 64 || h.r.qsize < 8) {
 		vblk_raw_end();
-		cpu_printf("vhostile FAILED (disk of %lu blocks, queue of %u)", h.model_n, h.r.qsize);
+		cpu_printf("vhostile FAILED (disk of %lu blocks, queue of %u)", h.model_n,
+			   h.r.qsize);
 		return -1;
 	}
 	uint64_t i;
