@@ -7,6 +7,7 @@
 #include "platform.h"
 #include "ulib.h"
 #include "vblk.h"
+#include "vhostile.h"
 
 #define MAX_JOBS 256
 #define JOB_LEN 256
@@ -468,6 +469,10 @@ static void run_job(char *text)
 	} else if (!strcmp(c, "diskverify") && argc == 3) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
 			if (vblk_diskverify(a, b))
+				failed();
+	} else if (!strcmp(c, "vhostile") && argc == 3) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
+			if (vhostile_run(a, b))
 				failed();
 	} else if (!strcmp(c, "disknotify") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && vblk_set_notify_bits(a))

@@ -7,7 +7,7 @@
 #include "ulib.h"
 
 char cmdline[4096];
-uint64_t ram_bytes;
+uint64_t ram_bytes, ram_top;
 uint64_t ioapic_base = 0xfec00000;
 unsigned serial_gsi = 4;
 const char *cpu_table = "none";
@@ -62,7 +62,7 @@ int platform_read_start_info(uint64_t si)
 	uint64_t hi = (uint64_t)IDMAP_GIB << 30;
 	if (!map || !n) {
 		/* no map: assume 64 MiB */
-		ram_bytes = 64 * MIB;
+		ram_bytes = ram_top = 64 * MIB;
 		pool_add(lo, 64 * MIB);
 		return 0;
 	}
@@ -72,6 +72,8 @@ int platform_read_start_info(uint64_t si)
 		if (rd32(e + 16) != 1)
 			continue;
 		ram_bytes += len;
+		if (a + len > ram_top)
+			ram_top = a + len;
 		uint64_t s = a > lo ? a : lo, t = a + len < hi ? a + len : hi;
 		if (t > s)
 			pool_add(s, t);

@@ -6,6 +6,7 @@
 
 extern char cmdline[4096];
 extern uint64_t ram_bytes;
+extern uint64_t ram_top; /* end of the highest RAM range in the map */
 extern uint64_t ioapic_base;
 extern unsigned serial_gsi;
 extern const char *cpu_table; /* "madt", "mptable" or "none" */

@@ -33,13 +33,7 @@
 #define CC_QDESC 32
 #define CC_QDRIVER 40
 #define CC_QDEVICE 48
-
-struct vring_desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags;
-	uint16_t next;
-};
+#define STATUS_NEEDS_RESET 0x40
 
 struct blk_req {
 	uint32_t type, reserved;
@@ -47,7 +41,8 @@ struct blk_req {
 };
 
 static struct {
-	int state; /* 0 not probed, 1 ready, -1 unusable (why) */
+	int state; /* 0 not probed, 1 probed, -1 unusable (why) */
+	int up;    /* virtqueue set up, DRIVER_OK (0 after a device reset) */
 	char why[96];
 	uint32_t bdf;
 	uint64_t common, notify, devcfg;
@@ -59,8 +54,10 @@ static struct {
 	volatile uint8_t *status;
 	uint8_t *buf;
 	uint64_t capacity; /* 512-byte sectors */
+	uint32_t features;
 	int flush, msix, ro;
-	uint64_t msix_entry;
+	uint64_t msix_entry, notify_base;
+	uint32_t msix_cap, notify_mult;
 	uint32_t msix_dest;
 	uint64_t slot_block[NREQ_MAX + 1], slot_count[NREQ_MAX + 1];
 } vb;
@@ -169,6 +166,8 @@ static int find_device(void)
 	return -1;
 }
 
+static int vblk_setup(uint64_t bad_used);
+
 static int vblk_init(void)
 {
 	uint32_t bdf, notify_mult = 0, msix_cap = 0;
@@ -195,6 +194,7 @@ static int vblk_init(void)
 			vb.devcfg = a;
 	}
 	uint64_t msix_table = 0;
+	vb.msix_cap = msix_cap;
 	if (msix_cap) {
 		uint32_t t = pci_r32(bdf, msix_cap + 4);
 		uint64_t base = bar_addr(bdf, t & 7);
@@ -205,8 +205,48 @@ static int vblk_init(void)
 		return fail_init("virtio-pci capabilities missing (not a modern device?)");
 	if (vb.common + 64 > ((uint64_t)IDMAP_GIB << 30))
 		return fail_init("BAR above the identity map");
+	uint64_t mem = pool_alloc(2 * MIB);
+	if (!mem)
+		return fail_init("no memory for the virtqueue");
+	vb.desc = (struct vring_desc *)mem;
+	vb.avail = (volatile uint16_t *)(mem + 4096);
+	vb.used = (volatile uint16_t *)(mem + 8192);
+	vb.hdr = (struct blk_req *)(mem + 12288);
+	vb.status = (volatile uint8_t *)(mem + 16384);
+	vb.buf = (uint8_t *)(mem + 65536);
+	if (msix_table) {
+		/* entry 0 -> VEC_DISK on the CPU doing the I/O (set per operation);
+		   a device reset leaves MSI-X alone */
+		mmio_w32(msix_table + 12, 1); /* masked while it is written */
+		mmio_w32(msix_table + 8, VEC_DISK);
+		mmio_w32(msix_table + 4, 0);
+		mmio_w32(msix_table, 0xfee00000);
+		mmio_w32(msix_table + 12, 0);
+		uint32_t d0 = pci_r32(bdf, msix_cap);
+		pci_w32(bdf, msix_cap, (d0 & ~(1u << 30)) | (1u << 31));
+		vb.msix = 1;
+		vb.msix_entry = msix_table;
+		vb.msix_dest = 0xffffffff;
+	}
+	vb.notify_base = vb.notify;
+	vb.notify_mult = notify_mult;
+	vb.state = 1;
+	if (vblk_setup(0))
+		return -1;
+	cpu_printf("virtio-blk 00:%02x.0 blocks=%lu queue=%u msix=%s flush=%s%s common=0x%lx%s",
+		   bdf >> 3, vb.capacity / 8, vb.qsize, vb.msix ? "yes" : "no",
+		   vb.flush ? "yes" : "no", vb.ro ? " read-only" : "", vb.common,
+		   assigned ? " (BARs assigned by the guest)" : "");
+	return 0;
+}
 
+/* Resets the device and brings it up again: features, queue 0 (empty
+   rings, the standard descriptors), vectors, DRIVER_OK.  bad_used: put the
+   used ring there instead (vhostile). */
+static int vblk_setup(uint64_t bad_used)
+{
 	uint64_t cc = vb.common;
+	vb.up = 0;
 	mmio_w8(cc + CC_STATUS, 0);
 	for (int i = 0; i < 1000000 && mmio_r8(cc + CC_STATUS); i++)
 		cpu_relax();
@@ -218,10 +258,12 @@ static int vblk_init(void)
 	uint32_t f1 = mmio_r32(cc + CC_DF);
 	if (!(f1 & 1))
 		return fail_init("device lacks VIRTIO_F_VERSION_1");
+	vb.features = f0;
 	vb.flush = (f0 >> 9) & 1;
 	vb.ro = (f0 >> 5) & 1; /* VIRTIO_BLK_F_RO */
 	mmio_w32(cc + CC_GFSELECT, 0);
-	mmio_w32(cc + CC_GF, (vb.flush ? 1u << 9 : 0) | (f0 & (1u << 5)));
+	/* FLUSH, RO, DISCARD, WRITE_ZEROES when offered (the last two: vhostile) */
+	mmio_w32(cc + CC_GF, f0 & (1u << 9 | 1u << 5 | 1u << 13 | 1u << 14));
 	mmio_w32(cc + CC_GFSELECT, 1);
 	mmio_w32(cc + CC_GF, 1);	    /* VERSION_1 */
 	mmio_w8(cc + CC_STATUS, 1 | 2 | 8); /* FEATURES_OK */
@@ -237,16 +279,8 @@ static int vblk_init(void)
 		return fail_init("virtqueue 0 too small");
 	vb.qsize = qs;
 	vb.nreq = (uint16_t)((qs - 2) / 3 < NREQ_MAX ? (qs - 2) / 3 : NREQ_MAX);
-	uint64_t mem = pool_alloc(2 * MIB);
-	if (!mem)
-		return fail_init("no memory for the virtqueue");
-	memset((void *)mem, 0, 65536);
-	vb.desc = (struct vring_desc *)mem;
-	vb.avail = (volatile uint16_t *)(mem + 4096);
-	vb.used = (volatile uint16_t *)(mem + 8192);
-	vb.hdr = (struct blk_req *)(mem + 12288);
-	vb.status = (volatile uint8_t *)(mem + 16384);
-	vb.buf = (uint8_t *)(mem + 65536);
+	memset((void *)vb.desc, 0, 65536);
+	vb.avail_idx = vb.used_idx = 0;
 	for (unsigned s = 0; s < vb.nreq; s++) {
 		struct vring_desc *d = &vb.desc[3 * s];
 		d[0] = (struct vring_desc){(uint64_t)&vb.hdr[s], 16, 1, (uint16_t)(3 * s + 1)};
@@ -263,38 +297,29 @@ static int vblk_init(void)
 	mmio_w32(cc + CC_QDESC + 4, (uint32_t)((uint64_t)vb.desc >> 32));
 	mmio_w32(cc + CC_QDRIVER, (uint32_t)(uint64_t)vb.avail);
 	mmio_w32(cc + CC_QDRIVER + 4, (uint32_t)((uint64_t)vb.avail >> 32));
-	mmio_w32(cc + CC_QDEVICE, (uint32_t)(uint64_t)vb.used);
-	mmio_w32(cc + CC_QDEVICE + 4, (uint32_t)((uint64_t)vb.used >> 32));
-	mmio_w16(cc + CC_MSIX, 0xffff);
-	if (msix_table) {
-		/* entry 0 -> VEC_DISK on the CPU doing the I/O (set per operation) */
-		mmio_w32(msix_table + 12, 1);
-		mmio_w32(msix_table + 8, VEC_DISK);
-		mmio_w32(msix_table + 4, 0);
-		mmio_w32(msix_table, 0xfee00000);
-		uint32_t d0 = pci_r32(bdf, msix_cap);
-		pci_w32(bdf, msix_cap, (d0 & ~(1u << 30)) | (1u << 31));
+	uint64_t used = bad_used ? bad_used : (uint64_t)vb.used;
+	mmio_w32(cc + CC_QDEVICE, (uint32_t)used);
+	mmio_w32(cc + CC_QDEVICE + 4, (uint32_t)(used >> 32));
+	if (vb.msix) {
+		/* queue and configuration changes (DEVICE_NEEDS_RESET) both on
+		   vector 0, so a waiter wakes for either */
 		mmio_w16(cc + CC_QMSIX, 0);
-		if (mmio_r16(cc + CC_QMSIX) == 0) {
-			vb.msix = 1;
-			vb.msix_entry = msix_table;
-			vb.msix_dest = 0xffffffff;
-		} else {
-			pci_w32(bdf, msix_cap, d0 & ~(1u << 31));
+		mmio_w16(cc + CC_MSIX, 0);
+		if (mmio_r16(cc + CC_QMSIX) != 0) {
+			vb.msix = 0;
+			pci_w32(vb.bdf, vb.msix_cap, pci_r32(vb.bdf, vb.msix_cap) & ~(1u << 31));
 		}
 	}
-	if (!vb.msix)
+	if (!vb.msix) {
 		mmio_w16(cc + CC_QMSIX, 0xffff);
+		mmio_w16(cc + CC_MSIX, 0xffff);
+	}
 	uint16_t noff = mmio_r16(cc + CC_QNOTIFYOFF);
-	vb.notify += (uint64_t)noff * notify_mult;
+	vb.notify = vb.notify_base + (uint64_t)noff * vb.notify_mult;
 	mmio_w16(cc + CC_QENABLE, 1);
 	mmio_w8(cc + CC_STATUS, 1 | 2 | 8 | 4); /* DRIVER_OK */
 	vb.capacity = mmio_r32(vb.devcfg) | (uint64_t)mmio_r32(vb.devcfg + 4) << 32;
-	vb.state = 1;
-	cpu_printf("virtio-blk 00:%02x.0 blocks=%lu queue=%u msix=%s flush=%s%s common=0x%lx%s",
-		   bdf >> 3, vb.capacity / 8, vb.qsize, vb.msix ? "yes" : "no",
-		   vb.flush ? "yes" : "no", vb.ro ? " read-only" : "", vb.common,
-		   assigned ? " (BARs assigned by the guest)" : "");
+	vb.up = 1;
 	return 0;
 }
 
@@ -328,25 +353,45 @@ static void publish(void)
 		mmio_w16(vb.notify, 0);
 }
 
-/* waits for the next completion; returns its slot */
-static unsigned wait_one(void)
+/* Waits until the used ring moves past used_idx: 0; -1 when the device
+   sets DEVICE_NEEDS_RESET instead (it then serves nothing until a reset);
+   -2 at the deadline (0: none). */
+static int wait_used(uint16_t used_idx, uint64_t deadline)
 {
 	struct percpu *pc = this_pc();
-	uint64_t t0 = now_ns();
-	for (;;) {
+	uint64_t t0 = now_ns(), ev0 = pc->events;
+	for (int slept = 0;;) {
 		uint64_t seen = pc->events;
-		if (__atomic_load_n(&vb.used[1], __ATOMIC_ACQUIRE) != vb.used_idx)
-			break;
+		if (__atomic_load_n(&vb.used[1], __ATOMIC_ACQUIRE) != used_idx)
+			return 0;
+		/* an interrupt, or a sleep without one: the configuration vector
+		   (DEVICE_NEEDS_RESET) shares the queue's */
+		if ((slept || seen != ev0) &&
+		    (mmio_r8(vb.common + CC_STATUS) & STATUS_NEEDS_RESET))
+			return -1;
 		uint64_t now = now_ns();
-		if (now - t0 < 20000)
+		if (deadline && now >= deadline)
+			return -2;
+		if (now - t0 < 20000) {
 			cpu_relax();
-		else
+		} else {
 			wait_event(seen, now + (vb.msix ? 10000000 : 50000));
+			slept = 1;
+		}
+	}
+}
+
+/* waits for the next completion; returns its slot, or -1 (device needs a reset) */
+static int wait_one(void)
+{
+	if (wait_used(vb.used_idx, 0)) {
+		vb.up = 0;
+		return -1;
 	}
 	volatile uint32_t *ring = (volatile uint32_t *)(vb.used + 2);
 	uint32_t id = ring[2 * (vb.used_idx % vb.qsize)];
 	vb.used_idx++;
-	return id / 3;
+	return (int)(id / 3);
 }
 
 static int begin(const char *what)
@@ -355,6 +400,8 @@ static int begin(const char *what)
 		cpu_relax();
 	if (vb.state == 0)
 		vblk_init();
+	if (vb.state > 0 && !vb.up)
+		vblk_setup(0);
 	if (vb.state < 0) {
 		cpu_printf("%s FAILED (%s)", what, vb.why);
 		__atomic_store_n(&vb_lock, 0, __ATOMIC_RELEASE);
@@ -362,7 +409,9 @@ static int begin(const char *what)
 	}
 	uint32_t apic = cpu_apic_id[this_cpu()];
 	if (vb.msix && vb.msix_dest != apic) {
+		mmio_w32(vb.msix_entry + 12, 1);
 		mmio_w32(vb.msix_entry, 0xfee00000 | apic << 12);
+		mmio_w32(vb.msix_entry + 12, 0);
 		vb.msix_dest = apic;
 	}
 	return 0;
@@ -416,7 +465,12 @@ static int transfer(const char *what, uint64_t n, uint64_t seed, int write)
 			publish();
 		if (!inflight)
 			break;
-		unsigned s = wait_one();
+		int ws = wait_one();
+		if (ws < 0) {
+			cpu_printf("%s FAILED (the device needs a reset)", what);
+			return -1;
+		}
+		unsigned s = (unsigned)ws;
 		inflight--;
 		freelist[nfree++] = (uint16_t)s;
 		if (vb.status[s] != 0) {
@@ -452,7 +506,10 @@ static int transfer(const char *what, uint64_t n, uint64_t seed, int write)
 		vb.status[vb.nreq] = 0xff;
 		push(3 * vb.nreq);
 		publish();
-		wait_one();
+		if (wait_one() < 0) {
+			cpu_printf("%s FAILED (the device needs a reset)", what);
+			return -1;
+		}
 		if (vb.status[vb.nreq] != 0) {
 			cpu_printf("%s FAILED (flush status %d)", what, vb.status[vb.nreq]);
 			return -1;
@@ -481,4 +538,56 @@ int vblk_diskverify(uint64_t n, uint64_t seed)
 	if (!r)
 		cpu_printf("diskverify ok n=%lu", n);
 	return r;
+}
+
+/* ---- raw access for vhostile ---- */
+
+int vblk_raw_begin(const char *what, struct vblk_raw *r)
+{
+	if (begin(what))
+		return -1;
+	if (vblk_raw_reset(r, 0)) {
+		cpu_printf("%s FAILED (%s)", what, vb.why);
+		end();
+		return -1;
+	}
+	return 0;
+}
+
+int vblk_raw_reset(struct vblk_raw *r, uint64_t bad_used)
+{
+	if (vblk_setup(bad_used))
+		return -1;
+	/* the standard descriptors are the job's to overwrite now */
+	*r = (struct vblk_raw){
+		.desc = vb.desc,
+		.avail = vb.avail,
+		.used = vb.used,
+		.qsize = vb.qsize,
+		.capacity = vb.capacity,
+		.features = vb.features,
+	};
+	return 0;
+}
+
+void vblk_raw_publish(uint16_t avail_idx)
+{
+	vb.avail_idx = avail_idx;
+	publish();
+}
+
+int vblk_raw_wait(uint16_t used_idx, uint64_t deadline)
+{
+	return wait_used(used_idx, deadline);
+}
+
+uint8_t vblk_raw_device_status(void)
+{
+	return mmio_r8(vb.common + CC_STATUS);
+}
+
+void vblk_raw_end(void)
+{
+	vblk_setup(0); /* the standard queue again, for the next disk command */
+	end();
 }

@@ -34,6 +34,8 @@
 #define SECTOR 512ULL
 #define SEG_MAX (VQ_MAX_SIZE - 2)
 #define MAX_DISCARD_SECTORS (1u << 22)
+#define VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP 1u
+#define BAD_REQS_WARNED 3 /* then at debug level only */
 
 /* The device configuration layout (virtio 1.x §5.2.4), little-endian. */
 struct virtio_blk_config {
@@ -60,6 +62,7 @@ struct virtio_blk {
 	char serial[VIRTIO_BLK_ID_BYTES + 1];
 	struct vq_elem elem;
 	uint64_t reqs;
+	uint64_t bad_reqs; /* malformed requests failed or skipped */
 };
 
 struct virtio_blk_req_hdr {
@@ -114,7 +117,11 @@ static int vblk_rw(struct virtio_blk *b, const struct vq_elem *e, uint64_t off, 
 	const struct iovec *iov = write ? e->out : e->in;
 	size_t skip = write ? sizeof(struct virtio_blk_req_hdr) : 0;
 	size_t total = iov_total(iov, n) - skip - (write ? 0 : 1);
-	if (total % SECTOR || off > b->bd->size || total > b->bd->size - off)
+	/* Data in the wrong direction (a read's buffer device-readable, a
+	 * write's device-writable) is a malformed request, not an empty one. */
+	size_t other = write ? iov_total(e->in, e->nin) - 1
+			     : iov_total(e->out, e->nout) - sizeof(struct virtio_blk_req_hdr);
+	if (other || total % SECTOR || off > b->bd->size || total > b->bd->size - off)
 		return VIRTIO_BLK_S_IOERR;
 	for (unsigned i = 0; i < n && total; i++) {
 		size_t l = iov[i].iov_len;
@@ -136,7 +143,7 @@ static int vblk_rw(struct virtio_blk *b, const struct vq_elem *e, uint64_t off, 
 		off += l;
 		total -= l;
 		if (!write)
-			*written += (uint32_t)l;
+			*written += (uint32_t)l; /* vq_pop keeps a chain below 4 GiB */
 	}
 	return VIRTIO_BLK_S_OK;
 }
@@ -147,6 +154,9 @@ static int vblk_discard(struct virtio_blk *b, const struct vq_elem *e, bool zero
 	if (iov_gather(e->out, e->nout, sizeof(struct virtio_blk_req_hdr), &d, sizeof(d)) !=
 	    sizeof(d))
 		return VIRTIO_BLK_S_IOERR;
+	/* §5.2.6.2: unknown flags, and unmap on a discard, are unsupported. */
+	if (d.flags & ~(zeroes ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0))
+		return VIRTIO_BLK_S_UNSUPP;
 	uint64_t off = d.sector * SECTOR, len = (uint64_t)d.num_sectors * SECTOR;
 	if (d.sector > b->bd->size / SECTOR || len > b->bd->size - off)
 		return VIRTIO_BLK_S_IOERR;
@@ -193,27 +203,66 @@ static uint8_t vblk_handle(struct virtio_blk *b, const struct vq_elem *e, uint32
 	}
 }
 
+/* The status byte is the last device-writable byte of the request (virtio
+ * 1.x §2.6.4: the device makes no assumption about how the driver split
+ * it into buffers), so trailing empty buffers are passed over. */
+static uint8_t *vblk_status_byte(const struct vq_elem *e)
+{
+	for (unsigned i = e->nin; i-- > 0;)
+		if (e->in[i].iov_len)
+			return (uint8_t *)e->in[i].iov_base + e->in[i].iov_len - 1;
+	return NULL;
+}
+
+/* A malformed request is failed, not acted on: IOERR where it has a status
+ * byte, else returned with nothing written.  The device goes on. */
+static void vblk_bad_request(struct virtio_blk *b, struct virtqueue *vq, uint16_t head,
+			     uint8_t *status, const char *why)
+{
+	b->bad_reqs++;
+	if (b->bad_reqs <= BAD_REQS_WARNED)
+		log_warn("virtio-blk %s: malformed request (%s): %s%s", b->bd->path, why,
+			 status ? "failed with IOERR" : "returned unanswered",
+			 b->bad_reqs == BAD_REQS_WARNED ? "; further ones logged at debug level"
+							: "");
+	else
+		log_debug("virtio-blk %s: malformed request (%s)", b->bd->path, why);
+	if (status)
+		*status = VIRTIO_BLK_S_IOERR;
+	vq_push(vq, head, status ? 1 : 0);
+}
+
 static void vblk_queue_notify(void *dev, unsigned q)
 {
 	struct virtio_blk *b = dev;
 	struct virtqueue *vq = &b->vp.vqs[q];
+	struct vq_elem *e = &b->elem;
 	bool pushed = false;
 	for (;;) {
-		int r = vq_pop(vq, &b->elem);
+		int r = vq_pop(vq, e);
 		if (r == 0)
 			break;
-		if (r < 0 || b->elem.nin == 0 || b->elem.in[b->elem.nin - 1].iov_len < 1 ||
-		    b->elem.nout == 0) {
+		if (r < 0 && r != -EBADMSG) {
 			virtio_pci_set_failed(&b->vp);
-			return;
+			break;
+		}
+		pushed = true;
+		if (r == -EBADMSG) {
+			vblk_bad_request(b, vq, e->head, vq_bad_chain_status(vq, e->head),
+					 "bad descriptor chain");
+			continue;
+		}
+		uint8_t *status = vblk_status_byte(e);
+		if (!status) {
+			vblk_bad_request(b, vq, e->head, NULL, "no device-writable status byte");
+			continue;
 		}
 		uint32_t written = 0;
-		uint8_t status = vblk_handle(b, &b->elem, &written);
-		const struct iovec *st = &b->elem.in[b->elem.nin - 1];
-		((uint8_t *)st->iov_base)[st->iov_len - 1] = status;
-		vq_push(vq, b->elem.head, written + 1);
+		*status = vblk_handle(b, e, &written);
+		/* written counts data bytes before the status byte, so the sum
+		 * cannot wrap: the chain is below 4 GiB. */
+		vq_push(vq, e->head, written + 1);
 		b->reqs++;
-		pushed = true;
 	}
 	if (pushed && vq_should_notify(vq))
 		virtio_pci_queue_interrupt(&b->vp, q);

@@ -30,6 +30,7 @@
 #define VIRTIO_PCI_CAP_DEVICE 4
 
 #define STATUS_FEATURES_OK 8
+#define VIRTIO_F_INDIRECT_DESC (1ULL << 28)
 #define STATUS_NEEDS_RESET 64
 #define NO_VECTOR 0xffff
 
@@ -66,8 +67,16 @@ void virtio_pci_queue_interrupt(struct virtio_pci *vp, unsigned q)
 
 void virtio_pci_set_failed(struct virtio_pci *vp)
 {
-	log_warn("%s: the driver broke the virtio protocol; device needs a reset",
-		 vp->ops->name);
+	if (vp->status & STATUS_NEEDS_RESET)
+		return;
+	/* A guest can do this in a loop: the first few are enough to see. */
+	if (++vp->failures <= 3)
+		log_warn("%s: the driver broke the virtio protocol; device needs a reset%s",
+			 vp->ops->name,
+			 vp->failures == 3 ? " (further ones logged at debug level)" : "");
+	else
+		log_debug("%s: the driver broke the virtio protocol; device needs a reset",
+			  vp->ops->name);
 	vp->status |= STATUS_NEEDS_RESET;
 	vp->config_gen++;
 	vp_interrupt(vp, vp->msix_config, 2);
@@ -128,7 +137,8 @@ static void vp_write_status(struct virtio_pci *vp, uint8_t v)
 	    (!(vp->driver_features & VIRTIO_F_VERSION_1) ||
 	     (vp->driver_features & ~vp_device_features(vp))))
 		v &= (uint8_t)~STATUS_FEATURES_OK;
-	vp->status = v;
+	/* DEVICE_NEEDS_RESET is the device's: only a reset clears it. */
+	vp->status = v | (vp->status & STATUS_NEEDS_RESET);
 }
 
 static void vp_common_write(struct virtio_pci *vp, uint64_t off, uint32_t v)
@@ -171,8 +181,11 @@ static void vp_common_write(struct virtio_pci *vp, uint64_t off, uint32_t v)
 
 static void vp_process_queue(struct virtio_pci *vp, unsigned q)
 {
-	if (q < vp->ops->nqueues && vp->vqs[q].ready && !(vp->status & STATUS_NEEDS_RESET))
-		vp->ops->queue_notify(vp->dev, q);
+	if (q >= vp->ops->nqueues || !vp->vqs[q].ready || (vp->status & STATUS_NEEDS_RESET))
+		return;
+	/* Derived here rather than stored, so a restored queue has it too. */
+	vp->vqs[q].indirect = vp->driver_features & VIRTIO_F_INDIRECT_DESC;
+	vp->ops->queue_notify(vp->dev, q);
 }
 
 static void vp_bar_read(void *opaque, uint64_t off, void *data, unsigned len)

@@ -41,6 +41,7 @@ struct virtio_pci {
 	uint64_t driver_features;
 	uint8_t status, config_gen, isr;
 	uint16_t queue_sel, msix_config;
+	unsigned failures; /* times the driver broke the protocol (for the log) */
 	struct virtqueue vqs[VIRTIO_MAX_QUEUES];
 	int kick_fd[VIRTIO_MAX_QUEUES];
 	struct virtio_kick {

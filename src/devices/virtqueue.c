@@ -25,13 +25,15 @@ void vq_reset(struct virtqueue *vq)
 	vq->msix_vector = 0xffff;
 }
 
-static uint16_t *vq_avail_idx(struct virtqueue *vq)
+/* A segment's bytes count towards the chain's, which must stay below 4 GiB:
+ * virtio 1.x §2.7.5.2 forbids chains over 2^32 bytes, and the bytes a
+ * device writes must fit used.len (a uint32). */
+static int vq_add_seg(struct vq_elem *e, const struct vring_desc *d, struct vm *vm,
+		      uint64_t *bytes)
 {
-	return vm_gpa_to_hva(vq->vm, vq->avail_gpa + 2, 2);
-}
-
-static int vq_add_seg(struct vq_elem *e, const struct vring_desc *d, struct vm *vm)
-{
+	*bytes += d->len;
+	if (*bytes > UINT32_MAX)
+		return -E2BIG;
 	void *p = vm_gpa_to_hva(vm, d->addr, d->len);
 	if (!p)
 		return -EFAULT;
@@ -48,9 +50,10 @@ static int vq_add_seg(struct vq_elem *e, const struct vring_desc *d, struct vm *
 	return 0;
 }
 
-/* Walk a chain in TABLE (NUM entries) starting at IDX. */
+/* Walk a chain in TABLE (NUM entries) starting at IDX.  A chain visits
+ * each entry at most once, so more than NUM steps is a loop. */
 static int vq_walk(struct virtqueue *vq, const struct vring_desc *table, uint32_t num,
-		   uint16_t idx, struct vq_elem *e, bool indirect_ok)
+		   uint16_t idx, struct vq_elem *e, bool indirect_ok, uint64_t *bytes)
 {
 	for (uint32_t steps = 0;; steps++) {
 		if (idx >= num || steps >= num)
@@ -58,19 +61,19 @@ static int vq_walk(struct virtqueue *vq, const struct vring_desc *table, uint32_
 		struct vring_desc d;
 		memcpy(&d, &table[idx], sizeof(d));
 		if (d.flags & VRING_DESC_F_INDIRECT) {
-			if (!indirect_ok || (d.len % sizeof(d)) || !d.len)
+			/* §2.7.5.3: only when negotiated, one level, never with
+			 * NEXT, whole entries, at most the queue size of them. */
+			if (!indirect_ok || !vq->indirect || (d.flags & VRING_DESC_F_NEXT) ||
+			    (d.len % sizeof(d)) || !d.len || d.len / sizeof(d) > vq->size)
 				return -EINVAL;
 			const struct vring_desc *it = vm_gpa_to_hva(vq->vm, d.addr, d.len);
 			if (!it)
 				return -EFAULT;
-			int r = vq_walk(vq, it, d.len / (uint32_t)sizeof(d), 0, e, false);
-			if (r < 0)
-				return r;
-		} else {
-			int r = vq_add_seg(e, &d, vq->vm);
-			if (r < 0)
-				return r;
+			return vq_walk(vq, it, d.len / (uint32_t)sizeof(d), 0, e, false, bytes);
 		}
+		int r = vq_add_seg(e, &d, vq->vm, bytes);
+		if (r < 0)
+			return r;
 		if (!(d.flags & VRING_DESC_F_NEXT))
 			return 0;
 		idx = d.next;
@@ -81,7 +84,7 @@ int vq_pop(struct virtqueue *vq, struct vq_elem *e)
 {
 	if (!vq->ready)
 		return 0;
-	uint16_t *avail_idx = vq_avail_idx(vq);
+	uint16_t *avail_idx = vm_gpa_to_hva(vq->vm, vq->avail_gpa + 2, 2);
 	if (!avail_idx)
 		return -EFAULT;
 	uint16_t avail = __atomic_load_n(avail_idx, __ATOMIC_ACQUIRE);
@@ -92,14 +95,40 @@ int vq_pop(struct virtqueue *vq, struct vq_elem *e)
 	uint16_t *ring = vm_gpa_to_hva(vq->vm, vq->avail_gpa + 4, 2u * vq->size);
 	const struct vring_desc *table =
 		vm_gpa_to_hva(vq->vm, vq->desc_gpa, (uint64_t)vq->size * sizeof(*table));
-	if (!ring || !table)
+	/* A used ring outside RAM would leave every request unanswered. */
+	if (!ring || !table || !vm_gpa_to_hva(vq->vm, vq->used_gpa, 4 + 8u * vq->size))
 		return -EFAULT;
 	uint16_t head = __atomic_load_n(&ring[vq->last_avail % vq->size], __ATOMIC_ACQUIRE);
+	if (head >= vq->size)
+		return -ERANGE; /* no chain to return in the used ring */
 	vq->last_avail++;
 	e->head = head;
 	e->nin = e->nout = 0;
-	int r = vq_walk(vq, table, vq->size, head, e, true);
-	return r < 0 ? r : 1;
+	uint64_t bytes = 0;
+	return vq_walk(vq, table, vq->size, head, e, true, &bytes) < 0 ? -EBADMSG : 1;
+}
+
+uint8_t *vq_bad_chain_status(struct virtqueue *vq, uint16_t head)
+{
+	const struct vring_desc *table =
+		vm_gpa_to_hva(vq->vm, vq->desc_gpa, (uint64_t)vq->size * sizeof(*table));
+	if (!table)
+		return NULL;
+	uint16_t idx = head;
+	for (uint32_t steps = 0; idx < vq->size && steps < vq->size; steps++) {
+		struct vring_desc d;
+		memcpy(&d, &table[idx], sizeof(d));
+		if (d.flags & VRING_DESC_F_NEXT) {
+			idx = d.next;
+			continue;
+		}
+		if ((d.flags & (VRING_DESC_F_WRITE | VRING_DESC_F_INDIRECT)) != VRING_DESC_F_WRITE ||
+		    !d.len)
+			return NULL;
+		uint8_t *p = vm_gpa_to_hva(vq->vm, d.addr, d.len);
+		return p ? p + d.len - 1 : NULL;
+	}
+	return NULL;
 }
 
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len)

@@ -21,6 +21,7 @@ struct virtqueue {
 	uint16_t last_avail; /* next available entry the device will take */
 	uint16_t used_idx;   /* next used entry the device will fill */
 	uint16_t msix_vector;
+	bool indirect; /* VIRTIO_F_INDIRECT_DESC negotiated (set by the transport) */
 };
 
 /* One request: a descriptor chain split into device-readable (out) and
@@ -33,10 +34,25 @@ struct vq_elem {
 };
 
 void vq_reset(struct virtqueue *vq);
-/* 1: an element was taken; 0: ring empty; <0: the driver broke the
- * protocol (bad index, address or chain): the device should fail. */
+/* 1: an element was taken; 0: ring empty.
+ * -EBADMSG: the chain at elem->head is bad (a next index out of range, a
+ * loop or more descriptors than the queue size, a buffer outside guest RAM,
+ * more than 4 GiB - 1 in all, a device-readable buffer after a
+ * device-writable one, an indirect descriptor not negotiated or malformed,
+ * too many segments).  The entry is taken: the device completes it, with an
+ * error where vq_bad_chain_status() finds a byte for one, else with used.len
+ * 0 (virtio 1.x lets a device fail a request; it must not act on it).
+ * Other <0: the queue itself is broken (avail idx more than the queue size
+ * ahead, a head index out of range, rings outside guest RAM): the device
+ * must stop serving it until the driver resets it (DEVICE_NEEDS_RESET). */
 int vq_pop(struct virtqueue *vq, struct vq_elem *elem);
-/* Return HEAD to the driver with LEN bytes written. */
+/* For a chain vq_pop refused: the last byte of its last descriptor when
+ * that one is device-writable, not indirect and in guest RAM (where
+ * virtio-blk keeps the status byte), else NULL (a loop, an index out of
+ * range, a device-readable or unmapped last buffer). */
+uint8_t *vq_bad_chain_status(struct virtqueue *vq, uint16_t head);
+/* Return HEAD to the driver with LEN bytes written (at most the chain's
+ * device-writable bytes, which vq_pop keeps below 4 GiB). */
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len);
 /* Whether the driver wants an interrupt now (VRING_AVAIL_F_NO_INTERRUPT). */
 bool vq_should_notify(struct virtqueue *vq);
