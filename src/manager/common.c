@@ -236,7 +236,14 @@ int mgr_wait_stopped(const struct bundle *b, int secs)
 
 bool mgr_valid_name(const char *n)
 {
-	return n && *n && strlen(n) < 128 && !strchr(n, '/') && n[0] != '.';
+	if (!n || !*n || strlen(n) >= 128 || n[0] == '.')
+		return false;
+	/* no '/', and no control character (a newline would break every
+	 * listing): printable ASCII and UTF-8 bytes only */
+	for (const unsigned char *c = (const unsigned char *)n; *c; c++)
+		if (*c == '/' || *c < 0x20 || *c == 0x7f)
+			return false;
+	return true;
 }
 
 int mgr_make_dirs(const char *name, char *real, size_t len)

@@ -278,8 +278,8 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 {
 	if (!mgr_valid_name(snap))
 		return err_set(EINVAL,
-			       "snapshot name \"%s\": use 1-127 characters, no '/', not "
-			       "starting with '.'",
+			       "snapshot name \"%s\": use 1-127 characters, no '/' or control "
+			       "characters, not starting with '.'",
 			       snap);
 	struct bundle *b;
 	int r = mgr_open_write(name, "cairn snapshot create", &b);

@@ -126,3 +126,14 @@ qcheck_all web
 import json,sys; d=json.load(sys.stdin); assert d['state']=='stopped' and len(d['snapshots'])==5, d" ||
   fail "snapshot list --json"
 pass "bundle consistent at the end"
+
+# names that would break a listing are refused, and nothing changes
+cp "$TMP/web/vm.json" "$TMP/vm.json.before"
+for bad in $'two\nlines' $'tab\there' $'bell\a' 'a/b' '.hidden' ''; do
+  "$C" snapshot create "$TMP/web" "$bad" 2>"$TMP/err" && fail "snapshot name $(printf %q "$bad") accepted"
+  grep -q "snapshot name" "$TMP/err" || fail "no clear error for $(printf %q "$bad"): $(cat "$TMP/err")"
+done
+cmp -s "$TMP/vm.json.before" "$TMP/web/vm.json" || fail "a refused name changed vm.json"
+"$C" snapshot create "$TMP/web" "prêt à partir" >/dev/null || fail "a UTF-8 name was refused"
+"$C" snapshot list "$TMP/web" | grep -q "prêt à partir" || fail "the UTF-8 name is not listed"
+pass "snapshot names with control characters, '/' or a leading '.' are refused; UTF-8 is fine"
