@@ -15,6 +15,7 @@ struct disk_config {
 	char *format; /* NULL: detect */
 	bool readonly;
 	char *serial; /* virtio-blk GET_ID; NULL: "cairn-vdX" */
+	uint64_t size; /* in a snapshot: the disk's virtual size then; 0: not known */
 };
 
 struct vm_config {

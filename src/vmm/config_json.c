@@ -10,9 +10,11 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 	json_t *disks = json_array();
 	for (int i = 0; i < cfg->ndisks; i++) {
 		const struct disk_config *d = &cfg->disks[i];
-		json_array_append_new(disks, json_pack("{s:s, s:s*, s:b, s:s*}", "path", d->path,
-						       "format", d->format, "readonly", d->readonly,
-						       "serial", d->serial));
+		json_t *dj = json_pack("{s:s, s:s*, s:b, s:s*}", "path", d->path, "format",
+				       d->format, "readonly", d->readonly, "serial", d->serial);
+		if (dj && d->size)
+			json_object_set_new(dj, "size", json_integer((json_int_t)d->size));
+		json_array_append_new(disks, dj);
 	}
 	return json_pack("{s:I, s:i, s:s*, s:s*, s:s*, s:o, s:b}", "mem_bytes",
 			 (json_int_t)cfg->mem_size, "cpus", cfg->ncpus, "kernel", cfg->kernel,
@@ -49,13 +51,17 @@ int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg
 	{
 		const char *path = NULL, *format = NULL, *serial = NULL;
 		int ro = 0;
-		if (json_unpack_ex(d, &e, 0, "{s:s, s?s, s?b, s?s}", "path", &path, "format",
-				   &format, "readonly", &ro, "serial", &serial) < 0)
+		json_int_t size = 0;
+		if (json_unpack_ex(d, &e, 0, "{s:s, s?s, s?b, s?s, s?I}", "path", &path, "format",
+				   &format, "readonly", &ro, "serial", &serial, "size", &size) < 0)
 			return err_set(EINVAL, "%s: disk %zu: %s", name, i, e.text);
+		if (size < 0)
+			return err_set(EINVAL, "%s: disk %zu: size %lld", name, i, (long long)size);
 		in.disks[in.ndisks++] = (struct disk_config){.path = (char *)path,
 							     .format = (char *)format,
 							     .readonly = ro,
-							     .serial = (char *)serial};
+							     .serial = (char *)serial,
+							     .size = (uint64_t)size};
 	}
 	return vm_config_copy(cfg, &in);
 }

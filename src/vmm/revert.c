@@ -106,6 +106,7 @@ int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 	if ((o->disk_layers &&
 	     (r = vmm_override_disks(&cfg, o->disk_layers, o->ndisk_layers, dir)) < 0) ||
 	    (r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
+	    (r = vmm_check_disk_sizes(&cfg, dir)) < 0 ||
 	    (r = vm_snapshot_check_memory(dir, rd, cfg.mem_size, o->verify)) < 0 ||
 	    (r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0)
 		goto out;

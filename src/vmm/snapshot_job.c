@@ -88,6 +88,8 @@ static int snap_capture(struct snap_job *j)
 {
 	struct vmm *vmm = j->vmm;
 	int r = vm_config_copy(&j->frozen, &vmm->cfg);
+	for (unsigned i = 0; r == 0 && i < j->disks.n && (int)i < j->frozen.ndisks; i++)
+		j->frozen.disks[i].size = j->disks.d[i].old->size; /* checked by a restore */
 	for (unsigned i = 0; r == 0 && i < j->disks.n; i++)
 		if (!j->disks.d[i].old->readonly) {
 			free(j->frozen.disks[i].path);

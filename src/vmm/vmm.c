@@ -7,6 +7,7 @@
 #include "control/control.h"
 #include "devices/device.h"
 #include "devices/pci.h"
+#include "disk/block.h"
 #include "disk/qcow2.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
@@ -248,6 +249,28 @@ int vmm_override_disks(struct vm_config *cfg, const char *const *paths, int n, c
 	return 0;
 }
 
+int vmm_check_disk_sizes(const struct vm_config *cfg, const char *dir)
+{
+	for (int i = 0; i < cfg->ndisks; i++) {
+		const struct disk_config *d = &cfg->disks[i];
+		if (!d->size)
+			continue; /* a snapshot of an older cairn: not recorded */
+		struct block_dev *bd;
+		int r = block_open(d->path, d->format, BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_FORCE_SHARE,
+				   &bd);
+		if (r < 0)
+			return r;
+		uint64_t size = bd->size;
+		block_close(bd);
+		if (size != d->size)
+			return err_set(EINVAL, "%s: disk %d (%s) is %llu bytes, the snapshot was taken "
+					       "with %llu",
+				       dir, i, d->path, (unsigned long long)size,
+				       (unsigned long long)d->size);
+	}
+	return 0;
+}
+
 /* Remove the restore overlays of the first N disks of CFG (their paths
  * name them once vmm_new_overlays has run over them). */
 static void drop_overlays(const struct vm_config *cfg, int n)
@@ -315,6 +338,8 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 		ret = vm_snapshot_open(dir, &r, &vmm->cfg);
 	if (ret == 0 && opts->disk_layers)
 		ret = vmm_override_disks(&vmm->cfg, opts->disk_layers, opts->ndisk_layers, dir);
+	if (ret == 0)
+		ret = vmm_check_disk_sizes(&vmm->cfg, dir);
 	/* The console is this process's, not the snapshot's. */
 	vmm->cfg.console_in = STDIN_FILENO;
 	vmm->cfg.console_out = STDOUT_FILENO;

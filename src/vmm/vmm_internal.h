@@ -47,6 +47,9 @@ int vmm_new_overlays(struct vm_config *cfg, const char *disk_dir);
 /* The snapshot's frozen layers are at PATHS now (N of them, one per disk
  * of CFG), not where CFG, read from the snapshot DIR, says. */
 int vmm_override_disks(struct vm_config *cfg, const char *const *paths, int n, const char *dir);
+/* Each disk of CFG (read from the snapshot DIR) has the size the snapshot
+ * recorded. */
+int vmm_check_disk_sizes(const struct vm_config *cfg, const char *dir);
 /* A restore that failed after vmm_new_overlays: remove the overlays CFG
  * names. */
 void vmm_drop_overlays(const struct vm_config *cfg);

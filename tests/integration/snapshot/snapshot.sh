@@ -93,6 +93,12 @@ done
 refuse "a device record 8 bytes short (checksums recomputed)" "device|short|state"
 [ -z "$(ls "$TMP" | grep -E '^d4-r[0-9a-f]{8}\.qcow2$')" ] || fail "the failed restore left its overlay: $(ls "$TMP" | grep d4-r)"
 pass "the failed restore removed the overlay it had made"
+# The frozen layer resized behind cairn's back (qemu-img ignores the frozen
+# mark, root the mode): the restore refuses the size it did not record.
+qemu-img resize -q -f qcow2 "$TMP/d4.qcow2" 32M || fail "qemu-img resize"
+rm -rf "$TMP/sx"; cp -r "$TMP/s4dev" "$TMP/sx"
+refuse "a disk of another size than the snapshot's" "disk 0 .* is 33554432 bytes, the snapshot was taken with 16777216"
+[ -z "$(ls "$TMP" | grep -E '^d4-r[0-9a-f]{8}\.qcow2$')" ] || fail "the refused restore left an overlay"
 
 # 5. Disk I/O in flight: snapshot in the middle of diskfill; the restored
 #    guest finishes it and every block verifies.
