@@ -53,6 +53,13 @@ A = ap.parse_args()
 if A.points is None and A.sample:
     A.points = int(os.environ.get("FAULT_POINTS", 1))
 A.seed = int(os.environ.get("FAULT_SEED", A.seed))
+# exit 77 = skipped (meson), said loudly
+if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    print("SKIP: /dev/kvm is missing or not accessible: the VM variants need KVM")
+    sys.exit(77)
+if not shutil.which("qemu-img") or not shutil.which("qemu-io"):
+    print("SKIP: qemu-img and qemu-io (qemu-utils) are needed as the independent checker")
+    sys.exit(77)
 CAIRN, TESTOS = os.path.abspath(A.cairn), os.path.abspath(A.testos)
 W = A.workdir or subprocess.run(["mktemp", "-d", "/tmp/cairn-faults.XXXXXX"], capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -728,11 +735,77 @@ def known(v, e, k, desc):
     return None
 
 
+# ------------------------------------------------------------ self-test
+SELFTEST = r"""
+import os, sys, threading
+path, nthreads, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+fails = []
+def work(t):
+    for i in range(per):
+        try:
+            os.pwrite(fd, b"x", t * per + i)
+        except OSError as e:
+            fails.append(e.errno)
+ts = [threading.Thread(target=work, args=(t,)) for t in range(nthreads)]
+for t in ts: t.start()
+for t in ts: t.join()
+if os.fork() == 0:  # a forked child shares the count
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        os._exit(e.errno)
+    os._exit(0)
+print(len(fails), fails[:1], os.waitstatus_to_exitcode(os.wait()[1]))
+"""
+
+
+def selftest():
+    """the shim counts every call of 8 threads once and fails exactly the
+    Nth; a forked child goes on with the same count; a ctl file re-arms"""
+    f, logf = f"{W}/selftest.bin", f"{SAVE}/selftest.log"
+    spec = f"op=pwrite+fsync,path={f},nth=777,errno=ENOSPC,log={logf}"
+    p = sh([sys.executable, "-c", SELFTEST, f, "8", "200"], env=fault_env(spec))
+    calls = read_log(logf)
+    nfail, first, child = p.stdout.split(" ", 1)[0], p.stdout.split(" ", 1)[1], p.stdout.split()[-1]
+    if nfail != "1" or "28" not in first or len(calls) != 1601 or child != "0" or \
+            sorted(c["n"] for c in calls) != list(range(1, 1602)) or \
+            [c["n"] for c in calls if c["fail"]] != [777]:
+        die(f"shim self-test: {p.stdout.strip()} with {len(calls)} calls logged")
+    spec = f"op=fsync,path={f},nth=1601,errno=EIO"
+    p = sh([sys.executable, "-c", SELFTEST, f, "8", "200"], env=fault_env(spec.replace("fsync", "pwrite+fsync")))
+    if p.stdout.split()[-1] != "5":
+        die(f"shim self-test: the forked child's fsync (call 1601) did not fail: {p.stdout}")
+    ctl = Ctl(f"{SAVE}/selftest.ctl")
+    env = dict(os.environ, LD_PRELOAD=PRELOAD, CAIRN_FAULT=f"ctl:{ctl.path}")
+    q = subprocess.Popen([sys.executable, "-c", "import os,sys,time\n"
+                          f"fd=os.open('{f}',os.O_RDWR)\n"
+                          "for l in sys.stdin:\n"
+                          "  try: os.pwrite(fd,b'y',0); print('ok',flush=True)\n"
+                          "  except OSError as e: print(e.errno,flush=True)\n"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    res = []
+    for spec in ("", f"op=pwrite,path={f},nth=2,errno=EIO", None, ""):
+        if spec is not None:
+            ctl.arm(spec)
+        for _ in range(2):
+            q.stdin.write("\n")
+            q.stdin.flush()
+            res.append(q.stdout.readline().strip())
+    q.stdin.close()
+    q.wait()
+    if res != ["ok", "ok", "ok", "5", "ok", "ok", "ok", "ok"]:
+        die(f"shim self-test: ctl re-arming: {res}")
+    log("shim self-test: 8 threads x 200 pwrites counted once each, exactly the 777th failed, "
+        "a forked child counts on, a ctl file arms and disarms a running process")
+
+
 # ------------------------------------------------------------ main
 def main():
     log(f"seed {A.seed}; work directory {W}; LD_PRELOAD={PRELOAD}"
         + (" (sanitized binary: its runtime is preloaded first)" if SANITIZED else ""))
     os.makedirs(SAVE, exist_ok=True)
+    selftest()
     V = variants()
     kinds = {v.kind for v in V}
     if "img" in kinds or any(v.name == "create-import" for v in V):

@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,9 +195,17 @@ static void parse_spec(const char *spec, struct fault_cfg *c)
 		c->ops = (1u << OP_COUNT) - 1;
 }
 
+/* a fork while another thread re-reads the spec must not leave the child's
+ * lock taken (only the forking thread lives on in the child) */
+static void shim_atfork_child(void)
+{
+	__atomic_store_n(&cfg_lock, 0, __ATOMIC_RELEASE);
+}
+
 __attribute__((constructor)) static void shim_init(void)
 {
 	const char *env = getenv("CAIRN_FAULT");
+	pthread_atfork(NULL, NULL, shim_atfork_child);
 	if (!env || !*env)
 		return;
 	if (!strncmp(env, "ctl:", 4)) {
