@@ -78,8 +78,8 @@ KNOWN = {
     ("snap-create", "*", "fsync vm", None): "F1",
     ("revert-disk", "*", "fsync vm", None): "F1",
     ("revert-save", "*", "fsync vm", None): "F1",
-    ("rsnap-mgr", "*", "fsync rvm", None): "F1",
-    ("stop-save-mgr", "*", "fsync rvm", None): "F1",
+    ("rsnap-mgr", "*", "fsync rvm", 10): "F1",
+    ("stop-save-mgr", "*", "fsync rvm", 10): "F1",
     ("revert-save", "*", "write vm/vm.json.tmp", None): "F2",
     ("revert-save", "*", "fsync vm/vm.json.tmp", None): "F2",
     ("revert-save", "*", "rename vm/vm.json.tmp -> vm/vm.json", None): "F2",
@@ -272,11 +272,15 @@ def restore_snap(b, sid):
     p = subprocess.Popen([CAIRN, "run", "--restore", f"{b}/snapshots/{sid}", "--control", sock,
                           "--disk-dir", rd], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(500):
-        if os.path.exists(sock) or p.poll() is not None:
+    t = time.time()
+    while time.time() - t < 60 and not os.path.exists(sock) and p.poll() is None:
+        time.sleep(0.02)  # verifying the memory image takes a while on a loaded host
+    for _ in range(50):
+        q = subprocess.run([CAIRN, "control", sock, '{"cmd":"quit"}'], capture_output=True,
+                           text=True)
+        if q.returncode == 0 or p.poll() is not None:
             break
-        time.sleep(0.02)
-    q = subprocess.run([CAIRN, "control", sock, '{"cmd":"quit"}'], capture_output=True)
+        time.sleep(0.2)
     try:
         rc = p.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -284,7 +288,8 @@ def restore_snap(b, sid):
         rc = -9
     shutil.rmtree(rd, ignore_errors=True)
     if q.returncode or rc:
-        return f"snapshot {sid} does not restore: {p.stderr.read().strip()}"
+        return (f"snapshot {sid} does not restore: exit {rc}: {p.stderr.read().strip()} "
+                f"(control: {q.stderr.strip()})")
     return None
 
 
