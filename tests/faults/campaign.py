@@ -236,8 +236,16 @@ def load_state(name, dirs):
 
 
 def doc(b):
+    """vm.json with the layer paths made absolute (version 2 names the
+    bundle's own files relative to it)."""
     with open(f"{b}/vm.json") as f:
-        return json.load(f)
+        d = json.load(f)
+    absp = lambda p: p if p is None or os.path.isabs(p) else os.path.join(b, p)
+    if d.get("active"):
+        d["active"] = [absp(p) for p in d["active"]]
+    for s in d.get("snapshots", {}).values():
+        s["layers"] = [absp(p) for p in s["layers"]]
+    return d
 
 
 def snap_state(b):
