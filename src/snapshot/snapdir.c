@@ -122,11 +122,15 @@ int snapdir_commit(struct snapdir_txn *t)
 	 * plain rename would replace) is not ours to take. */
 	if (renameat2(AT_FDCWD, t->tmp, AT_FDCWD, t->dir, RENAME_NOREPLACE) < 0)
 		r = err_set(errno, "%s: cannot commit the snapshot", t->dir);
-	if (r == 0)
-		r = file_fsync_parent(t->dir);
-	if (r < 0)
+	if (r < 0) {
 		remove_tmp_dir(t->tmp);
-	return r;
+		return r;
+	}
+	/* DIR exists: the snapshot is committed, whatever its directory's
+	 * fsync says (undoing the disks' freeze now would let the VM write
+	 * to the layers DIR names as frozen). */
+	file_fsync_parent_after_commit(t->dir);
+	return 0;
 }
 
 void snapdir_abort(struct snapdir_txn *t)

@@ -1,5 +1,6 @@
 #include "util/fileutil.h"
 #include "util/err.h"
+#include "util/log.h"
 #include <stdbool.h>
 
 #include <errno.h>
@@ -105,7 +106,8 @@ int file_create_atomic(const char *path, const void *data, size_t len)
 		unlink(tmp);
 		return r;
 	}
-	return file_fsync_parent(path);
+	file_fsync_parent_after_commit(path);
+	return 0;
 }
 
 int file_replace_atomic(const char *path, const void *data, size_t len)
@@ -132,7 +134,20 @@ int file_replace_atomic(const char *path, const void *data, size_t len)
 		unlink(tmp);
 		return r;
 	}
-	return file_fsync_parent(path);
+	file_fsync_parent_after_commit(path);
+	return 0;
+}
+
+void file_fsync_parent_after_commit(const char *path)
+{
+	/* The new file is in place and every reader sees it: failing here
+	 * must not make the caller undo what depends on it (a crash may still
+	 * bring the old file back, which the crash-safe callers handle). */
+	if (file_fsync_parent(path) < 0) {
+		log_warn("%s (the new file is in place; a crash now may bring back the old one)",
+			 err_msg());
+		err_clear();
+	}
 }
 
 static const char *file_kind(mode_t m)

@@ -16,7 +16,8 @@ int file_write_all(int fd, const void *buf, size_t len);
 
 /* Atomically replace PATH by LEN bytes of DATA: PATH.tmp is written and
  * fsynced, renamed over PATH, and the directory fsynced.  Messages name
- * PATH. */
+ * PATH.  Once the rename is done the replace has happened: a failed
+ * directory fsync after it is logged, not returned. */
 int file_replace_atomic(const char *path, const void *data, size_t len);
 
 /* The same for a new file: refused (-EEXIST, message naming PATH) when
@@ -25,6 +26,10 @@ int file_replace_atomic(const char *path, const void *data, size_t len);
 int file_create_atomic(const char *path, const void *data, size_t len);
 
 /* fsync the directory holding PATH (after a rename or create in it). */
+/* The same after a rename that committed something: a failure is logged
+ * (a crash may still undo the rename), not returned, since nothing can be
+ * taken back by then. */
+void file_fsync_parent_after_commit(const char *path);
 int file_fsync_parent(const char *path);
 
 /* OUT = DIR "/" NAME; -ENAMETOOLONG (message set) when it does not fit. */

@@ -75,19 +75,10 @@ T0 = time.time()
 # "*" matches any variant or errno.  Such a point is still run and reported as XFAIL, never
 # hidden; if it behaves it is reported as XPASS (the finding may be fixed).
 KNOWN = {
-    ("snap-create", "*", "fsync vm", None): "F1",
-    ("revert-disk", "*", "fsync vm", None): "F1",
-    ("revert-save", "*", "fsync vm", 10): "F1",
-    ("revert-save", "*", "fsync vm", 14): "F1",
-    ("rsnap-mgr", "*", "fsync rvm", 10): "F1",
-    ("stop-save-mgr", "*", "fsync rvm", 10): "F1",
     ("revert-save", "*", "write vm/vm.json.tmp", 11): "F2",
     ("revert-save", "*", "fsync vm/vm.json.tmp", 12): "F2",
     ("revert-save", "*", "rename vm/vm.json.tmp -> vm/vm.json", 13): "F2",
     ("delete-current", "EIO", "fdatasync vm/disks/lX.qcow2", 28): "F3",
-    ("rsnap-vmm", "*", "fsync rvm/snapshots", None): "F4",
-    ("rsnap-fork-vmm", "*", "fsync rvm/snapshots", None): "F4",
-    ("stop-save-vmm", "*", "fsync rvm/snapshots", None): "F4",
 }
 
 
