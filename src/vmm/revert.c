@@ -55,10 +55,35 @@ static int revert_open_disks(const struct vm_config *cfg, struct block_dev **bds
 	return 0;
 }
 
-/* The VM paused: memory, disks and machine state from the snapshot.  A
- * failure here leaves no VM to go back to. */
-static int revert_apply(struct vmm *vmm, int memfd, const char *mem, struct block_dev **bds,
-			const struct vm_config *cfg, struct state_reader *rd)
+/* The VM paused: the snapshot's machine state into KVM and the devices.
+ * What this changed is put back from a capture of the VM taken first, so
+ * a record that fails to apply leaves the VM as it was (-errno, message
+ * set).  Only if putting it back fails too is *LOST set. */
+static int revert_apply_state(struct vmm *vmm, struct state_reader *rd, bool *lost)
+{
+	struct vm *vm = vmm->vm;
+	struct vm_snapshot_capture *before;
+	int r = vm_snapshot_capture(vm, &vmm->cfg, &before);
+	if (r < 0)
+		return r;
+	if ((r = vm_snapshot_apply(vm, rd)) < 0) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", err_msg());
+		if (vm_snapshot_apply_capture(vm, before) < 0) {
+			*lost = true;
+			err_set(-r, "%s; putting the VM back failed too: %s", msg, err_msg());
+		} else {
+			err_set(-r, "%s; the VM goes on as it was", msg);
+		}
+	}
+	vm_snapshot_capture_free(before);
+	return r;
+}
+
+/* The state applied: memory and disks from the snapshot, then what reads
+ * guest memory.  A failure here leaves no VM to go back to. */
+static int revert_apply_memory(struct vmm *vmm, int memfd, const char *mem, struct block_dev **bds,
+			       const struct vm_config *cfg)
 {
 	struct vm *vm = vmm->vm;
 	void *p =
@@ -74,7 +99,8 @@ static int revert_apply(struct vmm *vmm, int memfd, const char *mem, struct bloc
 		bds[i] = NULL;
 		block_close(old);
 	}
-	return vm_snapshot_restore(vm, rd);
+	vm_snapshot_loaded(vm);
+	return 0;
 }
 
 /* The overlays a restore made: the writable disks' new paths. */
@@ -107,6 +133,7 @@ int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 	     (r = vmm_override_disks(&cfg, o->disk_layers, o->ndisk_layers, dir)) < 0) ||
 	    (r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
 	    (r = vmm_check_disk_sizes(&cfg, dir)) < 0 ||
+	    (r = vm_snapshot_check_records(vm, rd)) < 0 ||
 	    (r = vm_snapshot_check_memory(dir, rd, cfg.mem_size, o->verify)) < 0 ||
 	    (r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0)
 		goto out;
@@ -121,7 +148,13 @@ int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 	bool was_paused = vmm->paused;
 	if (!was_paused)
 		vm_pause(vm);
-	if ((r = revert_apply(vmm, fd, mem, bds, &cfg, rd)) < 0) {
+	bool lost = false;
+	if ((r = revert_apply_state(vmm, rd, &lost)) < 0 && !lost) {
+		if (!was_paused)
+			vm_resume(vm);
+		goto out; /* the VM as it was, the new overlays dropped */
+	}
+	if (r < 0 || (r = revert_apply_memory(vmm, fd, mem, bds, &cfg)) < 0) {
 		vm_request_exit(vm, VM_EXIT_ERROR, 1, err_msg());
 		overlays = false; /* the VM ends on them: they may hold its last writes */
 		goto out;

@@ -1,8 +1,11 @@
 /* Revert a running VM in place to a whole-machine snapshot: memory is
  * mapped from the snapshot's image over the same host addresses, disks
  * move to new overlays on the snapshot's frozen layers, then VM, device
- * and vCPU state are loaded.  Everything that can fail is checked before
- * the VM is touched. */
+ * and vCPU state are loaded.  Everything that can be checked is, before
+ * the VM is touched (configuration, disk sizes, every record, memory);
+ * the state is then applied in the pause with a capture of the VM to put
+ * back if a record still fails, so a refused revert leaves the VM as it
+ * was. */
 #ifndef CAIRN_VMM_REVERT_H
 #define CAIRN_VMM_REVERT_H
 

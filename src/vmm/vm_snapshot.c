@@ -256,25 +256,80 @@ int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t m
 	return verify ? mem_image_verify(path, mem_size, NULL, NULL) : 0;
 }
 
-int vm_snapshot_restore(struct vm *vm, struct state_reader *r)
+/* Where a restore takes its records from: a state file, or a capture of a
+ * machine in memory (to put back what a failed revert had changed). */
+struct record_source {
+	struct state_reader *file;
+	const struct vm_snapshot_capture *capture;
+};
+
+static int source_get(const struct record_source *src, uint32_t tag, uint16_t inst,
+		      const void **data, size_t *len)
+{
+	if (src->file) {
+		uint16_t ver;
+		return state_reader_get(src->file, tag, inst, data, len, &ver);
+	}
+	for (unsigned i = 0; i < src->capture->n; i++) {
+		const struct capture_record *c = &src->capture->rec[i];
+		if (c->tag == tag && c->instance == inst) {
+			*data = c->data;
+			*len = c->len;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+static unsigned source_count(const struct record_source *src, uint32_t tag)
+{
+	if (src->file)
+		return state_reader_count(src->file, tag);
+	unsigned n = 0;
+	for (unsigned i = 0; i < src->capture->n; i++)
+		n += src->capture->rec[i].tag == tag;
+	return n;
+}
+
+/* vCPU I's record parsed into ST (no KVM call). */
+static int source_vcpu(const struct record_source *src, int i, struct x86_vcpu_state *st)
 {
 	const void *data;
 	size_t len;
-	uint16_t ver;
-	struct x86_vm_state vs;
-	if (state_reader_get(r, SNAP_TAG_VM, 0, &data, &len, &ver) < 0)
+	char what[32];
+	snprintf(what, sizeof(what), "vCPU %d", i);
+	if (source_get(src, SNAP_TAG_VCPU, (uint16_t)i, &data, &len) < 0)
+		return err_set(EINVAL, "snapshot has no state for vCPU %d", i);
+	struct state_buf sb;
+	state_buf_init_restore(&sb, data, len, what);
+	return x86_vcpu_state_fields(st, &sb);
+}
+
+static int source_vm(const struct record_source *src, struct x86_vm_state *vs)
+{
+	const void *data;
+	size_t len;
+	if (source_get(src, SNAP_TAG_VM, 0, &data, &len) < 0)
 		return err_set(EINVAL, "snapshot has no valid VM record");
-	struct state_buf vsb;
-	state_buf_init_restore(&vsb, data, len, "VM");
+	struct state_buf sb;
+	state_buf_init_restore(&sb, data, len, "VM");
+	return x86_vm_state_fields(vs, &sb);
+}
+
+static int restore_from(struct vm *vm, const struct record_source *src)
+{
+	struct x86_vm_state vs;
 	/* VM-wide state before any vCPU state, the clock last of it. */
-	int ret = x86_vm_state_fields(&vs, &vsb);
+	int ret = source_vm(src, &vs);
 	if (ret < 0 || (ret = x86_vm_restore(vm, &vs)) < 0)
 		return ret;
 	uint16_t n = 0;
 	for (struct device *d = vm->devices; d; d = d->next, n++) {
+		const void *data;
+		size_t len;
 		if (!d->ops->snapshot)
 			continue;
-		if (state_reader_get(r, SNAP_TAG_DEVICE, n, &data, &len, &ver) < 0)
+		if (source_get(src, SNAP_TAG_DEVICE, n, &data, &len) < 0)
 			return err_set(EINVAL, "snapshot has no state for device %u (%s)", n,
 				       d->ops->name);
 		struct state_buf sb;
@@ -282,22 +337,66 @@ int vm_snapshot_restore(struct vm *vm, struct state_reader *r)
 		if ((ret = device_fields(d, &sb)) < 0)
 			return err_prefix(ret, "restoring device %s", d->ops->name);
 	}
-	if ((int)state_reader_count(r, SNAP_TAG_VCPU) != vm->ncpus)
+	if ((int)source_count(src, SNAP_TAG_VCPU) != vm->ncpus)
 		return err_set(EINVAL, "snapshot has %u vCPUs, the VM %d",
-			       state_reader_count(r, SNAP_TAG_VCPU), vm->ncpus);
+			       source_count(src, SNAP_TAG_VCPU), vm->ncpus);
 	for (int i = 0; i < vm->ncpus; i++) {
 		static __thread struct x86_vcpu_state st;
-		char what[32];
-		snprintf(what, sizeof(what), "vCPU %d", i);
-		if (state_reader_get(r, SNAP_TAG_VCPU, (uint16_t)i, &data, &len, &ver) < 0)
-			return err_set(EINVAL, "snapshot has no state for vCPU %d", i);
-		struct state_buf sb;
-		state_buf_init_restore(&sb, data, len, what);
-		if ((ret = x86_vcpu_state_fields(&st, &sb)) < 0 ||
+		if ((ret = source_vcpu(src, i, &st)) < 0 ||
 		    (ret = x86_vcpu_restore(vm->vcpus[i], &st)) < 0)
 			return ret;
-		if (vm->state_loaded)
-			vm->state_loaded(vm->vcpus[i]);
 	}
 	return 0;
+}
+
+int vm_snapshot_check_records(struct vm *vm, struct state_reader *r)
+{
+	const struct record_source src = {.file = r};
+	struct x86_vm_state vs;
+	int ret = source_vm(&src, &vs);
+	if (ret < 0)
+		return ret;
+	if ((int)source_count(&src, SNAP_TAG_VCPU) != vm->ncpus)
+		return err_set(EINVAL, "snapshot has %u vCPUs, the VM %d",
+			       source_count(&src, SNAP_TAG_VCPU), vm->ncpus);
+	for (int i = 0; i < vm->ncpus; i++) {
+		static __thread struct x86_vcpu_state st;
+		if ((ret = source_vcpu(&src, i, &st)) < 0)
+			return ret;
+	}
+	uint16_t n = 0;
+	for (struct device *d = vm->devices; d; d = d->next, n++) {
+		const void *data;
+		size_t len;
+		if (d->ops->snapshot && source_get(&src, SNAP_TAG_DEVICE, n, &data, &len) < 0)
+			return err_set(EINVAL, "snapshot has no state for device %u (%s)", n,
+				       d->ops->name);
+	}
+	return 0;
+}
+
+int vm_snapshot_apply(struct vm *vm, struct state_reader *r)
+{
+	const struct record_source src = {.file = r};
+	return restore_from(vm, &src);
+}
+
+int vm_snapshot_apply_capture(struct vm *vm, const struct vm_snapshot_capture *c)
+{
+	const struct record_source src = {.capture = c};
+	return restore_from(vm, &src);
+}
+
+void vm_snapshot_loaded(struct vm *vm)
+{
+	for (int i = 0; vm->state_loaded && i < vm->ncpus; i++)
+		vm->state_loaded(vm->vcpus[i]);
+}
+
+int vm_snapshot_restore(struct vm *vm, struct state_reader *r)
+{
+	int ret = vm_snapshot_apply(vm, r);
+	if (ret == 0)
+		vm_snapshot_loaded(vm);
+	return ret;
 }

@@ -43,7 +43,19 @@ int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t m
 			     int verify);
 /* Apply VM-wide and device state to a VM built from the same
  * configuration (memory in place, devices created, vCPUs created but not
- * started); then the vCPUs. */
+ * started); then the vCPUs; then the per-vCPU hooks that read guest
+ * memory (vm_snapshot_loaded). */
 int vm_snapshot_restore(struct vm *vm, struct state_reader *r);
+
+/* The same in steps, for a revert of a running VM that must be able to go
+ * back: check that every record the VM needs is there and parses (VM and
+ * vCPU records in full, each device's present), without touching the VM;
+ * apply the records (devices and KVM state, memory not needed yet); or
+ * apply a capture of the VM taken before (to put it back as it was); then,
+ * with the new memory in place, the hooks. */
+int vm_snapshot_check_records(struct vm *vm, struct state_reader *r);
+int vm_snapshot_apply(struct vm *vm, struct state_reader *r);
+int vm_snapshot_apply_capture(struct vm *vm, const struct vm_snapshot_capture *c);
+void vm_snapshot_loaded(struct vm *vm);
 
 #endif

@@ -313,4 +313,27 @@ timeout 10 "$CAIRN" run --kernel "$TESTOS" --disk "$TMP/fifo.disk" --cmdline "ex
   fail "a FIFO disk was accepted"
 grep -q "fifo.disk: a FIFO, not a regular file or block device" "$TMP/o.out" || { cat "$TMP/o.out"; fail "FIFO disk: no clear error"; }
 pass "FIFO and directory snapshot files and a FIFO disk are refused at once, the VM runs on and obeys SIGTERM"
+# 13. A revert that fails late (a device record 8 bytes short, checksums
+#     recomputed) changes nothing: the VM goes on as it was (it used to exit).
+"$CAIRN" img create -f qcow2 "$TMP/d17.qcow2" 16M >/dev/null
+start_vm r --kernel "$TESTOS" --mem 64M --disk "$TMP/d17.qcow2" --cmdline "memfill 16 4; count 1000"
+wait_for "$TMP/r.out" "tick=2" 20 || fail "guest not counting"
+ctl r '{"cmd":"snapshot","path":"'"$TMP/s17"'"}'
+for inst in $(seq 0 15); do
+  rm -rf "$TMP/s17bad"; cp -r "$TMP/s17" "$TMP/s17bad"
+  python3 "$SRCDIR/tests/integration/snapshot/state_edit.py" "$TMP/s17bad/state.bin" 4 "$inst" shorten 8 2>/dev/null &&
+    break
+done
+t=$(last_tick "$TMP/r.out")
+"$CAIRN" control "$TMP/r.sock" '{"cmd":"revert","path":"'"$TMP/s17bad"'"}' >"$TMP/r.reply" &&
+  fail "revert to a short device record succeeded"
+grep -q "the VM goes on as it was" "$TMP/r.reply" || { cat "$TMP/r.reply"; fail "no clear error"; }
+wait_for "$TMP/r.out" "tick=$((t + 3))" 20 || fail "the VM did not go on after the refused revert"
+ctl r '{"cmd":"status"}'
+echo "$REPLY_JSON" | grep -q '"state":"running"' || fail "status after the refused revert: $REPLY_JSON"
+[ -z "$(ls "$TMP" | grep -E '^d17-s17-r[0-9a-f]{8}\.qcow2$')" ] || fail "the refused revert left an overlay"
+ctl r '{"cmd":"revert","path":"'"$TMP/s17"'"}'
+ctl r quit
+wait_vm r 0
+pass "a revert refused late (short device record) leaves the VM running as it was; the good snapshot reverts"
 echo "snapshot: all passed"
