@@ -146,7 +146,7 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 		goto out;
 	}
 	char *id = strdup(target->id);
-	bool running = bundle_running(b->dir, NULL);
+	bool running = bundle_running(b->dir, NULL), saved = false;
 	if (save_current) {
 		if (!mgr_valid_name(save_current) || bundle_snap_by_name(b, save_current)) {
 			r = err_set(EINVAL, "--save-current \"%s\": not a new snapshot name",
@@ -160,6 +160,7 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 		if (r < 0)
 			goto out_id;
 	}
+	saved = save_current != NULL; /* from here on S is there, whatever follows */
 	if (running && bundle_snap(b, id)->memory) {
 		r = revert_in_place(b, id, report);
 		if (r != -ENOSYS)
@@ -187,6 +188,13 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 			json_object_set_new(report, "restarted", json_boolean(r == 0));
 	}
 out_id:
+	if (r < 0 && saved) {
+		/* half of the command was done: say so (a retry would find S) */
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", err_msg());
+		err_set(-r, "%s; snapshot \"%s\" had been saved before the revert failed", msg,
+			save_current);
+	}
 	free(id);
 out:
 	bundle_close(b);

@@ -75,6 +75,7 @@ T0 = time.time()
 # "*" matches any variant or errno.  Such a point is still run and reported as XFAIL, never
 # hidden; if it behaves it is reported as XPASS (the finding may be fixed).
 KNOWN = {
+    ("revert-save", "ENOSPC", "fsync vm", 10): "F2",
     ("revert-save", "*", "write vm/vm.json.tmp", 11): "F2",
     ("revert-save", "*", "fsync vm/vm.json.tmp", 12): "F2",
     ("revert-save", "*", "rename vm/vm.json.tmp -> vm/vm.json", 13): "F2",
