@@ -116,6 +116,25 @@ int mgr_delete_apply(struct bundle *b, const struct mgr_progress *pr)
 	return r;
 }
 
+/* Whether a stream of P has already pointed its child at the parent (its
+ * header was written, even if the sync after it failed): P can then only
+ * be finished, not forgotten.  Unknown counts as moved. */
+static bool streams_moved(const struct bundle_pending *p)
+{
+	for (size_t k = 0; k < p->nmerges; k++) {
+		char *bk = NULL;
+		if (mgr_layer_backing(p->merges[k].into, &bk) < 0) {
+			err_clear();
+			return true;
+		}
+		bool moved = !mgr_streq(bk, p->merges[k].layer);
+		free(bk);
+		if (moved)
+			return true;
+	}
+	return false;
+}
+
 static const char *clone_of(const struct bundle *b, const char *sid)
 {
 	for (size_t i = 0; i < b->nclones; i++)
@@ -231,13 +250,18 @@ int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_pro
 		goto out;
 	}
 	r = mgr_delete_apply(b, pr);
-	if (r < 0 && all_stream && b->pending) {
+	if (r < 0 && all_stream && b->pending && !streams_moved(b->pending)) {
 		/* a stream only ever adds to the children what they already read
-		 * through the chain: undone by forgetting it */
+		 * through the chain: undone by forgetting it, as long as no child
+		 * backs onto the parent yet */
 		bundle_pending_free(b->pending);
 		b->pending = NULL;
 		if (bundle_save(b) == 0)
 			err_prefix(r, "nothing was deleted");
+	} else if (r < 0 && b->pending) {
+		err_prefix(r, "the delete is recorded as pending: 'cairn check --repair %s' "
+			      "finishes it",
+			   name);
 	}
 	uint64_t after = bundle_du(b->dir);
 	if (r == 0 && report) {

@@ -79,7 +79,6 @@ KNOWN = {
     ("revert-save", "*", "write vm/vm.json.tmp", 11): "F2",
     ("revert-save", "*", "fsync vm/vm.json.tmp", 12): "F2",
     ("revert-save", "*", "rename vm/vm.json.tmp -> vm/vm.json", 13): "F2",
-    ("delete-current", "EIO", "fdatasync vm/disks/lX.qcow2", 28): "F3",
 }
 
 
