@@ -52,14 +52,11 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 	      const struct mgr_progress *pr, json_t *report)
 {
 	struct bundle *b;
-	int r = mgr_open_write(name, full ? "cairn clone --full" : "cairn clone", &b);
+	struct bundle_snapshot *s;
+	int r =
+	    mgr_open_write_snap(name, full ? "cairn clone --full" : "cairn clone", snap, &b, &s);
 	if (r < 0)
 		return r;
-	struct bundle_snapshot *s = bundle_snap_by_name(b, snap);
-	if (!s) {
-		r = -ENOENT;
-		goto out;
-	}
 	char ndir[PATH_MAX];
 	/* a linked clone is registered in the origin first, so that no delete
 	 * can ever miss it; a stale entry (clone never finished) is dropped by

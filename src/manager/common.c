@@ -2,12 +2,12 @@
 #include "control/control.h"
 #include "disk/block.h"
 #include "disk/chain.h"
+#include "disk/image_lock.h"
 #include "disk/qcow2.h"
 #include "manager/mgr_internal.h"
-#include "disk/image_lock.h"
 #include "util/err.h"
-#include "util/log.h"
 #include "util/fileutil.h"
+#include "util/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -80,19 +80,31 @@ int mgr_rm_rf(const char *path)
 	return unlink(path) < 0 ? -errno : 0;
 }
 
-/* The backing file recorded in the qcow2 layer PATH, as an absolute path
- * (*OUT NULL when it has none). */
-int mgr_layer_backing(const char *path, char **out)
+int mgr_layer_stored_backing(const char *path, char **name, char **fmt)
 {
 	struct block_dev *bd;
-	*out = NULL;
+	*name = *fmt = NULL;
+	/* a look at the header: a VM may be writing the layer */
 	int r = block_open(path, "qcow2", BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_SHARE_WRITE, &bd);
 	if (r < 0)
 		return r;
 	struct qcow2_info info;
 	r = qcow2_get_info(bd, &info);
 	if (r == 0 && info.backing && *info.backing) {
-		char *p = qcow2_resolve_backing(path, info.backing);
+		*name = strdup(info.backing);
+		*fmt = info.backing_fmt ? strdup(info.backing_fmt) : NULL;
+	}
+	block_close(bd);
+	return r;
+}
+
+int mgr_layer_backing(const char *path, char **out)
+{
+	char *name, *fmt;
+	*out = NULL;
+	int r = mgr_layer_stored_backing(path, &name, &fmt);
+	if (r == 0 && name) {
+		char *p = qcow2_resolve_backing(path, name);
 		char real[PATH_MAX];
 		if (p && realpath(p, real)) {
 			free(p);
@@ -100,7 +112,8 @@ int mgr_layer_backing(const char *path, char **out)
 		}
 		*out = p;
 	}
-	block_close(bd);
+	free(name);
+	free(fmt);
 	return r < 0 ? err_set(-r, "%s: not a qcow2 layer", path) : 0;
 }
 
@@ -206,6 +219,19 @@ int mgr_open_write(const char *name, const char *cmd, struct bundle **out)
 		return r;
 	}
 	*out = b;
+	return 0;
+}
+
+int mgr_open_write_snap(const char *name, const char *cmd, const char *snap, struct bundle **out,
+			struct bundle_snapshot **s)
+{
+	int r = mgr_open_write(name, cmd, out);
+	if (r < 0)
+		return r;
+	if (!(*s = bundle_snap_by_name(*out, snap))) {
+		bundle_close(*out);
+		return -ENOENT;
+	}
 	return 0;
 }
 

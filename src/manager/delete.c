@@ -201,14 +201,10 @@ int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_pro
 			json_t *report)
 {
 	struct bundle *b;
-	int r = mgr_open_write(name, "cairn snapshot delete", &b);
+	struct bundle_snapshot *s;
+	int r = mgr_open_write_snap(name, "cairn snapshot delete", snap, &b, &s);
 	if (r < 0)
 		return r;
-	struct bundle_snapshot *s = bundle_snap_by_name(b, snap);
-	if (!s) {
-		r = -ENOENT;
-		goto out;
-	}
 	if (mgr_streq(b->resume, s->id)) {
 		r = err_set(EBUSY,
 			    "%s: snapshot \"%s\" is the suspended state the next run resumes; "
@@ -259,8 +255,9 @@ int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_pro
 		if (bundle_save(b) == 0)
 			err_prefix(r, "nothing was deleted");
 	} else if (r < 0 && b->pending) {
-		err_prefix(r, "the delete is recorded as pending: 'cairn check --repair %s' "
-			      "finishes it",
+		err_prefix(r,
+			   "the delete is recorded as pending: 'cairn check --repair %s' "
+			   "finishes it",
 			   name);
 	}
 	uint64_t after = bundle_du(b->dir);

@@ -29,6 +29,9 @@ bool mgr_is_qcow2(const char *path);
 int mgr_need_space(const char *dir, uint64_t need, const char *what);
 
 /* ---- common.c: layers ---- */
+/* The backing name stored in layer PATH and its format, as stored
+ * (malloc'd; NULL: none). */
+int mgr_layer_stored_backing(const char *path, char **name, char **fmt);
 bool mgr_own_layer(const struct bundle *b, const char *path);
 void mgr_unlink_own(const struct bundle *b, const char *path);
 int mgr_layer_backing(const char *path, char **out);
@@ -55,6 +58,10 @@ void mgr_unlink_layers(const struct bundle *b, const struct bundle_layers *layer
 /* ---- common.c: the bundle and its VM ---- */
 /* Open with the writer lock; refused while an operation is pending. */
 int mgr_open_write(const char *name, const char *cmd, struct bundle **out);
+/* The same, and *S = its snapshot named SNAP (-ENOENT, message set, and
+ * nothing open when there is none). */
+int mgr_open_write_snap(const char *name, const char *cmd, const char *snap, struct bundle **out,
+			struct bundle_snapshot **s);
 int mgr_make_dirs(const char *name, char *real, size_t len);
 const char *mgr_vm_state(const struct bundle *b, pid_t *pid);
 int mgr_ctl_request(const struct bundle *b, json_t *req, json_t **reply);

@@ -21,24 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The backing name stored in PATH and its format (malloc'd; NULL: none). */
-static int stored_backing(const char *path, char **name, char **fmt)
-{
-	struct block_dev *bd;
-	*name = *fmt = NULL;
-	int r = block_open(path, "qcow2", BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_SHARE_WRITE, &bd);
-	if (r < 0)
-		return r;
-	struct qcow2_info info;
-	r = qcow2_get_info(bd, &info);
-	if (r == 0 && info.backing && *info.backing) {
-		*name = strdup(info.backing);
-		*fmt = info.backing_fmt ? strdup(info.backing_fmt) : NULL;
-	}
-	block_close(bd);
-	return r;
-}
-
 /* The relative name PATH should give its backing file NAME, or NULL to
  * leave it: NAME is absolute and beside PATH, or NAME is absolute in a
  * disks/ directory that no longer exists (the bundle was moved) and a file
@@ -62,7 +44,7 @@ static const char *relative_name(const char *path, const char *name)
 int mgr_layer_relink(const char *path)
 {
 	char *name = NULL, *fmt = NULL;
-	int r = stored_backing(path, &name, &fmt);
+	int r = mgr_layer_stored_backing(path, &name, &fmt);
 	const char *rel = r == 0 && name ? relative_name(path, name) : NULL;
 	if (rel) {
 		struct mgr_frozen f;

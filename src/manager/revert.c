@@ -137,14 +137,10 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 			const struct mgr_progress *pr, json_t *report)
 {
 	struct bundle *b;
-	int r = mgr_open_write(name, "cairn snapshot revert", &b);
+	struct bundle_snapshot *target;
+	int r = mgr_open_write_snap(name, "cairn snapshot revert", snap, &b, &target);
 	if (r < 0)
 		return r;
-	struct bundle_snapshot *target = bundle_snap_by_name(b, snap);
-	if (!target) {
-		r = -ENOENT;
-		goto out;
-	}
 	char *id = strdup(target->id);
 	bool running = bundle_running(b->dir, NULL), saved = false;
 	if (save_current) {
@@ -196,7 +192,6 @@ out_id:
 			save_current);
 	}
 	free(id);
-out:
 	bundle_close(b);
 	return r;
 }
