@@ -44,4 +44,15 @@ out, _ = summary([("a", "OK"), ("a", "TIMEOUT")])
 expect("passed, then timed out", out, "1 passed, 1 failed, 0 skipped")
 out, _ = summary([("a", "OK")], [("a", "ERROR")])
 expect("one name in two logs", out, "1 passed, 1 failed, 0 skipped")
+# Skips: a failure unless allowed, with a reason, in the allow-list.
+allow = os.path.join(tempfile.mkdtemp(prefix="cairn-summary."), "allowed-skips")
+with open(allow, "w") as f:
+    f.write("# comment\nhw-only needs hardware virtualization, which CI's kind lacks\n")
+env = {"CAIRN_ALLOWED_SKIPS": allow}
+out, err = summary([("a", "OK"), ("b", "SKIP")], env=env)
+expect("a skip not in the allow-list", out, "1 passed, 1 failed, 0 skipped")
+out, _ = summary([("a", "OK"), ("cairn:unit / hw-only", "SKIP")], env=env)
+expect("an allowed skip", out, "1 passed, 0 failed, 1 skipped")
+out, _ = summary([("a", "OK"), ("b", "SKIP")])
+expect("a skip with the repository's allow-list", out, "1 passed, 1 failed, 0 skipped")
 sys.exit(1 if failures else 0)
