@@ -24,11 +24,11 @@ for round in $(seq 1 10); do
   cs=$(( round % 3 == 0 ? 4096 : round % 3 == 1 ? 65536 : 512 ))
   rm -f img.qcow2 base.qcow2
   if (( round % 2 )); then
-    C create -o cluster_size=$cs img.qcow2 56M
+    C create -o cluster_size=$cs img.qcow2 56M || fail "round $round: create"
   else
-    qemu-img create -q -f qcow2 base.qcow2 56M
-    qemu-io -c "write -P 0xee 0 56M" base.qcow2 >/dev/null
-    C create -b base.qcow2 -F qcow2 -o cluster_size=$cs img.qcow2
+    qemu-img create -q -f qcow2 base.qcow2 56M || fail "round $round: qemu-img create"
+    qemu-io -c "write -P 0xee 0 56M" base.qcow2 >/dev/null || fail "round $round: qemu-io"
+    C create -b base.qcow2 -F qcow2 -o cluster_size=$cs img.qcow2 || fail "round $round: create"
   fi
   cmds=(); offs=(); lens=()
   for ((i = 0; i < SLOTS; i++)); do
@@ -64,12 +64,13 @@ done
 pass "writer killed at random points: no corruption ($leaks rounds with leaks only), flushed data intact"
 
 # Commit and stream killed half-way: the top image reads the same.
-qemu-img create -q -f qcow2 b.qcow2 64M; qemu-io -c "write -P 0x21 0 64M" b.qcow2 >/dev/null
+qemu-img create -q -f qcow2 b.qcow2 64M || fail "qemu-img create b.qcow2"
+qemu-io -c "write -P 0x21 0 64M" b.qcow2 >/dev/null || fail "qemu-io b.qcow2"
 for round in 1 2 3 4; do
   rm -f t.qcow2
-  C create -b b.qcow2 -F qcow2 -o cluster_size=4096 t.qcow2
-  C io -c "write -P 0x42 0 40M" -c "write -z 50M 2M" t.qcow2
-  qemu-img convert -O raw t.qcow2 before.raw
+  C create -b b.qcow2 -F qcow2 -o cluster_size=4096 t.qcow2 || fail "create t.qcow2"
+  C io -c "write -P 0x42 0 40M" -c "write -z 50M 2M" t.qcow2 || fail "write t.qcow2"
+  qemu-img convert -O raw t.qcow2 before.raw || fail "qemu-img convert t.qcow2"
   if (( round % 2 )); then op=(commit t.qcow2); else op=(stream t.qcow2); fi
   "$CAIRN" img "${op[@]}" >/dev/null & pid=$!
   sleep "0.$(( RANDOM % 3 ))$(( RANDOM % 10 ))"
