@@ -23,5 +23,6 @@ if command -v qemu-img >/dev/null; then
   qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4096 corpus/v2.qcow2 1M
 fi
 set +e
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 exec "$FUZZER" -max_total_time="$SECS" -max_len=262144 -timeout=10 -rss_limit_mb=2048 \
   -print_final_stats=1 corpus
