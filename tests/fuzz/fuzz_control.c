@@ -57,6 +57,7 @@ static struct {
 	int npending;
 	uint64_t rng;
 	long steps;
+	bool closed; /* by the "close" command */
 	int tick; /* eventfd, always readable: step() runs at every turn */
 } fx;
 
@@ -202,6 +203,7 @@ static int cmd_close(void *opaque, json_t *req, json_t *reply)
 {
 	control_close(fx.srv);
 	fx.srv = NULL;
+	fx.closed = true;
 	return 0;
 }
 
@@ -266,7 +268,9 @@ static void client_read(struct client *c)
 	}
 	memmove(c->in, c->in + start, c->in_len - start);
 	c->in_len -= start;
-	if (c->eof && c->in_len)
+	/* control_close() drops what was not sent yet: only then may the
+	 * last line be cut. */
+	if (c->eof && c->in_len && !fx.closed)
 		die("a reply without its newline");
 }
 
@@ -364,6 +368,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		die("evloop_create");
 	fx.rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)data[0] << 32 | data[0]);
 	fx.steps = 0;
+	fx.closed = false;
 	memset(fx.cl, 0, sizeof(fx.cl));
 	split_input(data + 1, size - 1);
 	if (control_open(fx.loop, fx.path, cmds, sizeof(cmds) / sizeof(cmds[0]), NULL, &fx.srv) < 0) {
