@@ -1,10 +1,17 @@
 #!/bin/bash
-# Run a libFuzzer harness for a bounded time from an empty corpus (the
-# harness builds its own valid inputs): fuzz_run.sh FUZZER SECONDS
+# Run a libFuzzer harness for a bounded time:
+#   fuzz_run.sh FUZZER SECONDS [SEEDS_PY KIND]
+# The corpus starts empty, or with the seeds `SEEDS_PY KIND DIR` writes (a
+# failed seed set-up fails the test).  UBSan reports are fatal like ASan's.
 set -u
-dir=$(mktemp -d /tmp/cairn-fuzz.XXXXXX)
+dir=$(mktemp -d /tmp/cairn-fuzz.XXXXXX) || exit 1
 trap 'rm -rf "$dir"' EXIT
-mkdir "$dir/corpus"
-cd "$dir"
+mkdir "$dir/corpus" || exit 1
+cd "$dir" || exit 1
+if [ $# -ge 4 ]; then
+  python3 "$3" "$4" corpus || { echo "FAIL: seed corpus set-up ($3 $4)"; exit 1; }
+  echo "seed corpus: $(ls corpus | wc -l) files"
+fi
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 exec "$1" -max_total_time="${2:-30}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
   -print_final_stats=1 corpus

@@ -6,6 +6,9 @@ must succeed, every snapshot committed before the operation must still be
 there (except the one a delete was asked to remove) with its disk content
 unchanged (checksum through its layer chain), and every whole-machine
 snapshot must restore (checked every RESTORE_EVERY kills and at the end).
+An operation that finishes before its kill must succeed, or fail cleanly
+(exit 1 with a "cairn: ..." message, no crash or sanitizer report); clean
+failures are listed at the end, anything else fails the campaign.
 """
 import hashlib, json, os, random, shutil, signal, subprocess, sys, time
 
@@ -105,6 +108,30 @@ def restore_all():
     return n
 
 
+OP_ERR = f"{TMP}/op.err"
+clean_failures = {}
+
+
+def start_op(args):
+    with open(OP_ERR, "w") as err:
+        return subprocess.Popen([CAIRN, *args], stdout=subprocess.DEVNULL, stderr=err)
+
+
+def finished(p, op, args):
+    """P ended by itself: it must have succeeded or failed cleanly."""
+    with open(OP_ERR) as f:
+        err = f.read()
+    cmd = f"cairn {' '.join(args)}"
+    if any(s in err for s in ("Sanitizer", "runtime error", "Assertion")):
+        sys.exit(f"FAIL: {cmd} (finished before the kill): sanitizer report:\n{err[-3000:]}")
+    if p.returncode == 0:
+        return
+    if p.returncode == 1 and any(l.startswith("cairn: ") for l in err.splitlines()):
+        clean_failures.setdefault(op, []).append(err.strip().splitlines()[-1][:200])
+        return
+    sys.exit(f"FAIL: {cmd} (finished before the kill) exited {p.returncode}: {err[-3000:]}")
+
+
 def new_name():
     return "s%06x" % rng.getrandbits(24)
 
@@ -157,7 +184,7 @@ while kills < TARGET and time.time() - start < SECS:
     op, args, gone, target = pick_op(d)
     before = set(d["snapshots"])
     t0 = time.time()
-    p = subprocess.Popen([CAIRN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = start_op(args)
     # kill somewhere within the operation's usual run time (learnt as we go)
     time.sleep(rng.uniform(0, 1.2 * took.get(op, 0.05)))
     if p.poll() is None:
@@ -168,6 +195,7 @@ while kills < TARGET and time.time() - start < SECS:
     else:
         done += 1
         p.wait()
+        finished(p, op, args)
         took[op] = 0.7 * took.get(op, 0.05) + 0.3 * (time.time() - t0)
     if target and os.path.isdir(target):
         # an interrupted clone or create: repaired or completed, then removed
@@ -212,7 +240,7 @@ while run_kills < RUN_TARGET and time.time() - start < SECS + 60:
         gone = [i for i, s in snaps.items() if s["name"] == args[-1]][0]
     before = set(snaps)
     t0 = time.time()
-    p = subprocess.Popen([CAIRN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = start_op(args)
     time.sleep(rng.uniform(0, 1.2 * took.get(op, 0.1)))
     if p.poll() is None:
         p.send_signal(signal.SIGKILL)
@@ -221,6 +249,8 @@ while run_kills < RUN_TARGET and time.time() - start < SECS + 60:
         stats[op] = stats.get(op, 0) + 1
     else:
         p.wait()
+        done += 1
+        finished(p, op, args)
         took[op] = 0.7 * took.get(op, 0.1) + 0.3 * (time.time() - t0)
     out = run("check", "--repair", B).stdout
     for line in out.splitlines():
@@ -246,5 +276,10 @@ print(f"kill campaign: {kills} kill points ({stats}), {done} operations finished
       f"{iters} iterations in {time.time() - start:.0f}s; {len(names)} snapshots at the end, "
       f"{n} whole-machine snapshots restore; zero committed snapshots lost")
 print(f"of which {run_kills} with the VM running")
+print("operations that finished first and failed cleanly:",
+      {op: len(m) for op, m in clean_failures.items()} or "none")
+for op, msgs in clean_failures.items():
+    for m in sorted(set(msgs))[:5]:
+        print(f"  {op}: {m}")
 if kills < min(TARGET, 50):
     sys.exit(f"FAIL: only {kills} kill points in the time budget")

@@ -62,8 +62,9 @@ static void scribble_stop(pthread_t t)
 	pthread_join(t, NULL);
 }
 
-/* WINDOW: the scribbler also writes between ram_cow_open and the pause. */
-static void one_save(const char *name, bool touch_all, bool window)
+/* WINDOW: the scribbler also writes between ram_cow_open and the pause.
+ * False when userfaultfd cannot do it here (the test is then skipped). */
+static bool one_save(const char *name, bool touch_all, bool window)
 {
 	size = 24 * CHUNK + 3 * PAGE; /* a partial last chunk */
 	void *m = mmap(NULL, size + CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -87,10 +88,10 @@ static void one_save(const char *name, bool touch_all, bool window)
 	struct ram_cow *w = NULL;
 	int r = ram_cow_open(ram, size, &w);
 	if (r == -ENOTSUP) {
-		fprintf(stderr, "SKIP (loud): %s: %s\n", name, err_msg());
+		printf("SKIP: %s: %s\n", name, err_msg());
 		munmap(m, size + CHUNK);
 		free(before);
-		return;
+		return false;
 	}
 	CHECK_EQ(r, 0);
 	/* RAM is protected from the open: a write before the pause lifts its
@@ -133,6 +134,7 @@ static void one_save(const char *name, bool touch_all, bool window)
 	munmap(back, size);
 	munmap(m, size + CHUNK);
 	free(before);
+	return true;
 }
 
 int main(void)
@@ -141,11 +143,12 @@ int main(void)
 		perror("mkdtemp");
 		return 1;
 	}
-	one_save("dense", true, true);
-	one_save("sparse", false, false);
+	bool ran = one_save("dense", true, true) && one_save("sparse", false, false);
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", dir);
+	if (!ran && !test_failures)
+		return 77; /* skipped: meson's code, a failure in CI (.ci/allowed-skips) */
 	TEST_DONE();
 }
