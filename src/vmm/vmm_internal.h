@@ -34,9 +34,11 @@ struct vmm {
 	struct pvm_stats pvm_stats[VM_MAX_VCPUS];
 };
 
+/* ---- vmm_control.c ---- */
 /* Open the control socket (opts.control) with the VM's commands. */
 int vmm_control_open(struct vmm *vmm);
 
+/* ---- vmm_disks.c ---- */
 /* The devices with disks, in device-list order (= configuration order). */
 unsigned vmm_disk_devices(struct vmm *vmm, struct device **out, unsigned max);
 
