@@ -80,20 +80,24 @@ static void die(const char *what)
 static void *io_thread(void *arg);
 static void served(void *opaque, uint32_t events);
 
-static void make_disks(char *raw, char *qcow)
+/* Four images: a read-only disk is not the writable one opened twice
+ * (the image locks refuse that, as QEMU's do). */
+static void make_disks(char (*raw)[64], char (*qcow)[64])
 {
 	char dir[] = "/tmp/cairn-fuzz-vblk.XXXXXX";
 	if (!mkdtemp(dir))
 		die("mkdtemp");
-	snprintf(raw, 64, "%s/d.raw", dir);
-	snprintf(qcow, 64, "%s/d.qcow2", dir);
-	int fd = open(raw, O_CREAT | O_RDWR | O_TRUNC, 0600);
-	if (fd < 0 || ftruncate(fd, DISK_SIZE) < 0)
-		die("raw disk");
-	close(fd);
-	struct qcow2_create_opts o = {.size = DISK_SIZE, .cluster_size = 4096};
-	if (qcow2_create(qcow, &o) < 0)
-		die("qcow2 disk");
+	for (int i = 0; i < 2; i++) {
+		snprintf(raw[i], 64, "%s/d%d.raw", dir, i);
+		snprintf(qcow[i], 64, "%s/d%d.qcow2", dir, i);
+		int fd = open(raw[i], O_CREAT | O_RDWR | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, DISK_SIZE) < 0)
+			die("raw disk");
+		close(fd);
+		struct qcow2_create_opts o = {.size = DISK_SIZE, .cluster_size = 4096};
+		if (qcow2_create(qcow[i], &o) < 0)
+			die("qcow2 disk");
+	}
 }
 
 static void setup(void)
@@ -119,22 +123,24 @@ static void setup(void)
 	vm->ram = fz.slot0;
 	vm->ram_size = SLOT0_SIZE + SLOT1_SIZE;
 
-	char raw[64], qcow[64];
+	char raw[2][64], qcow[2][64];
 	make_disks(raw, qcow);
 	struct virtio_blk_disk disks[4] = {
-	    {raw, "raw", false, NULL},
-	    {qcow, "qcow2", false, "fuzz-serial-number-too-long"},
-	    {raw, "raw", true, NULL},
-	    {qcow, "qcow2", true, NULL},
+	    {raw[0], "raw", false, NULL},
+	    {qcow[0], "qcow2", false, "fuzz-serial-number-too-long"},
+	    {raw[1], "raw", true, NULL},
+	    {qcow[1], "qcow2", true, NULL},
 	};
 	struct devices_config cfg = {.disks = disks, .ndisks = 4};
 	if (pci_init(vm, &cfg) < 0 || virtio_blk_init(vm, &cfg) < 0)
 		die("devices");
 	/* The files stay open; nothing is left in /tmp. */
-	unlink(raw);
-	unlink(qcow);
-	*strrchr(raw, '/') = 0;
-	rmdir(raw);
+	for (int i = 0; i < 2; i++) {
+		unlink(raw[i]);
+		unlink(qcow[i]);
+	}
+	*strrchr(raw[0], '/') = 0;
+	rmdir(raw[0]);
 	/* The device list: the PCI host, then the four disks, whose private
 	 * data starts with their struct virtio_pci (virtio_blk.c). */
 	int n = 0;
