@@ -4,6 +4,7 @@
 #include "control/control_internal.h"
 
 #include "util/err.h"
+#include "util/monotime.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +27,7 @@ static int control_wait(int fd, short events, long long deadline)
 	for (;;) {
 		int t = -1;
 		if (deadline >= 0) {
-			long long left = deadline - control_monotime_ms();
+			long long left = deadline - monotime_ms();
 			if (left <= 0)
 				return -ETIMEDOUT;
 			t = left > 1000000 ? 1000000 : (int)left;
@@ -52,7 +53,7 @@ static int control_connect(const char *path, const struct sockaddr_un *sa, long 
 		int e = errno;
 		if (e == EINTR)
 			continue;
-		if (e == EAGAIN && (deadline < 0 || control_monotime_ms() < deadline)) {
+		if (e == EAGAIN && (deadline < 0 || monotime_ms() < deadline)) {
 			/* A full backlog: a Unix socket has no connect in progress to
 			 * wait for, so try again shortly. */
 			usleep(10000);
@@ -162,7 +163,7 @@ int control_request(const char *path, const char *request, char **reply, int tim
 	int r = control_addr(path, &sa);
 	if (r < 0)
 		return r;
-	long long deadline = timeout_ms < 0 ? -1 : control_monotime_ms() + timeout_ms;
+	long long deadline = timeout_ms < 0 ? -1 : monotime_ms() + timeout_ms;
 
 	int fd = control_connect(path, &sa, deadline, timeout_ms);
 	if (fd < 0)

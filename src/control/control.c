@@ -17,6 +17,7 @@
 #include "control/control_internal.h"
 
 #include "util/err.h"
+#include "util/monotime.h"
 #include "util/evloop.h"
 #include "util/log.h"
 
@@ -327,7 +328,7 @@ static bool conn_dispatch_next(struct control_conn *c)
 		return false; /* wait for the rest of the line */
 	/* At end of input a last line without its newline still counts. */
 	size_t used = nl ? len + 1 : len;
-	c->last_request_ms = control_monotime_ms();
+	c->last_request_ms = monotime_ms();
 	conn_dispatch(c, c->in, len);
 	memmove(c->in, c->in + used, c->in_len - used);
 	c->in_len -= used;
@@ -468,7 +469,7 @@ static void server_idle_tick(void *opaque, uint32_t events)
 	uint64_t n;
 	if (read(s->timer_fd, &n, sizeof(n)) < 0)
 		return;
-	long long now = control_monotime_ms();
+	long long now = monotime_ms();
 	for (struct control_conn *c = s->conns, *next; c; c = next) {
 		next = c->next;
 		if (conn_idle(c) && now - c->last_request_ms >= s->idle_ms) {
@@ -500,7 +501,7 @@ static void server_accept_one(struct control_server *s, int fd)
 	c->server = s;
 	c->loop = s->loop;
 	c->fd = fd;
-	c->last_request_ms = control_monotime_ms();
+	c->last_request_ms = monotime_ms();
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;

@@ -7,6 +7,7 @@
 #include "disk/chain.h"
 #include "disk/qcow2.h"
 #include "util/err.h"
+#include "util/monotime.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,12 +75,10 @@ static void progress_report(const struct chain_progress *p, uint64_t done, uint6
 {
 	if (!p || !p->fn)
 		return;
-	static struct timespec last;
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	double dt = (double)(now.tv_sec - last.tv_sec) + (now.tv_nsec - last.tv_nsec) / 1e9;
-	if (done == 0 || done >= total || dt >= 0.2) {
-		last = now;
+	static uint64_t last_us;
+	uint64_t now = monotime_us();
+	if (done == 0 || done >= total || now - last_us >= 200000) {
+		last_us = now;
 		p->fn(p->opaque, done, total);
 	}
 }

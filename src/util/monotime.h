@@ -12,4 +12,9 @@ static inline uint64_t monotime_us(void)
 	return (uint64_t)t.tv_sec * 1000000 + (uint64_t)t.tv_nsec / 1000;
 }
 
+static inline long long monotime_ms(void)
+{
+	return (long long)(monotime_us() / 1000);
+}
+
 #endif
