@@ -14,15 +14,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #define MEM_MAGIC "CAIRNMEM"
-#define MEM_FORMAT_VERSION 1u
-#define MEM_TRAILER_HEADER 48u
+#define MEM_FORMAT_VERSION 2u
+#define MEM_V1_HEADER 48u  /* version 1: full images only, no identity */
+#define MEM_TRAILER_HEADER 128u
 #define MEM_HASH_XXH3_64 1u
+#define MEM_FLAG_LAYER 1u
+#define MEM_PARENT_REF_MAX 4095u
+/* A chain deeper than this is refused as broken (a loop of links). */
+#define MEM_DEPTH_MAX 65535u
 /* No sync_file_range hints while writing: measured here, starting
  * writeback per 64 MiB window (with or without waiting for the previous
  * one) made saves 1.5-2x slower than one fsync at the end. */
@@ -34,9 +40,88 @@ static uint64_t chunk_count(uint64_t size)
 	return (size + MEM_IMAGE_CHUNK_SIZE - 1) / MEM_IMAGE_CHUNK_SIZE;
 }
 
-static uint64_t trailer_size(uint64_t size)
+static uint64_t page_count(uint64_t size)
 {
-	return MEM_TRAILER_HEADER + 8 * chunk_count(size) + 8;
+	return size / MEM_IMAGE_PAGE_SIZE;
+}
+
+/* u64 words of a page map. */
+static uint64_t map_words(uint64_t size)
+{
+	return (page_count(size) + 63) / 64;
+}
+
+static uint64_t pad8(uint64_t n)
+{
+	return (n + 7) & ~(uint64_t)7;
+}
+
+/* Where each part of a version-2 trailer starts. */
+struct trailer_layout {
+	uint64_t ref, data_map, zero_map, hashes, check, total;
+};
+
+static struct trailer_layout trailer_layout(uint64_t size, bool layer, uint64_t ref_len)
+{
+	struct trailer_layout t;
+	t.ref = MEM_TRAILER_HEADER;
+	t.data_map = t.ref + pad8(ref_len);
+	uint64_t maps = layer ? 8 * map_words(size) : 0;
+	t.zero_map = t.data_map + maps;
+	t.hashes = t.zero_map + maps;
+	t.check = t.hashes + 8 * chunk_count(size);
+	t.total = t.check + 8;
+	return t;
+}
+
+static bool map_test(const uint64_t *m, uint64_t page)
+{
+	return (m[page / 64] >> (page % 64)) & 1;
+}
+
+static void map_set(uint64_t *m, uint64_t page)
+{
+	m[page / 64] |= (uint64_t)1 << (page % 64);
+}
+
+/* Any bit of pages [FIRST, FIRST+N) set in M. */
+static bool map_any(const uint64_t *m, uint64_t first, uint64_t n)
+{
+	for (uint64_t p = first; p < first + n;) {
+		if (p % 64 == 0 && p + 64 <= first + n) {
+			if (m[p / 64])
+				return true;
+			p += 64;
+		} else if (map_test(m, p++)) {
+			return true;
+		}
+	}
+	return false;
+}
+
+int mem_id_new(struct mem_id *id)
+{
+	for (;;) {
+		if (getrandom(id->b, sizeof(id->b), 0) != (ssize_t)sizeof(id->b))
+			return err_set(errno ? errno : EIO, "no random bytes for a memory image id");
+		for (size_t i = 0; i < sizeof(id->b); i++)
+			if (id->b[i])
+				return 0;
+	}
+}
+
+void mem_id_format(const struct mem_id *id, char out[33])
+{
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", id->b[i]);
+}
+
+static bool mem_id_is_zero(const struct mem_id *id)
+{
+	for (size_t i = 0; i < sizeof(id->b); i++)
+		if (id->b[i])
+			return false;
+	return true;
 }
 
 static uint64_t chunk_len(uint64_t size, uint64_t c)
@@ -73,7 +158,7 @@ struct saver {
 	int pipe[2];  /* open when fd is O_DIRECT */
 	const uint8_t *cur;  /* where image offset cur_off is read from: RAM, or a source's chunk */
 	uint64_t cur_off;
-	uint64_t run_start, run_end; /* pending run of non-zero pages */
+	uint64_t run_start, run_end; /* pending run of pages to write */
 	uint64_t written;
 };
 
@@ -115,6 +200,7 @@ static int saver_splice(struct saver *s, const uint8_t *p, uint64_t len, uint64_
 	return 0;
 }
 
+/* Write the pending run; the next page taken starts a new one. */
 static int saver_flush(struct saver *s)
 {
 	if (s->run_end == s->run_start)
@@ -131,10 +217,10 @@ static int saver_flush(struct saver *s)
 	return 0;
 }
 
-static int saver_page(struct saver *s, uint64_t off)
+/* The page at OFF goes into the file (runs of such pages are written
+ * together). */
+static int saver_take(struct saver *s, uint64_t off)
 {
-	if (page_is_zero(saver_at(s, off)))
-		return saver_flush(s);
 	if (s->run_end != off) { /* a hole lay between */
 		int r = saver_flush(s);
 		if (r < 0)
@@ -145,22 +231,50 @@ static int saver_page(struct saver *s, uint64_t off)
 	return 0;
 }
 
-static void trailer_encode(uint8_t *t, uint64_t size, const uint64_t *hashes)
+/* What a save records in the trailer besides the chunk checksums. */
+struct trailer_fields {
+	uint64_t size;
+	struct mem_id id;
+	const struct mem_image_layer_spec *layer; /* NULL: a full image */
+	const uint64_t *data_map, *zero_map;	  /* layer: pages held */
+	uint64_t data_pages, zero_pages;
+};
+
+static void put_map(uint8_t *t, const uint64_t *m, uint64_t words)
 {
-	uint64_t n = chunk_count(size);
+	for (uint64_t i = 0; i < words; i++)
+		put_le64(t + 8 * i, m[i]);
+}
+
+static void trailer_encode(uint8_t *t, const struct trailer_fields *f, const uint64_t *hashes)
+{
+	const struct mem_image_layer_spec *ly = f->layer;
+	uint64_t n = chunk_count(f->size), ref_len = ly ? strlen(ly->parent_ref) : 0;
+	struct trailer_layout l = trailer_layout(f->size, ly != NULL, ref_len);
+	memset(t, 0, l.total);
 	memcpy(t, MEM_MAGIC, 8);
 	put_le32(t + 8, MEM_FORMAT_VERSION);
 	put_le32(t + 12, MEM_TRAILER_HEADER);
-	put_le64(t + 16, size);
+	put_le64(t + 16, f->size);
 	put_le32(t + 24, MEM_IMAGE_CHUNK_SIZE);
 	put_le32(t + 28, MEM_IMAGE_PAGE_SIZE);
 	put_le64(t + 32, n);
 	put_le32(t + 40, MEM_HASH_XXH3_64);
-	put_le32(t + 44, 0); /* flags: none in version 1 */
+	put_le32(t + 44, ly ? MEM_FLAG_LAYER : 0);
+	memcpy(t + 48, f->id.b, 16);
+	if (ly) {
+		memcpy(t + 64, ly->parent.b, 16);
+		put_le32(t + 80, ly->parent_depth + 1);
+		put_le32(t + 84, (uint32_t)ref_len);
+		put_le64(t + 88, f->data_pages);
+		put_le64(t + 96, f->zero_pages);
+		memcpy(t + l.ref, ly->parent_ref, ref_len);
+		put_map(t + l.data_map, f->data_map, map_words(f->size));
+		put_map(t + l.zero_map, f->zero_map, map_words(f->size));
+	}
 	for (uint64_t i = 0; i < n; i++)
-		put_le64(t + MEM_TRAILER_HEADER + 8 * i, hashes[i]);
-	uint64_t body = MEM_TRAILER_HEADER + 8 * n;
-	put_le64(t + body, XXH3_64bits(t, body));
+		put_le64(t + l.hashes + 8 * i, hashes[i]);
+	put_le64(t + l.check, XXH3_64bits(t, l.check));
 }
 
 /* Each chunk is hashed by a second thread while the first writes it: the
@@ -221,44 +335,106 @@ static void chunk_hash_wait(struct chunk_hasher *h)
 	pthread_mutex_unlock(&h->lock);
 }
 
-/* One chunk's pages: its runs of non-zero pages are written (and it is
- * hashed) before it is handed back, so runs never span two chunks. */
-static int write_chunk(struct saver *s, uint64_t size, uint64_t c,
-		       const struct mem_image_source *src, struct chunk_hasher *h, uint64_t *hashes)
+/* What one save is writing: where the chunks come from and what the
+ * trailer will say. */
+struct save_job {
+	struct saver *s;
+	const struct mem_image_source *src;
+	struct trailer_fields f;
+	uint64_t *data_map, *zero_map; /* layer: built while writing */
+	uint64_t *hashes;
+};
+
+/* One chunk of a full image: its runs of non-zero pages are written (and
+ * it is hashed) before it is handed back, so runs never span two chunks. */
+static int write_chunk_full(struct save_job *j, uint64_t c, struct chunk_hasher *h)
 {
-	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(size, c);
-	s->cur = src->get(src->opaque, c);
-	s->cur_off = off;
-	if (!s->cur)
-		return err_set(EIO, "%s: chunk %llu of guest RAM could not be read", s->tmp,
-			       (unsigned long long)c);
-	chunk_hash_start(h, s->cur, len, &hashes[c]);
+	struct saver *s = j->s;
+	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(j->f.size, c);
+	chunk_hash_start(h, s->cur, len, &j->hashes[c]);
 	int r = 0;
 	for (uint64_t p = off; p < off + len && r == 0; p += MEM_IMAGE_PAGE_SIZE)
-		r = saver_page(s, p);
+		if (!page_is_zero(saver_at(s, p)))
+			r = saver_take(s, p);
 	if (r == 0)
 		r = saver_flush(s);
 	chunk_hash_wait(h);
+	return r;
+}
+
+/* One chunk of a layer: only its changed pages; a zero one is noted in
+ * the zero map, the others written and hashed in order. */
+static int write_chunk_layer(struct save_job *j, uint64_t c)
+{
+	struct saver *s = j->s;
+	const uint64_t *changed = j->f.layer->changed;
+	uint64_t first = c * (MEM_IMAGE_CHUNK_SIZE / MEM_IMAGE_PAGE_SIZE);
+	uint64_t n = chunk_len(j->f.size, c) / MEM_IMAGE_PAGE_SIZE;
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return err_set(ENOMEM, "%s", s->tmp);
+	XXH3_64bits_reset(st);
+	int r = 0;
+	for (uint64_t pg = first; pg < first + n && r == 0; pg++) {
+		uint64_t off = pg * MEM_IMAGE_PAGE_SIZE;
+		if (!map_test(changed, pg))
+			continue;
+		const uint8_t *p = saver_at(s, off);
+		if (page_is_zero(p)) {
+			map_set(j->zero_map, pg);
+			j->f.zero_pages++;
+			continue;
+		}
+		map_set(j->data_map, pg);
+		j->f.data_pages++;
+		XXH3_64bits_update(st, p, MEM_IMAGE_PAGE_SIZE);
+		r = saver_take(s, off);
+	}
+	if (r == 0)
+		r = saver_flush(s);
+	/* A chunk without data pages has no checksum (0): nothing to read. */
+	j->hashes[c] = map_any(j->data_map, first, n) ? XXH3_64bits_digest(st) : 0;
+	XXH3_freeState(st);
+	return r;
+}
+
+static int write_chunk(struct save_job *j, uint64_t c, struct chunk_hasher *h)
+{
+	const struct mem_image_source *src = j->src;
+	if (j->f.layer) {
+		uint64_t first = c * (MEM_IMAGE_CHUNK_SIZE / MEM_IMAGE_PAGE_SIZE);
+		if (!map_any(j->f.layer->changed, first, chunk_len(j->f.size, c) / MEM_IMAGE_PAGE_SIZE)) {
+			j->hashes[c] = 0;
+			src->put(src->opaque, c); /* not needed: handed back unread */
+			return 0;
+		}
+	}
+	struct saver *s = j->s;
+	s->cur = src->get(src->opaque, c);
+	s->cur_off = c * MEM_IMAGE_CHUNK_SIZE;
+	if (!s->cur)
+		return err_set(EIO, "%s: chunk %llu of guest RAM could not be read", s->tmp,
+			       (unsigned long long)c);
+	int r = j->f.layer ? write_chunk_layer(j, c) : write_chunk_full(j, c, h);
 	src->put(src->opaque, c);
 	return r;
 }
 
-static int write_pages(struct saver *s, uint64_t size, const struct mem_image_source *src,
-		       uint64_t *hashes, mem_image_progress_fn progress, void *opaque)
+static int write_pages(struct save_job *j, mem_image_progress_fn progress, void *opaque)
 {
 	struct chunk_hasher hasher = {.busy = false}, *h = NULL;
 	pthread_t thread;
 	pthread_mutex_init(&hasher.lock, NULL);
 	pthread_cond_init(&hasher.cond, NULL);
-	if (pthread_create(&thread, NULL, chunk_hasher_run, &hasher) == 0)
+	if (!j->f.layer && pthread_create(&thread, NULL, chunk_hasher_run, &hasher) == 0)
 		h = &hasher;
-	uint64_t n = chunk_count(size);
+	uint64_t size = j->f.size, n = chunk_count(size);
 	int r = 0;
 	for (uint64_t c = 0; c < n && r == 0; c++) {
-		r = write_chunk(s, size, c, src, h, hashes);
+		r = write_chunk(j, c, h);
 		uint64_t done = c * MEM_IMAGE_CHUNK_SIZE + chunk_len(size, c);
 		if (r == 0 && progress && progress(opaque, done, size))
-			r = err_set(ECANCELED, "%s: save cancelled", s->tmp);
+			r = err_set(ECANCELED, "%s: save cancelled", j->s->tmp);
 	}
 	if (h) {
 		pthread_mutex_lock(&hasher.lock);
@@ -272,22 +448,25 @@ static int write_pages(struct saver *s, uint64_t size, const struct mem_image_so
 	return r;
 }
 
-static int save_to(struct saver *s, uint64_t size, const struct mem_image_source *src,
-		   uint64_t *hashes, uint8_t *trailer, mem_image_progress_fn progress,
-		   void *opaque)
+static int save_to(struct save_job *j, uint8_t *trailer, uint64_t tsize,
+		   mem_image_progress_fn progress, void *opaque)
 {
+	struct saver *s = j->s;
+	uint64_t size = j->f.size;
 	if (ftruncate(s->fd, (off_t)size) < 0) /* the holes */
 		return err_set(errno, "%s: cannot size to %llu bytes", s->tmp,
 			       (unsigned long long)size);
-	int r = write_pages(s, size, src, hashes, progress, opaque);
+	int r = write_pages(j, progress, opaque);
 	if (r < 0)
 		return r;
 	/* The trailer's length is not a multiple of the block size. */
 	int fl = fcntl(s->fd, F_GETFL);
 	if (fl < 0 || ((fl & O_DIRECT) && fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) < 0))
 		return err_set(errno, "%s: cannot leave O_DIRECT for the trailer", s->tmp);
-	trailer_encode(trailer, size, hashes);
-	r = file_pwrite_all(s->fd, trailer, trailer_size(size), size);
+	j->f.data_map = j->data_map;
+	j->f.zero_map = j->zero_map;
+	trailer_encode(trailer, &j->f, j->hashes);
+	r = file_pwrite_all(s->fd, trailer, tsize, size);
 	if (r < 0)
 		return err_set(-r, "%s: writing the trailer failed", s->tmp);
 	if (fsync(s->fd) < 0)
@@ -295,23 +474,52 @@ static int save_to(struct saver *s, uint64_t size, const struct mem_image_source
 	return 0;
 }
 
+static int check_layer_spec(const char *path, const struct mem_image_layer_spec *ly)
+{
+	if (!ly)
+		return 0;
+	size_t n = ly->parent_ref ? strlen(ly->parent_ref) : 0;
+	if (n == 0 || n > MEM_PARENT_REF_MAX || mem_id_is_zero(&ly->parent) ||
+	    ly->parent_depth >= MEM_DEPTH_MAX || !ly->changed)
+		return err_set(EINVAL, "%s: a memory layer needs a parent (id, name of up to %u "
+				       "bytes, depth below %u) and a map of changed pages",
+			       path, MEM_PARENT_REF_MAX, MEM_DEPTH_MAX);
+	return 0;
+}
+
 /* SRC gives the chunks; ALIGNED: every chunk it gives is page-aligned. */
 static int save_common(const char *path, const struct mem_image_source *src, bool aligned,
-		       uint64_t size, mem_image_progress_fn progress, void *opaque,
+		       uint64_t size, const struct mem_image_layer_spec *layer,
+		       const struct mem_id *id, mem_image_progress_fn progress, void *opaque,
 		       struct mem_image_info *info)
 {
 	int r = check_size_arg(path, size);
+	if (r == 0)
+		r = check_layer_spec(path, layer);
 	if (r < 0)
 		return r;
+	struct save_job j = {.src = src, .f = {.size = size, .layer = layer}};
+	if (id)
+		j.f.id = *id;
+	else if ((r = mem_id_new(&j.f.id)) < 0)
+		return r;
+	struct trailer_layout tl =
+	    trailer_layout(size, layer != NULL, layer ? strlen(layer->parent_ref) : 0);
 	char *tmp = NULL;
-	uint8_t *trailer = calloc(1, trailer_size(size));
-	uint64_t *hashes = malloc(8 * chunk_count(size));
-	if (!trailer || !hashes || asprintf(&tmp, "%s.tmp", path) < 0) {
+	uint8_t *trailer = calloc(1, tl.total);
+	j.hashes = malloc(8 * chunk_count(size));
+	if (layer) {
+		j.data_map = calloc(map_words(size), 8);
+		j.zero_map = calloc(map_words(size), 8);
+	}
+	if (!trailer || !j.hashes || (layer && (!j.data_map || !j.zero_map)) ||
+	    asprintf(&tmp, "%s.tmp", path) < 0) {
 		tmp = NULL;
 		r = err_set(ENOMEM, "%s", path);
 		goto out;
 	}
 	struct saver s = {.tmp = tmp, .pipe = {-1, -1}};
+	j.s = &s;
 	int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
 	s.fd = open(tmp, flags | O_DIRECT, 0644);
 	if (s.fd < 0 && errno == EINVAL) /* no O_DIRECT here: through the page cache */
@@ -327,7 +535,7 @@ static int save_common(const char *path, const struct mem_image_source *src, boo
 		fcntl(s.pipe[1], F_SETPIPE_SZ, MEM_PIPE_SIZE); /* the default 64 KiB also works */
 	else if (fl >= 0 && (fl & O_DIRECT))
 		fcntl(s.fd, F_SETFL, fl & ~O_DIRECT);
-	r = save_to(&s, size, src, hashes, trailer, progress, opaque);
+	r = save_to(&j, trailer, tl.total, progress, opaque);
 	if (s.pipe[0] >= 0) {
 		close(s.pipe[0]);
 		close(s.pipe[1]);
@@ -342,17 +550,24 @@ static int save_common(const char *path, const struct mem_image_source *src, boo
 	}
 	r = file_fsync_parent(path);
 	if (r == 0 && info) {
-		uint64_t tsize = trailer_size(size);
 		*info = (struct mem_image_info){
 		    .size = size,
 		    .data_bytes = s.written,
-		    .file_size = size + tsize,
+		    .file_size = size + tl.total,
 		    .chunks = chunk_count(size),
-		    .digest = get_le64(trailer + tsize - 8),
+		    .digest = get_le64(trailer + tl.check),
+		    .id = j.f.id,
+		    .layer = layer != NULL,
+		    .parent = layer ? layer->parent : (struct mem_id){{0}},
+		    .depth = layer ? layer->parent_depth + 1 : 0,
+		    .data_pages = layer ? j.f.data_pages : s.written / MEM_IMAGE_PAGE_SIZE,
+		    .zero_pages = j.f.zero_pages,
 		};
 	}
 out:
-	free(hashes);
+	free(j.hashes);
+	free(j.data_map);
+	free(j.zero_map);
 	free(trailer);
 	free(tmp);
 	return r;
@@ -373,170 +588,373 @@ int mem_image_save(const char *path, const void *ram, uint64_t size, mem_image_p
 {
 	struct mem_image_source src = {.get = ram_get, .put = ram_put, .opaque = (void *)ram};
 	bool aligned = (uintptr_t)ram % MEM_IMAGE_PAGE_SIZE == 0;
-	return save_common(path, &src, aligned, size, progress, opaque, info);
+	return save_common(path, &src, aligned, size, NULL, NULL, progress, opaque, info);
 }
 
 int mem_image_save_from(const char *path, const struct mem_image_source *src, uint64_t size,
 			mem_image_progress_fn progress, void *opaque, struct mem_image_info *info)
 {
-	return save_common(path, src, true, size, progress, opaque, info);
+	return save_common(path, src, true, size, NULL, NULL, progress, opaque, info);
 }
 
+int mem_image_save_as(const char *path, const struct mem_image_source *src, uint64_t size,
+		      const struct mem_image_layer_spec *layer, const struct mem_id *id,
+		      mem_image_progress_fn progress, void *opaque, struct mem_image_info *info)
+{
+	return save_common(path, src, true, size, layer, id, progress, opaque, info);
+}
 /* ---- reading ---- */
 
-struct image {
-	const char *path;
+struct mem_layer {
+	char *path;
 	int fd;
-	uint64_t size;
-	uint64_t nchunks;
-	uint64_t *hashes; /* host order */
-	uint64_t digest;
-	uint64_t allocated;
+	uint64_t size, nchunks;
+	struct mem_image_info info;
+	char *parent_ref;		/* "" for a full image */
+	uint64_t *data_map, *zero_map;	/* layer: pages held with data / as zero */
+	uint64_t *hashes;		/* host order */
 };
 
-static void image_close(struct image *im)
+void mem_layer_close(struct mem_layer *l)
 {
-	if (im->fd >= 0)
-		close(im->fd);
-	free(im->hashes);
-	im->fd = -1;
-	im->hashes = NULL;
+	if (!l)
+		return;
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l->path);
+	free(l->parent_ref);
+	free(l->data_map);
+	free(l->zero_map);
+	free(l->hashes);
+	free(l);
 }
 
-static int trailer_check(struct image *im, const uint8_t *t)
+static void get_map(uint64_t *m, const uint8_t *t, uint64_t words)
 {
-	const char *path = im->path;
-	uint64_t n = im->nchunks;
-	if (memcmp(t, MEM_MAGIC, 8) != 0)
-		return err_set(EINVAL, "%s: not a cairn memory image (no trailer at offset %#llx)",
-			       path, (unsigned long long)im->size);
-	uint32_t version = get_le32(t + 8);
+	for (uint64_t i = 0; i < words; i++)
+		m[i] = get_le64(t + 8 * i);
+}
+
+static int bad_geometry(const struct mem_layer *l, const uint8_t *t)
+{
+	return err_set(EUCLEAN,
+		       "%s: trailer describes a %llu-byte image in %llu chunks of %u bytes "
+		       "(hash %u, flags %#x); expected %llu bytes in %llu chunks of %u",
+		       l->path, (unsigned long long)get_le64(t + 16),
+		       (unsigned long long)get_le64(t + 32), get_le32(t + 24), get_le32(t + 40),
+		       get_le32(t + 44), (unsigned long long)l->size,
+		       (unsigned long long)l->nchunks, MEM_IMAGE_CHUNK_SIZE);
+}
+
+static bool geometry_ok(const struct mem_layer *l, const uint8_t *t, uint32_t header,
+			uint32_t flags_known)
+{
+	return get_le32(t + 12) == header && get_le64(t + 16) == l->size &&
+	       get_le32(t + 24) == MEM_IMAGE_CHUNK_SIZE && get_le32(t + 28) == MEM_IMAGE_PAGE_SIZE &&
+	       get_le64(t + 32) == l->nchunks && get_le32(t + 40) == MEM_HASH_XXH3_64 &&
+	       (get_le32(t + 44) & ~flags_known) == 0;
+}
+
+static uint64_t map_popcount(const uint64_t *m, uint64_t words)
+{
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < words; i++)
+		n += (uint64_t)__builtin_popcountll(m[i]);
+	return n;
+}
+
+/* Every field of a version-2 trailer T of TSIZE bytes (its checksum
+ * already checked) against itself and the image. */
+static int trailer2_parse(struct mem_layer *l, const uint8_t *t, uint64_t tsize)
+{
+	if (!geometry_ok(l, t, MEM_TRAILER_HEADER, MEM_FLAG_LAYER))
+		return bad_geometry(l, t);
+	bool layer = get_le32(t + 44) & MEM_FLAG_LAYER;
+	uint32_t ref_len = get_le32(t + 84), depth = get_le32(t + 80);
+	struct trailer_layout tl = trailer_layout(l->size, layer, ref_len);
+	struct mem_image_info *in = &l->info;
+	memcpy(in->id.b, t + 48, 16);
+	memcpy(in->parent.b, t + 64, 16);
+	in->layer = layer;
+	in->depth = depth;
+	in->data_pages = get_le64(t + 88);
+	in->zero_pages = get_le64(t + 96);
+	bool reserved_zero = true;
+	for (int i = 104; i < (int)MEM_TRAILER_HEADER; i++)
+		reserved_zero &= t[i] == 0;
+	if (tl.total != tsize || mem_id_is_zero(&in->id) || !reserved_zero ||
+	    (layer ? (ref_len == 0 || ref_len > MEM_PARENT_REF_MAX || depth == 0 ||
+		      depth > MEM_DEPTH_MAX || mem_id_is_zero(&in->parent) ||
+		      memchr(t + tl.ref, 0, ref_len))
+		   : (ref_len || depth || !mem_id_is_zero(&in->parent) || in->data_pages ||
+		      in->zero_pages)))
+		return err_set(EUCLEAN, "%s: the trailer's identity fields are inconsistent", l->path);
+	l->parent_ref = strndup((const char *)t + tl.ref, ref_len);
+	if (!l->parent_ref)
+		return err_set(ENOMEM, "%s", l->path);
+	if (layer) {
+		uint64_t words = map_words(l->size);
+		l->data_map = malloc(8 * words);
+		l->zero_map = malloc(8 * words);
+		if (!l->data_map || !l->zero_map)
+			return err_set(ENOMEM, "%s: page maps", l->path);
+		get_map(l->data_map, t + tl.data_map, words);
+		get_map(l->zero_map, t + tl.zero_map, words);
+		uint64_t tail = page_count(l->size) % 64;
+		bool overlap = false, beyond = tail && ((l->data_map[words - 1] |
+							 l->zero_map[words - 1]) >> tail);
+		for (uint64_t i = 0; i < words; i++)
+			overlap |= (l->data_map[i] & l->zero_map[i]) != 0;
+		if (overlap || beyond || map_popcount(l->data_map, words) != in->data_pages ||
+		    map_popcount(l->zero_map, words) != in->zero_pages)
+			return err_set(EUCLEAN, "%s: the trailer's page maps are inconsistent",
+				       l->path);
+	}
+	for (uint64_t i = 0; i < l->nchunks; i++) {
+		l->hashes[i] = get_le64(t + tl.hashes + 8 * i);
+		uint64_t first = i * (MEM_IMAGE_CHUNK_SIZE / MEM_IMAGE_PAGE_SIZE);
+		uint64_t n = chunk_len(l->size, i) / MEM_IMAGE_PAGE_SIZE;
+		if (layer && !map_any(l->data_map, first, n) && l->hashes[i] != 0)
+			return err_set(EUCLEAN, "%s: chunk %llu has a checksum but no pages",
+				       l->path, (unsigned long long)i);
+	}
+	in->digest = get_le64(t + tl.check);
+	return 0;
+}
+
+/* Version 1: a full image without identity; its id is made from its
+ * digest, so a layer can name it as its parent. */
+static int trailer1_parse(struct mem_layer *l, const uint8_t *t)
+{
+	if (!geometry_ok(l, t, MEM_V1_HEADER, 0))
+		return bad_geometry(l, t);
+	for (uint64_t i = 0; i < l->nchunks; i++)
+		l->hashes[i] = get_le64(t + MEM_V1_HEADER + 8 * i);
+	l->info.digest = get_le64(t + MEM_V1_HEADER + 8 * l->nchunks);
+	put_le64(l->info.id.b, l->info.digest);
+	memcpy(l->info.id.b + 8, "v1image", 8);
+	l->parent_ref = strdup("");
+	return l->parent_ref ? 0 : err_set(ENOMEM, "%s", l->path);
+}
+
+/* *TSIZE = the trailer's size from its fixed header H (HAVE bytes of it
+ * read, at least MEM_V1_HEADER), or -errno when H is no trailer this
+ * cairn reads. */
+static int trailer_size_from(const struct mem_layer *l, const uint8_t *h, size_t have,
+			     uint64_t *tsize)
+{
+	if (memcmp(h, MEM_MAGIC, 8) != 0)
+		return err_set(EINVAL,
+			       "%s: not a cairn memory image, or not one of %llu bytes of RAM (no "
+			       "trailer at offset %#llx; the file has %llu bytes)",
+			       l->path, (unsigned long long)l->size, (unsigned long long)l->size,
+			       (unsigned long long)(l->size + have));
+	uint32_t version = get_le32(h + 8);
+	if (version == 1) {
+		*tsize = MEM_V1_HEADER + 8 * l->nchunks + 8;
+		return 0;
+	}
 	if (version != MEM_FORMAT_VERSION)
 		return err_set(ENOTSUP,
-			       "%s: memory image format version %u; this cairn reads version %u",
-			       path, version, MEM_FORMAT_VERSION);
-	uint64_t body = MEM_TRAILER_HEADER + 8 * n;
-	uint64_t stored = get_le64(t + body), computed = XXH3_64bits(t, body);
-	if (stored != computed)
-		return err_set(EUCLEAN,
-			       "%s: trailer checksum mismatch (stored %016llx, computed %016llx)",
-			       path, (unsigned long long)stored, (unsigned long long)computed);
-	if (get_le32(t + 12) != MEM_TRAILER_HEADER || get_le64(t + 16) != im->size ||
-	    get_le32(t + 24) != MEM_IMAGE_CHUNK_SIZE || get_le32(t + 28) != MEM_IMAGE_PAGE_SIZE ||
-	    get_le64(t + 32) != n || get_le32(t + 40) != MEM_HASH_XXH3_64 || get_le32(t + 44) != 0)
-		return err_set(EUCLEAN,
-			       "%s: trailer describes a %llu-byte image in %llu chunks of %u bytes "
-			       "(hash %u, flags %#x); expected %llu bytes in %llu chunks of %u",
-			       path, (unsigned long long)get_le64(t + 16),
-			       (unsigned long long)get_le64(t + 32), get_le32(t + 24),
-			       get_le32(t + 40), get_le32(t + 44), (unsigned long long)im->size,
-			       (unsigned long long)n, MEM_IMAGE_CHUNK_SIZE);
-	for (uint64_t i = 0; i < n; i++)
-		im->hashes[i] = get_le64(t + MEM_TRAILER_HEADER + 8 * i);
-	im->digest = stored;
+			       "%s: memory image format version %u; this cairn reads versions 1 and %u",
+			       l->path, version, MEM_FORMAT_VERSION);
+	if (have < MEM_TRAILER_HEADER)
+		return err_set(EUCLEAN, "%s: truncated: the trailer's header is cut short", l->path);
+	uint32_t ref_len = get_le32(h + 84);
+	if (ref_len > MEM_PARENT_REF_MAX)
+		return err_set(EUCLEAN, "%s: the trailer names a parent of %u bytes (at most %u)",
+			       l->path, ref_len, MEM_PARENT_REF_MAX);
+	*tsize = trailer_layout(l->size, get_le32(h + 44) & MEM_FLAG_LAYER, ref_len).total;
 	return 0;
 }
 
-/* Open PATH and check its size and trailer against SIZE. */
-static int image_open(struct image *im, const char *path, uint64_t size)
+static int layer_read_trailer(struct mem_layer *l, uint64_t file_size)
 {
-	*im = (struct image){.path = path, .fd = -1, .size = size, .nchunks = chunk_count(size)};
-	int r = check_size_arg(path, size);
-	if (r < 0)
+	uint8_t h[MEM_TRAILER_HEADER];
+	uint64_t have = file_size > l->size ? file_size - l->size : 0;
+	size_t hn = have < sizeof(h) ? (size_t)have : sizeof(h);
+	int r = 0;
+	if (hn < MEM_V1_HEADER)
+		return err_set(EUCLEAN,
+			       "%s: truncated: %llu bytes, a %llu-byte memory image and its trailer "
+			       "take more",
+			       l->path, (unsigned long long)file_size, (unsigned long long)l->size);
+	if ((r = file_pread_all(l->fd, h, hn, l->size)) < 0)
+		return err_set(-r, "%s: reading the trailer", l->path);
+	uint64_t tsize = 0;
+	if ((r = trailer_size_from(l, h, hn, &tsize)) < 0)
 		return r;
-	im->fd = file_open_regular(path, O_RDONLY);
-	if (im->fd < 0)
-		return im->fd;
-	struct stat st;
-	if (fstat(im->fd, &st) < 0) {
-		r = err_set(errno, "%s: stat", path);
-		goto fail;
-	}
-	uint64_t tsize = trailer_size(size), want = size + tsize;
-	if ((uint64_t)st.st_size != want) {
-		r = err_set(EUCLEAN,
-			    "%s: %s: %llu bytes, a %llu-byte memory image takes %llu (%llu of RAM "
-			    "and a %llu-byte trailer)",
-			    path, (uint64_t)st.st_size < want ? "truncated" : "too long",
-			    (unsigned long long)st.st_size, (unsigned long long)size,
-			    (unsigned long long)want, (unsigned long long)size,
-			    (unsigned long long)tsize);
-		goto fail;
-	}
-	im->allocated = (uint64_t)st.st_blocks * 512;
+	if (have != tsize)
+		return err_set(EUCLEAN,
+			       "%s: %s: %llu bytes, a %llu-byte memory image takes %llu (%llu of RAM "
+			       "and a %llu-byte trailer)",
+			       l->path, have < tsize ? "truncated" : "too long",
+			       (unsigned long long)file_size, (unsigned long long)l->size,
+			       (unsigned long long)(l->size + tsize), (unsigned long long)l->size,
+			       (unsigned long long)tsize);
 	uint8_t *t = malloc(tsize);
-	im->hashes = malloc(8 * im->nchunks);
-	if (!t || !im->hashes) {
+	if (!t)
+		return err_set(ENOMEM, "%s: trailer", l->path);
+	if ((r = file_pread_all(l->fd, t, tsize, l->size)) < 0) {
 		free(t);
-		r = err_set(ENOMEM, "%s: trailer", path);
-		goto fail;
+		return err_set(-r, "%s: reading the trailer", l->path);
 	}
-	r = file_pread_all(im->fd, t, tsize, size);
-	if (r < 0)
-		r = err_set(-r, "%s: reading the trailer", path);
+	uint64_t stored = get_le64(t + tsize - 8), computed = XXH3_64bits(t, tsize - 8);
+	if (stored != computed)
+		r = err_set(EUCLEAN, "%s: trailer checksum mismatch (stored %016llx, computed %016llx)",
+			    l->path, (unsigned long long)stored, (unsigned long long)computed);
+	else if (get_le32(t + 8) == 1)
+		r = trailer1_parse(l, t);
 	else
-		r = trailer_check(im, t);
+		r = trailer2_parse(l, t, tsize);
 	free(t);
-	if (r < 0)
-		goto fail;
-	return 0;
-fail:
-	image_close(im);
 	return r;
 }
 
-/* image_open, plus a chunk buffer (free it) and a hint that all is read in order. */
-static int image_open_to_read(struct image *im, const char *path, uint64_t size, uint8_t **buf)
+int mem_layer_open(const char *path, uint64_t size, struct mem_layer **out)
 {
-	int r = image_open(im, path, size);
+	int r = check_size_arg(path, size);
 	if (r < 0)
 		return r;
-	*buf = malloc(MEM_IMAGE_CHUNK_SIZE);
-	if (!*buf) {
-		image_close(im);
+	struct mem_layer *l = calloc(1, sizeof(*l));
+	if (!l)
+		return err_set(ENOMEM, "%s", path);
+	l->fd = -1;
+	l->size = size;
+	l->nchunks = chunk_count(size);
+	l->path = strdup(path);
+	l->hashes = malloc(8 * l->nchunks);
+	if (!l->path || !l->hashes) {
+		mem_layer_close(l);
 		return err_set(ENOMEM, "%s", path);
 	}
-	posix_fadvise(im->fd, 0, (off_t)size, POSIX_FADV_SEQUENTIAL);
+	struct stat st;
+	if ((l->fd = file_open_regular(path, O_RDONLY)) < 0)
+		r = l->fd;
+	else if (fstat(l->fd, &st) < 0)
+		r = err_set(errno, "%s: stat", path);
+	else
+		r = layer_read_trailer(l, (uint64_t)st.st_size);
+	if (r < 0) {
+		mem_layer_close(l);
+		return r;
+	}
+	l->info.size = size;
+	l->info.data_bytes = (uint64_t)st.st_blocks * 512;
+	l->info.file_size = (uint64_t)st.st_size;
+	l->info.chunks = l->nchunks;
+	*out = l;
 	return 0;
 }
 
-static int chunk_mismatch(const struct image *im, uint64_t c, uint64_t computed)
+const struct mem_image_info *mem_layer_info(const struct mem_layer *l)
+{
+	return &l->info;
+}
+
+const char *mem_layer_path(const struct mem_layer *l)
+{
+	return l->path;
+}
+
+const char *mem_layer_parent_ref(const struct mem_layer *l)
+{
+	return l->parent_ref;
+}
+
+int mem_layer_fd(const struct mem_layer *l)
+{
+	return l->fd;
+}
+
+uint64_t mem_layer_held_word(const struct mem_layer *l, uint64_t w)
+{
+	if (!l->info.layer) {
+		uint64_t pages = page_count(l->size), first = 64 * w;
+		return pages - first >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << (pages - first)) - 1;
+	}
+	return l->data_map[w] | l->zero_map[w];
+}
+
+bool mem_layer_holds_data(const struct mem_layer *l, uint64_t page)
+{
+	return !l->info.layer || map_test(l->data_map, page);
+}
+
+static int chunk_mismatch(const struct mem_layer *l, uint64_t c, uint64_t computed)
 {
 	return err_set(EUCLEAN,
 		       "%s: chunk %llu (offset %#llx, %llu bytes) checksum mismatch (stored "
 		       "%016llx, computed %016llx): the image was altered",
-		       im->path, (unsigned long long)c,
+		       l->path, (unsigned long long)c,
 		       (unsigned long long)(c * MEM_IMAGE_CHUNK_SIZE),
-		       (unsigned long long)chunk_len(im->size, c),
-		       (unsigned long long)im->hashes[c], (unsigned long long)computed);
+		       (unsigned long long)chunk_len(l->size, c),
+		       (unsigned long long)l->hashes[c], (unsigned long long)computed);
 }
 
-static int verify_chunk(const struct image *im, uint64_t c, uint8_t *buf)
+/* Read what chunk C holds into BUF and check it: a full image's whole
+ * chunk (holes read as zeros), a layer's data pages one after another.
+ * *LEN = bytes read into BUF. */
+static int read_chunk(const struct mem_layer *l, uint64_t c, uint8_t *buf, uint64_t *len)
 {
-	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(im->size, c);
-	int r = file_pread_all(im->fd, buf, len, off);
+	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, clen = chunk_len(l->size, c);
+	int r = 0;
+	*len = 0;
+	if (!l->info.layer) {
+		r = file_pread_all(l->fd, buf, clen, off);
+		*len = clen;
+	} else {
+		uint64_t first = off / MEM_IMAGE_PAGE_SIZE, n = clen / MEM_IMAGE_PAGE_SIZE;
+		for (uint64_t p = first; p < first + n && r == 0;) {
+			if (!map_test(l->data_map, p)) {
+				p++;
+				continue;
+			}
+			uint64_t e = p;
+			while (e < first + n && map_test(l->data_map, e))
+				e++;
+			uint64_t bytes = (e - p) * MEM_IMAGE_PAGE_SIZE;
+			r = file_pread_all(l->fd, buf + *len, bytes, p * MEM_IMAGE_PAGE_SIZE);
+			*len += bytes;
+			p = e;
+		}
+		if (*len == 0)
+			return 0; /* nothing held with data here */
+	}
 	if (r < 0)
-		return err_set(-r, "%s: reading chunk %llu at offset %#llx", im->path,
+		return err_set(-r, "%s: reading chunk %llu at offset %#llx", l->path,
 			       (unsigned long long)c, (unsigned long long)off);
-	uint64_t h = XXH3_64bits(buf, len);
-	return h == im->hashes[c] ? 0 : chunk_mismatch(im, c, h);
+	uint64_t h = XXH3_64bits(buf, *len);
+	return h == l->hashes[c] ? 0 : chunk_mismatch(l, c, h);
+}
+
+int mem_layer_verify_chunk(const struct mem_layer *l, uint64_t c, uint8_t *buf)
+{
+	uint64_t len;
+	return read_chunk(l, c, buf, &len);
 }
 
 int mem_image_info(const char *path, uint64_t size, struct mem_image_info *info)
 {
-	struct image im;
-	int r = image_open(&im, path, size);
+	struct mem_layer *l;
+	int r = mem_layer_open(path, size, &l);
 	if (r < 0)
 		return r;
-	*info = (struct mem_image_info){
-	    .size = size,
-	    .data_bytes = im.allocated,
-	    .file_size = size + trailer_size(size),
-	    .chunks = im.nchunks,
-	    .digest = im.digest,
-	};
-	image_close(&im);
+	*info = l->info;
+	mem_layer_close(l);
 	return 0;
+}
+
+int mem_image_parent_ref(const char *path, uint64_t size, char *out, size_t len)
+{
+	struct mem_layer *l;
+	int r = mem_layer_open(path, size, &l);
+	if (r < 0)
+		return r;
+	if (snprintf(out, len, "%s", l->parent_ref) >= (int)len)
+		r = err_set(ENAMETOOLONG, "%s: parent name", path);
+	mem_layer_close(l);
+	return r;
 }
 
 /* Verification reads and hashes the chunks in up to VERIFY_THREADS threads
@@ -547,16 +965,16 @@ int mem_image_info(const char *path, uint64_t size, struct mem_image_info *info)
 #define VERIFY_THREADS 4
 
 struct verifier {
-	const struct image *im;
+	const struct mem_layer *l;
 	atomic_uint_fast64_t next, done;
 	atomic_bool stop;
 	pthread_mutex_t lock;
-	uint64_t bad, bad_hash; /* the lowest mismatching chunk seen, or UINT64_MAX */
-	int err;		/* a read error (its message is in err_buf of that thread) */
-	char msg[512];
+	uint64_t bad; /* the lowest failing chunk seen, or UINT64_MAX */
+	int err;
+	char msg[1024];
 };
 
-/* Read and hash the next unclaimed chunk into BUF; false when none is
+/* Check the next unclaimed chunk (BUF: one chunk); false when none is
  * left (or stopping).  A claimed chunk is always checked, so the lowest
  * bad one is reported. */
 static bool verify_next(struct verifier *v, uint8_t *buf)
@@ -564,21 +982,16 @@ static bool verify_next(struct verifier *v, uint8_t *buf)
 	if (atomic_load(&v->stop))
 		return false;
 	uint64_t c = atomic_fetch_add(&v->next, 1);
-	if (c >= v->im->nchunks)
+	if (c >= v->l->nchunks)
 		return false;
-	uint64_t len = chunk_len(v->im->size, c), off = c * MEM_IMAGE_CHUNK_SIZE;
-	int r = file_pread_all(v->im->fd, buf, len, off);
-	uint64_t h = r < 0 ? 0 : XXH3_64bits(buf, len);
-	if (r < 0 || h != v->im->hashes[c]) {
+	uint64_t len;
+	int r = read_chunk(v->l, c, buf, &len);
+	if (r < 0) {
 		pthread_mutex_lock(&v->lock);
-		if (r < 0 && !v->err) {
-			v->err = r;
-			snprintf(v->msg, sizeof(v->msg), "%s: reading chunk %llu at offset %#llx: %s",
-				 v->im->path, (unsigned long long)c, (unsigned long long)off,
-				 strerror(-r));
-		} else if (r == 0 && c < v->bad) {
+		if (c < v->bad) {
 			v->bad = c;
-			v->bad_hash = h;
+			v->err = r;
+			snprintf(v->msg, sizeof(v->msg), "%s", err_msg());
 		}
 		pthread_mutex_unlock(&v->lock);
 		atomic_store(&v->stop, true);
@@ -597,19 +1010,20 @@ static void *verify_run(void *opaque)
 	return NULL;
 }
 
-int mem_image_verify(const char *path, uint64_t size, mem_image_progress_fn progress, void *opaque)
+int mem_layer_verify(const struct mem_layer *l, mem_image_progress_fn progress, void *opaque)
 {
-	struct image im;
-	uint8_t *buf;
-	int r = image_open_to_read(&im, path, size, &buf);
-	if (r < 0)
-		return r;
-	struct verifier v = {.im = &im, .bad = UINT64_MAX};
+	uint8_t *buf = malloc(MEM_IMAGE_CHUNK_SIZE);
+	if (!buf)
+		return err_set(ENOMEM, "%s", l->path);
+	posix_fadvise(l->fd, 0, (off_t)l->size, POSIX_FADV_SEQUENTIAL);
+	int r = 0;
+	uint64_t size = l->size;
+	struct verifier v = {.l = l, .bad = UINT64_MAX};
 	pthread_mutex_init(&v.lock, NULL);
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned nthreads = cpus < 1 ? 1 : cpus > VERIFY_THREADS ? VERIFY_THREADS : (unsigned)cpus;
-	if (nthreads > im.nchunks)
-		nthreads = (unsigned)im.nchunks;
+	if (nthreads > l->nchunks)
+		nthreads = (unsigned)l->nchunks;
 	pthread_t threads[VERIFY_THREADS];
 	unsigned started = 0;
 	while (started + 1 < nthreads &&
@@ -620,56 +1034,77 @@ int mem_image_verify(const char *path, uint64_t size, mem_image_progress_fn prog
 		uint64_t done = atomic_load(&v.done) * MEM_IMAGE_CHUNK_SIZE;
 		if (progress && progress(opaque, done < size ? done : size, size)) {
 			atomic_store(&v.stop, true);
-			r = err_set(ECANCELED, "%s: verify cancelled", path);
+			r = err_set(ECANCELED, "%s: verify cancelled", l->path);
 		}
 	}
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
-	if (v.err)
+	if (v.bad != UINT64_MAX)
 		r = err_set(-v.err, "%s", v.msg);
-	else if (v.bad != UINT64_MAX)
-		r = chunk_mismatch(&im, v.bad, v.bad_hash);
 	else if (r == 0 && progress && progress(opaque, size, size)) /* the others may have done it all */
-		r = err_set(ECANCELED, "%s: verify cancelled", path);
+		r = err_set(ECANCELED, "%s: verify cancelled", l->path);
 	pthread_mutex_destroy(&v.lock);
 	free(buf);
-	image_close(&im);
+	return r;
+}
+
+int mem_image_verify(const char *path, uint64_t size, mem_image_progress_fn progress, void *opaque)
+{
+	struct mem_layer *l;
+	int r = mem_layer_open(path, size, &l);
+	if (r < 0)
+		return r;
+	r = mem_layer_verify(l, progress, opaque);
+	mem_layer_close(l);
 	return r;
 }
 
 int mem_image_verify_chunk(const char *path, uint64_t size, uint64_t chunk)
 {
-	struct image im;
-	int r = image_open(&im, path, size);
+	struct mem_layer *l;
+	int r = mem_layer_open(path, size, &l);
 	if (r < 0)
 		return r;
-	if (chunk >= im.nchunks) {
+	if (chunk >= l->nchunks) {
 		r = err_set(EINVAL, "%s: chunk %llu out of range (the image has %llu)", path,
-			    (unsigned long long)chunk, (unsigned long long)im.nchunks);
+			    (unsigned long long)chunk, (unsigned long long)l->nchunks);
 	} else {
 		uint8_t *buf = malloc(MEM_IMAGE_CHUNK_SIZE);
-		r = buf ? verify_chunk(&im, chunk, buf) : err_set(ENOMEM, "%s", path);
+		r = buf ? mem_layer_verify_chunk(l, chunk, buf) : err_set(ENOMEM, "%s", path);
 		free(buf);
 	}
-	image_close(&im);
+	mem_layer_close(l);
 	return r;
+}
+
+static int refuse_layer(const struct mem_layer *l)
+{
+	char id[33];
+	mem_id_format(&l->info.parent, id);
+	return err_set(EINVAL, "%s: a memory layer on parent %s (%s): read it as a chain",
+		       l->path, l->parent_ref, id);
 }
 
 int mem_image_map(const char *path, uint64_t size, void **ptr)
 {
-	struct image im;
-	int r = image_open(&im, path, size);
+	struct mem_layer *l;
+	int r = mem_layer_open(path, size, &l);
 	if (r < 0)
 		return r;
+	if (l->info.layer) {
+		r = refuse_layer(l);
+		mem_layer_close(l);
+		return r;
+	}
 	/* NORESERVE as for fresh guest RAM: copy-on-write pages are charged
 	 * only when the guest writes them. */
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, im.fd, 0);
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, l->fd, 0);
 	if (p == MAP_FAILED)
 		r = err_set(errno, "%s: cannot map %llu MiB", path,
 			    (unsigned long long)(size >> 20));
 	else
 		*ptr = p;
-	image_close(&im); /* the mapping keeps the file */
+	mem_layer_close(l); /* the mapping keeps the file */
 	return r;
 }
 
@@ -677,16 +1112,30 @@ int mem_image_map(const char *path, uint64_t size, void **ptr)
  * verified before RAM is touched; then only non-zero pages are copied, and
  * zero pages written only where RAM is not zero already, so untouched
  * anonymous memory stays unallocated.  (One read per chunk: asking for the
- * holes with SEEK_DATA/SEEK_HOLE per extent was 10x slower on ext4.) */
-static int load_chunk(const struct image *im, uint8_t *ram, uint64_t c, uint8_t *buf)
+ * holes with SEEK_DATA/SEEK_HOLE per extent was 10x slower on ext4.)  A
+ * layer's chunk: its data pages (read one after another) and zero pages. */
+int mem_layer_load_chunk(const struct mem_layer *l, uint8_t *ram, uint64_t c, uint8_t *buf)
 {
-	int r = verify_chunk(im, c, buf);
+	uint64_t len;
+	int r = read_chunk(l, c, buf, &len);
 	if (r < 0)
 		return r;
-	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, len = chunk_len(im->size, c);
-	for (uint64_t p = 0; p < len; p += MEM_IMAGE_PAGE_SIZE) {
-		if (!page_is_zero(buf + p))
-			memcpy(ram + off + p, buf + p, MEM_IMAGE_PAGE_SIZE);
+	uint64_t off = c * MEM_IMAGE_CHUNK_SIZE, clen = chunk_len(l->size, c), at = 0;
+	for (uint64_t p = 0; p < clen; p += MEM_IMAGE_PAGE_SIZE) {
+		uint64_t pg = (off + p) / MEM_IMAGE_PAGE_SIZE;
+		const uint8_t *src;
+		if (!l->info.layer) {
+			src = buf + p;
+		} else if (map_test(l->data_map, pg)) {
+			src = buf + at;
+			at += MEM_IMAGE_PAGE_SIZE;
+		} else if (map_test(l->zero_map, pg)) {
+			src = NULL;
+		} else {
+			continue; /* not held: an older layer's */
+		}
+		if (src && !page_is_zero(src))
+			memcpy(ram + off + p, src, MEM_IMAGE_PAGE_SIZE);
 		else if (!page_is_zero(ram + off + p))
 			memset(ram + off + p, 0, MEM_IMAGE_PAGE_SIZE);
 	}
@@ -695,14 +1144,20 @@ static int load_chunk(const struct image *im, uint8_t *ram, uint64_t c, uint8_t 
 
 int mem_image_load(const char *path, void *ram, uint64_t size)
 {
-	struct image im;
-	uint8_t *buf;
-	int r = image_open_to_read(&im, path, size, &buf);
+	struct mem_layer *l;
+	int r = mem_layer_open(path, size, &l);
 	if (r < 0)
 		return r;
-	for (uint64_t c = 0; c < im.nchunks && r == 0; c++)
-		r = load_chunk(&im, ram, c, buf);
+	uint8_t *buf = l->info.layer ? NULL : malloc(MEM_IMAGE_CHUNK_SIZE);
+	if (l->info.layer)
+		r = refuse_layer(l);
+	else if (!buf)
+		r = err_set(ENOMEM, "%s", path);
+	else
+		posix_fadvise(l->fd, 0, (off_t)size, POSIX_FADV_SEQUENTIAL);
+	for (uint64_t c = 0; r == 0 && c < l->nchunks; c++)
+		r = mem_layer_load_chunk(l, ram, c, buf);
 	free(buf);
-	image_close(&im);
+	mem_layer_close(l);
 	return r;
 }

@@ -141,7 +141,8 @@ static void cow_put(void *opaque, uint64_t c)
 {
 	struct ram_cow *w = opaque;
 	pthread_mutex_lock(&w->lock);
-	if (w->state[c] == CH_WRITING)
+	/* PROTECTED: a chunk the writer did not need, handed back unread. */
+	if (w->state[c] == CH_WRITING || w->state[c] == CH_PROTECTED)
 		protect(w, c * CHUNK, chunk_bytes(w, c), false);
 	free(w->copy[c]);
 	w->copy[c] = NULL;

@@ -162,10 +162,11 @@ static void test_holes(void)
 	munmap(ram, size);
 }
 
-static int file_equal(const char *a, const char *b)
+/* The first N bytes of A and B are equal. */
+static int file_equal_prefix(const char *a, const char *b, uint64_t n)
 {
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "cmp -s %s %s", a, b);
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "cmp -s -n %llu %s %s", (unsigned long long)n, a, b);
 	return system(cmd) == 0;
 }
 
@@ -201,9 +202,8 @@ static void test_write_paths(void)
 	struct mem_image_info a, b;
 	CHECK_EQ(mem_image_save(path, ram, size, NULL, NULL, &a), 0);
 	CHECK_EQ(mem_image_save(path2, odd + 64, size, NULL, NULL, &b), 0);
-	CHECK_EQ(a.digest, b.digest);
 	CHECK_EQ(a.data_bytes, b.data_bytes);
-	CHECK(file_equal(path, path2));
+	CHECK(file_equal_prefix(path, path2, size)); /* the trailers differ in their ids */
 	CHECK_EQ(mem_image_verify(path, size, NULL, NULL), 0);
 	struct statfs fs;
 	CHECK_EQ(statfs(dir, &fs), 0);
@@ -245,8 +245,8 @@ static void test_refusals(void)
 	/* Wrong expected size. */
 	CHECK_EQ(mem_image_verify(path, size + PAGE, NULL, NULL), -EUCLEAN);
 	CHECK(msg_has(path) && msg_has("truncated"));
-	CHECK_EQ(mem_image_map(path, size - PAGE, &m), -EUCLEAN);
-	CHECK(msg_has("too long"));
+	CHECK_EQ(mem_image_map(path, size - PAGE, &m), -EINVAL);
+	CHECK(msg_has("not one of"));
 	CHECK_EQ(mem_image_load(path, back, size + 1), -EINVAL);
 	CHECK(msg_has("not a positive multiple of 4 KiB"));
 
@@ -305,7 +305,7 @@ static void test_refusals(void)
 	CHECK_EQ(mem_image_save(path, ram, size, NULL, NULL, &info), 0);
 	corrupt_at(size + 8);
 	CHECK_EQ(mem_image_map(path, size, &m), -ENOTSUP);
-	CHECK(msg_has("memory image format version 0; this cairn reads version 1"));
+	CHECK(msg_has("memory image format version 3; this cairn reads versions 1 and 2"));
 
 	char missing[300];
 	snprintf(missing, sizeof(missing), "%s/none.img", dir);

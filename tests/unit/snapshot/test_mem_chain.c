@@ -1,0 +1,245 @@
+/* Memory layers and chains: a layer holds only changed pages (zero pages
+ * noted, not stored), a chain maps and loads as the RAM it stands for,
+ * a replaced or missing parent is refused by name, absorbing a parent
+ * keeps the child's RAM and id, damaged layers are caught. */
+#include "snapshot/mem_chain.h"
+#include "snapshot/mem_image.h"
+#include "test.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PAGE MEM_IMAGE_PAGE_SIZE
+#define CHUNK MEM_IMAGE_CHUNK_SIZE
+#define SIZE (6 * CHUNK + 5 * PAGE)
+#define PAGES (SIZE / PAGE)
+#define NSNAP 6
+
+static char dir[] = "/tmp/cairn-test-chain-XXXXXX";
+
+static int msg_has(const char *s)
+{
+	if (strstr(err_msg(), s))
+		return 1;
+	fprintf(stderr, "message \"%s\" lacks \"%s\"\n", err_msg(), s);
+	return 0;
+}
+
+static uint8_t *ram_alloc(void)
+{
+	void *p = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(p != MAP_FAILED);
+	return p;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
+	return *s >> 11;
+}
+
+static void img_path(char *out, int i)
+{
+	snprintf(out, 300, "%s/s%d/memory.img", dir, i);
+}
+
+/* RAM as a snapshot sequence leaves it: S0 full, then each Si changes
+ * some scattered pages (some to zero), and CHANGED marks them. */
+static void mutate(uint8_t *ram, uint64_t *changed, uint64_t seed)
+{
+	uint64_t s = seed;
+	for (int k = 0; k < 40; k++) {
+		uint64_t pg = rnd(&s) % PAGES;
+		if (k % 7 == 0)
+			memset(ram + pg * PAGE, 0, PAGE);
+		else
+			for (int b = 0; b < 8; b++)
+				ram[pg * PAGE + rnd(&s) % PAGE] = (uint8_t)(rnd(&s) | 1);
+		changed[pg / 64] |= (uint64_t)1 << (pg % 64);
+	}
+	/* a run of pages across a chunk boundary */
+	for (uint64_t pg = CHUNK / PAGE - 2; pg < CHUNK / PAGE + 3; pg++) {
+		memset(ram + pg * PAGE, (int)(seed & 0x7f) + 1, PAGE);
+		changed[pg / 64] |= (uint64_t)1 << (pg % 64);
+	}
+}
+
+static const void *get(void *o, uint64_t c)
+{
+	return (const uint8_t *)o + c * CHUNK;
+}
+
+static void put(void *o, uint64_t c)
+{
+}
+
+static void check_chain_is(int i, const uint8_t *want)
+{
+	char p[300];
+	img_path(p, i);
+	struct mem_chain *c;
+	CHECK_EQ(mem_chain_open(p, SIZE, &c), 0);
+	CHECK_EQ(mem_chain_length(c), (unsigned)i + 1);
+	CHECK_EQ(mem_chain_verify(c, NULL, NULL), 0);
+	void *m = NULL;
+	CHECK_EQ(mem_chain_map(c, NULL, &m), 0);
+	CHECK(m && memcmp(m, want, SIZE) == 0);
+	if (m)
+		munmap(m, SIZE);
+	/* over an existing mapping, as a revert does */
+	uint8_t *at = ram_alloc();
+	memset(at, 0x55, SIZE);
+	CHECK_EQ(mem_chain_map(c, at, &m), 0);
+	CHECK(m == at && memcmp(at, want, SIZE) == 0);
+	munmap(at, SIZE);
+	uint8_t *r = ram_alloc();
+	CHECK_EQ(mem_chain_load(c, r), 0);
+	CHECK(memcmp(r, want, SIZE) == 0);
+	munmap(r, SIZE);
+	mem_chain_close(c);
+}
+
+int main(void)
+{
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	uint8_t *ram = ram_alloc(), *want[NSNAP];
+	uint64_t s = 7;
+	for (uint64_t i = 0; i < SIZE; i += 8) {
+		uint64_t v = (i / PAGE) % 5 == 0 ? 0 : rnd(&s) | 1;
+		memcpy(ram + i, &v, 8);
+	}
+	struct mem_image_info info[NSNAP];
+	uint64_t words = (PAGES + 63) / 64, changed[(PAGES + 63) / 64];
+	for (int i = 0; i < NSNAP; i++) {
+		char d[300], p[300], ref[64];
+		snprintf(d, sizeof(d), "%s/s%d", dir, i);
+		CHECK_EQ(mkdir(d, 0755), 0);
+		img_path(p, i);
+		memset(changed, 0, sizeof(changed));
+		if (i)
+			mutate(ram, changed, 100 + i);
+		snprintf(ref, sizeof(ref), "../s%d/memory.img", i - 1);
+		struct mem_image_layer_spec spec = {changed, i ? info[i - 1].id : (struct mem_id){{0}},
+						    ref, i ? info[i - 1].depth : 0};
+		struct mem_image_source src = {get, put, ram};
+		CHECK_EQ(mem_image_save_as(p, &src, SIZE, i ? &spec : NULL, NULL, NULL, NULL, &info[i]),
+			 0);
+		CHECK_EQ(info[i].layer, i > 0);
+		CHECK_EQ(info[i].depth, (uint32_t)i);
+		want[i] = ram_alloc();
+		memcpy(want[i], ram, SIZE);
+		if (i) {
+			/* a layer takes about its changed data pages on disk */
+			uint64_t held = 0;
+			for (uint64_t w = 0; w < words; w++)
+				held += (uint64_t)__builtin_popcountll(changed[w]);
+			CHECK_EQ(info[i].data_pages + info[i].zero_pages, held);
+			struct stat st;
+			CHECK_EQ(stat(p, &st), 0);
+			CHECK((uint64_t)st.st_blocks * 512 <= info[i].data_pages * PAGE + 256 * 1024);
+			struct mem_image_info back;
+			CHECK_EQ(mem_image_info(p, SIZE, &back), 0);
+			CHECK(memcmp(&back.id, &info[i].id, sizeof(back.id)) == 0);
+			CHECK(memcmp(&back.parent, &info[i - 1].id, sizeof(back.id)) == 0);
+			/* a layer alone is not RAM */
+			void *m;
+			CHECK_EQ(mem_image_map(p, SIZE, &m), -EINVAL);
+			CHECK(msg_has("read it as a chain"));
+		}
+	}
+	for (int i = 0; i < NSNAP; i++)
+		check_chain_is(i, want[i]);
+
+	/* A damaged layer: its chunk is named. */
+	char p3[300], p2[300], p1[300], saved[400];
+	img_path(p3, 3);
+	img_path(p2, 2);
+	img_path(p1, 1);
+	{
+		FILE *f = fopen(p3, "r+b");
+		/* the run across the first chunk boundary: data in layer 3 */
+		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		int ch = fgetc(f);
+		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		fputc(ch ^ 0x40, f);
+		fclose(f);
+		struct mem_chain *c;
+		CHECK_EQ(mem_chain_open(p3, SIZE, &c), 0);
+		CHECK_EQ(mem_chain_verify(c, NULL, NULL), -EUCLEAN);
+		CHECK(msg_has("s3/memory.img: chunk 0"));
+		uint8_t *r = ram_alloc();
+		CHECK_EQ(mem_chain_load(c, r), -EUCLEAN);
+		munmap(r, SIZE);
+		mem_chain_close(c);
+		f = fopen(p3, "r+b");
+		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		fputc(ch, f);
+		fclose(f);
+	}
+
+	/* A missing parent, then a replaced one, are refused by name. */
+	snprintf(saved, sizeof(saved), "%s/saved.img", dir);
+	CHECK_EQ(rename(p2, saved), 0);
+	struct mem_chain *c;
+	CHECK_EQ(mem_chain_open(p3, SIZE, &c), -ENOENT);
+	CHECK(msg_has("s3/memory.img: its memory parent") && msg_has("s2/memory.img"));
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "cp %s %s", p1, p2);
+	CHECK_EQ(system(cmd), 0);
+	CHECK_EQ(mem_chain_open(p3, SIZE, &c), -ESTALE);
+	CHECK(msg_has("the parent was replaced") && msg_has("s2/memory.img"));
+	CHECK_EQ(rename(saved, p2), 0);
+
+	/* Deleting s2: s3 absorbs it and still stands for the same RAM and
+	 * id, now on s1; s4 and s5 still open (by id, through s3). */
+	struct mem_image_info ab;
+	CHECK_EQ(mem_chain_absorb_parent(p3, SIZE, &ab), 0);
+	CHECK(memcmp(&ab.id, &info[3].id, sizeof(ab.id)) == 0);
+	CHECK(memcmp(&ab.parent, &info[1].id, sizeof(ab.id)) == 0);
+	CHECK_EQ(unlink(p2), 0);
+	for (int i = 3; i < NSNAP; i++) {
+		char p[300];
+		img_path(p, i);
+		CHECK_EQ(mem_chain_open(p, SIZE, &c), 0);
+		CHECK_EQ(mem_chain_length(c), (unsigned)i);
+		CHECK_EQ(mem_chain_verify(c, NULL, NULL), 0);
+		void *m = NULL;
+		CHECK_EQ(mem_chain_map(c, NULL, &m), 0);
+		CHECK(m && memcmp(m, want[i], SIZE) == 0);
+		munmap(m, SIZE);
+		mem_chain_close(c);
+	}
+	/* Deleting the full image s0: s1 becomes full. */
+	CHECK_EQ(mem_chain_absorb_parent(p1, SIZE, &ab), 0);
+	CHECK(!ab.layer);
+	CHECK(memcmp(&ab.id, &info[1].id, sizeof(ab.id)) == 0);
+	char p0[300];
+	img_path(p0, 0);
+	CHECK_EQ(unlink(p0), 0);
+	for (int i = 1; i < NSNAP; i += 4) { /* s1 alone; s5 on s4, s3, s1 */
+		char p[300];
+		img_path(p, i);
+		CHECK_EQ(mem_chain_open(p, SIZE, &c), 0);
+		CHECK_EQ(mem_chain_length(c), i == 1 ? 1u : 4u);
+		CHECK_EQ(mem_chain_verify(c, NULL, NULL), 0);
+		uint8_t *r = ram_alloc();
+		CHECK_EQ(mem_chain_load(c, r), 0);
+		CHECK(memcmp(r, want[i], SIZE) == 0);
+		munmap(r, SIZE);
+		mem_chain_close(c);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	TEST_DONE();
+}
