@@ -1,4 +1,5 @@
 #include "devices/virtqueue.h"
+#include "kvm/dirty.h"
 #include "kvm/vm.h"
 
 #include <errno.h>
@@ -40,6 +41,10 @@ static int vq_add_seg(struct vq_elem *e, const struct vring_desc *d, struct vm *
 	if (d->flags & VRING_DESC_F_WRITE) {
 		if (e->nin == VQ_MAX_SEGS)
 			return -E2BIG;
+		/* The device writes here before the request is answered, all
+		 * in this I/O thread step: marked now, it is in the next
+		 * snapshot's changed pages (kvm/dirty.h). */
+		vm_dirty_mark(vm, p, d->len);
 		e->in[e->nin++] = (struct iovec){p, d->len};
 	} else {
 		/* Device-readable segments must all come first. */
@@ -126,6 +131,7 @@ uint8_t *vq_bad_chain_status(struct virtqueue *vq, uint16_t head)
 		    !d.len)
 			return NULL;
 		uint8_t *p = vm_gpa_to_hva(vq->vm, d.addr, d.len);
+		vm_dirty_mark(vq->vm, p ? p + d.len - 1 : NULL, 1); /* the caller writes it */
 		return p ? p + d.len - 1 : NULL;
 	}
 	return NULL;
@@ -137,6 +143,7 @@ void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len)
 	if (!used)
 		return;
 	uint32_t elem[2] = {head, len};
+	vm_dirty_mark(vq->vm, used, 4 + 8u * vq->size);
 	memcpy(used + 4 + 8u * (vq->used_idx % vq->size), elem, 8);
 	vq->used_idx++;
 	/* The entry must be visible before the index that publishes it. */

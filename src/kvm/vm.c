@@ -1,5 +1,6 @@
 #include "kvm/vm.h"
 #include "arch/x86/layout.h"
+#include "kvm/dirty.h"
 #include "kvm/vcpu.h"
 #include "util/err.h"
 #include "util/evloop.h"
@@ -113,6 +114,7 @@ void vm_destroy(struct vm *vm)
 	pthread_mutex_destroy(&vm->lock);
 	pthread_cond_destroy(&vm->cond);
 	free(vm->arch_data);
+	free(vm->vmm_dirty);
 	free(vm);
 }
 
@@ -147,6 +149,8 @@ int vm_mem_alloc(struct vm *vm, uint64_t size)
 
 int vm_mem_register(struct vm *vm)
 {
+	if (!vm->vmm_dirty && !(vm->vmm_dirty = calloc(vm_dirty_words(vm), 8)))
+		return err_set(ENOMEM, "dirty page map");
 	uint64_t low = vm->ram_size < LOWMEM_END ? vm->ram_size : LOWMEM_END;
 	vm->nslots = 0;
 	vm->slots[vm->nslots++] = (struct vm_mem_slot){0, 0, low, vm->ram};
@@ -160,6 +164,8 @@ int vm_mem_register(struct vm *vm)
 			.guest_phys_addr = s->gpa,
 			.memory_size = s->size,
 			.userspace_addr = (uintptr_t)s->hva,
+			/* incremental memory snapshots (kvm/dirty.h) */
+			.flags = KVM_MEM_LOG_DIRTY_PAGES,
 		};
 		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
 			return err_set(errno, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB)",

@@ -41,6 +41,8 @@ struct vm {
 	bool ram_from_file; /* mapped from a memory image (restore, revert), not anonymous */
 	struct vm_mem_slot slots[2];
 	int nslots;
+	/* Pages the VMM wrote since the last collect (kvm/dirty.h). */
+	uint64_t *vmm_dirty;
 
 	struct io_bus pio, mmio;
 	struct evloop *loop; /* the I/O thread's loop (owned by the VMM) */

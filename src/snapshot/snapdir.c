@@ -28,6 +28,26 @@ int snapdir_path(const char *dir, enum snapdir_file f, char *out, size_t len)
 	return path_join(out, len, dir, file_names[f]);
 }
 
+/* The directory DIR is in, resolved (DIR itself need not exist). */
+static int parent_dir_of(const char *dir, char *out)
+{
+	char d[PATH_MAX];
+	snprintf(d, sizeof(d), "%s", dir);
+	return realpath(dirname(d), out) ? 0 : -errno;
+}
+
+int snapdir_memory_parent_ref(const char *dir, const char *parent, char *out, size_t len)
+{
+	char a[PATH_MAX], b[PATH_MAX], p[PATH_MAX];
+	if (parent_dir_of(dir, a) < 0 || parent_dir_of(parent, b) < 0 || strcmp(a, b) != 0)
+		return -EXDEV;
+	snprintf(p, sizeof(p), "%s", parent);
+	const char *name = basename(p);
+	if (snprintf(out, len, "../%s/%s", name, file_names[SNAPDIR_MEMORY]) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
 int snapdir_txn_path(const struct snapdir_txn *t, enum snapdir_file f, char *out, size_t len)
 {
 	return snapdir_path(t->tmp, f, out, len);

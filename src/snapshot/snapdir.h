@@ -33,6 +33,12 @@ enum snapdir_file {
 /* OUT = the path of file F of the snapshot in DIR. */
 int snapdir_path(const char *dir, enum snapdir_file f, char *out, size_t len);
 
+/* How the memory image of snapshot DIR names the one of its memory
+ * parent PARENT (a layer stores only the pages changed since): relative
+ * to its own directory, so the two move together.  -EXDEV (no message)
+ * unless the two are in one directory. */
+int snapdir_memory_parent_ref(const char *dir, const char *parent, char *out, size_t len);
+
 /* ---- writing a snapshot ---- */
 
 /* A snapshot directory being written: files go into TMP, commit renames

@@ -2,6 +2,7 @@
 #include "devices/device.h"
 #include "disk/block.h"
 #include "kvm/vm.h"
+#include "snapshot/mem_chain.h"
 #include "snapshot/snapdir.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
@@ -82,15 +83,17 @@ static int revert_apply_state(struct vmm *vmm, struct state_reader *rd, bool *lo
 
 /* The state applied: memory and disks from the snapshot, then what reads
  * guest memory.  A failure here leaves no VM to go back to. */
-static int revert_apply_memory(struct vmm *vmm, int memfd, const char *mem, struct block_dev **bds,
-			       const struct vm_config *cfg)
+static int revert_apply_memory(struct vmm *vmm, const struct mem_chain *chain, const char *dir,
+			       struct block_dev **bds, const struct vm_config *cfg)
 {
 	struct vm *vm = vmm->vm;
-	void *p =
-	    mmap(vm->ram, vm->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, memfd, 0);
+	void *p;
 	vm->ram_from_file = true;
-	if (p == MAP_FAILED)
-		return err_set(errno, "%s: cannot map over guest memory", mem);
+	int r = mem_chain_map(chain, vm->ram, &p);
+	if (r < 0)
+		return err_prefix(r, "mapping the memory of %s over guest memory", dir);
+	vmm_memory_is_snapshot(vmm, dir, &mem_layer_info(mem_chain_layer(chain, 0))->id,
+			       mem_chain_length(chain) - 1);
 	struct device *devs[VM_MAX_DISKS];
 	unsigned n = vmm_disk_devices(vmm, devs, VM_MAX_DISKS);
 	for (unsigned i = 0; i < n && (int)i < cfg->ndisks; i++) {
@@ -126,24 +129,18 @@ int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 	if (r < 0)
 		return r;
 	struct block_dev *bds[VM_MAX_DISKS] = {0};
-	char mem[PATH_MAX];
-	int fd = -1;
+	struct mem_chain *chain = NULL;
 	bool overlays = false;
 	if ((o->disk_layers &&
 	     (r = vmm_override_disks(&cfg, o->disk_layers, o->ndisk_layers, dir)) < 0) ||
 	    (r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
 	    (r = vmm_check_disk_sizes(&cfg, dir)) < 0 ||
 	    (r = vm_snapshot_check_records(vm, rd)) < 0 ||
-	    (r = vm_snapshot_check_memory(dir, rd, cfg.mem_size, o->verify)) < 0 ||
-	    (r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0)
+	    (r = vm_snapshot_open_memory(dir, rd, cfg.mem_size, o->verify, &chain)) < 0)
 		goto out;
 	overlays = (r = vmm_new_overlays(&cfg, o->disk_dir)) == 0;
 	if (r < 0 || (r = revert_open_disks(&cfg, bds)) < 0)
 		goto out;
-	if ((fd = file_open_regular(mem, O_RDONLY)) < 0) {
-		r = fd;
-		goto out;
-	}
 	uint64_t t1 = monotime_us();
 	bool was_paused = vmm->paused;
 	if (!was_paused)
@@ -154,7 +151,7 @@ int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 			vm_resume(vm);
 		goto out; /* the VM as it was, the new overlays dropped */
 	}
-	if (r < 0 || (r = revert_apply_memory(vmm, fd, mem, bds, &cfg)) < 0) {
+	if (r < 0 || (r = revert_apply_memory(vmm, chain, dir, bds, &cfg)) < 0) {
 		vm_request_exit(vm, VM_EXIT_ERROR, 1, err_msg());
 		overlays = false; /* the VM ends on them: they may hold its last writes */
 		goto out;
@@ -172,8 +169,7 @@ int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 	res->check_us = t1 - t0;
 	res->pause_us = t2 - t1;
 out:
-	if (fd >= 0)
-		close(fd);
+	mem_chain_close(chain);
 	for (int i = 0; i < VM_MAX_DISKS; i++)
 		if (bds[i])
 			block_close(bds[i]);

@@ -1,6 +1,8 @@
 #include "vmm/snapshot_job.h"
 #include "disk/block.h"
+#include "kvm/dirty.h"
 #include "kvm/vm.h"
+#include "snapshot/mem_chain.h"
 #include "snapshot/ram_cow.h"
 #include "snapshot/snapdir.h"
 #include "util/err.h"
@@ -46,13 +48,39 @@ struct snap_job {
 	pthread_t writer;
 	bool writer_started;
 	struct disk_freeze_set disks;
+	/* Memory: the pages changed since the memory parent, collected up to
+	 * the pause; a layer on the parent (LAYER) or a full image. */
+	uint64_t *changed;
+	bool collected, committed, layer;
+	struct mem_image_layer_spec spec;
+	char parent_ref[PATH_MAX];
+	const char *memory_why; /* why a full image, for the reply */
 	snapshot_done_fn done;
 	void *opaque;
 	struct snapshot_result res;
 };
 
+/* A snapshot that did not commit gives back the changed pages it
+ * collected: the next one is still on the old memory parent. */
+static void snap_give_back_changed(struct snap_job *j)
+{
+	struct vmm *vmm = j->vmm;
+	if (!j->collected || j->committed)
+		return;
+	uint64_t words = vm_dirty_words(vmm->vm);
+	if (!vmm->mem_changed && !(vmm->mem_changed = calloc(words, 8))) {
+		vmm->mem_parent.valid = false; /* no map: the next snapshot is full */
+		return;
+	}
+	for (uint64_t w = 0; w < words; w++)
+		vmm->mem_changed[w] |= j->changed[w];
+	j->collected = false;
+}
+
 static void snap_job_free(struct snap_job *j)
 {
+	snap_give_back_changed(j);
+	free(j->changed);
 	ram_cow_close(j->cow);
 	vm_snapshot_capture_free(j->capture);
 	vm_config_free(&j->frozen);
@@ -61,6 +89,109 @@ static void snap_job_free(struct snap_job *j)
 	if (j->pipe_wr >= 0)
 		close(j->pipe_wr);
 	free(j);
+}
+
+/* A chain of memory layers deeper than this is consolidated: the next
+ * snapshot's layer stands on the full image at the bottom of the chain
+ * and holds every page the layers between hold (docs/snapshots.md). */
+#define SNAP_MEMORY_DEPTH_MAX 16
+
+/* J's layer stands on the full image under its parent's chain instead,
+ * holding also every page the chain's layers hold. */
+static int snap_consolidate(struct snap_job *j, const char *parent_mem, uint64_t words)
+{
+	struct mem_chain *c;
+	int r = mem_chain_open(parent_mem, j->vmm->vm->ram_size, &c);
+	if (r < 0)
+		return r;
+	unsigned n = mem_chain_length(c);
+	const struct mem_layer *base = mem_chain_layer(c, n - 1);
+	char base_dir[PATH_MAX];
+	snprintf(base_dir, sizeof(base_dir), "%s", mem_layer_path(base));
+	char *slash = strrchr(base_dir, '/');
+	if (slash)
+		*slash = 0;
+	r = snapdir_memory_parent_ref(j->res.path, base_dir, j->parent_ref, sizeof(j->parent_ref));
+	if (r == 0) {
+		for (unsigned i = 0; i + 1 < n; i++)
+			for (uint64_t w = 0; w < words; w++)
+				j->changed[w] |= mem_layer_held_word(mem_chain_layer(c, i), w);
+		j->spec.parent = mem_layer_info(base)->id;
+		j->spec.parent_depth = 0;
+	}
+	mem_chain_close(c);
+	return r;
+}
+
+/* Before the pause: a full memory image or a layer on the memory parent,
+ * and the pages changed since that parent collected so far (the rest at
+ * the pause).  A layer needs the parent committed as it was, beside the
+ * new snapshot; otherwise the image is full and the reply says why. */
+static int snap_choose_memory(struct snap_job *j, bool full)
+{
+	struct vmm *vmm = j->vmm;
+	uint64_t words = vm_dirty_words(vmm->vm);
+	if (!(j->changed = calloc(words, 8)))
+		return err_set(ENOMEM, "changed-page map");
+	int r = vm_dirty_collect(vmm->vm, j->changed);
+	if (r < 0)
+		return r;
+	j->collected = true;
+	if (vmm->mem_changed) {
+		for (uint64_t w = 0; w < words; w++)
+			j->changed[w] |= vmm->mem_changed[w];
+		memset(vmm->mem_changed, 0, 8 * words);
+	}
+	char mem[PATH_MAX];
+	struct mem_image_info pi;
+	j->memory_why = full ? "asked for" : !vmm->mem_parent.valid ? "no memory parent" : NULL;
+	if (!j->memory_why &&
+	    (snapdir_memory_parent_ref(j->res.path, vmm->mem_parent.dir, j->parent_ref,
+				       sizeof(j->parent_ref)) < 0))
+		j->memory_why = "the memory parent is in another directory";
+	if (!j->memory_why &&
+	    (snapdir_path(vmm->mem_parent.dir, SNAPDIR_MEMORY, mem, sizeof(mem)) < 0 ||
+	     mem_image_info(mem, vmm->vm->ram_size, &pi) < 0 ||
+	     memcmp(&pi.id, &vmm->mem_parent.id, sizeof(pi.id)) != 0))
+		j->memory_why = "the memory parent is gone or changed";
+	err_clear();
+	if (j->memory_why) {
+		log_info("snapshot %s: full memory image (%s)", j->res.path, j->memory_why);
+		return 0;
+	}
+	j->layer = true;
+	j->spec = (struct mem_image_layer_spec){.changed = j->changed,
+						.parent = vmm->mem_parent.id,
+						.parent_ref = j->parent_ref,
+						.parent_depth = vmm->mem_parent.depth};
+	if (vmm->mem_parent.depth + 1 > SNAP_MEMORY_DEPTH_MAX &&
+	    snap_consolidate(j, mem, words) < 0) {
+		log_info("snapshot %s: full memory image (consolidating: %s)", j->res.path,
+			 err_msg());
+		err_clear();
+		j->layer = false;
+		j->memory_why = "the chain could not be consolidated";
+	}
+	return 0;
+}
+
+void vmm_memory_is_snapshot(struct vmm *vmm, const char *dir, const struct mem_id *id,
+			    uint32_t depth)
+{
+	uint64_t words = vm_dirty_words(vmm->vm);
+	uint64_t *scratch = calloc(words, 8);
+	/* KVM's log and the VMM's marks hold the old machine's writes. */
+	if (!scratch || vm_dirty_collect(vmm->vm, scratch) < 0) {
+		vmm->mem_parent.valid = false;
+		err_clear();
+	} else {
+		vmm->mem_parent.valid = realpath(dir, vmm->mem_parent.dir) != NULL;
+		vmm->mem_parent.id = *id;
+		vmm->mem_parent.depth = depth;
+	}
+	free(scratch);
+	if (vmm->mem_changed)
+		memset(vmm->mem_changed, 0, 8 * words);
 }
 
 /* Before the pause: the snapshot's directory and the disks' new overlays. */
@@ -141,7 +272,8 @@ static void snap_failed(struct snap_job *j, const char *msg, bool vm_paused)
 static int snap_write(struct snap_job *j, const void *ram, const struct mem_image_source *src,
 		      uint64_t size)
 {
-	int r = vm_snapshot_write(j->capture, ram, src, size, j->txn.tmp, &j->st);
+	int r = vm_snapshot_write(j->capture, ram, src, size, j->layer ? &j->spec : NULL,
+				  j->txn.tmp, &j->st);
 	if (r == 0) {
 		struct snapdir_meta m = {.config = vm_config_to_json(&j->frozen),
 					 .pause_us = j->st.pause_us,
@@ -159,6 +291,13 @@ static int snap_write(struct snap_job *j, const void *ram, const struct mem_imag
 static void snap_finish(struct snap_job *j, int result, const char *msg)
 {
 	if (result == 0) {
+		struct vmm *vmm = j->vmm;
+		j->committed = true;
+		vmm->mem_parent.valid = realpath(j->res.path, vmm->mem_parent.dir) != NULL;
+		vmm->mem_parent.id = j->st.memory_id;
+		vmm->mem_parent.depth = j->st.memory_depth;
+		j->res.memory_depth = j->st.memory_depth;
+		j->res.memory_why = j->memory_why;
 		j->vmm->snapshots++;
 		j->res.pause_us = j->st.pause_us;
 		j->res.memory_bytes = j->st.memory_bytes;
@@ -172,6 +311,8 @@ static void snap_finish(struct snap_job *j, int result, const char *msg)
 struct snap_report {
 	int result;
 	uint64_t memory_bytes;
+	struct mem_id memory_id;
+	uint32_t memory_depth;
 	char msg[1024];
 };
 
@@ -183,6 +324,8 @@ static int snap_write_report(struct snap_job *j, int fd, const void *ram,
 	struct snap_report rep = {0};
 	rep.result = snap_write(j, ram, src, j->vmm->vm->ram_size);
 	rep.memory_bytes = j->st.memory_bytes;
+	rep.memory_id = j->st.memory_id;
+	rep.memory_depth = j->st.memory_depth;
 	snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
 	ssize_t w = write(fd, &rep, sizeof(rep)); /* short: the reply says it died */
 	return w == (ssize_t)sizeof(rep) && rep.result == 0 ? 0 : -1;
@@ -222,6 +365,8 @@ static void snap_writer_done(void *opaque, uint32_t events)
 		snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
 	} else {
 		j->st.memory_bytes = rep.memory_bytes;
+		j->st.memory_id = rep.memory_id;
+		j->st.memory_depth = rep.memory_depth;
 	}
 	snap_finish(j, rep.result < 0 ? -EIO : 0, rep.msg);
 	snap_job_free(j);
@@ -317,7 +462,14 @@ const char *snapshot_job_busy(const struct vmm *vmm)
 static int snap_paused(struct snap_job *j, bool quit)
 {
 	struct vmm *vmm = j->vmm;
-	int r = snap_capture(j);
+	/* The last of the changed pages: those written since the collect
+	 * before the pause. */
+	int r = vm_dirty_collect(vmm->vm, j->changed);
+	if (r < 0) {
+		snap_unprepare(j);
+		return r;
+	}
+	r = snap_capture(j);
 	if (r == 0 && j->cow) {
 		int again = ram_cow_protect(j->cow);
 		if (again < 0)
@@ -339,8 +491,8 @@ static int snap_paused(struct snap_job *j, bool quit)
 	return r;
 }
 
-int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, snapshot_done_fn done,
-		       void *opaque)
+int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_memory,
+		       snapshot_done_fn done, void *opaque)
 {
 	if (vmm->snap_job)
 		return err_set(EBUSY, "snapshot %s is still being written",
@@ -360,6 +512,11 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, snapshot_don
 	int r = snap_prepare(j);
 	if (r < 0) {
 		free(j);
+		return r;
+	}
+	if ((r = snap_choose_memory(j, full_memory)) < 0) {
+		snap_unprepare(j);
+		snap_job_free(j);
 		return r;
 	}
 	if (!quit)

@@ -18,6 +18,8 @@ struct snapshot_result {
 	char path[PATH_MAX];
 	uint64_t pause_us, total_us;
 	uint64_t memory_bytes;
+	uint32_t memory_depth;	 /* 0: a full memory image; n: a layer n above one */
+	const char *memory_why;	 /* a full image: why (asked for, no memory parent...) */
 	const char *writer;  /* "thread", "fork", or NULL (written in the pause) */
 	uint64_t cow_copies; /* thread writer: chunks the guest wrote before it read them */
 	/* the overlays the VM continues in, one per disk frozen by the snapshot */
@@ -30,11 +32,13 @@ struct snapshot_result {
 typedef void (*snapshot_done_fn)(void *opaque, int result, const char *msg,
 				 const struct snapshot_result *res);
 
-/* Take a snapshot into DIR; QUIT: write it in the pause and end the VM.
+/* Take a snapshot into DIR; QUIT: write it in the pause and end the VM;
+ * FULL_MEMORY: a full memory image even where a layer on the memory
+ * parent would do.
  * Returns -errno (message set; DONE is not called, nothing changed), or 0:
  * DONE is called once, now or when the writer has finished. */
-int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, snapshot_done_fn done,
-		       void *opaque);
+int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_memory,
+		       snapshot_done_fn done, void *opaque);
 /* The snapshot being written, or NULL. */
 const char *snapshot_job_busy(const struct vmm *vmm);
 /* Before the VM is torn down: a writer thread reads guest RAM, so wait

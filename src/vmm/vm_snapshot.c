@@ -3,6 +3,7 @@
 #include "devices/device.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
+#include "snapshot/mem_chain.h"
 #include "snapshot/mem_image.h"
 #include "snapshot/snapdir.h"
 #include "snapshot/state_buf.h"
@@ -29,11 +30,18 @@ enum {
 
 static const struct state_tag snap_tags[] = {
     {SNAP_TAG_CONFIG, 1, "config"}, {SNAP_TAG_VM, 1, "vm"},	    {SNAP_TAG_VCPU, 1, "vcpu"},
-    {SNAP_TAG_DEVICE, 1, "device"}, {SNAP_TAG_MEMORY, 1, "memory"},
+    {SNAP_TAG_DEVICE, 1, "device"}, {SNAP_TAG_MEMORY, 2, "memory"},
 };
 
-struct snap_memory_record {
+/* Version 1: the memory image's digest (a full image, read whole). */
+struct snap_memory_record_v1 {
 	uint64_t size, digest, data_bytes;
+};
+/* Version 2: its id, which stays when a deleted parent's pages move into
+ * the image (the digest then changes). */
+struct snap_memory_record {
+	uint64_t size, data_bytes;
+	uint8_t id[16];
 };
 
 #define DEVICE_NAME_LEN 32
@@ -156,17 +164,29 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	return 0;
 }
 
+/* RAM that does not change while it is written, as a memory image source. */
+static const void *ram_chunk(void *opaque, uint64_t c)
+{
+	return (const uint8_t *)opaque + c * MEM_IMAGE_CHUNK_SIZE;
+}
+
+static void ram_chunk_done(void *opaque, uint64_t c)
+{
+}
+
 int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
-		      const struct mem_image_source *src, uint64_t ram_size, const char *dir,
+		      const struct mem_image_source *src, uint64_t ram_size,
+		      const struct mem_image_layer_spec *layer, const char *dir,
 		      struct vm_snapshot_stats *stats)
 {
 	char mem[PATH_MAX], state[PATH_MAX];
 	struct mem_image_info mi;
+	struct mem_image_source ram_src = {ram_chunk, ram_chunk_done, (void *)ram};
 	int r;
 	if ((r = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem))) < 0 ||
 	    (r = snapdir_path(dir, SNAPDIR_STATE, state, sizeof(state))) < 0 ||
-	    (r = src ? mem_image_save_from(mem, src, ram_size, NULL, NULL, &mi)
-		     : mem_image_save(mem, ram, ram_size, NULL, NULL, &mi)) < 0)
+	    (r = mem_image_save_as(mem, src ? src : &ram_src, ram_size, layer, NULL, NULL, NULL,
+				   &mi)) < 0)
 		return r;
 	struct state_writer *w;
 	if ((r = state_writer_open(state, &w)) < 0)
@@ -177,9 +197,10 @@ int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
 				     c->rec[i].len);
 		bytes += c->rec[i].len;
 	}
-	struct snap_memory_record mr = {mi.size, mi.digest, mi.data_bytes};
+	struct snap_memory_record mr = {.size = mi.size, .data_bytes = mi.data_bytes};
+	memcpy(mr.id, mi.id.b, sizeof(mr.id));
 	if (r == 0)
-		r = state_writer_add(w, SNAP_TAG_MEMORY, 1, 0, &mr, sizeof(mr));
+		r = state_writer_add(w, SNAP_TAG_MEMORY, 2, 0, &mr, sizeof(mr));
 	if (r < 0) {
 		state_writer_abort(w);
 		return r;
@@ -189,6 +210,8 @@ int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
 	if (stats) {
 		stats->memory_bytes = mi.data_bytes;
 		stats->state_bytes = bytes;
+		stats->memory_id = mi.id;
+		stats->memory_depth = mi.depth;
 	}
 	return 0;
 }
@@ -226,7 +249,8 @@ int vm_snapshot_open(const char *dir, struct state_reader **out, struct vm_confi
 	return 0;
 }
 
-int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t mem_size, int verify)
+int vm_snapshot_open_memory(const char *dir, struct state_reader *r, uint64_t mem_size,
+			    int verify, struct mem_chain **out)
 {
 	char path[PATH_MAX];
 	char state[PATH_MAX];
@@ -237,23 +261,56 @@ int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t m
 	size_t len;
 	uint16_t ver;
 	struct snap_memory_record mr;
-	if (state_reader_get(r, SNAP_TAG_MEMORY, 0, &data, &len, &ver) < 0 || len != sizeof(mr))
+	struct snap_memory_record_v1 m1;
+	if (state_reader_get(r, SNAP_TAG_MEMORY, 0, &data, &len, &ver) < 0 ||
+	    len != (ver == 1 ? sizeof(m1) : sizeof(mr)))
 		return err_set(EINVAL, "%s: no valid memory record", state);
-	memcpy(&mr, data, sizeof(mr));
-	struct mem_image_info mi;
-	ret = mem_image_info(path, mem_size, &mi);
-	if (ret < 0)
-		return ret;
-	if (mr.size != mem_size)
+	if (ver == 1)
+		memcpy(&m1, data, sizeof(m1));
+	else
+		memcpy(&mr, data, sizeof(mr));
+	uint64_t size = ver == 1 ? m1.size : mr.size;
+	if (size != mem_size)
 		return err_set(EINVAL,
 			       "%s: the state records %llu bytes of memory, the machine has %llu",
-			       state, (unsigned long long)mr.size, (unsigned long long)mem_size);
-	if (mi.digest != mr.digest)
-		return err_set(EINVAL,
-			       "%s: not the memory image of this snapshot's state "
-			       "(digest %016llx, state expects %016llx)",
-			       path, (unsigned long long)mi.digest, (unsigned long long)mr.digest);
-	return verify ? mem_image_verify(path, mem_size, NULL, NULL) : 0;
+			       state, (unsigned long long)size, (unsigned long long)mem_size);
+	struct mem_chain *c;
+	if ((ret = mem_chain_open(path, mem_size, &c)) < 0)
+		return ret;
+	const struct mem_image_info *mi = mem_layer_info(mem_chain_layer(c, 0));
+	if (ver == 1 && mi->digest != m1.digest)
+		ret = err_set(EINVAL,
+			      "%s: not the memory image of this snapshot's state "
+			      "(digest %016llx, the state expects %016llx)",
+			      path, (unsigned long long)mi->digest, (unsigned long long)m1.digest);
+	if (ver != 1 && memcmp(mi->id.b, mr.id, sizeof(mr.id)) != 0) {
+		char a[33], b[33];
+		struct mem_id want;
+		memcpy(want.b, mr.id, sizeof(want.b));
+		mem_id_format(&mi->id, a);
+		mem_id_format(&want, b);
+		ret = err_set(EINVAL,
+			      "%s: not the memory image of this snapshot's state (memory %s, the "
+			      "state expects %s)",
+			      path, a, b);
+	}
+	if (ret == 0 && verify)
+		ret = mem_chain_verify(c, NULL, NULL);
+	if (ret < 0) {
+		mem_chain_close(c);
+		return ret;
+	}
+	*out = c;
+	return 0;
+}
+
+int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t mem_size, int verify)
+{
+	struct mem_chain *c;
+	int ret = vm_snapshot_open_memory(dir, r, mem_size, verify, &c);
+	if (ret == 0)
+		mem_chain_close(c);
+	return ret;
 }
 
 /* Where a restore takes its records from: a state file, or a capture of a

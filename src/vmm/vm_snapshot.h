@@ -12,11 +12,14 @@
 
 struct vm;
 struct state_reader;
+struct mem_chain;
 
 struct vm_snapshot_stats {
 	uint64_t state_bytes;
 	uint64_t memory_bytes; /* non-zero RAM written */
 	uint64_t pause_us;     /* filled by the caller */
+	struct mem_id memory_id;
+	uint32_t memory_depth; /* 0: a full memory image; n: a layer n above one */
 };
 
 /* A snapshot in two steps, so the slow one can run while the VM does:
@@ -28,17 +31,23 @@ struct vm_snapshot_capture;
 int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			struct vm_snapshot_capture **out);
 /* RAM is read from SRC when it is not NULL (RAM that changes meanwhile,
- * seen through a copy-on-write view), else from RAM. */
+ * seen through a copy-on-write view), else from RAM.  LAYER not NULL: the
+ * memory image holds only the pages changed since its parent. */
 int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
-		      const struct mem_image_source *src, uint64_t ram_size, const char *dir,
+		      const struct mem_image_source *src, uint64_t ram_size,
+		      const struct mem_image_layer_spec *layer, const char *dir,
 		      struct vm_snapshot_stats *stats);
 void vm_snapshot_capture_free(struct vm_snapshot_capture *c);
 
 /* Open and verify DIR's state file (every checksum, version and tag) before
  * anything is applied; read the configuration out of it. */
 int vm_snapshot_open(const char *dir, struct state_reader **r, struct vm_config *cfg);
-/* Check DIR's memory image belongs to this state file (size and digest); with
- * VERIFY, read it all and check every chunk. */
+/* Open the chain of DIR's memory image (mem_chain.h) and check it belongs
+ * to this state file (size, and the image's id); with VERIFY, read it all
+ * and check every chunk of every image. */
+int vm_snapshot_open_memory(const char *dir, struct state_reader *r, uint64_t mem_size,
+			    int verify, struct mem_chain **out);
+/* The same, closing the chain again. */
 int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t mem_size,
 			     int verify);
 /* Apply VM-wide and device state to a VM built from the same

@@ -10,7 +10,9 @@
 #include "disk/block.h"
 #include "disk/qcow2.h"
 #include "kvm/vcpu.h"
+#include "kvm/dirty.h"
 #include "kvm/vm.h"
+#include "snapshot/mem_chain.h"
 #include "snapshot/mem_image.h"
 #include "snapshot/snapdir.h"
 #include "snapshot/state_file.h"
@@ -37,7 +39,11 @@
 
 static void *vmm_gpa_to_hva(void *opaque, uint64_t gpa, uint64_t len)
 {
-	return vm_gpa_to_hva(opaque, gpa, len);
+	/* Instructions completed here may write what they map: counted as
+	 * changed for the next snapshot (rare, so reads are counted too). */
+	void *p = vm_gpa_to_hva(opaque, gpa, len);
+	vm_dirty_mark(opaque, p, len);
+	return p;
 }
 
 /* KVM's emulator refused an instruction (PVM hosts): complete it here. */
@@ -234,19 +240,18 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	return 0;
 }
 
-static int vmm_restore_memory(struct vmm *vmm, const char *dir, struct state_reader *r, void **ram)
+/* The chain of DIR's memory, checked against the state (and verified
+ * whole for a mapped restore that asks for it: copy mode verifies each
+ * chunk as it reads it); mapped now in map mode. */
+static int vmm_restore_memory(struct vmm *vmm, const char *dir, struct state_reader *r,
+			      struct mem_chain **chain, void **ram)
 {
-	int ret = vm_snapshot_check_memory(dir, r, vmm->cfg.mem_size,
-					   vmm->opts.verify_memory &&
-					       vmm->opts.restore_mode == RESTORE_MAP);
-	if (ret < 0)
-		return ret;
-	char path[PATH_MAX];
-	if ((ret = snapdir_path(dir, SNAPDIR_MEMORY, path, sizeof(path))) < 0)
-		return ret;
-	if (vmm->opts.restore_mode == RESTORE_MAP)
-		return mem_image_map(path, vmm->cfg.mem_size, ram);
-	return 0; /* copy mode: loaded into anonymous RAM once the VM exists */
+	bool map = vmm->opts.restore_mode == RESTORE_MAP;
+	int ret = vm_snapshot_open_memory(dir, r, vmm->cfg.mem_size,
+					  vmm->opts.verify_memory && map, chain);
+	if (ret == 0 && map)
+		ret = mem_chain_map(*chain, NULL, ram);
+	return ret;
 }
 
 int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
@@ -255,12 +260,10 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	if (!vmm)
 		return -ENOMEM;
 	struct state_reader *r = NULL;
+	struct mem_chain *chain = NULL;
 	void *ram = NULL;
-	char mem[PATH_MAX];
 	/* Everything is checked before KVM is touched. */
-	int ret = snapdir_path(dir, SNAPDIR_MEMORY, mem, sizeof(mem));
-	if (ret == 0)
-		ret = vm_snapshot_open(dir, &r, &vmm->cfg);
+	int ret = vm_snapshot_open(dir, &r, &vmm->cfg);
 	if (ret == 0 && opts->disk_layers)
 		ret = vmm_override_disks(&vmm->cfg, opts->disk_layers, opts->ndisk_layers, dir);
 	if (ret == 0)
@@ -269,7 +272,7 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	vmm->cfg.console_in = STDIN_FILENO;
 	vmm->cfg.console_out = STDOUT_FILENO;
 	if (ret == 0)
-		ret = vmm_restore_memory(vmm, dir, r, &ram);
+		ret = vmm_restore_memory(vmm, dir, r, &chain, &ram);
 	bool overlays = false;
 	if (ret == 0)
 		overlays = (ret = vmm_new_overlays(&vmm->cfg, vmm->opts.disk_dir)) == 0;
@@ -278,11 +281,15 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 		ram = NULL;
 	}
 	if (ret == 0 && opts->restore_mode == RESTORE_COPY)
-		ret = mem_image_load(mem, vmm->vm->ram, vmm->cfg.mem_size);
+		ret = mem_chain_load(chain, vmm->vm->ram);
+	if (ret == 0)
+		vmm_memory_is_snapshot(vmm, dir, &mem_layer_info(mem_chain_layer(chain, 0))->id,
+				       mem_chain_length(chain) - 1);
 	if (ret == 0 && (ret = vmm_init_devices(vmm)) == 0 &&
 	    (ret = vmm_create_vcpus(vmm, NULL)) == 0 &&
 	    (ret = vm_snapshot_restore(vmm->vm, r)) == 0)
 		ret = vmm_control_open(vmm);
+	mem_chain_close(chain);
 	if (r)
 		state_reader_close(r);
 	if (ret < 0) {
@@ -364,5 +371,6 @@ void vmm_destroy(struct vmm *vmm)
 		close(vmm->sigfd);
 	kernel_image_close(&vmm->kernel);
 	vm_config_free(&vmm->cfg);
+	free(vmm->mem_changed);
 	free(vmm);
 }

@@ -35,6 +35,12 @@ static void snapshot_reply(json_t *reply, const struct snapshot_result *res)
 	json_object_set_new(reply, "path", json_string(res->path));
 	json_object_set_new(reply, "pause_ms", json_real((double)res->pause_us / 1000.0));
 	json_object_set_new(reply, "memory_bytes", json_integer((json_int_t)res->memory_bytes));
+	/* "layer" (pages changed since the memory parent, DEPTH images above
+	 * a full one) or "full" (and why) */
+	json_object_set_new(reply, "memory", json_string(res->memory_depth ? "layer" : "full"));
+	json_object_set_new(reply, "memory_depth", json_integer(res->memory_depth));
+	if (!res->memory_depth && res->memory_why)
+		json_object_set_new(reply, "memory_full_why", json_string(res->memory_why));
 	json_object_set_new(reply, "total_ms", json_real((double)res->total_us / 1000.0));
 	json_object_set_new(reply, "overlays", path_array(res->overlays, res->noverlays));
 	/* How the writer saw RAM; with the userfaultfd view, how many chunks
@@ -71,13 +77,19 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 		return err_set(EINVAL, "snapshot needs \"path\"");
 	if (then && strcmp(then, "quit") && strcmp(then, "continue"))
 		return err_set(EINVAL, "\"then\" is \"quit\" or \"continue\", not \"%s\"", then);
+	const char *memory = json_string_value(json_object_get(req, "memory"));
+	if (json_object_get(req, "memory") && (!memory || (strcmp(memory, "full") &&
+							   strcmp(memory, "changed"))))
+		return err_set(EINVAL, "\"memory\" is \"full\" or \"changed\"");
+	bool full = memory && !strcmp(memory, "full");
 	struct snapshot_call *c = calloc(1, sizeof(*c));
 	if (!c)
 		return err_set(ENOMEM, "snapshot");
 	c->reply = json_incref(reply);
 	/* Done is called at once only for a snapshot written in the pause
 	 * ("then":"quit"), and only with success: a failure there is returned. */
-	int r = snapshot_job_start(vmm, path, then && !strcmp(then, "quit"), snapshot_done, c);
+	int r = snapshot_job_start(vmm, path, then && !strcmp(then, "quit"), full, snapshot_done,
+				   c);
 	if (r < 0 || c->finished) {
 		json_decref(c->reply);
 		free(c);

@@ -7,9 +7,11 @@
 #include "arch/x86/boot.h"
 #include "arch/x86/pvm.h"
 #include "kvm/vm.h"
+#include "snapshot/mem_image.h"
 #include "vmm/config.h"
 #include "vmm/vmm.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -30,6 +32,18 @@ struct vmm {
 	bool paused;
 	unsigned snapshots;
 	struct snap_job *snap_job; /* a snapshot being written, or NULL */
+	/* The snapshot the machine's memory descends from: its next snapshot
+	 * stores only the pages changed since (snapshot_job.c).  Not valid
+	 * after a boot: the first snapshot is full. */
+	struct {
+		bool valid;
+		char dir[PATH_MAX];
+		struct mem_id id;
+		uint32_t depth;
+	} mem_parent;
+	/* Pages changed since mem_parent that KVM's log no longer has (a
+	 * failed snapshot gives back what it collected); NULL: none. */
+	uint64_t *mem_changed;
 	/* Per vCPU (each one's hook_data): PVM fallback completions. */
 	struct pvm_stats pvm_stats[VM_MAX_VCPUS];
 };
@@ -37,6 +51,13 @@ struct vmm {
 /* ---- vmm_control.c ---- */
 /* Open the control socket (opts.control) with the VM's commands. */
 int vmm_control_open(struct vmm *vmm);
+
+/* ---- snapshot_job.c ---- */
+/* The VM's memory is now snapshot DIR's (restore, revert): its next
+ * snapshot is a layer on DIR; what changed before is forgotten.  With the
+ * vCPUs not running. */
+void vmm_memory_is_snapshot(struct vmm *vmm, const char *dir, const struct mem_id *id,
+			    uint32_t depth);
 
 /* ---- vmm_disks.c ---- */
 /* The devices with disks, in device-list order (= configuration order). */
