@@ -5,9 +5,12 @@
 #include "disk/image_lock.h"
 #include "disk/qcow2.h"
 #include "manager/mgr_internal.h"
+#include "snapshot/snapdir.h"
+#include "snapshot/state_file.h"
 #include "util/err.h"
 #include "util/fileutil.h"
 #include "util/log.h"
+#include "vmm/vm_snapshot.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -317,4 +320,21 @@ int mgr_running_disks(const struct bundle *b, struct bundle_layers *out)
 	if (r < 0)
 		bundle_layers_free(out);
 	return r;
+}
+
+int mgr_snap_memory(const struct bundle *b, const char *sid, char *mem, size_t len,
+		    struct mem_image_info *info)
+{
+	char sd[PATH_MAX];
+	struct state_reader *rd;
+	struct vm_config cfg;
+	int r = mgr_snap_dir(b, sid, sd, sizeof(sd));
+	if (r < 0 || (r = vm_snapshot_open(sd, &rd, &cfg)) < 0)
+		return r;
+	uint64_t size = cfg.mem_size;
+	vm_config_free(&cfg);
+	state_reader_close(rd);
+	if ((r = snapdir_path(sd, SNAPDIR_MEMORY, mem, len)) < 0)
+		return r;
+	return mem_image_info(mem, size, info);
 }

@@ -4,10 +4,7 @@
 #include "manager/mgr_internal.h"
 #include "util/err.h"
 #include "snapshot/mem_chain.h"
-#include "snapshot/snapdir.h"
-#include "snapshot/state_file.h"
 #include "util/fileutil.h"
-#include "vmm/vm_snapshot.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -85,25 +82,6 @@ static bool merged_by_commit(const struct bundle_pending *p, const char *layer)
 }
 
 /* Carry out (or finish) the delete recorded in vm.json's "pending". */
-/* Snapshot SID's memory image: its path, RAM size (from its state) and
- * trailer. */
-static int snap_memory(const struct bundle *b, const char *sid, char *mem, size_t len,
-		       struct mem_image_info *info)
-{
-	char sd[PATH_MAX];
-	struct state_reader *rd;
-	struct vm_config cfg;
-	int r = mgr_snap_dir(b, sid, sd, sizeof(sd));
-	if (r < 0 || (r = vm_snapshot_open(sd, &rd, &cfg)) < 0)
-		return r;
-	uint64_t size = cfg.mem_size;
-	vm_config_free(&cfg);
-	state_reader_close(rd);
-	if ((r = snapdir_path(sd, SNAPDIR_MEMORY, mem, len)) < 0)
-		return r;
-	return mem_image_info(mem, size, info);
-}
-
 /* Snapshots whose memory is a layer on SID's take in the pages of SID's
  * they do not hold (mem_chain.h), so SID's image can go.  Safe to stop
  * anywhere and to redo: absorbing changes no snapshot's RAM, and a child
@@ -113,13 +91,13 @@ static int absorb_memory(const struct bundle *b, const char *sid)
 	const struct bundle_snapshot *s = sid ? bundle_snap(b, sid) : NULL;
 	char mem[PATH_MAX], cmem[PATH_MAX];
 	struct mem_image_info si, ci;
-	if (!s || !s->memory || snap_memory(b, sid, mem, sizeof(mem), &si) < 0) {
+	if (!s || !s->memory || mgr_snap_memory(b, sid, mem, sizeof(mem), &si) < 0) {
 		err_clear(); /* no memory image: none can stand on it */
 		return 0;
 	}
 	for (size_t i = 0; i < b->nsnaps; i++) {
 		const struct bundle_snapshot *c = b->snaps[i];
-		if (c == s || !c->memory || snap_memory(b, c->id, cmem, sizeof(cmem), &ci) < 0) {
+		if (c == s || !c->memory || mgr_snap_memory(b, c->id, cmem, sizeof(cmem), &ci) < 0) {
 			err_clear(); /* its own check reports it */
 			continue;
 		}
@@ -140,13 +118,13 @@ static uint64_t absorb_bytes(const struct bundle *b, const struct bundle_snapsho
 	char mem[PATH_MAX];
 	struct mem_image_info si, ci;
 	uint64_t n = 0;
-	if (!s->memory || snap_memory(b, s->id, mem, sizeof(mem), &si) < 0) {
+	if (!s->memory || mgr_snap_memory(b, s->id, mem, sizeof(mem), &si) < 0) {
 		err_clear();
 		return 0;
 	}
 	for (size_t i = 0; i < b->nsnaps; i++)
 		if (b->snaps[i] != s && b->snaps[i]->memory &&
-		    snap_memory(b, b->snaps[i]->id, mem, sizeof(mem), &ci) == 0 && ci.layer &&
+		    mgr_snap_memory(b, b->snaps[i]->id, mem, sizeof(mem), &ci) == 0 && ci.layer &&
 		    memcmp(&ci.parent, &si.id, sizeof(si.id)) == 0)
 			n += si.data_bytes;
 	err_clear();

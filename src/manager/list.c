@@ -1,5 +1,6 @@
 /* snapshot list: the tree with its sizes. */
 #include "manager/mgr_internal.h"
+#include "snapshot/mem_chain.h"
 #include "util/err.h"
 
 #include <dirent.h>
@@ -49,6 +50,26 @@ static size_t list_children(const struct bundle *b, const char *parent,
 	return n;
 }
 
+/* The bytes of snapshot S's memory: its own image and the images under it
+ * that it stands on (shared with the snapshots that stand on them too). */
+static void memory_bytes(const struct bundle *b, const struct bundle_snapshot *s, uint64_t *own,
+			 uint64_t *shared)
+{
+	char mem[PATH_MAX];
+	struct mem_image_info mi;
+	struct mem_chain *c;
+	*own = *shared = 0;
+	if (!s->memory || mgr_snap_memory(b, s->id, mem, sizeof(mem), &mi) < 0 ||
+	    mem_chain_open(mem, mi.size, &c) < 0) {
+		err_clear(); /* a broken chain is for cairn check to report */
+		return;
+	}
+	*own = mi.data_bytes;
+	for (unsigned i = 1; i < mem_chain_length(c); i++)
+		*shared += mem_layer_info(mem_chain_layer(c, i))->data_bytes;
+	mem_chain_close(c);
+}
+
 static void list_walk(const struct bundle *b, const char *parent, int depth, uint64_t shared,
 		      json_t *out)
 {
@@ -61,15 +82,22 @@ static void list_walk(const struct bundle *b, const char *parent, int depth, uin
 		char sd[PATH_MAX];
 		mgr_snap_dir(b, s->id, sd, sizeof(sd));
 		uint64_t layer = mgr_layers_bytes(&s->layers);
-		uint64_t own = layer + bundle_du(sd);
+		uint64_t own = layer + bundle_du(sd), mem_own, mem_shared;
+		memory_bytes(b, s, &mem_own, &mem_shared);
+		json_t *e;
 		json_array_append_new(
-		    out, json_pack("{s:s?, s:s, s:o, s:o, s:b, s:o, s:I, s:I, s:b, s:b, s:i}",
+		    out, e = json_pack("{s:s?, s:s, s:o, s:o, s:b, s:o, s:I, s:I, s:b, s:b, s:i}",
 				   "name", s->name, "id", s->id, "parent", str_or_null(s->parent),
 				   "created", str_or_null(s->created), "memory", s->memory,
 				   "description", str_or_null(s->description), "own_bytes",
-				   (json_int_t)own, "shared_bytes", (json_int_t)shared, "current",
+				   (json_int_t)own, "shared_bytes", (json_int_t)(shared + mem_shared), "current",
 				   mgr_streq(b->current, s->id), "suspended",
 				   mgr_streq(b->resume, s->id), "depth", depth));
+		if (e && s->memory) {
+			json_object_set_new(e, "memory_own_bytes", json_integer((json_int_t)mem_own));
+			json_object_set_new(e, "memory_shared_bytes",
+					    json_integer((json_int_t)mem_shared));
+		}
 		list_walk(b, s->id, depth + 1, shared + layer, out);
 	}
 	free(kids);

@@ -6,6 +6,7 @@
 
 #include "manager/bundle.h"
 #include "manager/ops.h"
+#include "snapshot/mem_image.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -23,6 +24,10 @@ bool mgr_valid_name(const char *n);
 /* OUT = bundle dir/A/C. */
 int mgr_sub_path(const struct bundle *b, char *out, size_t len, const char *a, const char *c);
 int mgr_snap_dir(const struct bundle *b, const char *id, char *out, size_t len);
+/* Snapshot SID's memory image: its path (MEM) and its trailer (RAM size
+ * from the snapshot's state). */
+int mgr_snap_memory(const struct bundle *b, const char *sid, char *mem, size_t len,
+		    struct mem_image_info *info);
 int mgr_rm_rf(const char *path);
 uint64_t mgr_file_bytes(const char *path);
 bool mgr_is_qcow2(const char *path);
