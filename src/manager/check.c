@@ -2,6 +2,7 @@
  * operations and removing leftovers. */
 #include "disk/qcow2_check.h"
 #include "manager/mgr_internal.h"
+#include "snapshot/snapdir.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
 #include "util/fileutil.h"
@@ -178,6 +179,16 @@ static void check_memory(struct check_ctx *c, const char *sid, const char *name)
 	if (rd)
 		state_reader_close(rd);
 	vm_config_free(&cfg);
+	/* a memory image rewritten when a parent was deleted, interrupted: the
+	 * image itself is the old one or the new one, both whole */
+	char mem[PATH_MAX], tmp[PATH_MAX + 8];
+	snapdir_path(sd, SNAPDIR_MEMORY, mem, sizeof(mem));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", mem);
+	if (access(tmp, F_OK) == 0) {
+		problem(c, "%s: left over by an interrupted write", tmp);
+		if (c->repair && unlink(tmp) == 0)
+			repaired(c, "removed %s", tmp);
+	}
 }
 
 static const char *layer_at(const struct bundle_snapshot *s, int i)

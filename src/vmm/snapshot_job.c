@@ -464,11 +464,14 @@ static int snap_paused(struct snap_job *j, bool quit)
 	struct vmm *vmm = j->vmm;
 	/* The last of the changed pages: those written since the collect
 	 * before the pause. */
+	uint64_t t = monotime_us();
 	int r = vm_dirty_collect(vmm->vm, j->changed);
 	if (r < 0) {
 		snap_unprepare(j);
 		return r;
 	}
+	log_debug("snapshot %s: changed pages collected in the pause in %llu us", j->res.path,
+		  (unsigned long long)(monotime_us() - t));
 	r = snap_capture(j);
 	if (r == 0 && j->cow) {
 		int again = ram_cow_protect(j->cow);
