@@ -55,6 +55,7 @@ import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in bench/ from the import below
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from snapshot import QMP, Console, conditions, du, finish, qemu_cmd  # noqa: E402
 

@@ -13,13 +13,13 @@
 # its source in the results); OUT=FILE writes the results elsewhere (default
 # bench/results-memory.md; OUT= to write none); RAW=FILE keeps every figure as JSON
 # (memory-chain.py --render FILE makes the report again). Work files go to $TMPDIR
-# (default /tmp): at 2 GiB about 12 GiB for cairn and 2 GiB per QEMU savevm, all
+# (default /tmp): at 2 GiB about 9 GiB for cairn and 1.8 GiB per QEMU savevm, all
 # removed at the end.
 # On a file system mounted with `discard` (this machine's /), freeing a 4 KiB extent costs
 # ~2 ms: removing a layer of scattered pages takes seconds, and the deletes and the destroy
 # at the end take most of the run.
 # Needs qemu-system-x86_64 and qemu-img.  About 5 minutes for the quick run; at 2 GiB an
-# hour or more here.
+# hour or more here (70 minutes on 2026-12-03, load 7-12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
