@@ -175,6 +175,28 @@ static int snap_choose_memory(struct snap_job *j, bool full)
 	return 0;
 }
 
+/* After the pause, for a layer written through the userfaultfd view: the
+ * chunks without changed pages are not read, so the guest may write them
+ * at once (a failure only costs copies of chunks written meanwhile). */
+static void snap_skip_unchanged(struct snap_job *j)
+{
+	const uint64_t per = MEM_IMAGE_CHUNK_SIZE / MEM_IMAGE_PAGE_SIZE / 64; /* words per chunk */
+	uint64_t words = vm_dirty_words(j->vmm->vm), nchunks = (words + per - 1) / per;
+	for (uint64_t c = 0; c < nchunks;) {
+		uint64_t e = c;
+		for (; e < nchunks; e++) {
+			bool any = false;
+			for (uint64_t w = e * per; w < (e + 1) * per && w < words; w++)
+				any |= j->changed[w] != 0;
+			if (any)
+				break;
+		}
+		if (e > c && ram_cow_skip(j->cow, c, e - c) < 0)
+			err_clear();
+		c = e + 1;
+	}
+}
+
 void vmm_memory_is_snapshot(struct vmm *vmm, const char *dir, const struct mem_id *id,
 			    uint32_t depth)
 {
@@ -538,6 +560,8 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_me
 	 * until this returns: the vCPUs need not wait for the disks' freeze.
 	 * If it fails, nothing was written since the capture and the disks
 	 * stay as they were. */
+	if (r == 0 && j->cow && j->layer)
+		snap_skip_unchanged(j);
 	if (r == 0 && j->cow && (r = snap_freeze_disks(j)) == 0 && (r = snap_thread(j)) < 0)
 		snap_failed(j, err_msg(), false);
 	if (r < 0) {
