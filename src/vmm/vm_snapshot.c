@@ -11,46 +11,13 @@
 #include "util/fileutil.h"
 #include "util/log.h"
 #include "vmm/config_json.h"
+#include "vmm/vm_records.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Record tags of state.bin (docs/state-format.md). */
-enum {
-	SNAP_TAG_CONFIG = 1, /* hardware configuration, JSON text */
-	SNAP_TAG_VM = 2,     /* irqchips, PIT, kvmclock */
-	SNAP_TAG_VCPU = 3,   /* one per vCPU, instance = vCPU id */
-	SNAP_TAG_DEVICE = 4, /* one per device, instance = place in the device list */
-	SNAP_TAG_MEMORY = 5, /* which memory image goes with this state */
-};
-
-static const struct state_tag snap_tags[] = {
-    {SNAP_TAG_CONFIG, 1, "config"}, {SNAP_TAG_VM, 1, "vm"},	    {SNAP_TAG_VCPU, 1, "vcpu"},
-    {SNAP_TAG_DEVICE, 1, "device"}, {SNAP_TAG_MEMORY, 1, "memory"},
-};
-
-struct snap_memory_record {
-	uint64_t size, digest, data_bytes;
-};
-
-#define DEVICE_NAME_LEN 32
-
-static int device_fields(struct device *d, struct state_buf *sb)
-{
-	char name[DEVICE_NAME_LEN] = {0};
-	snprintf(name, sizeof(name), "%s", d->ops->name);
-	char saved[DEVICE_NAME_LEN];
-	memcpy(saved, name, sizeof(saved));
-	STATE_FIELD(sb, saved);
-	if (sb->restoring && !sb->err && memcmp(saved, name, sizeof(name)))
-		return err_set(EINVAL, "%s: state of a '%.*s' device for a '%s' device", sb->what,
-			       DEVICE_NAME_LEN, saved, name);
-	int r = d->ops->snapshot(d->priv, sb);
-	return r < 0 ? r : state_buf_finish(sb);
-}
 
 struct capture_record {
 	uint32_t tag;
@@ -112,13 +79,13 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	json_t *j = vm_config_to_json(cfg);
 	char *config = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(j);
-	int r = config ? capture_add(c, SNAP_TAG_CONFIG, 0, config, strlen(config))
+	int r = config ? capture_add(c, VM_RECORD_CONFIG, 0, config, strlen(config))
 		       : err_set(ENOMEM, "configuration");
 	struct x86_vm_state vs;
 	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0) {
 		struct state_buf sb;
 		state_buf_init_save(&sb, "VM");
-		r = capture_buf(c, SNAP_TAG_VM, 0, &sb, x86_vm_state_fields(&vs, &sb));
+		r = capture_buf(c, VM_RECORD_VM, 0, &sb, x86_vm_state_fields(&vs, &sb));
 	}
 	uint64_t tsc0 = 0;
 	for (int i = 0; r == 0 && i < vm->ncpus; i++) {
@@ -137,7 +104,7 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			x86_vcpu_state_set_tsc(&st, tsc0);
 		struct state_buf sb;
 		state_buf_init_save(&sb, what);
-		r = capture_buf(c, SNAP_TAG_VCPU, (uint16_t)i, &sb,
+		r = capture_buf(c, VM_RECORD_VCPU, (uint16_t)i, &sb,
 				x86_vcpu_state_fields(&st, &sb));
 	}
 	uint16_t n = 0;
@@ -146,7 +113,7 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			continue;
 		struct state_buf sb;
 		state_buf_init_save(&sb, d->ops->name);
-		r = capture_buf(c, SNAP_TAG_DEVICE, n, &sb, device_fields(d, &sb));
+		r = capture_buf(c, VM_RECORD_DEVICE, n, &sb, vm_record_device(d, &sb));
 	}
 	if (r < 0) {
 		vm_snapshot_capture_free(c);
@@ -177,9 +144,9 @@ int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
 				     c->rec[i].len);
 		bytes += c->rec[i].len;
 	}
-	struct snap_memory_record mr = {mi.size, mi.digest, mi.data_bytes};
+	struct vm_memory_record mr = {mi.size, mi.digest, mi.data_bytes};
 	if (r == 0)
-		r = state_writer_add(w, SNAP_TAG_MEMORY, 1, 0, &mr, sizeof(mr));
+		r = state_writer_add(w, VM_RECORD_MEMORY, 1, 0, &mr, sizeof(mr));
 	if (r < 0) {
 		state_writer_abort(w);
 		return r;
@@ -199,26 +166,10 @@ int vm_snapshot_open(const char *dir, struct state_reader **out, struct vm_confi
 	struct state_reader *r;
 	int ret = snapdir_path(dir, SNAPDIR_STATE, path, sizeof(path));
 	if (ret == 0)
-		ret = state_reader_open(path, snap_tags, sizeof(snap_tags) / sizeof(snap_tags[0]),
-					&r);
+		ret = state_reader_open(path, vm_record_tags, vm_record_ntags, &r);
 	if (ret < 0)
 		return ret;
-	const void *data;
-	size_t len;
-	uint16_t ver;
-	if (state_reader_get(r, SNAP_TAG_CONFIG, 0, &data, &len, &ver) < 0) {
-		state_reader_close(r);
-		return err_set(EINVAL, "%s: no machine configuration record", path);
-	}
-	json_error_t e;
-	json_t *j = json_loadb(data, len, 0, &e);
-	if (!j) {
-		state_reader_close(r);
-		return err_set(EINVAL, "%s: configuration is not JSON: %s", path, e.text);
-	}
-	ret = vm_config_from_json(j, path, cfg);
-	json_decref(j);
-	if (ret < 0) {
+	if ((ret = vm_record_config(r, cfg)) < 0) {
 		state_reader_close(r);
 		return ret;
 	}
@@ -233,16 +184,9 @@ int vm_snapshot_check_memory(const char *dir, struct state_reader *r, uint64_t m
 	int ret = snapdir_path(dir, SNAPDIR_MEMORY, path, sizeof(path));
 	if (ret < 0 || (ret = snapdir_path(dir, SNAPDIR_STATE, state, sizeof(state))) < 0)
 		return ret;
-	const void *data;
-	size_t len;
-	uint16_t ver;
-	struct snap_memory_record mr;
-	if (state_reader_get(r, SNAP_TAG_MEMORY, 0, &data, &len, &ver) < 0 || len != sizeof(mr))
-		return err_set(EINVAL, "%s: no valid memory record", state);
-	memcpy(&mr, data, sizeof(mr));
+	struct vm_memory_record mr;
 	struct mem_image_info mi;
-	ret = mem_image_info(path, mem_size, &mi);
-	if (ret < 0)
+	if ((ret = vm_record_memory(r, &mr)) < 0 || (ret = mem_image_info(path, mem_size, &mi)) < 0)
 		return ret;
 	if (mr.size != mem_size)
 		return err_set(EINVAL,
@@ -296,24 +240,40 @@ static int source_vcpu(const struct record_source *src, int i, struct x86_vcpu_s
 {
 	const void *data;
 	size_t len;
-	char what[32];
-	snprintf(what, sizeof(what), "vCPU %d", i);
-	if (source_get(src, SNAP_TAG_VCPU, (uint16_t)i, &data, &len) < 0)
+	if (source_get(src, VM_RECORD_VCPU, (uint16_t)i, &data, &len) < 0)
 		return err_set(EINVAL, "snapshot has no state for vCPU %d", i);
-	struct state_buf sb;
-	state_buf_init_restore(&sb, data, len, what);
-	return x86_vcpu_state_fields(st, &sb);
+	return vm_record_vcpu(data, len, i, st);
 }
 
 static int source_vm(const struct record_source *src, struct x86_vm_state *vs)
 {
 	const void *data;
 	size_t len;
-	if (source_get(src, SNAP_TAG_VM, 0, &data, &len) < 0)
+	if (source_get(src, VM_RECORD_VM, 0, &data, &len) < 0)
 		return err_set(EINVAL, "snapshot has no valid VM record");
-	struct state_buf sb;
-	state_buf_init_restore(&sb, data, len, "VM");
-	return x86_vm_state_fields(vs, &sb);
+	return vm_record_vm(data, len, vs);
+}
+
+/* Each device's record into the device (no KVM call of ours; the devices
+ * re-raise their interrupt lines). */
+static int restore_devices(struct vm *vm, const struct record_source *src)
+{
+	uint16_t n = 0;
+	for (struct device *d = vm->devices; d; d = d->next, n++) {
+		const void *data;
+		size_t len;
+		if (!d->ops->snapshot)
+			continue;
+		if (source_get(src, VM_RECORD_DEVICE, n, &data, &len) < 0)
+			return err_set(EINVAL, "snapshot has no state for device %u (%s)", n,
+				       d->ops->name);
+		struct state_buf sb;
+		state_buf_init_restore(&sb, data, len, d->ops->name);
+		int ret = vm_record_device(d, &sb);
+		if (ret < 0)
+			return err_prefix(ret, "restoring device %s", d->ops->name);
+	}
+	return 0;
 }
 
 static int restore_from(struct vm *vm, const struct record_source *src)
@@ -321,25 +281,11 @@ static int restore_from(struct vm *vm, const struct record_source *src)
 	struct x86_vm_state vs;
 	/* VM-wide state before any vCPU state, the clock last of it. */
 	int ret = source_vm(src, &vs);
-	if (ret < 0 || (ret = x86_vm_restore(vm, &vs)) < 0)
+	if (ret < 0 || (ret = x86_vm_restore(vm, &vs)) < 0 || (ret = restore_devices(vm, src)) < 0)
 		return ret;
-	uint16_t n = 0;
-	for (struct device *d = vm->devices; d; d = d->next, n++) {
-		const void *data;
-		size_t len;
-		if (!d->ops->snapshot)
-			continue;
-		if (source_get(src, SNAP_TAG_DEVICE, n, &data, &len) < 0)
-			return err_set(EINVAL, "snapshot has no state for device %u (%s)", n,
-				       d->ops->name);
-		struct state_buf sb;
-		state_buf_init_restore(&sb, data, len, d->ops->name);
-		if ((ret = device_fields(d, &sb)) < 0)
-			return err_prefix(ret, "restoring device %s", d->ops->name);
-	}
-	if ((int)source_count(src, SNAP_TAG_VCPU) != vm->ncpus)
+	if ((int)source_count(src, VM_RECORD_VCPU) != vm->ncpus)
 		return err_set(EINVAL, "snapshot has %u vCPUs, the VM %d",
-			       source_count(src, SNAP_TAG_VCPU), vm->ncpus);
+			       source_count(src, VM_RECORD_VCPU), vm->ncpus);
 	for (int i = 0; i < vm->ncpus; i++) {
 		static __thread struct x86_vcpu_state st;
 		if ((ret = source_vcpu(src, i, &st)) < 0 ||
@@ -356,9 +302,9 @@ int vm_snapshot_check_records(struct vm *vm, struct state_reader *r)
 	int ret = source_vm(&src, &vs);
 	if (ret < 0)
 		return ret;
-	if ((int)source_count(&src, SNAP_TAG_VCPU) != vm->ncpus)
+	if ((int)source_count(&src, VM_RECORD_VCPU) != vm->ncpus)
 		return err_set(EINVAL, "snapshot has %u vCPUs, the VM %d",
-			       source_count(&src, SNAP_TAG_VCPU), vm->ncpus);
+			       source_count(&src, VM_RECORD_VCPU), vm->ncpus);
 	for (int i = 0; i < vm->ncpus; i++) {
 		static __thread struct x86_vcpu_state st;
 		if ((ret = source_vcpu(&src, i, &st)) < 0)
@@ -368,7 +314,7 @@ int vm_snapshot_check_records(struct vm *vm, struct state_reader *r)
 	for (struct device *d = vm->devices; d; d = d->next, n++) {
 		const void *data;
 		size_t len;
-		if (d->ops->snapshot && source_get(&src, SNAP_TAG_DEVICE, n, &data, &len) < 0)
+		if (d->ops->snapshot && source_get(&src, VM_RECORD_DEVICE, n, &data, &len) < 0)
 			return err_set(EINVAL, "snapshot has no state for device %u (%s)", n,
 				       d->ops->name);
 	}
@@ -379,6 +325,12 @@ int vm_snapshot_apply(struct vm *vm, struct state_reader *r)
 {
 	const struct record_source src = {.file = r};
 	return restore_from(vm, &src);
+}
+
+int vm_snapshot_apply_devices(struct vm *vm, struct state_reader *r)
+{
+	const struct record_source src = {.file = r};
+	return restore_devices(vm, &src);
 }
 
 int vm_snapshot_apply_capture(struct vm *vm, const struct vm_snapshot_capture *c)

@@ -1,0 +1,75 @@
+#include "vmm/vm_records.h"
+#include "arch/x86/vcpu_state.h"
+#include "devices/device.h"
+#include "snapshot/state_buf.h"
+#include "snapshot/state_file.h"
+#include "util/err.h"
+#include "vmm/config_json.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+const struct state_tag vm_record_tags[] = {
+    {VM_RECORD_CONFIG, 1, "config"}, {VM_RECORD_VM, 1, "vm"},	      {VM_RECORD_VCPU, 1, "vcpu"},
+    {VM_RECORD_DEVICE, 1, "device"}, {VM_RECORD_MEMORY, 1, "memory"},
+};
+const size_t vm_record_ntags = sizeof(vm_record_tags) / sizeof(vm_record_tags[0]);
+
+int vm_record_config(struct state_reader *r, struct vm_config *cfg)
+{
+	const char *name = state_reader_name(r);
+	const void *data;
+	size_t len;
+	if (state_reader_get(r, VM_RECORD_CONFIG, 0, &data, &len, NULL) < 0)
+		return err_set(EINVAL, "%s: no machine configuration record", name);
+	json_error_t e;
+	json_t *j = json_loadb(data, len, 0, &e);
+	if (!j)
+		return err_set(EINVAL, "%s: configuration is not JSON: %s", name, e.text);
+	int ret = vm_config_from_json(j, name, cfg);
+	json_decref(j);
+	return ret;
+}
+
+int vm_record_memory(struct state_reader *r, struct vm_memory_record *mr)
+{
+	const void *data;
+	size_t len;
+	if (state_reader_get(r, VM_RECORD_MEMORY, 0, &data, &len, NULL) < 0 || len != sizeof(*mr))
+		return err_set(EINVAL, "%s: no valid memory record", state_reader_name(r));
+	memcpy(mr, data, sizeof(*mr));
+	return 0;
+}
+
+int vm_record_vm(const void *data, size_t len, struct x86_vm_state *vs)
+{
+	struct state_buf sb;
+	state_buf_init_restore(&sb, data, len, "VM");
+	return x86_vm_state_fields(vs, &sb);
+}
+
+int vm_record_vcpu(const void *data, size_t len, int i, struct x86_vcpu_state *st)
+{
+	char what[32];
+	snprintf(what, sizeof(what), "vCPU %d", i);
+	struct state_buf sb;
+	state_buf_init_restore(&sb, data, len, what);
+	return x86_vcpu_state_fields(st, &sb);
+}
+
+#define DEVICE_NAME_LEN 32
+
+int vm_record_device(struct device *d, struct state_buf *sb)
+{
+	char name[DEVICE_NAME_LEN] = {0};
+	snprintf(name, sizeof(name), "%s", d->ops->name);
+	char saved[DEVICE_NAME_LEN];
+	memcpy(saved, name, sizeof(saved));
+	STATE_FIELD(sb, saved);
+	if (sb->restoring && !sb->err && memcmp(saved, name, sizeof(name)))
+		return err_set(EINVAL, "%s: state of a '%.*s' device for a '%s' device", sb->what,
+			       DEVICE_NAME_LEN, saved, name);
+	int r = d->ops->snapshot(d->priv, sb);
+	return r < 0 ? r : state_buf_finish(sb);
+}
