@@ -4,6 +4,7 @@
 #include "snapshot/state_buf.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
+#include "util/log.h"
 #include "vmm/config_json.h"
 
 #include <errno.h>
@@ -60,7 +61,7 @@ int vm_record_vcpu(const void *data, size_t len, int i, struct x86_vcpu_state *s
 
 #define DEVICE_NAME_LEN 32
 
-int vm_record_device(struct device *d, struct state_buf *sb)
+static int device_fields(struct device *d, struct state_buf *sb)
 {
 	char name[DEVICE_NAME_LEN] = {0};
 	snprintf(name, sizeof(name), "%s", d->ops->name);
@@ -72,4 +73,29 @@ int vm_record_device(struct device *d, struct state_buf *sb)
 			       DEVICE_NAME_LEN, saved, name);
 	int r = d->ops->snapshot(d->priv, sb);
 	return r < 0 ? r : state_buf_finish(sb);
+}
+
+/* A device's snapshot function checks what it restores once the fields
+ * are in: so a refused record would leave the device with fields it
+ * refused (a receive index past its FIFO...), which its I/O handlers then
+ * trust.  Its state is saved first and put back on a refusal. */
+int vm_record_device(struct device *d, struct state_buf *sb)
+{
+	if (!sb->restoring)
+		return device_fields(d, sb);
+	struct state_buf old;
+	state_buf_init_save(&old, sb->what);
+	int r = device_fields(d, &old);
+	if (r == 0 && (r = device_fields(d, sb)) < 0) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", err_msg());
+		struct state_buf back;
+		state_buf_init_restore(&back, old.p, old.off, sb->what);
+		if (device_fields(d, &back) < 0)
+			log_error("%s: its own state refused after a refused restore: %s", sb->what,
+				  err_msg());
+		err_set(0, "%s", msg);
+	}
+	state_buf_release(&old);
+	return r;
 }

@@ -47,7 +47,8 @@ int vm_record_vm(const void *data, size_t len, struct x86_vm_state *vs);
 int vm_record_vcpu(const void *data, size_t len, int i, struct x86_vcpu_state *st);
 /* Device D's record in both directions (SB saving or restoring): its name,
  * then the device's own fields (device_ops.snapshot).  A restore refuses a
- * record of another kind of device. */
+ * record of another kind of device; a refused record leaves the device as
+ * it was. */
 int vm_record_device(struct device *d, struct state_buf *sb);
 
 #endif
