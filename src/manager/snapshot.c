@@ -216,6 +216,10 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 		json_object_set_new(report, "id", json_string(id));
 		json_object_set_new(report, "memory", json_true());
 		json_object_set(report, "pause_ms", json_object_get(reply, "pause_ms"));
+		/* the VM's own reply: total_ms, memory (layer or full),
+		 * memory_depth, memory_bytes... (docs/control.md) */
+		if (reply)
+			json_object_set(report, "vmm", reply);
 	}
 	json_decref(reply);
 	return r;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,14 +195,36 @@ int snapdir_memory_progress(const char *dir, uint64_t *bytes)
 	return -ENOENT;
 }
 
-/* LAYER's file name without its directory and ".qcow2". */
+/* An overlay's name is its layer's stem and a tag, so a VM snapshotted
+ * again and again would add a tag per snapshot ("disk0-<id>-<id>-...") and
+ * pass NAME_MAX (255) after ~25 snapshots in a bundle.  A stem longer than
+ * STEM_MAX keeps its first characters and gets a hash of the whole in place
+ * of the rest: names stay bounded, distinct and deterministic. */
+#define STEM_MAX 128
+#define STEM_HASH_DIGITS 16
+
+static uint64_t stem_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+	return h;
+}
+
+/* LAYER's file name without its directory and ".qcow2", at most STEM_MAX
+ * characters. */
 static void layer_stem(const char *layer, char *out, size_t len)
 {
 	const char *slash = strrchr(layer, '/');
 	snprintf(out, len, "%s", slash ? slash + 1 : layer);
 	size_t l = strlen(out);
 	if (l > 6 && !strcmp(out + l - 6, ".qcow2"))
-		out[l - 6] = 0;
+		out[l -= 6] = 0;
+	if (l > STEM_MAX && len > STEM_MAX) {
+		uint64_t h = stem_hash(out);
+		snprintf(out + STEM_MAX - STEM_HASH_DIGITS - 1, STEM_HASH_DIGITS + 2, "-%016llx",
+			 (unsigned long long)h);
+	}
 }
 
 /* LAYER's directory. */

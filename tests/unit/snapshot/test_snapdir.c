@@ -50,6 +50,37 @@ static void test_names(void)
 	CHECK(!strcmp(a + strlen(a) - 6, ".qcow2"));
 	CHECK_EQ(snapdir_restore_overlay_path("/b/disks/l0.qcow2", "/other", b, sizeof(b)), 0);
 	CHECK(!strncmp(b, "/other/l0-r", 11));
+
+	/* a layer snapshotted again and again: names stay bounded (a bundle's
+	 * running VM failed its 26th snapshot with ENAMETOOLONG), distinct and
+	 * the same each time */
+	char layer[PATH_MAX], prev[PATH_MAX], snap[64];
+	snprintf(layer, sizeof(layer), "/b/disks/disk0.qcow2");
+	for (int i = 0; i < 200; i++) {
+		snprintf(snap, sizeof(snap), "/b/snapshots/%08x", 0x1a2b0000u + (unsigned)i);
+		snprintf(prev, sizeof(prev), "%s", layer);
+		CHECK_EQ(snapdir_overlay_path(prev, snap, layer, sizeof(layer)), 0);
+		const char *name = strrchr(layer, '/') + 1;
+		CHECK(strlen(name) <= 128 + 1 + 8 + 6);
+		char tail[80];
+		snprintf(tail, sizeof(tail), "-%s.qcow2", snap + strlen("/b/snapshots/"));
+		CHECK(!strcmp(name + strlen(name) - strlen(tail), tail));
+		CHECK(!strncmp(name, "disk0-1a2b0000", 14));
+		CHECK(strcmp(layer, prev));
+		CHECK_EQ(snapdir_overlay_path(prev, snap, a, sizeof(a)), 0);
+		CHECK(!strcmp(a, layer));
+		CHECK_EQ(snapdir_restore_overlay_path(layer, NULL, b, sizeof(b)), 0);
+		CHECK(strlen(strrchr(b, '/') + 1) <= 128 + 2 + 8 + 6);
+	}
+	/* two long layers that differ only past the kept prefix: different names */
+	char l1[400], l2[400];
+	memset(l1, 'x', 300);
+	strcpy(l1 + 300, "-a.qcow2");
+	memset(l2, 'x', 300);
+	strcpy(l2 + 300, "-b.qcow2");
+	CHECK_EQ(snapdir_overlay_path(l1, "s1", a, sizeof(a)), 0);
+	CHECK_EQ(snapdir_overlay_path(l2, "s1", b, sizeof(b)), 0);
+	CHECK(strcmp(a, b) && strlen(a) == 2 + 128 + 3 + 6);
 }
 
 static void test_find_restore_overlay(void)
