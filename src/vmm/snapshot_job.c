@@ -51,7 +51,7 @@ struct snap_job {
 	/* Memory: the pages changed since the memory parent, collected up to
 	 * the pause; a layer on the parent (LAYER) or a full image. */
 	uint64_t *changed;
-	bool collected, committed, layer;
+	bool collected, committed, layer, keep_parent;
 	struct mem_image_layer_spec spec;
 	char parent_ref[PATH_MAX];
 	const char *memory_why; /* why a full image, for the reply */
@@ -314,10 +314,12 @@ static void snap_finish(struct snap_job *j, int result, const char *msg)
 {
 	if (result == 0) {
 		struct vmm *vmm = j->vmm;
-		j->committed = true;
-		vmm->mem_parent.valid = realpath(j->res.path, vmm->mem_parent.dir) != NULL;
-		vmm->mem_parent.id = j->st.memory_id;
-		vmm->mem_parent.depth = j->st.memory_depth;
+		j->committed = !j->keep_parent; /* kept: its pages are given back */
+		if (!j->keep_parent) {
+			vmm->mem_parent.valid = realpath(j->res.path, vmm->mem_parent.dir) != NULL;
+			vmm->mem_parent.id = j->st.memory_id;
+			vmm->mem_parent.depth = j->st.memory_depth;
+		}
 		j->res.memory_depth = j->st.memory_depth;
 		j->res.memory_why = j->memory_why;
 		j->vmm->snapshots++;
@@ -516,9 +518,10 @@ static int snap_paused(struct snap_job *j, bool quit)
 	return r;
 }
 
-int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_memory,
+int snapshot_job_start(struct vmm *vmm, const char *dir, const struct snapshot_opts *o,
 		       snapshot_done_fn done, void *opaque)
 {
+	bool quit = o->quit;
 	if (vmm->snap_job)
 		return err_set(EBUSY, "snapshot %s is still being written",
 			       vmm->snap_job->res.path);
@@ -539,7 +542,8 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_me
 		free(j);
 		return r;
 	}
-	if ((r = snap_choose_memory(j, full_memory)) < 0) {
+	j->keep_parent = o->keep_memory_parent;
+	if ((r = snap_choose_memory(j, o->full_memory)) < 0) {
 		snap_unprepare(j);
 		snap_job_free(j);
 		return r;
