@@ -215,7 +215,8 @@ static void same(const void *a, const void *b, size_t len, const char *what)
 }
 
 /* The bytes of ST that x86_vcpu_restore hands to KVM must be the same in A
- * and B.  KVM_SET_XSAVE reads at least a struct kvm_xsave. */
+ * and B: all of xsave (KVM_SET_XSAVE reads as much as the host's XSAVE
+ * area holds), the used parts of msrs and cpuid. */
 static void same_vcpu(const struct x86_vcpu_state *a, const struct x86_vcpu_state *b)
 {
 	const char *m = "vCPU record: the parsed state depends on what the state held before";
@@ -231,10 +232,8 @@ static void same_vcpu(const struct x86_vcpu_state *a, const struct x86_vcpu_stat
 	SAME(xsave_size);
 	SAME(nmsrs);
 	SAME(ncpuid);
+	SAME(xsave);
 #undef SAME
-	size_t xs =
-	    a->xsave_size > sizeof(struct kvm_xsave) ? a->xsave_size : sizeof(struct kvm_xsave);
-	same(a->xsave, b->xsave, xs, m);
 	same(a->msrs, b->msrs, a->nmsrs * sizeof(a->msrs[0]), m);
 	same(a->cpuid, b->cpuid, a->ncpuid * sizeof(a->cpuid[0]), m);
 }
