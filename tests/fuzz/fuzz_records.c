@@ -28,7 +28,8 @@
  *
  * CAIRN_FUZZ_SEEDS=DIR: write seed state files into DIR, made by the real
  * save functions from these VMs' devices (fresh, and driven a little
- * through their registers) with plausible vCPU and VM states, and exit. */
+ * through their registers) with plausible vCPU and VM states, and exit.
+ * CAIRN_FUZZ_VERBOSE=1: say which step refused an input, and why. */
 #include "arch/x86/vcpu_state.h"
 #include "devices/device.h"
 #include "devices/virtio_pci.h"
@@ -74,9 +75,18 @@ static struct {
 	struct evloop *loop; /* never run: the virtio kicks are drained by hand */
 	uint8_t *ram;
 	int devnull;
+	bool verbose;
 	struct x86_vcpu_state vcpu[2];
 	struct x86_vm_state vmst[2];
 } fz;
+
+/* The outcome of a step, when verbose. */
+static int said(int r, const char *step)
+{
+	if (fz.verbose)
+		fprintf(stderr, "fuzz_records: %s: %s\n", step, r < 0 ? err_msg() : "ok");
+	return r;
+}
 
 static void die(const char *what)
 {
@@ -205,7 +215,8 @@ static void same(const void *a, const void *b, size_t len, const char *what)
 }
 
 /* The bytes of ST that x86_vcpu_restore hands to KVM must be the same in A
- * and B.  KVM_SET_XSAVE reads at least a struct kvm_xsave. */
+ * and B: all of xsave (KVM_SET_XSAVE reads as much as the host's XSAVE
+ * area holds), the used parts of msrs and cpuid. */
 static void same_vcpu(const struct x86_vcpu_state *a, const struct x86_vcpu_state *b)
 {
 	const char *m = "vCPU record: the parsed state depends on what the state held before";
@@ -221,10 +232,8 @@ static void same_vcpu(const struct x86_vcpu_state *a, const struct x86_vcpu_stat
 	SAME(xsave_size);
 	SAME(nmsrs);
 	SAME(ncpuid);
+	SAME(xsave);
 #undef SAME
-	size_t xs =
-	    a->xsave_size > sizeof(struct kvm_xsave) ? a->xsave_size : sizeof(struct kvm_xsave);
-	same(a->xsave, b->xsave, xs, m);
 	same(a->msrs, b->msrs, a->nmsrs * sizeof(a->msrs[0]), m);
 	same(a->cpuid, b->cpuid, a->ncpuid * sizeof(a->cpuid[0]), m);
 }
@@ -356,7 +365,7 @@ static void read_registers(struct vm *vm)
 
 static void restore(struct vm *vm, struct state_reader *r)
 {
-	vm_snapshot_check_records(vm, r);
+	said(vm_snapshot_check_records(vm, r), "check_records");
 	const void *data;
 	size_t len;
 	if (state_reader_get(r, VM_RECORD_VM, 0, &data, &len, NULL) == 0)
@@ -366,7 +375,7 @@ static void restore(struct vm *vm, struct state_reader *r)
 			check_vcpu(vm, data, len, i);
 	struct vm_memory_record mr;
 	vm_record_memory(r, &mr);
-	if (vm_snapshot_apply_devices(vm, r) == 0)
+	if (said(vm_snapshot_apply_devices(vm, r), "apply_devices") == 0)
 		check_devices(vm);
 	read_registers(vm);
 }
@@ -379,6 +388,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
+	fz.verbose = getenv("CAIRN_FUZZ_VERBOSE") != NULL;
 	setup();
 	const char *seeds = getenv("CAIRN_FUZZ_SEEDS");
 	if (seeds) {
@@ -398,10 +408,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct state_reader *r;
 	int ret = state_reader_parse(buf, size, "fuzz", vm_record_tags, vm_record_ntags, &r);
 	free(buf);
-	if (ret < 0)
+	if (said(ret, "state file") < 0)
 		return 0;
 	struct vm_config cfg = {0};
-	if (vm_record_config(r, &cfg) == 0 && cfg.ndisks <= MAX_DISKS) {
+	if (said(vm_record_config(r, &cfg), "configuration") == 0 && cfg.ndisks <= MAX_DISKS) {
 		struct fake_vm *fv = &fz.fv[cfg.ndisks];
 		fv->vm->ncpus = cfg.ncpus;
 		reset_devices(fv);
