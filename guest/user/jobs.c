@@ -18,10 +18,40 @@ static struct job {
 } jobs[MAX_JOBS];
 static unsigned njobs;
 
-/* per-CPU state of memfill/memverify/flip/dirty */
+/* What memverify checks (docs/guest.md, "What memverify checks"): the
+   ranges of the region filled since the last plain `memfill MB SEED`, each
+   with the seed (or disk blocks) it holds, and the memscatter writes since,
+   kept as their parameters (a page's scattered word is computed, never
+   stored: a side table in guest RAM would add its own dirty pages). */
+#define MAX_FILLS 32
+#define MAX_SCATTERS 256
+#define SCATTER_SALT 0x5ca77e4ed5ca77e4ull
+
+#define NOT_DISK (~0ull)
+
+struct fill {
+	uint64_t start, end; /* region offsets, 4 KiB aligned */
+	uint64_t seed, seq;
+	uint64_t disk; /* diskread: the region offset of block 0; memfill: NOT_DISK */
+};
+
+/* memscatter's pages: page (b + i * a) mod pages for i < n, a Weyl sequence
+   (a near 0.618 * pages, coprime to it) so the pages spread evenly over the
+   region, and invertible: i = (p - b) * ainv mod pages.  Word (v >> 55) of
+   page i gets v = pat_word(seed ^ SCATTER_SALT, i) | 1. */
+struct scatter {
+	uint64_t seq, seed, n, pages, a, ainv, b;
+};
+
+/* per-CPU state of memfill/memverify/memscatter/flip/dirty */
 static struct ustate {
 	uint64_t region, region_bytes; /* memfill region */
-	uint64_t bytes, seed, sum;
+	struct fill fills[MAX_FILLS];
+	unsigned nfills;
+	struct scatter *scatters; /* MAX_SCATTERS, from the pool at the first memscatter */
+	unsigned nscatters;
+	uint64_t seq;			       /* orders fills and scatters */
+	uint64_t last_off, last_bytes, seed; /* the last memfill (flip) */
 	int filled;
 	uint64_t flips;
 	uint64_t dirty, dirty_bytes;
@@ -137,56 +167,314 @@ static uint64_t fill_region(uint64_t *p, uint64_t words, uint64_t seed)
 	return sum;
 }
 
-static void cmd_memfill(uint64_t mb, uint64_t seed)
+/* Takes a region of at least `bytes` for this CPU; keep: copy what the old
+   one holds into the new one (memfill with an offset past the region). */
+static int region_reserve(struct ustate *u, uint64_t bytes, int keep)
+{
+	if (u->region_bytes >= bytes)
+		return 0;
+	uint64_t r = pool_alloc(bytes);
+	if (!r) {
+		cpu_printf("memfill FAILED: no %lu MiB free (largest free %lu MiB)", bytes / MIB,
+			   pool_largest() / MIB);
+		failed();
+		return -1;
+	}
+	if (keep && u->region_bytes)
+		memcpy((void *)r, (const void *)u->region, u->region_bytes);
+	u->region = r;
+	u->region_bytes = bytes;
+	cpu_printf("memfill region 0x%lx-0x%lx (guest physical)", r, r + bytes);
+	return 0;
+}
+
+/* Records [start, end) as filled with seed (disk: diskread's blocks from
+   there, else NOT_DISK), replacing what earlier fills said about those
+   bytes; adjacent memfill ranges of one seed merge. */
+static int fills_add(struct ustate *u, uint64_t start, uint64_t end, uint64_t seed, uint64_t disk)
+{
+	struct fill keep[MAX_FILLS * 2 + 1];
+	unsigned n = 0;
+	for (unsigned i = 0; i < u->nfills; i++) {
+		struct fill f = u->fills[i];
+		if (f.end <= start || f.start >= end) {
+			keep[n++] = f;
+			continue;
+		}
+		if (f.start < start)
+			keep[n++] = (struct fill){f.start, start, f.seed, f.seq, f.disk};
+		if (f.end > end)
+			keep[n++] = (struct fill){end, f.end, f.seed, f.seq, f.disk};
+	}
+	struct fill nf = {start, end, seed, ++u->seq, disk};
+	/* merge with neighbours of the same seed that no scatter came after */
+	for (unsigned i = 0; i < n; i++) {
+		int later = u->nscatters && u->scatters[u->nscatters - 1].seq > keep[i].seq;
+		if (keep[i].seed != seed || later || disk != NOT_DISK || keep[i].disk != NOT_DISK)
+			continue;
+		if (keep[i].end == nf.start || keep[i].start == nf.end) {
+			nf.start = keep[i].start < nf.start ? keep[i].start : nf.start;
+			nf.end = keep[i].end > nf.end ? keep[i].end : nf.end;
+			keep[i--] = keep[--n];
+		}
+	}
+	if (n >= MAX_FILLS) {
+		cpu_printf("memfill FAILED: more than %u ranges to verify (memfill MB SEED "
+			   "without an offset starts over)",
+			   MAX_FILLS);
+		failed();
+		return -1;
+	}
+	keep[n++] = nf;
+	memcpy(u->fills, keep, n * sizeof(keep[0]));
+	u->nfills = n;
+	return 0;
+}
+
+/* memfill MB SEED: fills the region from 0 and forgets earlier fills and
+   scatters; memfill MB SEED OFFMB: fills at OFFMB and adds to them. */
+static void cmd_memfill(uint64_t mb, uint64_t seed, int has_off, uint64_t offmb)
 {
 	struct ustate *u = &ust[this_cpu()];
-	uint64_t bytes = mb * MIB;
+	uint64_t bytes = mb * MIB, off = offmb * MIB;
 	if (!mb) {
 		cpu_printf("memfill: MB must be > 0");
 		return;
 	}
-	if (u->region_bytes < bytes) {
-		uint64_t r = pool_alloc(bytes);
-		if (!r) {
-			cpu_printf("memfill FAILED: no %lu MiB free (largest free %lu MiB)", mb,
-				   pool_largest() / MIB);
+	if (region_reserve(u, off + bytes, has_off))
+		return;
+	if (!has_off) {
+		u->nfills = 0;
+		u->nscatters = 0;
+	}
+	if (fills_add(u, off, off + bytes, seed, NOT_DISK))
+		return;
+	u->last_off = off;
+	u->last_bytes = bytes;
+	u->seed = seed;
+	uint64_t *p = (uint64_t *)(u->region + off);
+	uint64_t sum = fill_region(p, bytes / 8, seed + off / 8 * PAT_GOLDEN);
+	u->filled = 1;
+	if (has_off)
+		cpu_printf("memfill mb=%lu seed=%lu off=%lu sum=%016lx", mb, seed, offmb, sum);
+	else
+		cpu_printf("memfill mb=%lu seed=%lu sum=%016lx", mb, seed, sum);
+}
+
+/* diskread N SEED OFFMB: the device reads blocks 0..N-1 (of diskfill N
+   SEED) straight into the region at OFFMB: guest RAM written by the VMM,
+   not by a vCPU.  memverify then checks them as disk blocks. */
+static void cmd_diskread(uint64_t n, uint64_t seed, uint64_t offmb)
+{
+	struct ustate *u = &ust[this_cpu()];
+	uint64_t off = offmb * MIB, bytes = n * 4096;
+	if (!n) {
+		cpu_printf("diskread: N must be > 0");
+		return;
+	}
+	if (region_reserve(u, (off + bytes + MIB - 1) / MIB * MIB, 1))
+		return;
+	if (fills_add(u, off, off + bytes, seed, off))
+		return;
+	u->filled = 1;
+	if (vblk_diskread(n, seed, u->region + off)) {
+		failed();
+		return;
+	}
+	cpu_printf("diskread n=%lu seed=%lu off=%lu ok", n, seed, offmb);
+}
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+/* a^-1 mod m (gcd(a, m) = 1) */
+static uint64_t inverse_mod(uint64_t a, uint64_t m)
+{
+	int64_t t = 0, nt = 1, r = (int64_t)m, nr = (int64_t)(a % m);
+	while (nr) {
+		int64_t q = r / nr, x;
+		x = t - q * nt, t = nt, nt = x;
+		x = r - q * nr, r = nr, nr = x;
+	}
+	return (uint64_t)(t < 0 ? t + (int64_t)m : t) % m;
+}
+
+static uint64_t fills_span(const struct ustate *u)
+{
+	uint64_t end = 0;
+	for (unsigned i = 0; i < u->nfills; i++)
+		if (u->fills[i].end > end)
+			end = u->fills[i].end;
+	return end;
+}
+
+static void cmd_memscatter(uint64_t n, uint64_t seed)
+{
+	struct ustate *u = &ust[this_cpu()];
+	if (!u->filled || !u->nfills) {
+		cpu_printf("memscatter FAILED: no memfill on this cpu");
+		failed();
+		return;
+	}
+	if (!u->scatters) {
+		u->scatters = (struct scatter *)pool_alloc(MAX_SCATTERS * sizeof(struct scatter));
+		if (!u->scatters) {
+			cpu_printf("memscatter FAILED: no memory for its log");
 			failed();
 			return;
 		}
-		u->region = r;
-		u->region_bytes = bytes;
-		cpu_printf("memfill region 0x%lx-0x%lx (guest physical)", r, r + bytes);
 	}
-	u->bytes = bytes;
-	u->seed = seed;
-	u->sum = fill_region((uint64_t *)u->region, bytes / 8, seed);
-	u->filled = 1;
-	cpu_printf("memfill mb=%lu seed=%lu sum=%016lx", mb, seed, u->sum);
+	if (u->nscatters == MAX_SCATTERS) {
+		cpu_printf("memscatter FAILED: more than %u since the last memfill MB SEED",
+			   MAX_SCATTERS);
+		failed();
+		return;
+	}
+	uint64_t pages = fills_span(u) / 4096;
+	struct scatter s = {++u->seq, seed, n < pages ? n : pages, pages, 0, 0, 0};
+	s.a = ((pages * 0x9e3779b9ull) >> 32) + pat_word(seed, 0) % (pages / 16 + 1);
+	while (gcd(s.a % pages, pages) != 1)
+		s.a++;
+	s.a %= pages;
+	s.ainv = inverse_mod(s.a, pages);
+	s.b = pat_word(seed, 1) % pages;
+	uint64_t p = s.b;
+	for (uint64_t i = 0; i < s.n; i++) {
+		uint64_t v = pat_word(seed ^ SCATTER_SALT, i) | 1;
+		((volatile uint64_t *)(u->region + p * 4096))[v >> 55] = v;
+		p += s.a;
+		if (p >= pages)
+			p -= pages;
+	}
+	u->scatters[u->nscatters++] = s;
+	cpu_printf("memscatter n=%lu seed=%lu pages=%lu", n, seed, s.n);
+}
+
+/* Compares page p of the region with exp[]; prints the failure. */
+static int page_check(const struct ustate *u, uint64_t p, const uint64_t *exp)
+{
+	const uint64_t *m = (const uint64_t *)(u->region + p * 4096);
+	for (unsigned w = 0; w < 512; w++) {
+		uint64_t got = m[w], want = exp[w];
+		if (got == want)
+			continue;
+		uint64_t off = p * 4096 + w * 8;
+		while (((got ^ want) & 0xff) == 0)
+			got >>= 8, want >>= 8, off++;
+		cpu_printf("memverify FAILED at offset 0x%lx", off);
+		failed();
+		return -1;
+	}
+	return 0;
+}
+
+/* The scatters after a fill, as memverify walks its pages: scatter k hits
+   page p when its index i(p) = (p - b) * ainv mod pages is below n, and
+   i(p + 1) = i(p) + ainv mod pages. */
+struct walk {
+	unsigned n;
+	uint64_t i[MAX_SCATTERS], ainv[MAX_SCATTERS], pages[MAX_SCATTERS], hits[MAX_SCATTERS];
+	uint64_t seed[MAX_SCATTERS];
+};
+
+static void walk_start(const struct ustate *u, uint64_t seq, uint64_t p, struct walk *wk)
+{
+	wk->n = 0;
+	for (unsigned k = 0; k < u->nscatters; k++) {
+		const struct scatter *s = &u->scatters[k];
+		if (s->seq <= seq || p >= s->pages)
+			continue;
+		unsigned j = wk->n++;
+		wk->i[j] = (p + s->pages - s->b) % s->pages * s->ainv % s->pages;
+		wk->ainv[j] = s->ainv;
+		wk->pages[j] = s->pages;
+		wk->hits[j] = s->n;
+		wk->seed[j] = s->seed ^ SCATTER_SALT;
+	}
+}
+
+/* Applies to exp[] the scattered words of page p (in scatter order), then
+   steps to page p + 1. */
+static void walk_page(struct walk *wk, uint64_t p, uint64_t *exp)
+{
+	for (unsigned k = 0; k < wk->n; k++) {
+		if (wk->i[k] < wk->hits[k] && p < wk->pages[k]) {
+			uint64_t v = pat_word(wk->seed[k], wk->i[k]) | 1;
+			exp[v >> 55] = v;
+		}
+		wk->i[k] += wk->ainv[k];
+		if (wk->i[k] >= wk->pages[k])
+			wk->i[k] -= wk->pages[k];
+	}
+}
+
+static int verify_fill(const struct ustate *u, const struct fill *f, struct walk *wk, uint64_t *sum)
+{
+	uint64_t exp[512];
+	walk_start(u, f->seq, f->start / 4096, wk);
+	for (uint64_t p = f->start / 4096; p < f->end / 4096; p++) {
+		if (f->disk != NOT_DISK) {
+			diskpat_fill(exp, f->seed, p - f->disk / 4096);
+		} else {
+			uint64_t z = f->seed + p * 512 * PAT_GOLDEN;
+			for (unsigned w = 0; w < 512; w++) {
+				z += PAT_GOLDEN;
+				exp[w] = pat_mix64(z);
+			}
+		}
+		walk_page(wk, p, exp);
+		if (page_check(u, p, exp))
+			return -1;
+		for (unsigned w = 0; w < 512; w++)
+			*sum += exp[w];
+	}
+	return 0;
+}
+
+/* Scattered pages outside every fill: only the scattered words are known. */
+static int verify_scattered_holes(const struct ustate *u, struct walk *wk)
+{
+	uint64_t exp[512];
+	for (unsigned k = 0; k < u->nscatters; k++) {
+		const struct scatter *s = &u->scatters[k];
+		for (uint64_t i = 0, p = s->b; i < s->n; i++, p = (p + s->a) % s->pages) {
+			int in_fill = 0;
+			for (unsigned f = 0; f < u->nfills && !in_fill; f++)
+				in_fill = p * 4096 >= u->fills[f].start && p * 4096 < u->fills[f].end;
+			if (in_fill)
+				continue;
+			memcpy(exp, (const void *)(u->region + p * 4096), 4096);
+			walk_start(u, 0, p, wk);
+			walk_page(wk, p, exp);
+			if (page_check(u, p, exp))
+				return -1;
+		}
+	}
+	return 0;
 }
 
 static void cmd_memverify(void)
 {
 	struct ustate *u = &ust[this_cpu()];
+	struct walk walk, *wk = &walk; /* 10 KiB of the 64 KiB user stack */
+	uint64_t sum = 0;
 	if (!u->filled) {
 		cpu_printf("memverify FAILED: no memfill on this cpu");
 		failed();
 		return;
 	}
-	const uint64_t *p = (const uint64_t *)u->region;
-	uint64_t words = u->bytes / 8, sum = 0, z = u->seed;
-	for (uint64_t i = 0; i < words; i++) {
-		z += PAT_GOLDEN;
-		uint64_t w = pat_mix64(z), got = p[i];
-		if (got != w) {
-			uint64_t off = i * 8;
-			while (((got ^ w) & 0xff) == 0)
-				got >>= 8, w >>= 8, off++;
-			cpu_printf("memverify FAILED at offset 0x%lx", off);
-			failed();
+	for (unsigned i = 0; i < u->nfills; i++)
+		if (verify_fill(u, &u->fills[i], wk, &sum))
 			return;
-		}
-		sum += w;
-	}
+	if (verify_scattered_holes(u, wk))
+		return;
 	cpu_printf("memverify ok sum=%016lx", sum);
 }
 
@@ -197,7 +485,7 @@ static void cmd_flip(void)
 		cpu_printf("flip: no memfill on this cpu");
 		return;
 	}
-	uint64_t off = pat_word(u->seed ^ 0xf11bf11b, u->flips++) % u->bytes;
+	uint64_t off = u->last_off + pat_word(u->seed ^ 0xf11bf11b, u->flips++) % u->last_bytes;
 	*(volatile uint8_t *)(u->region + off) ^= 0xff;
 	cpu_printf("flip offset=0x%lx", off);
 }
@@ -452,9 +740,14 @@ static void run_job(char *text)
 	if (!strcmp(c, "count")) {
 		if (!arg_u64(argc, argv, 1, 10, &a))
 			cmd_count(a);
-	} else if (!strcmp(c, "memfill") && argc == 3) {
+	} else if (!strcmp(c, "memfill") && (argc == 3 || argc == 4)) {
+		uint64_t off;
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b) &&
+		    !arg_u64(argc, argv, 3, 0, &off))
+			cmd_memfill(a, b, argc == 4, off);
+	} else if (!strcmp(c, "memscatter") && argc == 3) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
-			cmd_memfill(a, b);
+			cmd_memscatter(a, b);
 	} else if (!strcmp(c, "memverify")) {
 		cmd_memverify();
 	} else if (!strcmp(c, "flip")) {
@@ -470,6 +763,11 @@ static void run_job(char *text)
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
 			if (vblk_diskverify(a, b))
 				failed();
+	} else if (!strcmp(c, "diskread") && argc == 4) {
+		uint64_t off;
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b) &&
+		    !arg_u64(argc, argv, 3, 0, &off))
+			cmd_diskread(a, b, off);
 	} else if (!strcmp(c, "vhostile") && argc == 3) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
 			if (vhostile_run(a, b))

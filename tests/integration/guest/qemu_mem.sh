@@ -24,3 +24,15 @@ off=$(sed -n 's/^cpu0: flip offset=//p' "$TMP/flip.log.txt")
 expect "$TMP/flip.log" "cpu0: memverify FAILED at offset $off"
 [ "$rc" = "$(qemu_status 112)" ] || fail "status $rc after a failed verify, expected $(qemu_status 112)"
 pass "flip at $off detected; exit code 112"
+
+# Fills at offsets and scattered writes: memverify checks all of them
+# (docs/guest.md, "What memverify checks"); a flip in a later fill is seen.
+rc=$(run_qemu microvm 60 "$TMP/scat.log" "memfill 32 1; memfill 4 2 8; memscatter 1000 5; memverify; memfill 2 3 40; memscatter 20000 6; memverify; memfill 1 4 1; memverify; flip; memverify; exit 0")
+expect "$TMP/scat.log" "cpu0: memfill mb=4 seed=2 off=8 sum=[0-9a-f]{16}"
+expect "$TMP/scat.log" "cpu0: memscatter n=1000 seed=5 pages=1000"
+expect "$TMP/scat.log" "cpu0: memscatter n=20000 seed=6 pages=10752"
+[ "$(grep -c '^cpu0: memverify ok sum=' "$TMP/scat.log.txt")" = 3 ] || { cat "$TMP/scat.log.txt"; fail "memverify after fills at offsets and scatters"; }
+off=$(sed -n 's/^cpu0: flip offset=//p' "$TMP/scat.log.txt")
+expect "$TMP/scat.log" "cpu0: memverify FAILED at offset $off"
+[ "$rc" = "$(qemu_status 112)" ] || fail "status $rc after the flip, expected $(qemu_status 112)"
+pass "memfill at offsets, memscatter: memverify ok; a flip at $off detected"
