@@ -236,7 +236,15 @@ static bool is_restore_overlay_of(const char *name, const char *stem)
 	return !strcmp(hex + RESTORE_TAG_DIGITS, ".qcow2");
 }
 
-int snapdir_find_restore_overlay(const char *layer, const char *disk_dir, char *out, size_t len)
+static bool ts_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+int snapdir_find_restore_overlay(const char *layer, const char *disk_dir,
+				 const struct timespec *not_before,
+				 bool (*skip)(const char *path, void *opaque), void *opaque,
+				 char *out, size_t len)
 {
 	char stem[PATH_MAX], where[PATH_MAX], p[PATH_MAX];
 	layer_stem(layer, stem, sizeof(stem));
@@ -257,9 +265,9 @@ int snapdir_find_restore_overlay(const char *layer, const char *disk_dir, char *
 		if (!is_restore_overlay_of(de->d_name, stem) ||
 		    path_join(p, sizeof(p), where, de->d_name) < 0 || stat(p, &st) < 0)
 			continue;
-		if (r == 0 &&
-		    (st.st_mtim.tv_sec < newest.tv_sec ||
-		     (st.st_mtim.tv_sec == newest.tv_sec && st.st_mtim.tv_nsec <= newest.tv_nsec)))
+		if ((not_before && ts_before(&st.st_mtim, not_before)) || (skip && skip(p, opaque)))
+			continue;
+		if (r == 0 && !ts_before(&newest, &st.st_mtim))
 			continue;
 		newest = st.st_mtim;
 		r = snprintf(out, len, "%s", p) >= (int)len ? err_set(ENAMETOOLONG, "%s", p) : 0;

@@ -52,13 +52,19 @@ static void test_names(void)
 	CHECK(!strncmp(b, "/other/l0-r", 11));
 }
 
+static bool is_path(const char *path, void *opaque)
+{
+	return !strcmp(path, opaque);
+}
+
 static void test_find_restore_overlay(void)
 {
 	char dir[256], layer[512], p[PATH_MAX], found[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s/disks", base);
 	CHECK_EQ(mkdir(dir, 0755), 0);
 	snprintf(layer, sizeof(layer), "%s/disk0.qcow2", dir);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), -ENOENT);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 -ENOENT);
 	/* look-alikes that are not restore overlays of disk0 */
 	const char *others[] = {"disk0-s1.qcow2",	  "disk0-r1234567.qcow2",
 				"disk0-r123456789.qcow2", "disk0-rXYZ45678.qcow2",
@@ -67,11 +73,13 @@ static void test_find_restore_overlay(void)
 		snprintf(p, sizeof(p), "%s/%s", dir, others[i]);
 		touch(p, 0);
 	}
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), -ENOENT);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 -ENOENT);
 	char old[PATH_MAX], new[PATH_MAX];
 	CHECK_EQ(snapdir_restore_overlay_path(layer, dir, old, sizeof(old)), 0);
 	touch(old, 0);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 0);
 	CHECK(!strcmp(found, old));
 	/* a second one, newer: that is the one an interrupted restore made */
 	do
@@ -79,7 +87,23 @@ static void test_find_restore_overlay(void)
 	while (!strcmp(new, old));
 	usleep(20000);
 	touch(new, 0);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 0);
+	CHECK(!strcmp(found, new));
+	/* one the caller knows as another's (an earlier restore's overlay,
+	 * now a snapshot's layer) is passed over, even when it is newest */
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, is_path, new, found, sizeof(found)),
+		 0);
+	CHECK(!strcmp(found, old));
+	/* and so is one older than the operation: none is left */
+	struct stat st;
+	CHECK_EQ(stat(new, &st), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, &st.st_mtim, is_path, new, found,
+					      sizeof(found)),
+		 -ENOENT);
+	CHECK_EQ(
+	    snapdir_find_restore_overlay(layer, dir, &st.st_mtim, NULL, NULL, found, sizeof(found)),
+	    0);
 	CHECK(!strcmp(found, new));
 }
 
