@@ -5,6 +5,9 @@
 #     check --repair took an older restore overlay of the same layer (by
 #     then another snapshot's frozen layer) for the revert's, made it the
 #     active layer and removed the VM's real one.
+#  2. `stop --save` killed once the VM has its request: the VM saves and
+#     ends, but check --repair settled while it still ran and did not mark
+#     the save to be resumed (the next run booted afresh).
 . "$SRCDIR/tests/integration/manager/lib_mgr.sh"
 need_kvm; need_testos
 C=$CAIRN
@@ -61,6 +64,31 @@ con vm "diskfill 500 4" "seed=4 ok"
 [ "$(diskhash vm B)" = "$hB" ] || fail "snapshot B changed once the VM ran"
 check_ok vm; qcheck_all vm
 pass "revert killed with its VM before it reverted: no other snapshot's layer taken for its overlay"
+
+# --- 2. stop --save killed after the VM took the request
+up vm
+con vm "memfill 8 5; memverify" "memverify ok"
+pid=$(vm_pid vm)
+kill -STOP "$pid"
+"$C" stop "$TMP/vm" --save >/dev/null 2>"$TMP/err" &
+cli=$!
+wait_pending vm
+sleep 0.3 # the request is in the VM's socket
+killed $cli
+"$C" check --repair "$TMP/vm" >"$TMP/rep" 2>&1 &
+rep=$!
+sleep 0.3 # check asks the stopped VM where its disks are
+kill -CONT "$pid"
+wait $rep || { cat "$TMP/rep"; fail "repair after the killed stop --save"; }
+check_ok vm
+timeout 10 tail -s 0.05 --pid="$pid" -f /dev/null || fail "the VM did not end with its save"
+grep -q '"resume": null' "$TMP/vm/vm.json" && { cat "$TMP/rep"; fail "the VM was saved and ended, but nothing is to be resumed"; }
+up vm
+con vm "memverify" "memverify ok"
+grep -c "cairn-guest: ready" "$TMP/vm/console.log" | grep -qx 1 || fail "the VM booted afresh, not resumed"
+"$C" stop "$TMP/vm" >/dev/null || fail stop
+check_ok vm; qcheck_all vm
+pass "stop --save killed after the VM took it: the saved VM is resumed"
 
 # --- check: an active layer that is a snapshot's layer is a problem
 python3 - "$TMP/vm/vm.json" <<'EOF'
