@@ -8,6 +8,8 @@
 #  2. `stop --save` killed once the VM has its request: the VM saves and
 #     ends, but check --repair settled while it still ran and did not mark
 #     the save to be resumed (the next run booted afresh).
+#  3. a command coming in while the ending VM holds the writer lock for a
+#     moment (as it names its layers relative) was refused.
 . "$SRCDIR/tests/integration/manager/lib_mgr.sh"
 need_kvm; need_testos
 C=$CAIRN
@@ -89,6 +91,15 @@ grep -c "cairn-guest: ready" "$TMP/vm/console.log" | grep -qx 1 || fail "the VM 
 "$C" stop "$TMP/vm" >/dev/null || fail stop
 check_ok vm; qcheck_all vm
 pass "stop --save killed after the VM took it: the saved VM is resumed"
+
+# --- 3. a writer waits for a short holder of the lock
+(exec 9>>"$TMP/vm/lock"; flock 9; sleep 0.5) &
+holder=$!
+sleep 0.1
+"$C" snapshot create "$TMP/vm" C >/dev/null 2>"$TMP/err" || fail "refused while the lock was held for a moment: $(cat "$TMP/err")"
+wait $holder
+check_ok vm; qcheck_all vm
+pass "a command waits for a holder of the lock that is gone within a moment"
 
 # --- check: an active layer that is a snapshot's layer is a problem
 python3 - "$TMP/vm/vm.json" <<'EOF'
