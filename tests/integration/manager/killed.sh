@@ -10,6 +10,8 @@
 #     the save to be resumed (the next run booted afresh).
 #  3. a command coming in while the ending VM holds the writer lock for a
 #     moment (as it names its layers relative) was refused.
+# (The fourth, overlay names that grew past what a file name may be, is
+# test_snapdir's.)
 . "$SRCDIR/tests/integration/manager/lib_mgr.sh"
 need_kvm; need_testos
 C=$CAIRN

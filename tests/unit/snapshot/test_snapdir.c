@@ -107,6 +107,43 @@ static void test_find_restore_overlay(void)
 	CHECK(!strcmp(found, new));
 }
 
+/* A VM that snapshots and reverts for long: every overlay is named after
+ * its layer plus a suffix, and the names must not grow without end (a
+ * file name has at most 255 bytes).  The suffixes cairn added are dropped
+ * past a length; a restore overlay is still found under its layer. */
+static void test_long_lineage(void)
+{
+	char dir[256], layer[PATH_MAX], next[PATH_MAX], snap[PATH_MAX], found[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/lineage", base);
+	CHECK_EQ(mkdir(dir, 0755), 0);
+	snprintf(layer, sizeof(layer), "%s/l0123abcd.qcow2", dir);
+	size_t longest = 0;
+	for (int gen = 0; gen < 100; gen++) {
+		if (gen % 3 == 2) {
+			CHECK_EQ(snapdir_restore_overlay_path(layer, dir, next, sizeof(next)), 0);
+			touch(next, 0);
+			CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found,
+							      sizeof(found)),
+				 0);
+			CHECK(!strcmp(found, next));
+		} else {
+			snprintf(snap, sizeof(snap), "%s/snapshots/%08x", base, 0x10000 + gen);
+			CHECK_EQ(snapdir_overlay_path(layer, snap, next, sizeof(next)), 0);
+		}
+		const char *name = strrchr(next, '/') + 1;
+		if (strlen(name) > longest)
+			longest = strlen(name);
+		CHECK(!strncmp(name, "l0123abcd-", 10));
+		snprintf(layer, sizeof(layer), "%s", next);
+	}
+	CHECK(longest < 128);
+	/* names that are not cairn's own keep their length */
+	char lng[PATH_MAX];
+	snprintf(lng, sizeof(lng), "%s/%0120d.qcow2", dir, 7);
+	CHECK_EQ(snapdir_overlay_path(lng, "/s/abcdef01", next, sizeof(next)), 0);
+	CHECK(strlen(strrchr(next, '/') + 1) == 120 + 9 + 6);
+}
+
 static void test_txn(void)
 {
 	char dir[256], p[PATH_MAX];
@@ -189,6 +226,7 @@ int main(void)
 	}
 	test_names();
 	test_find_restore_overlay();
+	test_long_lineage();
 	test_txn();
 	char cmd[PATH_MAX + 16];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", base);
