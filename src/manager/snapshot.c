@@ -133,6 +133,12 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 	}
 	bool dir = snapdir_is_committed(sd);
 	int kind = dir ? MGR_SETTLE_MEMORY : ovs ? MGR_SETTLE_DISK_ONLY : MGR_SETTLE_NONE;
+	if (kind == MGR_SETTLE_MEMORY && running && s->suspend) {
+		/* a suspend's VM ends once its snapshot is committed (its
+		 * command, killed, did not wait for that): it is to be resumed */
+		running = mgr_wait_stopped(b, 60) < 0;
+		err_clear();
+	}
 	bool resume = kind == MGR_SETTLE_MEMORY && !running && s->suspend;
 	if (kind != MGR_SETTLE_NONE) {
 		s->memory = dir;
