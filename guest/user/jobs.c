@@ -263,7 +263,10 @@ static void cmd_memfill(uint64_t mb, uint64_t seed, int has_off, uint64_t offmb)
 
 /* diskread N SEED OFFMB: the device reads blocks 0..N-1 (of diskfill N
    SEED) straight into the region at OFFMB: guest RAM written by the VMM,
-   not by a vCPU.  memverify then checks them as disk blocks. */
+   not by a vCPU.  Not read here: memverify checks them as disk blocks.  (A
+   vCPU's read could get the pages logged dirty by KVM, which maps a page
+   writable on a read fault when it can, and then a test could not tell
+   whether the VMM marked its own writes.) */
 static void cmd_diskread(uint64_t n, uint64_t seed, uint64_t offmb)
 {
 	struct ustate *u = &ust[this_cpu()];

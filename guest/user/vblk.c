@@ -423,7 +423,8 @@ static void end(void)
 }
 
 /* Runs n blocks through the queue; write: fill before, else check after.
-   dest: read straight into dest + block * 4096 instead of the bounce buffer. */
+   dest: read straight into dest + block * 4096 instead of the bounce buffer,
+   unchecked (diskread). */
 static int transfer(const char *what, uint64_t n, uint64_t seed, int write, uint8_t *dest)
 {
 	if (write && vb.ro) {
@@ -481,9 +482,9 @@ static int transfer(const char *what, uint64_t n, uint64_t seed, int write, uint
 			ioerr = vb.status[s];
 			continue;
 		}
-		if (write)
-			continue;
-		uint8_t *buf = dest ? dest + vb.slot_block[s] * 4096 : vb.buf + s * REQ_BLOCKS * 4096ull;
+		if (write || dest)
+			continue; /* dest: memverify checks it (diskread) */
+		uint8_t *buf = vb.buf + s * REQ_BLOCKS * 4096ull;
 		for (uint64_t b = 0; b < vb.slot_count[s]; b++) {
 			int word;
 			uint64_t blk = vb.slot_block[s] + b;

@@ -8,7 +8,8 @@
 int vblk_diskfill(uint64_t n, uint64_t seed);
 int vblk_diskverify(uint64_t n, uint64_t seed);
 /* Reads blocks 0..n-1 straight into guest RAM at dest (the device writes
-   there) and checks them; prints only "diskread FAILED ..." lines. */
+   there), without reading them (memverify does); prints only "diskread
+   FAILED ..." lines. */
 int vblk_diskread(uint64_t n, uint64_t seed, uint64_t dest);
 /* Queue notifications as 16-bit writes (the default, what drivers do) or
  * 32-bit ones, which miss a VMM's 2-byte ioeventfd and take its trapped
