@@ -166,7 +166,7 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 /* Take a whole-machine snapshot of the running VM into snapshots/ID and
  * record it.  SUSPEND: the VM ends with it and the next run resumes it. */
 int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, bool suspend,
-			 const struct mgr_progress *pr, json_t *report)
+			 bool full, const struct mgr_progress *pr, json_t *report)
 {
 	char id[9], sd[PATH_MAX], created[32];
 	bundle_random_hex(id, 8);
@@ -190,6 +190,8 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 	json_t *req = json_pack("{s:s, s:s}", "cmd", "snapshot", "path", sd), *reply = NULL;
 	if (suspend)
 		json_object_set_new(req, "then", json_string("quit"));
+	if (full)
+		json_object_set_new(req, "memory", json_string("full"));
 	struct mem_watch watch;
 	bool watching = mem_watch_start(&watch, b, sd, pr);
 	r = mgr_ctl_request(b, req, &reply);
@@ -216,6 +218,16 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 		json_object_set_new(report, "id", json_string(id));
 		json_object_set_new(report, "memory", json_true());
 		json_object_set(report, "pause_ms", json_object_get(reply, "pause_ms"));
+		/* the VM's word on its memory image: "layer" or "full", and why */
+		static const char *const mem_keys[][2] = {{"memory_image", "memory"},
+							  {"memory_depth", "memory_depth"},
+							  {"memory_bytes", "memory_bytes"},
+							  {"memory_full_why", "memory_full_why"}};
+		for (size_t k = 0; k < sizeof(mem_keys) / sizeof(mem_keys[0]); k++) {
+			json_t *v = json_object_get(reply, mem_keys[k][1]);
+			if (v)
+				json_object_set(report, mem_keys[k][0], v);
+		}
 	}
 	json_decref(reply);
 	return r;
@@ -273,9 +285,12 @@ fail:
 	return r;
 }
 
-int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, const char *desc,
+int mgr_snapshot_create(const char *name, const char *snap, unsigned flags, const char *desc,
 			const struct mgr_progress *pr, json_t *report)
 {
+	bool disk_only = flags & MGR_SNAP_DISK_ONLY, full = flags & MGR_SNAP_FULL;
+	if (disk_only && full)
+		return err_set(EINVAL, "--full and --disk-only: a disk-only snapshot keeps no memory");
 	if (!mgr_valid_name(snap))
 		return err_set(EINVAL,
 			       "snapshot name \"%s\": use 1-127 characters, no '/' or control "
@@ -292,7 +307,7 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 	err_clear();
 	if (bundle_running(b->dir, NULL)) {
 		json_t *rep = report ? report : json_object();
-		r = mgr_snapshot_running(b, snap, desc, false, pr, rep);
+		r = mgr_snapshot_running(b, snap, desc, false, full, pr, rep);
 		const char *id = json_string_value(json_object_get(rep, "id"));
 		if (r == 0 && disk_only && id) {
 			/* the VM freezes its disks only as part of a whole-machine
@@ -310,6 +325,11 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 		}
 		if (rep != report)
 			json_decref(rep);
+	} else if (full) {
+		r = err_set(EINVAL,
+			    "%s: --full: the VM is not running, and a stopped VM's snapshot has no "
+			    "memory (disk only)",
+			    b->dir);
 	} else {
 		r = mgr_snapshot_stopped(b, snap, desc, report);
 	}
