@@ -16,11 +16,12 @@ T0=$SECONDS
 # jf FILE KEY: a top-level value of a JSON file ("" when absent)
 jf() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
 # last_sum: the sum of the last memverify ok in the console
-last_sum() { tr -d '\r' <"$B/console.log" | sed -n 's/^cpu0: memverify ok sum=\([0-9a-f]*\)$/\1/p' | tail -n 1; }
+last_sum() { tr -d '\r' <"$B/console.log" | sed -n 's/^cpu0: memverify ok sum=\([0-9a-f]\{16\}\)$/\1/p' | tail -n 1; }
 # verify_now: memverify in the running VM; its sum in VSUM
 verify_now() {
   local n; n=$(grep -c "memverify ok" "$B/console.log")
-  con vm memverify "memverify (ok|FAILED)" 30
+  # the whole sum: the guest writes a line 16 bytes at a time
+  con vm memverify "memverify ok sum=[0-9a-f]{16}|memverify FAILED" 30
   [ "$(grep -c "memverify ok" "$B/console.log")" -gt "$n" ] || fail "memverify failed in the running VM"
   VSUM=$(last_sum)
 }
@@ -150,7 +151,7 @@ restore_verify c7
 pass "kill -9 of snapshot delete in its memory merge: check --repair finished it ($(tr '\n' ' ' <"$TMP/rep.out" | head -c 160)); c7, which took in cf's pages, restores and verifies"
 
 # ---- kill -9 of the VM while it writes a layer ----
-con vm "memfill 64 9" "memfill mb=64 seed=9" 60
+con vm "memfill 64 9" "memfill mb=64 seed=9 sum=[0-9a-f]{16}" 60
 # a plain memfill starts memverify's record over: its sum is big's
 SUM[big]=$(tr -d '\r' <"$B/console.log" | sed -n 's/^cpu0: memfill mb=64 seed=9 sum=//p' | tail -n 1)
 "$C" snapshot create "$B" big >"$TMP/kbig.out" 2>&1 &
@@ -186,7 +187,7 @@ up vm
 wait_for "$B/console.log" "memfill mb=32 seed=1" 60 || fail "memfill at the new boot"
 msnap d1
 [ "$KIND" = full ] || fail "d1, after a boot, is $KIND"
-con vm "memfill 64 3" "memfill mb=64 seed=3" 60
+con vm "memfill 64 3" "memfill mb=64 seed=3 sum=[0-9a-f]{16}" 60
 SUM[big2]=$(tr -d '\r' <"$B/console.log" | sed -n 's/^cpu0: memfill mb=64 seed=3 sum=//p' | tail -n 1)
 vpid=$(head -n1 "$B/run.lock")
 "$C" snapshot create "$B" big2 >"$TMP/kbig.out" 2>&1 &
@@ -207,4 +208,7 @@ check_ok vm
 snap_ids vm >"$TMP/ids"
 restore_remaining
 pass "kill -9 of the VM while its writer thread wrote a layer: check --repair converges; big2 is $(grep -q ' big2 1$' "$TMP/ids" && echo 'whole' || { grep -q ' big2 ' "$TMP/ids" && echo 'kept disk only' || echo 'gone'; }); all $NREST memory snapshots left restore and verify"
+"$C" snapshot create "$B" x --full >"$TMP/err" 2>&1 && fail "--full of a stopped VM accepted"
+grep -q "not running" "$TMP/err" || fail "--full of a stopped VM: $(cat "$TMP/err")"
+pass "snapshot create --full of a stopped VM is refused: $(cat "$TMP/err")"
 echo "total $((SECONDS - T0)) s"

@@ -28,10 +28,15 @@ jget() {
     "$REPLY_JSON" "$1"
 }
 
-# snap VM NAME [JSON MEMBERS]: snapshot of VM into $TMP/NAME; sets KIND DEPTH BYTES
+# snap VM NAME [JSON MEMBERS]: snapshot of VM into $TMP/NAME; sets KIND DEPTH
+# BYTES.  meta.json records the pause too, whichever writer wrote it (the
+# forked one, after a revert, recorded 0).
 snap() {
   ctl "$1" '{"cmd":"snapshot","path":"'"$TMP/$2"'"'"${3:+,$3}"'}'
   KIND=$(jget memory) DEPTH=$(jget memory_depth) BYTES=$(jget memory_bytes)
+  local pause
+  pause=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["pause_us"])' "$TMP/$2/meta.json")
+  [ "$pause" -gt 0 ] || fail "$2: meta.json says pause_us $pause; the reply: $REPLY_JSON"
 }
 
 # expect_layer NAME DEPTH MIN MAX: the last snap was a layer of DEPTH with
@@ -44,13 +49,17 @@ expect_layer() {
 
 # A VM whose shell reads the FIFO $TMP/NAME.in (fd 7 for VM a).
 # type_wait NAME CMD REGEX SECS: type CMD into NAME's shell, wait for a new
-# line matching REGEX; prints that line (without \r)
+# whole line matching REGEX; prints that line (without \r).  Only whole
+# lines: the guest writes a line 16 bytes at a time, and a match on
+# "memfill mb=2 seed=1 off=4 " could come before its sum.
 type_wait() {
   local out="$TMP/$1.out" n i
   n=$(wc -l <"$out")
   printf '%s\r' "$2" >"$TMP/$1.in"
   for ((i = 0; i < $4 * 10; i++)); do
-    if tail -n +"$((n + 1))" "$out" | tr -d '\r' | grep -m1 -E -- "$3"; then return 0; fi
+    # read stops before a last line without its newline
+    if tail -n +"$((n + 1))" "$out" | while IFS= read -r l; do printf '%s\n' "${l%$'\r'}"; done |
+      grep -m1 -E -- "$3"; then return 0; fi
     sleep 0.1
   done
   tail -n 20 "$out"; fail "$1: '$2' did not print /$3/ within $4 s"
