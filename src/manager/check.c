@@ -223,8 +223,14 @@ static void check_tree(struct check_ctx *c)
 		problem(c, "the snapshot %s to resume does not exist", res);
 	if (!b->has_active && !res)
 		problem(c, "no active layer and nothing to resume");
-	for (int i = 0; b->has_active && i < b->active.n; i++)
+	for (int i = 0; b->has_active && i < b->active.n; i++) {
 		check_layer(c, "active layer", b->active.path[i], layer_at(cs, i), true);
+		/* the VM would write into what a snapshot keeps */
+		for (size_t k = 0; k < b->nsnaps; k++)
+			if (mgr_streq(layer_at(b->snaps[k], i), b->active.path[i]))
+				problem(c, "active layer %s is the layer of snapshot \"%s\"",
+					b->active.path[i], b->snaps[k]->name);
+	}
 }
 
 static void check_clones(struct check_ctx *c)

@@ -82,7 +82,7 @@ static int take_run_lock(const struct bundle *b, int *fd)
 static void run_ended(struct bundle *b)
 {
 	int fd;
-	if (bundle_lock(b->dir, "cairn run (ended)", &fd) < 0) {
+	if (bundle_trylock(b->dir, "cairn run (ended)", &fd) < 0) {
 		err_clear();
 		return;
 	}

@@ -133,6 +133,12 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 	}
 	bool dir = snapdir_is_committed(sd);
 	int kind = dir ? MGR_SETTLE_MEMORY : ovs ? MGR_SETTLE_DISK_ONLY : MGR_SETTLE_NONE;
+	if (kind == MGR_SETTLE_MEMORY && running && s->suspend) {
+		/* a suspend's VM ends once its snapshot is committed (its
+		 * command, killed, did not wait for that): it is to be resumed */
+		running = mgr_wait_stopped(b, 60) < 0;
+		err_clear();
+	}
 	bool resume = kind == MGR_SETTLE_MEMORY && !running && s->suspend;
 	if (kind != MGR_SETTLE_NONE) {
 		s->memory = dir;
@@ -218,16 +224,10 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 		json_object_set_new(report, "id", json_string(id));
 		json_object_set_new(report, "memory", json_true());
 		json_object_set(report, "pause_ms", json_object_get(reply, "pause_ms"));
-		/* the VM's word on its memory image: "layer" or "full", and why */
-		static const char *const mem_keys[][2] = {{"memory_image", "memory"},
-							  {"memory_depth", "memory_depth"},
-							  {"memory_bytes", "memory_bytes"},
-							  {"memory_full_why", "memory_full_why"}};
-		for (size_t k = 0; k < sizeof(mem_keys) / sizeof(mem_keys[0]); k++) {
-			json_t *v = json_object_get(reply, mem_keys[k][1]);
-			if (v)
-				json_object_set(report, mem_keys[k][0], v);
-		}
+		/* the VM's own reply: total_ms, memory (layer or full),
+		 * memory_depth, memory_bytes... (docs/control.md) */
+		if (reply)
+			json_object_set(report, "vmm", reply);
 	}
 	json_decref(reply);
 	return r;

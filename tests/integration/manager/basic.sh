@@ -137,3 +137,24 @@ cmp -s "$TMP/vm.json.before" "$TMP/web/vm.json" || fail "a refused name changed 
 "$C" snapshot create "$TMP/web" "prêt à partir" >/dev/null || fail "a UTF-8 name was refused"
 "$C" snapshot list "$TMP/web" | grep -q "prêt à partir" || fail "the UTF-8 name is not listed"
 pass "snapshot names with control characters, '/' or a leading '.' are refused; UTF-8 is fine"
+
+# a running VM snapshotted many times: every overlay's name stays within NAME_MAX
+# (each used to add "-<id>" to the last: the 26th snapshot failed, "File name too
+# long"); --json carries the VM's reply (first image full, then layers)
+mk many --disk-size 16M --cmdline "memfill 8 1; shell"
+up many
+for ((i = 1; i <= 30; i++)); do
+  "$C" snapshot create "$TMP/many" "s$i" --json >"$TMP/snap.json" || fail "snapshot $i of a running VM"
+  python3 -c "
+import json,sys; d=json.load(open('$TMP/snap.json'))['vmm']
+want = 'full' if $i == 1 else 'layer'
+assert d['memory'] == want and d['total_ms'] > 0 and 'memory_depth' in d, d" ||
+    fail "snapshot $i: the VM's reply in --json: $(cat "$TMP/snap.json")"
+done
+for f in "$TMP/many"/disks/*.qcow2; do
+  [ "$(basename "$f" | wc -c)" -le 150 ] || fail "layer name too long: $f"
+done
+con many "memverify" "memverify ok"
+"$C" stop "$TMP/many" >/dev/null || fail "stop many"
+check_ok many
+pass "30 snapshots of a running VM: layer names bounded, --json has the VM's reply"

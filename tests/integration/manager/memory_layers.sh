@@ -13,8 +13,12 @@ C=$CAIRN
 B=$TMP/vm
 T0=$SECONDS
 
-# jf FILE KEY: a top-level value of a JSON file ("" when absent)
-jf() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
+# jf FILE KEY: a value of a JSON file ("" when absent); KEY a.b for a member of a member
+jf() { python3 -c '
+import json, sys
+v = json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."): v = v.get(k) if isinstance(v, dict) else None
+print("" if v is None else v)' "$1" "$2"; }
 # last_sum: the sum of the last memverify ok in the console
 last_sum() { tr -d '\r' <"$B/console.log" | sed -n 's/^cpu0: memverify ok sum=\([0-9a-f]\{16\}\)$/\1/p' | tail -n 1; }
 # verify_now: memverify in the running VM; its sum in VSUM
@@ -31,7 +35,7 @@ declare -A SUM ID
 msnap() {
   local name=$1; shift
   "$C" snapshot create "$B" "$name" --json "$@" >"$TMP/snap.json" || fail "snapshot create $name $*"
-  KIND=$(jf "$TMP/snap.json" memory_image) DEPTH=$(jf "$TMP/snap.json" memory_depth)
+  KIND=$(jf "$TMP/snap.json" vmm.memory) DEPTH=$(jf "$TMP/snap.json" vmm.memory_depth)
   ID[$name]=$(jf "$TMP/snap.json" id)
   verify_now
   SUM[$name]=$VSUM
@@ -88,10 +92,10 @@ for k in 2 3 4 5 6; do
   msnap "c$k"
   [ "$KIND" = layer ] && [ "$DEPTH" = $((k - 1)) ] || fail "c$k: $(cat "$TMP/snap.json")"
 done
-pass "c1 full, c2..c6 layers of depth 1..5 (the --json report's memory_image/memory_depth)"
+pass "c1 full, c2..c6 layers of depth 1..5 (the --json report's vmm.memory/memory_depth)"
 con vm "memfill 64 5" "memfill mb=64 seed=5" 60
 msnap cf --full
-[ "$KIND" = full ] && [ "$(jf "$TMP/snap.json" memory_full_why)" = "asked for" ] ||
+[ "$KIND" = full ] && [ "$(jf "$TMP/snap.json" vmm.memory_full_why)" = "asked for" ] ||
   fail "snapshot create --full: $(cat "$TMP/snap.json")"
 con vm "memfill 2 7 40" "memfill mb=2 seed=7 off=40"
 msnap c7

@@ -50,6 +50,42 @@ static void test_names(void)
 	CHECK(!strcmp(a + strlen(a) - 6, ".qcow2"));
 	CHECK_EQ(snapdir_restore_overlay_path("/b/disks/l0.qcow2", "/other", b, sizeof(b)), 0);
 	CHECK(!strncmp(b, "/other/l0-r", 11));
+
+	/* a layer snapshotted again and again: names stay bounded (a bundle's
+	 * running VM failed its 26th snapshot with ENAMETOOLONG), distinct and
+	 * the same each time */
+	char layer[PATH_MAX], prev[PATH_MAX], snap[64];
+	snprintf(layer, sizeof(layer), "/b/disks/disk0.qcow2");
+	for (int i = 0; i < 200; i++) {
+		snprintf(snap, sizeof(snap), "/b/snapshots/%08x", 0x1a2b0000u + (unsigned)i);
+		snprintf(prev, sizeof(prev), "%s", layer);
+		CHECK_EQ(snapdir_overlay_path(prev, snap, layer, sizeof(layer)), 0);
+		const char *name = strrchr(layer, '/') + 1;
+		CHECK(strlen(name) <= 128 + 1 + 8 + 6);
+		char tail[80];
+		snprintf(tail, sizeof(tail), "-%s.qcow2", snap + strlen("/b/snapshots/"));
+		CHECK(!strcmp(name + strlen(name) - strlen(tail), tail));
+		CHECK(!strncmp(name, "disk0-", 6));
+		CHECK(strcmp(layer, prev));
+		CHECK_EQ(snapdir_overlay_path(prev, snap, a, sizeof(a)), 0);
+		CHECK(!strcmp(a, layer));
+		CHECK_EQ(snapdir_restore_overlay_path(layer, NULL, b, sizeof(b)), 0);
+		CHECK(strlen(strrchr(b, '/') + 1) <= 128 + 2 + 8 + 6);
+	}
+	/* two long layers that differ only past the kept prefix: different names */
+	char l1[400], l2[400];
+	memset(l1, 'x', 300);
+	strcpy(l1 + 300, "-a.qcow2");
+	memset(l2, 'x', 300);
+	strcpy(l2 + 300, "-b.qcow2");
+	CHECK_EQ(snapdir_overlay_path(l1, "s1", a, sizeof(a)), 0);
+	CHECK_EQ(snapdir_overlay_path(l2, "s1", b, sizeof(b)), 0);
+	CHECK(strcmp(a, b) && strlen(a) == 2 + 128 + 3 + 6);
+}
+
+static bool is_path(const char *path, void *opaque)
+{
+	return !strcmp(path, opaque);
 }
 
 static void test_find_restore_overlay(void)
@@ -58,7 +94,8 @@ static void test_find_restore_overlay(void)
 	snprintf(dir, sizeof(dir), "%s/disks", base);
 	CHECK_EQ(mkdir(dir, 0755), 0);
 	snprintf(layer, sizeof(layer), "%s/disk0.qcow2", dir);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), -ENOENT);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 -ENOENT);
 	/* look-alikes that are not restore overlays of disk0 */
 	const char *others[] = {"disk0-s1.qcow2",	  "disk0-r1234567.qcow2",
 				"disk0-r123456789.qcow2", "disk0-rXYZ45678.qcow2",
@@ -67,11 +104,13 @@ static void test_find_restore_overlay(void)
 		snprintf(p, sizeof(p), "%s/%s", dir, others[i]);
 		touch(p, 0);
 	}
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), -ENOENT);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 -ENOENT);
 	char old[PATH_MAX], new[PATH_MAX];
 	CHECK_EQ(snapdir_restore_overlay_path(layer, dir, old, sizeof(old)), 0);
 	touch(old, 0);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 0);
 	CHECK(!strcmp(found, old));
 	/* a second one, newer: that is the one an interrupted restore made */
 	do
@@ -79,8 +118,61 @@ static void test_find_restore_overlay(void)
 	while (!strcmp(new, old));
 	usleep(20000);
 	touch(new, 0);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 0);
 	CHECK(!strcmp(found, new));
+	/* one the caller knows as another's (an earlier restore's overlay,
+	 * now a snapshot's layer) is passed over, even when it is newest */
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, is_path, new, found, sizeof(found)),
+		 0);
+	CHECK(!strcmp(found, old));
+	/* and so is one older than the operation: none is left */
+	struct stat st;
+	CHECK_EQ(stat(new, &st), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, &st.st_mtim, is_path, new, found,
+					      sizeof(found)),
+		 -ENOENT);
+	CHECK_EQ(
+	    snapdir_find_restore_overlay(layer, dir, &st.st_mtim, NULL, NULL, found, sizeof(found)),
+	    0);
+	CHECK(!strcmp(found, new));
+}
+
+/* A VM that snapshots and reverts for long: every overlay is named after
+ * its layer plus a suffix, and the names must not grow without end (a
+ * file name has at most 255 bytes).  The suffixes cairn added are dropped
+ * past a length; a restore overlay is still found under its layer. */
+static void test_long_lineage(void)
+{
+	char dir[256], layer[PATH_MAX], next[PATH_MAX], snap[PATH_MAX], found[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/lineage", base);
+	CHECK_EQ(mkdir(dir, 0755), 0);
+	snprintf(layer, sizeof(layer), "%s/l0123abcd.qcow2", dir);
+	size_t longest = 0;
+	for (int gen = 0; gen < 100; gen++) {
+		if (gen % 3 == 2) {
+			CHECK_EQ(snapdir_restore_overlay_path(layer, dir, next, sizeof(next)), 0);
+			touch(next, 0);
+			CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found,
+							      sizeof(found)),
+				 0);
+			CHECK(!strcmp(found, next));
+		} else {
+			snprintf(snap, sizeof(snap), "%s/snapshots/%08x", base, 0x10000 + gen);
+			CHECK_EQ(snapdir_overlay_path(layer, snap, next, sizeof(next)), 0);
+		}
+		const char *name = strrchr(next, '/') + 1;
+		if (strlen(name) > longest)
+			longest = strlen(name);
+		CHECK(!strncmp(name, "l0123abcd-", 10));
+		snprintf(layer, sizeof(layer), "%s", next);
+	}
+	CHECK(longest < 128);
+	/* names that are not cairn's own keep their length */
+	char lng[PATH_MAX];
+	snprintf(lng, sizeof(lng), "%s/%0120d.qcow2", dir, 7);
+	CHECK_EQ(snapdir_overlay_path(lng, "/s/abcdef01", next, sizeof(next)), 0);
+	CHECK(strlen(strrchr(next, '/') + 1) == 120 + 9 + 6);
 }
 
 static void test_txn(void)
@@ -165,6 +257,7 @@ int main(void)
 	}
 	test_names();
 	test_find_restore_overlay();
+	test_long_lineage();
 	test_txn();
 	char cmd[PATH_MAX + 16];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", base);
