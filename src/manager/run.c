@@ -258,7 +258,8 @@ int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t 
 		if (bundle_snap_by_name(b, sname))
 			snprintf(sname + strlen(sname), 16, "-%d", (int)getpid());
 		err_clear();
-		r = mgr_snapshot_running(b, sname, "saved by cairn stop --save", true, pr, report);
+		r = mgr_snapshot_running(b, sname, "saved by cairn stop --save", true, false, pr,
+					 report);
 	} else {
 		json_t *req = json_pack("{s:s}", "cmd", "quit");
 		r = mgr_ctl_request(b, req, NULL);

@@ -172,7 +172,7 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 /* Take a whole-machine snapshot of the running VM into snapshots/ID and
  * record it.  SUSPEND: the VM ends with it and the next run resumes it. */
 int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, bool suspend,
-			 const struct mgr_progress *pr, json_t *report)
+			 bool full, const struct mgr_progress *pr, json_t *report)
 {
 	char id[9], sd[PATH_MAX], created[32];
 	bundle_random_hex(id, 8);
@@ -196,6 +196,8 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 	json_t *req = json_pack("{s:s, s:s}", "cmd", "snapshot", "path", sd), *reply = NULL;
 	if (suspend)
 		json_object_set_new(req, "then", json_string("quit"));
+	if (full)
+		json_object_set_new(req, "memory", json_string("full"));
 	struct mem_watch watch;
 	bool watching = mem_watch_start(&watch, b, sd, pr);
 	r = mgr_ctl_request(b, req, &reply);
@@ -283,9 +285,12 @@ fail:
 	return r;
 }
 
-int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, const char *desc,
+int mgr_snapshot_create(const char *name, const char *snap, unsigned flags, const char *desc,
 			const struct mgr_progress *pr, json_t *report)
 {
+	bool disk_only = flags & MGR_SNAP_DISK_ONLY, full = flags & MGR_SNAP_FULL;
+	if (disk_only && full)
+		return err_set(EINVAL, "--full and --disk-only: a disk-only snapshot keeps no memory");
 	if (!mgr_valid_name(snap))
 		return err_set(EINVAL,
 			       "snapshot name \"%s\": use 1-127 characters, no '/' or control "
@@ -302,7 +307,7 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 	err_clear();
 	if (bundle_running(b->dir, NULL)) {
 		json_t *rep = report ? report : json_object();
-		r = mgr_snapshot_running(b, snap, desc, false, pr, rep);
+		r = mgr_snapshot_running(b, snap, desc, false, full, pr, rep);
 		const char *id = json_string_value(json_object_get(rep, "id"));
 		if (r == 0 && disk_only && id) {
 			/* the VM freezes its disks only as part of a whole-machine
@@ -320,6 +325,11 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 		}
 		if (rep != report)
 			json_decref(rep);
+	} else if (full) {
+		r = err_set(EINVAL,
+			    "%s: --full: the VM is not running, and a stopped VM's snapshot has no "
+			    "memory (disk only)",
+			    b->dir);
 	} else {
 		r = mgr_snapshot_stopped(b, snap, desc, report);
 	}

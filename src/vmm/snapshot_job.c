@@ -515,8 +515,11 @@ static int snap_paused(struct snap_job *j, bool quit)
 		j->st.pause_us = monotime_us() - j->paused_at;
 		if ((r = snap_write(j, vmm->vm->ram, NULL, vmm->vm->ram_size)) < 0)
 			snap_failed(j, err_msg(), true);
-	} else if (!j->cow && (r = snap_fork(j)) < 0) {
-		snap_failed(j, err_msg(), true);
+	} else if (!j->cow) {
+		/* The child writes meta.json: the pause up to the fork. */
+		j->st.pause_us = monotime_us() - j->paused_at;
+		if ((r = snap_fork(j)) < 0)
+			snap_failed(j, err_msg(), true);
 	}
 	return r;
 }
