@@ -73,6 +73,9 @@ int mgr_ctl_request(const struct bundle *b, json_t *req, json_t **reply);
 /* LAYERS as a JSON array of paths. */
 json_t *mgr_layers_json(const struct bundle_layers *layers);
 int mgr_wait_stopped(const struct bundle *b, int secs);
+/* After a control request to the VM failed: whether that is because it has
+ * ended (its run lock goes within 2 s). */
+bool mgr_vm_ended(const struct bundle *b);
 /* The disks the running VM writes to (control "status"). */
 int mgr_running_disks(const struct bundle *b, struct bundle_layers *out);
 

@@ -74,9 +74,9 @@ int mgr_revert_settle(struct bundle *b, bool running)
 	snprintf(id, sizeof(id), "%s", p->id ? p->id : "(null)");
 	struct bundle_layers now = {0};
 	bool known = true;
-	if (running) {
-		known = mgr_running_disks(b, &now) == 0;
-	} else {
+	if (running && !(known = mgr_running_disks(b, &now) == 0) && mgr_vm_ended(b))
+		running = false; /* it ended meanwhile (killed after it reverted, say) */
+	if (!running) {
 		/* the VM ended: the restore overlays it made, if any: made after
 		 * the revert was recorded (vm.json written), named by nothing */
 		struct bundle_snapshot *s = bundle_snap(b, id);

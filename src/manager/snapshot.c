@@ -126,10 +126,18 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 		/* the VM says where it writes: moved means it took the snapshot
 		 * (the freeze comes first); then wait for its memory writer */
 		struct bundle_layers now;
-		ovs = mgr_running_disks(b, &now) == 0 && bundle_layers_equal(&now, &act);
+		int r = mgr_running_disks(b, &now);
+		if (r < 0 && mgr_vm_ended(b)) {
+			/* it ended meanwhile (killed, or its snapshot writer, which
+			 * held its locks, was): the files tell, as for a VM that
+			 * had ended (disks moved: kept disk only) */
+			running = false;
+		} else {
+			ovs = r == 0 && bundle_layers_equal(&now, &act);
+			for (int k = 0; ovs && k < 2400 && snapdir_is_in_progress(sd); k++)
+				usleep(50000);
+		}
 		bundle_layers_free(&now);
-		for (int k = 0; ovs && k < 2400 && snapdir_is_in_progress(sd); k++)
-			usleep(50000);
 	}
 	bool dir = snapdir_is_committed(sd);
 	int kind = dir ? MGR_SETTLE_MEMORY : ovs ? MGR_SETTLE_DISK_ONLY : MGR_SETTLE_NONE;

@@ -641,7 +641,6 @@ live_verify(epoch, "the first line")
 # the first snapshot, then each operation once unkilled (their run times)
 for op in ["snapshot", "snapshot", "revert", "delete", "clone", "save", "clone", "snapshot"]:
     point(op, "cli", 0, kill=False)
-done_ops = sum(1 for _ in took)
 n_combo = {}
 offset = rng.random()
 while npoints < POINTS and time.time() - start < SECS:

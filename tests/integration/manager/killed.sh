@@ -10,6 +10,12 @@
 #     the save to be resumed (the next run booted afresh).
 #  3. a command coming in while the ending VM holds the writer lock for a
 #     moment (as it names its layers relative) was refused.
+#  4. a snapshot of a VM whose memory is written by a forked child (a VM
+#     resumed from a memory image), the command and the VM killed, the
+#     child after them (while check --repair asked the VM where its disks
+#     are): the repair took the failed question for "the disks did not
+#     move", dropped the snapshot and left the active layer frozen by it
+#     (`cairn run` refused it; `check` said all was well).
 # (The fourth, overlay names that grew past what a file name may be, is
 # test_snapdir's.)
 . "$SRCDIR/tests/integration/manager/lib_mgr.sh"
@@ -102,6 +108,80 @@ sleep 0.1
 wait $holder
 check_ok vm; qcheck_all vm
 pass "a command waits for a holder of the lock that is gone within a moment"
+
+# --- 4. the VM and its snapshot writer killed while check --repair asks
+mk w --disk-size 16M --cmdline "echo up; shell"
+up w
+con w "diskfill 300 1; memfill 8 1" "memfill mb=8"
+"$C" stop "$TMP/w" --save >/dev/null || fail "w: stop --save"
+up w # resumed: its memory is mapped from the image, so snapshots fork a writer
+python3 - "$C" "$TMP/w" <<'EOF' || fail "the VM and its snapshot writer killed"
+import os, signal, subprocess, sys, time
+C, B = sys.argv[1], sys.argv[2]
+def children(pid):
+    out = []
+    for e in os.listdir("/proc"):
+        try:
+            st = open(f"/proc/{e}/stat").read() if e.isdigit() else ""
+        except OSError:
+            continue
+        if st and int(st[st.rindex(")") + 2:].split()[1]) == pid:
+            out.append(int(e))
+    return out
+for attempt in range(5):
+    vm = int(open(f"{B}/run.lock").readline())
+    os.kill(vm, signal.SIGSTOP)
+    cli = subprocess.Popen([C, "snapshot", "create", B, f"x{attempt}"], stderr=subprocess.DEVNULL)
+    while '"pending": {' not in open(f"{B}/vm.json").read():
+        time.sleep(0.005)
+    time.sleep(0.1)  # the request is in the VM's socket
+    cli.kill()
+    cli.wait()
+    os.kill(vm, signal.SIGCONT)
+    writer, t = None, time.time() + 5
+    while not writer and time.time() < t:
+        writer = (children(vm) or [None])[0]
+    if writer:
+        os.kill(writer, signal.SIGSTOP)  # it holds the run lock and the socket
+    missed = not writer or not [e for e in os.listdir(f"{B}/snapshots") if ".tmp-" in e]
+    os.kill(vm, signal.SIGKILL)
+    if not missed:
+        rep = subprocess.Popen([C, "check", "--repair", B], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # it asks the VM (the stopped writer holds its socket)
+        os.kill(writer, signal.SIGKILL)
+        out = rep.communicate()[0]
+        print(out, end="")
+        sys.exit("check --repair failed" if rep.returncode else 0)
+    # the writer was done before it was caught: again
+    if writer:
+        os.kill(writer, signal.SIGCONT)
+    time.sleep(0.5)
+    subprocess.run([C, "check", "--repair", B], check=True, capture_output=True)
+    subprocess.run([C, "run", B, "--detach"], check=True)
+sys.exit("the snapshot writer was never caught at work")
+EOF
+check_ok w
+"$C" run "$TMP/w" --detach 2>"$TMP/err" || fail "the VM does not run again: $(cat "$TMP/err")"
+con w "diskverify 300 1" "diskverify ok"
+"$C" stop "$TMP/w" >/dev/null || fail "w: stop"
+check_ok w; qcheck_all w
+pass "VM and snapshot writer killed during check --repair: snapshot kept disk only, the VM runs"
+
+# --- check --repair: a stopped VM's active layer left frozen is thawed
+python3 - "$TMP/vm" <<'EOF'
+import json, os, sys
+d = json.load(open(f"{sys.argv[1]}/vm.json"))
+a = os.path.join(sys.argv[1], d["active"][0])
+os.setxattr(a, "user.cairn.frozen", b"/nowhere/snapshots/x")
+os.chmod(a, 0o444)
+EOF
+"$C" check "$TMP/vm" >"$TMP/out" 2>&1 && fail "check took a frozen active layer"
+grep -q "is frozen (/nowhere/snapshots/x)" "$TMP/out" || fail "check said: $(cat "$TMP/out")"
+"$C" check --repair "$TMP/vm" >"$TMP/out" || fail "repair of a frozen active layer: $(cat "$TMP/out")"
+check_ok vm
+up vm
+"$C" stop "$TMP/vm" >/dev/null || fail stop
+pass "check --repair thaws a stopped VM's frozen active layer"
 
 # --- check: an active layer that is a snapshot's layer is a problem
 python3 - "$TMP/vm/vm.json" <<'EOF'
