@@ -16,6 +16,9 @@
 #     both vCPUs' memverify runs pass in the restored VM.
 #  6. A layer that fails (no room) gives its changed pages back: the next
 #     layer on the same parent holds them, and restores.
+#  7. Past depth 16 the next layer is consolidated on the chain's full image
+#     (depth 1, holding the pages of the layers between); it, the one at
+#     depth 16 and a layer on the consolidated one restore with their sums.
 . "$SRCDIR/tests/integration/snapshot/lib_snap.sh"
 need_kvm
 need_testos
@@ -294,4 +297,32 @@ if mount -t tmpfs -o size=40m tmpfs "$TMP/small" 2>/dev/null; then
 else
   echo "note: no tmpfs could be mounted (needs root): the failed-layer case is not run"
 fi
+
+# ---- 7. consolidation past depth 16 ----
+t=$SECONDS
+rm -f "$TMP/d.in"; mkfifo "$TMP/d.in"
+"$CAIRN" run --kernel "$TESTOS" --mem 64M --control "$TMP/d.sock" \
+  --cmdline "memfill 16 1; shell" <"$TMP/d.in" >"$TMP/d.out" 2>&1 &
+PID_d=$!
+exec 9>"$TMP/d.in"
+wait_for "$TMP/d.out" "memfill mb=16 seed=1" 30 || fail "guest d did not fill"
+wait_for "$TMP/d.out" "cairn> " 10 || fail "no shell on d"
+declare -A DSUM
+snap d k0
+for k in $(seq 1 18); do
+  type_wait d "memfill 1 $((300 + k)) $((k % 16))" "memfill mb=1 seed=$((300 + k)) off=" 20 >/dev/null
+  snap d "k$k"
+  if [ $k -le 16 ]; then want=$k; else want=$((k - 16)); fi
+  [ "$KIND" = layer ] && [ "$DEPTH" = $want ] || fail "k$k: expected a layer of depth $want: $REPLY_JSON"
+  [ $k = 17 ] && k17=$BYTES
+  DSUM[$k]=$(sum_of "$(type_wait d memverify "memverify (ok|FAILED)" 30)")
+done
+# k1..k16 each hold at least their own 1 MiB, 16 different MiB in all
+[ "$k17" -ge $((16 * MIB)) ] || fail "the consolidated k17 holds $k17 bytes, less than the 16 MiB the layers under it changed"
+grep -qaF '../k0/memory.img' "$TMP/k17/memory.img" || fail "k17 does not name k0 as its parent"
+ctl d quit
+exec 9>&-
+wait_vm d 0
+for k in 16 17 18; do restore_verify "$TMP/k$k" "${DSUM[$k]}"; done
+pass "past depth 16: k17 is a layer of depth 1 on the full k0 ($k17 bytes: the pages of k1..k16 and its own), k18 depth 2 on it; k16 (depth 16), k17 and k18 restore with their sums ($((SECONDS - t)) s)"
 echo "total $((SECONDS - T0)) s"
