@@ -182,10 +182,10 @@ mv "$TMP/s4.memory.img" "$TMP/s4/memory.img"
 
 # ---- 3. every snapshot restores, in a new process and in place ----
 # restore_verify DIR SUM [disk]: cairn run --restore DIR, memverify gives SUM
-# (and diskverify of the 256 blocks passes), exit 0
+# (and diskverify of the 256 blocks passes), exit 0.  RMODE: --restore-mode.
 restore_verify() {
   rm -f "$TMP/r.in"; mkfifo "$TMP/r.in"
-  "$CAIRN" run --restore "$1" <"$TMP/r.in" >"$TMP/r.out" 2>&1 &
+  "$CAIRN" run --restore "$1" --restore-mode "${RMODE:-map}" <"$TMP/r.in" >"$TMP/r.out" 2>&1 &
   local pid=$! rc=0 line
   exec 8>"$TMP/r.in"
   line=$(type_wait r memverify "memverify (ok|FAILED)" 60)
@@ -199,9 +199,27 @@ restore_verify() {
 }
 t=$SECONDS
 for k in 0 1 2 3 4 5 6 7 8 9; do
+  RMODE=map; [ $((k % 2)) = 1 ] && RMODE=copy
   restore_verify "$TMP/s$k" "${SUM[$k]}" $([ $k -ge 8 ] && echo disk)
 done
-pass "s0..s9 each restored in a new process: memverify gives each its own sum, s8/s9 diskverify ok ($((SECONDS - t)) s)"
+RMODE=
+pass "s0..s9 each restored in a new process (even ones mapped, odd ones copied): memverify gives each its own sum, s8/s9 diskverify ok ($((SECONDS - t)) s)"
+# After a restore in a new process the VM descends from that snapshot: its
+# next snapshot is a layer on it with only what changed since.
+for mode in map copy; do
+  rm -f "$TMP/q.in"; mkfifo "$TMP/q.in"
+  "$CAIRN" run --restore "$TMP/s5" --restore-mode $mode --control "$TMP/q.sock" <"$TMP/q.in" >"$TMP/q.out" 2>&1 &
+  PID_q=$!
+  exec 6>"$TMP/q.in"
+  line=$(type_wait q "memfill 1 78 50" "memfill mb=1 seed=78 off=50 " 30)
+  snap q "q$mode"
+  expect_layer "q$mode" 6 $MIB $((MIB + 64 * 1024))
+  ctl q quit
+  exec 6>&-
+  wait_vm q 0
+  restore_verify "$TMP/q$mode" "$(sum64 "${SUM[5]}" - "$OLD50" + "$(sum_of "$line")")"
+done
+pass "restored from s5 (depth 5) mapped and copied, a 1 MiB fill: each next snapshot is a layer of depth 6 on s5 (memory_bytes $BYTES) and restores"
 t=$SECONDS
 for k in 5 0 9 3 8 1 7 2 6 4; do
   ctl a '{"cmd":"revert","path":"'"$TMP/s$k"'"}'
@@ -228,6 +246,17 @@ expect_layer sfull2 1 0 $((64 * 1024))
 restore_verify "$TMP/sfull" "${SUM[9]}" disk
 restore_verify "$TMP/sfull2" "${SUM[9]}" disk
 pass "{\"memory\":\"full\"}: a full image ($why); the next snapshot a layer of depth 1 on it; both restore"
+# the memory parent gone, or the new snapshot in another directory: full
+rm -rf "$TMP/sfull2"
+snap a gone1
+why=$(jget memory_full_why)
+[ "$KIND" = full ] && [ -n "$why" ] || fail "with the memory parent removed: $REPLY_JSON"
+mkdir "$TMP/sub"
+snap a sub/other1
+why2=$(jget memory_full_why)
+[ "$KIND" = full ] && [ -n "$why2" ] || fail "a snapshot in another directory than its memory parent: $REPLY_JSON"
+restore_verify "$TMP/sub/other1" "${SUM[9]}" disk
+pass "the memory parent removed: full ($why); in another directory: full ($why2), and restores"
 ctl a quit
 exec 7>&-
 wait_vm a 0
