@@ -88,10 +88,11 @@ enum { MGR_SETTLE_NONE, MGR_SETTLE_MEMORY, MGR_SETTLE_DISK_ONLY };
  * runs); returns MGR_SETTLE_* or -errno. */
 int mgr_snapshot_settle(struct bundle *b, bool running);
 /* Whole-machine snapshot SNAP of the running VM (SUSPEND: it ends with it;
- * FULL: a full memory image), or a disk-only one of the stopped VM (new
- * layers on the active ones). */
+ * FLAGS: MGR_SNAP_FULL, a full memory image; MGR_SNAP_DISK_ONLY, its memory
+ * is dropped afterwards), or a disk-only one of the stopped VM (new layers
+ * on the active ones). */
 int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, bool suspend,
-			 bool full, const struct mgr_progress *pr, json_t *report);
+			 unsigned flags, const struct mgr_progress *pr, json_t *report);
 int mgr_snapshot_stopped(struct bundle *b, const char *snap, const char *desc, json_t *report);
 
 /* ---- revert.c ---- */

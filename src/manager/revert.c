@@ -170,7 +170,7 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 		}
 		err_clear();
 		r = running ? mgr_snapshot_running(b, save_current, "saved before a revert", false,
-						   false, pr, NULL)
+						   0, pr, NULL)
 			    : mgr_snapshot_stopped(b, save_current, "saved before a revert", NULL);
 		if (r < 0)
 			goto out_id;

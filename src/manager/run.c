@@ -258,7 +258,7 @@ int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t 
 		if (bundle_snap_by_name(b, sname))
 			snprintf(sname + strlen(sname), 16, "-%d", (int)getpid());
 		err_clear();
-		r = mgr_snapshot_running(b, sname, "saved by cairn stop --save", true, false, pr,
+		r = mgr_snapshot_running(b, sname, "saved by cairn stop --save", true, 0, pr,
 					 report);
 	} else {
 		json_t *req = json_pack("{s:s}", "cmd", "quit");

@@ -172,7 +172,7 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 /* Take a whole-machine snapshot of the running VM into snapshots/ID and
  * record it.  SUSPEND: the VM ends with it and the next run resumes it. */
 int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, bool suspend,
-			 bool full, const struct mgr_progress *pr, json_t *report)
+			 unsigned flags, const struct mgr_progress *pr, json_t *report)
 {
 	char id[9], sd[PATH_MAX], created[32];
 	bundle_random_hex(id, 8);
@@ -196,8 +196,12 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 	json_t *req = json_pack("{s:s, s:s}", "cmd", "snapshot", "path", sd), *reply = NULL;
 	if (suspend)
 		json_object_set_new(req, "then", json_string("quit"));
-	if (full)
+	if (flags & MGR_SNAP_FULL)
 		json_object_set_new(req, "memory", json_string("full"));
+	/* its memory is dropped afterwards: the VM's next snapshot stays a
+	 * layer on the memory it descends from now */
+	if (flags & MGR_SNAP_DISK_ONLY)
+		json_object_set_new(req, "memory_parent", json_false());
 	struct mem_watch watch;
 	bool watching = mem_watch_start(&watch, b, sd, pr);
 	r = mgr_ctl_request(b, req, &reply);
@@ -307,7 +311,7 @@ int mgr_snapshot_create(const char *name, const char *snap, unsigned flags, cons
 	err_clear();
 	if (bundle_running(b->dir, NULL)) {
 		json_t *rep = report ? report : json_object();
-		r = mgr_snapshot_running(b, snap, desc, false, full, pr, rep);
+		r = mgr_snapshot_running(b, snap, desc, false, flags, pr, rep);
 		const char *id = json_string_value(json_object_get(rep, "id"));
 		if (r == 0 && disk_only && id) {
 			/* the VM freezes its disks only as part of a whole-machine

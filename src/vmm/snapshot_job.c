@@ -133,7 +133,10 @@ static int snap_choose_memory(struct snap_job *j, bool full)
 	uint64_t words = vm_dirty_words(vmm->vm);
 	if (!(j->changed = calloc(words, 8)))
 		return err_set(ENOMEM, "changed-page map");
-	int r = vm_dirty_collect(vmm->vm, j->changed);
+	/* From the first snapshot on, the next one is a layer on it. */
+	int r = vm_dirty_start(vmm->vm);
+	if (r == 0)
+		r = vm_dirty_collect(vmm->vm, j->changed);
 	if (r < 0)
 		return r;
 	j->collected = true;
@@ -203,7 +206,7 @@ void vmm_memory_is_snapshot(struct vmm *vmm, const char *dir, const struct mem_i
 	uint64_t words = vm_dirty_words(vmm->vm);
 	uint64_t *scratch = calloc(words, 8);
 	/* KVM's log and the VMM's marks hold the old machine's writes. */
-	if (!scratch || vm_dirty_collect(vmm->vm, scratch) < 0) {
+	if (!scratch || vm_dirty_start(vmm->vm) < 0 || vm_dirty_collect(vmm->vm, scratch) < 0) {
 		vmm->mem_parent.valid = false;
 		err_clear();
 	} else {

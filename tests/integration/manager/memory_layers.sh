@@ -103,6 +103,12 @@ msnap c7
 "$C" snapshot create "$B" x --full --disk-only >"$TMP/err" 2>&1 && fail "--full --disk-only accepted"
 grep -q "disk-only" "$TMP/err" || fail "--full --disk-only: $(cat "$TMP/err")"
 pass "snapshot create --full: a full image (memory_full_why \"asked for\"); the next snapshot is a layer on it; --full --disk-only refused"
+# a disk-only snapshot of the running VM drops its memory image: the VM's
+# memory parent stays c7, so the next snapshot is a layer of depth 2, not full
+"$C" snapshot create "$B" dk1 --disk-only >"$TMP/err" 2>&1 || fail "snapshot create --disk-only: $(cat "$TMP/err")"
+msnap c8
+[ "$KIND" = layer ] && [ "$DEPTH" = 2 ] || fail "c8 after a disk-only snapshot: $(cat "$TMP/snap.json")"
+pass "after a disk-only snapshot of the running VM the next one is still a layer on c7 (depth 2)"
 "$C" snapshot list "$B" --json >"$TMP/list.json" || fail "snapshot list"
 python3 - "$TMP/list.json" <<'PY' || fail "snapshot list: memory bytes"
 import json, sys
