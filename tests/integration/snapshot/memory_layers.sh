@@ -16,6 +16,9 @@
 #     both vCPUs' memverify runs pass in the restored VM.
 #  6. A layer that fails (no room) gives its changed pages back: the next
 #     layer on the same parent holds them, and restores.
+#  7. Past depth 16 the next layer is consolidated on the chain's full image
+#     (depth 1, holding the pages of the layers between); it, the one at
+#     depth 16 and a layer on the consolidated one restore with their sums.
 . "$SRCDIR/tests/integration/snapshot/lib_snap.sh"
 need_kvm
 need_testos
@@ -179,10 +182,10 @@ mv "$TMP/s4.memory.img" "$TMP/s4/memory.img"
 
 # ---- 3. every snapshot restores, in a new process and in place ----
 # restore_verify DIR SUM [disk]: cairn run --restore DIR, memverify gives SUM
-# (and diskverify of the 256 blocks passes), exit 0
+# (and diskverify of the 256 blocks passes), exit 0.  RMODE: --restore-mode.
 restore_verify() {
   rm -f "$TMP/r.in"; mkfifo "$TMP/r.in"
-  "$CAIRN" run --restore "$1" <"$TMP/r.in" >"$TMP/r.out" 2>&1 &
+  "$CAIRN" run --restore "$1" --restore-mode "${RMODE:-map}" <"$TMP/r.in" >"$TMP/r.out" 2>&1 &
   local pid=$! rc=0 line
   exec 8>"$TMP/r.in"
   line=$(type_wait r memverify "memverify (ok|FAILED)" 60)
@@ -196,9 +199,27 @@ restore_verify() {
 }
 t=$SECONDS
 for k in 0 1 2 3 4 5 6 7 8 9; do
+  RMODE=map; [ $((k % 2)) = 1 ] && RMODE=copy
   restore_verify "$TMP/s$k" "${SUM[$k]}" $([ $k -ge 8 ] && echo disk)
 done
-pass "s0..s9 each restored in a new process: memverify gives each its own sum, s8/s9 diskverify ok ($((SECONDS - t)) s)"
+RMODE=
+pass "s0..s9 each restored in a new process (even ones mapped, odd ones copied): memverify gives each its own sum, s8/s9 diskverify ok ($((SECONDS - t)) s)"
+# After a restore in a new process the VM descends from that snapshot: its
+# next snapshot is a layer on it with only what changed since.
+for mode in map copy; do
+  rm -f "$TMP/q.in"; mkfifo "$TMP/q.in"
+  "$CAIRN" run --restore "$TMP/s5" --restore-mode $mode --control "$TMP/q.sock" <"$TMP/q.in" >"$TMP/q.out" 2>&1 &
+  PID_q=$!
+  exec 6>"$TMP/q.in"
+  line=$(type_wait q "memfill 1 78 50" "memfill mb=1 seed=78 off=50 " 30)
+  snap q "q$mode"
+  expect_layer "q$mode" 6 $MIB $((MIB + 64 * 1024))
+  ctl q quit
+  exec 6>&-
+  wait_vm q 0
+  restore_verify "$TMP/q$mode" "$(sum64 "${SUM[5]}" - "$OLD50" + "$(sum_of "$line")")"
+done
+pass "restored from s5 (depth 5) mapped and copied, a 1 MiB fill: each next snapshot is a layer of depth 6 on s5 (memory_bytes $BYTES) and restores"
 t=$SECONDS
 for k in 5 0 9 3 8 1 7 2 6 4; do
   ctl a '{"cmd":"revert","path":"'"$TMP/s$k"'"}'
@@ -225,6 +246,17 @@ expect_layer sfull2 1 0 $((64 * 1024))
 restore_verify "$TMP/sfull" "${SUM[9]}" disk
 restore_verify "$TMP/sfull2" "${SUM[9]}" disk
 pass "{\"memory\":\"full\"}: a full image ($why); the next snapshot a layer of depth 1 on it; both restore"
+# the memory parent gone, or the new snapshot in another directory: full
+rm -rf "$TMP/sfull2"
+snap a gone1
+why=$(jget memory_full_why)
+[ "$KIND" = full ] && [ -n "$why" ] || fail "with the memory parent removed: $REPLY_JSON"
+mkdir "$TMP/sub"
+snap a sub/other1
+why2=$(jget memory_full_why)
+[ "$KIND" = full ] && [ -n "$why2" ] || fail "a snapshot in another directory than its memory parent: $REPLY_JSON"
+restore_verify "$TMP/sub/other1" "${SUM[9]}" disk
+pass "the memory parent removed: full ($why); in another directory: full ($why2), and restores"
 ctl a quit
 exec 7>&-
 wait_vm a 0
@@ -294,4 +326,32 @@ if mount -t tmpfs -o size=40m tmpfs "$TMP/small" 2>/dev/null; then
 else
   echo "note: no tmpfs could be mounted (needs root): the failed-layer case is not run"
 fi
+
+# ---- 7. consolidation past depth 16 ----
+t=$SECONDS
+rm -f "$TMP/d.in"; mkfifo "$TMP/d.in"
+"$CAIRN" run --kernel "$TESTOS" --mem 64M --control "$TMP/d.sock" \
+  --cmdline "memfill 16 1; shell" <"$TMP/d.in" >"$TMP/d.out" 2>&1 &
+PID_d=$!
+exec 9>"$TMP/d.in"
+wait_for "$TMP/d.out" "memfill mb=16 seed=1" 30 || fail "guest d did not fill"
+wait_for "$TMP/d.out" "cairn> " 10 || fail "no shell on d"
+declare -A DSUM
+snap d k0
+for k in $(seq 1 18); do
+  type_wait d "memfill 1 $((300 + k)) $((k % 16))" "memfill mb=1 seed=$((300 + k)) off=" 20 >/dev/null
+  snap d "k$k"
+  if [ $k -le 16 ]; then want=$k; else want=$((k - 16)); fi
+  [ "$KIND" = layer ] && [ "$DEPTH" = $want ] || fail "k$k: expected a layer of depth $want: $REPLY_JSON"
+  [ $k = 17 ] && k17=$BYTES
+  DSUM[$k]=$(sum_of "$(type_wait d memverify "memverify (ok|FAILED)" 30)")
+done
+# k1..k16 each hold at least their own 1 MiB, 16 different MiB in all
+[ "$k17" -ge $((16 * MIB)) ] || fail "the consolidated k17 holds $k17 bytes, less than the 16 MiB the layers under it changed"
+grep -qaF '../k0/memory.img' "$TMP/k17/memory.img" || fail "k17 does not name k0 as its parent"
+ctl d quit
+exec 9>&-
+wait_vm d 0
+for k in 16 17 18; do restore_verify "$TMP/k$k" "${DSUM[$k]}"; done
+pass "past depth 16: k17 is a layer of depth 1 on the full k0 ($k17 bytes: the pages of k1..k16 and its own), k18 depth 2 on it; k16 (depth 16), k17 and k18 restore with their sums ($((SECONDS - t)) s)"
 echo "total $((SECONDS - T0)) s"
