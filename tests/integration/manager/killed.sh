@@ -131,7 +131,10 @@ def children(pid):
 for attempt in range(5):
     vm = int(open(f"{B}/run.lock").readline())
     os.kill(vm, signal.SIGSTOP)
-    cli = subprocess.Popen([C, "snapshot", "create", B, f"x{attempt}"], stderr=subprocess.DEVNULL)
+    # --full: a layer of the little that changed would be written before
+    # the writer could be caught at work
+    cli = subprocess.Popen([C, "snapshot", "create", B, f"x{attempt}", "--full"],
+                           stderr=subprocess.DEVNULL)
     while '"pending": {' not in open(f"{B}/vm.json").read():
         time.sleep(0.005)
     time.sleep(0.1)  # the request is in the VM's socket
