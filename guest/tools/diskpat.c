@@ -4,6 +4,10 @@
  * the host and the reverse.
  *   diskpat write FILE N SEED    -> blocks 0..N-1, fsync
  *   diskpat verify FILE N SEED   -> exit 0 ok, 1 mismatch, 2 usage
+ *   diskpat seeds FILE N         -> every block intact with a seed of its own:
+ *                                   the runs of seeds, e.g. "0-99:7 100-1999:6"
+ *                                   (a disk whose fill was cut short)
+ *   diskpat memsum MB SEED       -> the sum memfill MB SEED prints
  */
 #include "../diskpat.h"
 #include <errno.h>
@@ -21,12 +25,63 @@ static int parse(const char *s, uint64_t *v)
 	return errno || !*s || *end ? -1 : 0;
 }
 
+/* Blocks 0..N-1 of FILE, each intact with whatever seed it has: the runs
+ * of equal seeds ("FIRST-LAST:SEED"), or the first block that is not. */
+static int seeds(const char *file, uint64_t n)
+{
+	uint64_t blk[DISKPAT_WORDS], run_seed = 0, run_first = 0;
+	int fd = open(file, O_RDONLY);
+	if (fd < 0) {
+		fprintf(stderr, "diskpat: %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	printf("diskpat: seeds");
+	for (uint64_t i = 0; i <= n; i++) {
+		const char *why = NULL;
+		int word;
+		if (i < n) {
+			ssize_t got = pread(fd, blk, DISKPAT_BLOCK, (off_t)(i * DISKPAT_BLOCK));
+			if (got != DISKPAT_BLOCK)
+				why = got < 0 ? strerror(errno) : "short read";
+			else
+				why = diskpat_check(blk, blk[2], i, &word);
+		}
+		if (why) {
+			printf(" FAILED block %llu (%s)\n", (unsigned long long)i, why);
+			close(fd);
+			return 1;
+		}
+		if (i > 0 && (i == n || blk[2] != run_seed))
+			printf(" %llu-%llu:%llu", (unsigned long long)run_first,
+			       (unsigned long long)i - 1, (unsigned long long)run_seed);
+		if (i < n && (i == 0 || blk[2] != run_seed)) {
+			run_seed = blk[2];
+			run_first = i;
+		}
+	}
+	printf("\n");
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t n, seed, blk[DISKPAT_WORDS];
+	if (argc == 4 && !strcmp(argv[1], "seeds") && !parse(argv[3], &n))
+		return seeds(argv[2], n);
+	if (argc == 4 && !strcmp(argv[1], "memsum") && !parse(argv[2], &n) &&
+	    !parse(argv[3], &seed)) {
+		/* memfill: word k of the region is pat_word(SEED, k); the sum wraps */
+		uint64_t sum = 0;
+		for (uint64_t k = 0; k < n * (1u << 20) / 8; k++)
+			sum += pat_word(seed, k);
+		printf("%016llx\n", (unsigned long long)sum);
+		return 0;
+	}
 	if (argc != 5 || (strcmp(argv[1], "write") && strcmp(argv[1], "verify")) ||
 	    parse(argv[3], &n) || parse(argv[4], &seed)) {
-		fprintf(stderr, "usage: diskpat write|verify FILE N SEED\n");
+		fprintf(stderr, "usage: diskpat write|verify FILE N SEED | seeds FILE N | "
+				"memsum MB SEED\n");
 		return 2;
 	}
 	int write_mode = !strcmp(argv[1], "write");

@@ -27,9 +27,12 @@ static unsigned njobs;
 #define MAX_SCATTERS 256
 #define SCATTER_SALT 0x5ca77e4ed5ca77e4ull
 
+#define NOT_DISK (~0ull)
+
 struct fill {
 	uint64_t start, end; /* region offsets, 4 KiB aligned */
 	uint64_t seed, seq;
+	uint64_t disk; /* diskread: the region offset of block 0; memfill: NOT_DISK */
 };
 
 /* memscatter's pages: page (b + i * a) mod pages for i < n, a Weyl sequence
@@ -185,9 +188,10 @@ static int region_reserve(struct ustate *u, uint64_t bytes, int keep)
 	return 0;
 }
 
-/* Records [start, end) as filled with seed, replacing what earlier fills
-   said about those bytes; adjacent ranges of one seed merge. */
-static int fills_add(struct ustate *u, uint64_t start, uint64_t end, uint64_t seed)
+/* Records [start, end) as filled with seed (disk: diskread's blocks from
+   there, else NOT_DISK), replacing what earlier fills said about those
+   bytes; adjacent memfill ranges of one seed merge. */
+static int fills_add(struct ustate *u, uint64_t start, uint64_t end, uint64_t seed, uint64_t disk)
 {
 	struct fill keep[MAX_FILLS * 2 + 1];
 	unsigned n = 0;
@@ -198,15 +202,15 @@ static int fills_add(struct ustate *u, uint64_t start, uint64_t end, uint64_t se
 			continue;
 		}
 		if (f.start < start)
-			keep[n++] = (struct fill){f.start, start, f.seed, f.seq};
+			keep[n++] = (struct fill){f.start, start, f.seed, f.seq, f.disk};
 		if (f.end > end)
-			keep[n++] = (struct fill){end, f.end, f.seed, f.seq};
+			keep[n++] = (struct fill){end, f.end, f.seed, f.seq, f.disk};
 	}
-	struct fill nf = {start, end, seed, ++u->seq};
+	struct fill nf = {start, end, seed, ++u->seq, disk};
 	/* merge with neighbours of the same seed that no scatter came after */
 	for (unsigned i = 0; i < n; i++) {
 		int later = u->nscatters && u->scatters[u->nscatters - 1].seq > keep[i].seq;
-		if (keep[i].seed != seed || later)
+		if (keep[i].seed != seed || later || disk != NOT_DISK || keep[i].disk != NOT_DISK)
 			continue;
 		if (keep[i].end == nf.start || keep[i].start == nf.end) {
 			nf.start = keep[i].start < nf.start ? keep[i].start : nf.start;
@@ -243,7 +247,7 @@ static void cmd_memfill(uint64_t mb, uint64_t seed, int has_off, uint64_t offmb)
 		u->nfills = 0;
 		u->nscatters = 0;
 	}
-	if (fills_add(u, off, off + bytes, seed))
+	if (fills_add(u, off, off + bytes, seed, NOT_DISK))
 		return;
 	u->last_off = off;
 	u->last_bytes = bytes;
@@ -255,6 +259,32 @@ static void cmd_memfill(uint64_t mb, uint64_t seed, int has_off, uint64_t offmb)
 		cpu_printf("memfill mb=%lu seed=%lu off=%lu sum=%016lx", mb, seed, offmb, sum);
 	else
 		cpu_printf("memfill mb=%lu seed=%lu sum=%016lx", mb, seed, sum);
+}
+
+/* diskread N SEED OFFMB: the device reads blocks 0..N-1 (of diskfill N
+   SEED) straight into the region at OFFMB: guest RAM written by the VMM,
+   not by a vCPU.  Not read here: memverify checks them as disk blocks.  (A
+   vCPU's read could get the pages logged dirty by KVM, which maps a page
+   writable on a read fault when it can, and then a test could not tell
+   whether the VMM marked its own writes.) */
+static void cmd_diskread(uint64_t n, uint64_t seed, uint64_t offmb)
+{
+	struct ustate *u = &ust[this_cpu()];
+	uint64_t off = offmb * MIB, bytes = n * 4096;
+	if (!n) {
+		cpu_printf("diskread: N must be > 0");
+		return;
+	}
+	if (region_reserve(u, (off + bytes + MIB - 1) / MIB * MIB, 1))
+		return;
+	if (fills_add(u, off, off + bytes, seed, off))
+		return;
+	u->filled = 1;
+	if (vblk_diskread(n, seed, u->region + off)) {
+		failed();
+		return;
+	}
+	cpu_printf("diskread n=%lu seed=%lu off=%lu ok", n, seed, offmb);
 }
 
 static uint64_t gcd(uint64_t a, uint64_t b)
@@ -393,10 +423,14 @@ static int verify_fill(const struct ustate *u, const struct fill *f, struct walk
 	uint64_t exp[512];
 	walk_start(u, f->seq, f->start / 4096, wk);
 	for (uint64_t p = f->start / 4096; p < f->end / 4096; p++) {
-		uint64_t z = f->seed + p * 512 * PAT_GOLDEN;
-		for (unsigned w = 0; w < 512; w++) {
-			z += PAT_GOLDEN;
-			exp[w] = pat_mix64(z);
+		if (f->disk != NOT_DISK) {
+			diskpat_fill(exp, f->seed, p - f->disk / 4096);
+		} else {
+			uint64_t z = f->seed + p * 512 * PAT_GOLDEN;
+			for (unsigned w = 0; w < 512; w++) {
+				z += PAT_GOLDEN;
+				exp[w] = pat_mix64(z);
+			}
 		}
 		walk_page(wk, p, exp);
 		if (page_check(u, p, exp))
@@ -732,6 +766,11 @@ static void run_job(char *text)
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
 			if (vblk_diskverify(a, b))
 				failed();
+	} else if (!strcmp(c, "diskread") && argc == 4) {
+		uint64_t off;
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b) &&
+		    !arg_u64(argc, argv, 3, 0, &off))
+			cmd_diskread(a, b, off);
 	} else if (!strcmp(c, "vhostile") && argc == 3) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
 			if (vhostile_run(a, b))

@@ -422,8 +422,10 @@ static void end(void)
 	__atomic_store_n(&vb_lock, 0, __ATOMIC_RELEASE);
 }
 
-/* Runs n blocks through the queue; write: fill before, else check after. */
-static int transfer(const char *what, uint64_t n, uint64_t seed, int write)
+/* Runs n blocks through the queue; write: fill before, else check after.
+   dest: read straight into dest + block * 4096 instead of the bounce buffer,
+   unchecked (diskread). */
+static int transfer(const char *what, uint64_t n, uint64_t seed, int write, uint8_t *dest)
 {
 	if (write && vb.ro) {
 		cpu_printf("%s FAILED (the disk is read-only)", what);
@@ -445,12 +447,13 @@ static int transfer(const char *what, uint64_t n, uint64_t seed, int write)
 		while (nfree && next < n && !ioerr) {
 			uint16_t s = freelist[--nfree];
 			uint64_t cnt = n - next < REQ_BLOCKS ? n - next : REQ_BLOCKS;
-			uint8_t *buf = vb.buf + s * REQ_BLOCKS * 4096ull;
+			uint8_t *buf = dest ? dest + next * 4096 : vb.buf + s * REQ_BLOCKS * 4096ull;
 			if (write)
 				for (uint64_t b = 0; b < cnt; b++)
 					diskpat_fill((uint64_t *)(buf + b * 4096), seed, next + b);
 			vb.hdr[s] = (struct blk_req){write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, 0,
 						     next * 8};
+			vb.desc[3 * s + 1].addr = (uint64_t)buf;
 			vb.desc[3 * s + 1].len = (uint32_t)(cnt * 4096);
 			vb.desc[3 * s + 1].flags = write ? 1 : 1 | 2;
 			vb.status[s] = 0xff;
@@ -479,8 +482,8 @@ static int transfer(const char *what, uint64_t n, uint64_t seed, int write)
 			ioerr = vb.status[s];
 			continue;
 		}
-		if (write)
-			continue;
+		if (write || dest)
+			continue; /* dest: memverify checks it (diskread) */
 		uint8_t *buf = vb.buf + s * REQ_BLOCKS * 4096ull;
 		for (uint64_t b = 0; b < vb.slot_count[s]; b++) {
 			int word;
@@ -522,7 +525,7 @@ int vblk_diskfill(uint64_t n, uint64_t seed)
 {
 	if (begin("diskfill"))
 		return -1;
-	int r = transfer("diskfill", n, seed, 1);
+	int r = transfer("diskfill", n, seed, 1, 0);
 	end();
 	if (!r)
 		cpu_printf("diskfill n=%lu seed=%lu ok", n, seed);
@@ -533,10 +536,19 @@ int vblk_diskverify(uint64_t n, uint64_t seed)
 {
 	if (begin("diskverify"))
 		return -1;
-	int r = transfer("diskverify", n, seed, 0);
+	int r = transfer("diskverify", n, seed, 0, 0);
 	end();
 	if (!r)
 		cpu_printf("diskverify ok n=%lu", n);
+	return r;
+}
+
+int vblk_diskread(uint64_t n, uint64_t seed, uint64_t dest)
+{
+	if (begin("diskread"))
+		return -1;
+	int r = transfer("diskread", n, seed, 0, (uint8_t *)dest);
+	end();
 	return r;
 }
 

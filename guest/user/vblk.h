@@ -7,6 +7,10 @@
 /* Both print their own result line ("cpuN: ...") and return 0 when ok. */
 int vblk_diskfill(uint64_t n, uint64_t seed);
 int vblk_diskverify(uint64_t n, uint64_t seed);
+/* Reads blocks 0..n-1 straight into guest RAM at dest (the device writes
+   there), without reading them (memverify does); prints only "diskread
+   FAILED ..." lines. */
+int vblk_diskread(uint64_t n, uint64_t seed, uint64_t dest);
 /* Queue notifications as 16-bit writes (the default, what drivers do) or
  * 32-bit ones, which miss a VMM's 2-byte ioeventfd and take its trapped
  * path: a test of that path.  Prints its line; 0 when BITS is 16 or 32. */

@@ -390,14 +390,16 @@ int cli_vm_clone_main(int argc, char **argv)
 }
 
 static const char snapshot_usage[] =
-    "Usage: cairn snapshot create NAME SNAP [--disk-only] [--description TEXT] [--json]\n"
+    "Usage: cairn snapshot create NAME SNAP [--disk-only | --full] [--description TEXT]\n"
+    "                             [--json]\n"
     "       cairn snapshot list NAME [--json]\n"
     "       cairn snapshot revert NAME SNAP [--save-current SNAP2] [--json]\n"
     "       cairn snapshot delete NAME SNAP [--json]\n"
     "\n"
     "create: a running VM is recorded whole (memory, devices, disks) and goes on\n"
-    "        (--disk-only: its memory is not kept); a stopped VM's disks are frozen\n"
-    "        (disk only).\n"
+    "        (--disk-only: its memory is not kept); its memory image holds the\n"
+    "        pages changed since the snapshot it descends from (--full: all of\n"
+    "        RAM).  A stopped VM's disks are frozen (disk only).\n"
     "list:   the tree: name, time, memory, own and shared bytes; '*' marks where\n"
     "        the VM is now (its state descends from that snapshot).\n"
     "revert: the VM's state becomes SNAP's (the current state is discarded unless\n"
@@ -438,9 +440,9 @@ int cli_vm_snapshot_main(int argc, char **argv)
 	}
 	const char *sub = argv[1];
 	struct flag_opts f = {0};
-	bool disk_only = false;
-	static const char *const extra[] = {"disk-only", NULL};
-	bool *vals[] = {&disk_only};
+	bool disk_only = false, full = false;
+	static const char *const extra[] = {"disk-only", "full", NULL};
+	bool *vals[] = {&disk_only, &full};
 	static const char *const strs[] = {"description", "save-current", NULL};
 	const char *sv[2] = {NULL, NULL};
 	int i = parse_simple("snapshot", argc - 1, argv + 1, &f, extra, vals, strs, sv);
@@ -451,10 +453,11 @@ int cli_vm_snapshot_main(int argc, char **argv)
 	int npos = argc - 1 - i;
 	char **pos = argv + 1 + i;
 	json_t *rep = json_object();
-	if (!strcmp(sub, "create") && npos == 2)
-		return finish(
-		    mgr_snapshot_create(pos[0], pos[1], disk_only, sv[0], progress(), rep), f.json,
-		    rep, "snapshot taken");
+	if (!strcmp(sub, "create") && npos == 2) {
+		unsigned fl = (disk_only ? MGR_SNAP_DISK_ONLY : 0) | (full ? MGR_SNAP_FULL : 0);
+		return finish(mgr_snapshot_create(pos[0], pos[1], fl, sv[0], progress(), rep),
+			      f.json, rep, "snapshot taken");
+	}
 	if (!strcmp(sub, "revert") && npos == 2)
 		return finish(mgr_snapshot_revert(pos[0], pos[1], sv[1], progress(), rep), f.json,
 			      rep, "reverted");

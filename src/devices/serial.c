@@ -287,13 +287,15 @@ static int serial_snapshot(void *priv, struct state_buf *sb)
 	STATE_FIELD(sb, s->rx_count);
 	STATE_FIELD(sb, s->rx);
 	if (sb->restoring && !sb->err) {
-		if (s->rx_head >= UART_RX_RING || s->rx_count > UART_RX_RING)
+		if (s->rx_head >= UART_RX_RING || s->rx_count > UART_RX_RING) {
 			sb->err = err_set(EINVAL,
 					  "%s: saved receive FIFO out of range (head %u, %u bytes; "
 					  "the FIFO holds %d)",
 					  sb->what, s->rx_head, s->rx_count, UART_RX_RING);
-		s->irq_level = -1; /* force the line to be set again */
-		serial_update_irq(s);
+		} else {
+			s->irq_level = -1; /* force the line to be set again */
+			serial_update_irq(s);
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
 	return sb->err;

@@ -372,8 +372,11 @@ int virtio_pci_snapshot(struct virtio_pci *vp, struct state_buf *sb)
 		STATE_FIELD(sb, vq->last_avail);
 		STATE_FIELD(sb, vq->used_idx);
 		STATE_FIELD(sb, vq->msix_vector);
-		if (sb->restoring && (!vq->size || vq->size > VQ_MAX_SIZE || (vq->size & (vq->size - 1))))
-			sb->err = -EINVAL;
+		if (sb->restoring && !sb->err &&
+		    (!vq->size || vq->size > VQ_MAX_SIZE || (vq->size & (vq->size - 1))))
+			sb->err =
+			    err_set(EINVAL, "%s: queue %u of size %u (a power of two up to %u)",
+				    sb->what, q, vq->size, VQ_MAX_SIZE);
 	}
 	if (sb->restoring && !sb->err && vp->isr && !msix_enabled(&vp->msix))
 		pci_set_intx(&vp->pci, 1);

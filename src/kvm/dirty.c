@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <linux/kvm.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -32,10 +33,38 @@ static void or_bits(uint64_t *map, uint64_t first, const uint64_t *src, uint64_t
 	}
 }
 
+static int slot_log(struct vm *vm, const struct vm_mem_slot *s, bool on)
+{
+	struct kvm_userspace_memory_region reg = {.slot = s->slot,
+						  .flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+						  .guest_phys_addr = s->gpa,
+						  .memory_size = s->size,
+						  .userspace_addr = (uintptr_t)s->hva};
+	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0 ? -errno : 0;
+}
+
+int vm_dirty_start(struct vm *vm)
+{
+	if (vm->dirty_log)
+		return 0;
+	for (int i = 0; i < vm->nslots; i++) {
+		int r = slot_log(vm, &vm->slots[i], true);
+		if (r < 0) {
+			uint32_t slot = vm->slots[i].slot;
+			for (int k = 0; k < i; k++) /* all or none */
+				slot_log(vm, &vm->slots[k], false);
+			return err_set(-r, "KVM_SET_USER_MEMORY_REGION: dirty logging of slot %u",
+				       slot);
+		}
+	}
+	vm->dirty_log = true;
+	return 0;
+}
+
 int vm_dirty_collect(struct vm *vm, uint64_t *map)
 {
 	int r = 0;
-	for (int i = 0; i < vm->nslots && r == 0; i++) {
+	for (int i = 0; vm->dirty_log && i < vm->nslots && r == 0; i++) {
 		const struct vm_mem_slot *s = &vm->slots[i];
 		uint64_t pages = s->size / PAGE, words = (pages + 63) / 64;
 		uint64_t *log = calloc(words, 8);

@@ -165,7 +165,7 @@ int vm_mem_register(struct vm *vm)
 			.memory_size = s->size,
 			.userspace_addr = (uintptr_t)s->hva,
 			/* incremental memory snapshots (kvm/dirty.h) */
-			.flags = KVM_MEM_LOG_DIRTY_PAGES,
+			.flags = vm->dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 		};
 		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
 			return err_set(errno, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB)",

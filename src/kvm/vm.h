@@ -43,6 +43,7 @@ struct vm {
 	int nslots;
 	/* Pages the VMM wrote since the last collect (kvm/dirty.h). */
 	uint64_t *vmm_dirty;
+	bool dirty_log; /* KVM logs the guest's writes (from the first snapshot on) */
 
 	struct io_bus pio, mmio;
 	struct evloop *loop; /* the I/O thread's loop (owned by the VMM) */

@@ -51,7 +51,10 @@ static void lock_holder(int fd, char *out, size_t len)
 		*nl = 0;
 }
 
-int bundle_lock(const char *dir, const char *cmd, int *out)
+#define LOCK_WAIT_US 20000
+#define LOCK_TRIES 100 /* 2 s */
+
+static int lock_file(const char *dir, const char *cmd, int tries, int *out)
 {
 	char path[PATH_MAX];
 	int r = path_join(path, sizeof(path), dir, "lock");
@@ -60,8 +63,12 @@ int bundle_lock(const char *dir, const char *cmd, int *out)
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return err_set(errno, "%s: cannot open the lock file", path);
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int e = errno;
+		if (e == EWOULDBLOCK && tries-- > 0) {
+			usleep(LOCK_WAIT_US);
+			continue;
+		}
 		char who[256];
 		lock_holder(fd, who, sizeof(who));
 		close(fd);
@@ -75,6 +82,20 @@ int bundle_lock(const char *dir, const char *cmd, int *out)
 		(void)!pwrite(fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, 0);
 	*out = fd;
 	return 0;
+}
+
+/* Holders come and go: a VM that ends takes the lock for a moment to name
+ * its layers relative (run.c), and a command may come in just then (one
+ * whose own command was killed, say).  So a writer waits a little for the
+ * holder before it refuses. */
+int bundle_lock(const char *dir, const char *cmd, int *out)
+{
+	return lock_file(dir, cmd, LOCK_TRIES, out);
+}
+
+int bundle_trylock(const char *dir, const char *cmd, int *out)
+{
+	return lock_file(dir, cmd, 0, out);
 }
 
 bool bundle_running(const char *dir, pid_t *pid)

@@ -114,8 +114,12 @@ int bundle_from_json(struct bundle *b, json_t *doc, const char *path);
 /* The model as vm.json's JSON; RELATIVE: paths inside the bundle relative
  * to it (as saved), else absolute. */
 json_t *bundle_to_json(const struct bundle *b, bool relative);
-/* Take the writer lock of a new bundle directory (used by create). */
+/* Take the writer lock of bundle directory DIR (bundle_open's, and a new
+ * bundle's): a holder is waited for up to 2 s, then -EBUSY and a message
+ * naming it.  trylock: no wait (the VM's own process as it ends, which
+ * must not hold up a command waiting for it to end). */
 int bundle_lock(const char *dir, const char *cmd, int *fd);
+int bundle_trylock(const char *dir, const char *cmd, int *fd);
 
 /* OUT = bundle dir "/" REL. */
 int bundle_path(const struct bundle *b, char *out, size_t len, const char *rel);

@@ -1,5 +1,6 @@
 /* check [--repair]: the bundle against vm.json, settling interrupted
  * operations and removing leftovers. */
+#include "disk/image_lock.h"
 #include "disk/qcow2_check.h"
 #include "manager/mgr_internal.h"
 #include "snapshot/snapdir.h"
@@ -191,6 +192,27 @@ static void check_memory(struct check_ctx *c, const char *sid, const char *name)
 	}
 }
 
+/* A stopped VM's active layer that is frozen (a snapshot froze it and was
+ * then not recorded): the next run cannot write to it.  No snapshot names
+ * it (checked before), so the repair thaws it. */
+static void check_active_frozen(struct check_ctx *c, const char *path)
+{
+	char mark[PATH_MAX];
+	struct stat st;
+	bool marked = image_frozen_read(path, mark, sizeof(mark));
+	if (!marked && (stat(path, &st) < 0 || (st.st_mode & 0200)))
+		return;
+	problem(c, "active layer %s is frozen (%s): the VM cannot write to it", path,
+		marked ? mark : "read-only");
+	struct mgr_frozen f;
+	if (c->repair && mgr_own_layer(c->b, path)) {
+		mgr_layer_thaw(path, &f);
+		if (!image_frozen_read(path, mark, sizeof(mark)) && stat(path, &st) == 0 &&
+		    (st.st_mode & 0200))
+			repaired(c, "active layer %s: thawed (writable again)", path);
+	}
+}
+
 static const char *layer_at(const struct bundle_snapshot *s, int i)
 {
 	return s && i < s->layers.n ? s->layers.path[i] : NULL;
@@ -223,8 +245,19 @@ static void check_tree(struct check_ctx *c)
 		problem(c, "the snapshot %s to resume does not exist", res);
 	if (!b->has_active && !res)
 		problem(c, "no active layer and nothing to resume");
-	for (int i = 0; b->has_active && i < b->active.n; i++)
+	for (int i = 0; b->has_active && i < b->active.n; i++) {
 		check_layer(c, "active layer", b->active.path[i], layer_at(cs, i), true);
+		/* the VM would write into what a snapshot keeps */
+		bool shared = false;
+		for (size_t k = 0; k < b->nsnaps; k++)
+			if (mgr_streq(layer_at(b->snaps[k], i), b->active.path[i])) {
+				problem(c, "active layer %s is the layer of snapshot \"%s\"",
+					b->active.path[i], b->snaps[k]->name);
+				shared = true;
+			}
+		if (!shared && !c->running)
+			check_active_frozen(c, b->active.path[i]);
+	}
 }
 
 static void check_clones(struct check_ctx *c)
@@ -313,6 +346,7 @@ int mgr_check(const char *name, bool repair, const struct mgr_progress *pr, json
 			      .repaired = json_array(),
 			      .refs = json_object()};
 	r = check_pending(&c);
+	c.running = bundle_running(b->dir, NULL); /* settling may have seen it end */
 	if (r == 0) {
 		check_tree(&c);
 		check_clones(&c);

@@ -263,6 +263,15 @@ int mgr_wait_stopped(const struct bundle *b, int secs)
 	return err_set(ETIMEDOUT, "%s: the VM did not end within %d s", b->dir, secs);
 }
 
+bool mgr_vm_ended(const struct bundle *b)
+{
+	/* a VM killed closes its control socket a little before the kernel
+	 * lets go of its run lock (released as its files are put, deferred) */
+	bool ended = mgr_wait_stopped(b, 2) == 0;
+	err_clear();
+	return ended;
+}
+
 bool mgr_valid_name(const char *n)
 {
 	if (!n || !*n || strlen(n) >= 128 || n[0] == '.')

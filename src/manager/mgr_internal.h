@@ -73,6 +73,9 @@ int mgr_ctl_request(const struct bundle *b, json_t *req, json_t **reply);
 /* LAYERS as a JSON array of paths. */
 json_t *mgr_layers_json(const struct bundle_layers *layers);
 int mgr_wait_stopped(const struct bundle *b, int secs);
+/* After a control request to the VM failed: whether that is because it has
+ * ended (its run lock goes within 2 s). */
+bool mgr_vm_ended(const struct bundle *b);
 /* The disks the running VM writes to (control "status"). */
 int mgr_running_disks(const struct bundle *b, struct bundle_layers *out);
 
@@ -87,10 +90,12 @@ enum { MGR_SETTLE_NONE, MGR_SETTLE_MEMORY, MGR_SETTLE_DISK_ONLY };
 /* Record what became of the pending "snapshot" (RUNNING: the VM still
  * runs); returns MGR_SETTLE_* or -errno. */
 int mgr_snapshot_settle(struct bundle *b, bool running);
-/* Whole-machine snapshot SNAP of the running VM (SUSPEND: it ends with it),
- * or a disk-only one of the stopped VM (new layers on the active ones). */
+/* Whole-machine snapshot SNAP of the running VM (SUSPEND: it ends with it;
+ * FLAGS: MGR_SNAP_FULL, a full memory image; MGR_SNAP_DISK_ONLY, its memory
+ * is dropped afterwards), or a disk-only one of the stopped VM (new layers
+ * on the active ones). */
 int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, bool suspend,
-			 const struct mgr_progress *pr, json_t *report);
+			 unsigned flags, const struct mgr_progress *pr, json_t *report);
 int mgr_snapshot_stopped(struct bundle *b, const char *snap, const char *desc, json_t *report);
 
 /* ---- revert.c ---- */

@@ -47,7 +47,12 @@ int mgr_list(const char *dir, json_t **out);
 int mgr_run(const char *name, bool detach);
 int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t *report);
 
-int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, const char *desc,
+/* mgr_snapshot_create's flags */
+enum {
+	MGR_SNAP_DISK_ONLY = 1, /* a running VM's memory is not kept */
+	MGR_SNAP_FULL = 2,	/* a running VM's memory image is full, not a layer */
+};
+int mgr_snapshot_create(const char *name, const char *snap, unsigned flags, const char *desc,
 			const struct mgr_progress *pr, json_t *report);
 int mgr_snapshot_revert(const char *name, const char *snap, const char *save_current,
 			const struct mgr_progress *pr, json_t *report);

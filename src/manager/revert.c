@@ -49,6 +49,21 @@ static int revert_stopped(struct bundle *b, const char *sid, json_t *report)
 	return r;
 }
 
+/* A layer vm.json names (an active layer, or one a snapshot froze): an
+ * overlay an earlier restore made, not the one the interrupted revert did. */
+static bool named_by_bundle(const char *path, void *opaque)
+{
+	const struct bundle *b = opaque;
+	for (int i = 0; b->has_active && i < b->active.n; i++)
+		if (mgr_streq(b->active.path[i], path))
+			return true;
+	for (size_t k = 0; k < b->nsnaps; k++)
+		for (int i = 0; i < b->snaps[k]->layers.n; i++)
+			if (mgr_streq(b->snaps[k]->layers.path[i], path))
+				return true;
+	return false;
+}
+
 /* Record the outcome of a revert of the running VM (pending "revert"):
  * when the VM's disks are no longer the recorded active layers it has
  * reverted, and they become the active layers.  Returns 1 when it had. */
@@ -59,16 +74,20 @@ int mgr_revert_settle(struct bundle *b, bool running)
 	snprintf(id, sizeof(id), "%s", p->id ? p->id : "(null)");
 	struct bundle_layers now = {0};
 	bool known = true;
-	if (running) {
-		known = mgr_running_disks(b, &now) == 0;
-	} else {
-		/* the VM ended: the restore overlays it made, if any */
+	if (running && !(known = mgr_running_disks(b, &now) == 0) && mgr_vm_ended(b))
+		running = false; /* it ended meanwhile (killed after it reverted, say) */
+	if (!running) {
+		/* the VM ended: the restore overlays it made, if any: made after
+		 * the revert was recorded (vm.json written), named by nothing */
 		struct bundle_snapshot *s = bundle_snap(b, id);
-		char disks[PATH_MAX], ov[PATH_MAX];
+		char disks[PATH_MAX], ov[PATH_MAX], vj[PATH_MAX];
 		bundle_path(b, disks, sizeof(disks), "disks");
-		for (int i = 0; s && i < s->layers.n; i++)
-			if (snapdir_find_restore_overlay(s->layers.path[i], disks, ov,
-							 sizeof(ov)) == 0)
+		bundle_path(b, vj, sizeof(vj), "vm.json");
+		struct stat st;
+		known = stat(vj, &st) == 0;
+		for (int i = 0; known && s && i < s->layers.n; i++)
+			if (snapdir_find_restore_overlay(s->layers.path[i], disks, &st.st_mtim,
+							 named_by_bundle, b, ov, sizeof(ov)) == 0)
 				bundle_layers_add(&now, ov);
 		err_clear();
 	}
@@ -151,7 +170,7 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 		}
 		err_clear();
 		r = running ? mgr_snapshot_running(b, save_current, "saved before a revert", false,
-						   pr, NULL)
+						   0, pr, NULL)
 			    : mgr_snapshot_stopped(b, save_current, "saved before a revert", NULL);
 		if (r < 0)
 			goto out_id;

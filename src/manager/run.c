@@ -82,7 +82,7 @@ static int take_run_lock(const struct bundle *b, int *fd)
 static void run_ended(struct bundle *b)
 {
 	int fd;
-	if (bundle_lock(b->dir, "cairn run (ended)", &fd) < 0) {
+	if (bundle_trylock(b->dir, "cairn run (ended)", &fd) < 0) {
 		err_clear();
 		return;
 	}
@@ -258,7 +258,8 @@ int mgr_stop(const char *name, bool save, const struct mgr_progress *pr, json_t 
 		if (bundle_snap_by_name(b, sname))
 			snprintf(sname + strlen(sname), 16, "-%d", (int)getpid());
 		err_clear();
-		r = mgr_snapshot_running(b, sname, "saved by cairn stop --save", true, pr, report);
+		r = mgr_snapshot_running(b, sname, "saved by cairn stop --save", true, 0, pr,
+					 report);
 	} else {
 		json_t *req = json_pack("{s:s}", "cmd", "quit");
 		r = mgr_ctl_request(b, req, NULL);

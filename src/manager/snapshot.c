@@ -126,13 +126,27 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 		/* the VM says where it writes: moved means it took the snapshot
 		 * (the freeze comes first); then wait for its memory writer */
 		struct bundle_layers now;
-		ovs = mgr_running_disks(b, &now) == 0 && bundle_layers_equal(&now, &act);
+		int r = mgr_running_disks(b, &now);
+		if (r < 0 && mgr_vm_ended(b)) {
+			/* it ended meanwhile (killed, or its snapshot writer, which
+			 * held its locks, was): the files tell, as for a VM that
+			 * had ended (disks moved: kept disk only) */
+			running = false;
+		} else {
+			ovs = r == 0 && bundle_layers_equal(&now, &act);
+			for (int k = 0; ovs && k < 2400 && snapdir_is_in_progress(sd); k++)
+				usleep(50000);
+		}
 		bundle_layers_free(&now);
-		for (int k = 0; ovs && k < 2400 && snapdir_is_in_progress(sd); k++)
-			usleep(50000);
 	}
 	bool dir = snapdir_is_committed(sd);
 	int kind = dir ? MGR_SETTLE_MEMORY : ovs ? MGR_SETTLE_DISK_ONLY : MGR_SETTLE_NONE;
+	if (kind == MGR_SETTLE_MEMORY && running && s->suspend) {
+		/* a suspend's VM ends once its snapshot is committed (its
+		 * command, killed, did not wait for that): it is to be resumed */
+		running = mgr_wait_stopped(b, 60) < 0;
+		err_clear();
+	}
 	bool resume = kind == MGR_SETTLE_MEMORY && !running && s->suspend;
 	if (kind != MGR_SETTLE_NONE) {
 		s->memory = dir;
@@ -166,7 +180,7 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 /* Take a whole-machine snapshot of the running VM into snapshots/ID and
  * record it.  SUSPEND: the VM ends with it and the next run resumes it. */
 int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, bool suspend,
-			 const struct mgr_progress *pr, json_t *report)
+			 unsigned flags, const struct mgr_progress *pr, json_t *report)
 {
 	char id[9], sd[PATH_MAX], created[32];
 	bundle_random_hex(id, 8);
@@ -190,6 +204,12 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 	json_t *req = json_pack("{s:s, s:s}", "cmd", "snapshot", "path", sd), *reply = NULL;
 	if (suspend)
 		json_object_set_new(req, "then", json_string("quit"));
+	if (flags & MGR_SNAP_FULL)
+		json_object_set_new(req, "memory", json_string("full"));
+	/* its memory is dropped afterwards: the VM's next snapshot stays a
+	 * layer on the memory it descends from now */
+	if (flags & MGR_SNAP_DISK_ONLY)
+		json_object_set_new(req, "memory_parent", json_false());
 	struct mem_watch watch;
 	bool watching = mem_watch_start(&watch, b, sd, pr);
 	r = mgr_ctl_request(b, req, &reply);
@@ -277,9 +297,12 @@ fail:
 	return r;
 }
 
-int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, const char *desc,
+int mgr_snapshot_create(const char *name, const char *snap, unsigned flags, const char *desc,
 			const struct mgr_progress *pr, json_t *report)
 {
+	bool disk_only = flags & MGR_SNAP_DISK_ONLY, full = flags & MGR_SNAP_FULL;
+	if (disk_only && full)
+		return err_set(EINVAL, "--full and --disk-only: a disk-only snapshot keeps no memory");
 	if (!mgr_valid_name(snap))
 		return err_set(EINVAL,
 			       "snapshot name \"%s\": use 1-127 characters, no '/' or control "
@@ -296,7 +319,7 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 	err_clear();
 	if (bundle_running(b->dir, NULL)) {
 		json_t *rep = report ? report : json_object();
-		r = mgr_snapshot_running(b, snap, desc, false, pr, rep);
+		r = mgr_snapshot_running(b, snap, desc, false, flags, pr, rep);
 		const char *id = json_string_value(json_object_get(rep, "id"));
 		if (r == 0 && disk_only && id) {
 			/* the VM freezes its disks only as part of a whole-machine
@@ -314,6 +337,11 @@ int mgr_snapshot_create(const char *name, const char *snap, bool disk_only, cons
 		}
 		if (rep != report)
 			json_decref(rep);
+	} else if (full) {
+		r = err_set(EINVAL,
+			    "%s: --full: the VM is not running, and a stopped VM's snapshot has no "
+			    "memory (disk only)",
+			    b->dir);
 	} else {
 		r = mgr_snapshot_stopped(b, snap, desc, report);
 	}

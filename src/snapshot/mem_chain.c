@@ -20,6 +20,7 @@
 /* Mappings a restore may add; the rest of the runs are read in.  Linux
  * allows 65530 per process by default (vm.max_map_count). */
 #define MAP_BUDGET 16384u
+#define MAP_MIN_PAGES 16u
 
 struct mem_chain {
 	uint64_t size;
@@ -189,8 +190,11 @@ int mem_chain_map(const struct mem_chain *c, void *addr, void **out)
 			       (unsigned long long)(c->size >> 20));
 	struct plan p;
 	int r = plan_make(c, &p);
-	/* Short runs are read in when mapping them all would pass the budget. */
-	uint64_t min = 1;
+	/* Runs shorter than MAP_MIN_PAGES are read in: a mapping per page
+	 * costs as much as reading it, and every mapping makes each later
+	 * fork (the snapshot writer of a restored VM) slower.  More runs are
+	 * read in when mapping them all would pass the budget. */
+	uint64_t min = MAP_MIN_PAGES;
 	for (;;) {
 		size_t n = 0;
 		for (size_t i = 0; i < p.n; i++)

@@ -247,6 +247,31 @@ int ram_cow_protect(struct ram_cow *w)
 	return r < 0 ? r : (int)reprotected;
 }
 
+int ram_cow_skip(struct ram_cow *w, uint64_t first, uint64_t n)
+{
+	int r = 0;
+	pthread_mutex_lock(&w->lock);
+	for (uint64_t c = first; c < first + n && c < w->nchunks;) {
+		if (w->state[c] != CH_PROTECTED && w->state[c] != CH_COPIED) {
+			c++;
+			continue;
+		}
+		uint64_t e = c; /* one call for a run */
+		while (e < first + n && e < w->nchunks &&
+		       (w->state[e] == CH_PROTECTED || w->state[e] == CH_COPIED)) {
+			free(w->copy[e]);
+			w->copy[e] = NULL;
+			w->state[e++] = CH_DONE;
+		}
+		if (r == 0)
+			r = protect(w, c * CHUNK, (e - c - 1) * CHUNK + chunk_bytes(w, e - 1), false);
+		c = e;
+	}
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	return r;
+}
+
 const struct mem_image_source *ram_cow_source(struct ram_cow *w)
 {
 	return &w->src;

@@ -33,6 +33,10 @@ int ram_cow_open(void *ram, uint64_t size, struct ram_cow **out);
  * ram_cow_open; from here on a write to a chunk copies it first.  Returns
  * how many chunks it protected again, or a negative errno. */
 int ram_cow_protect(struct ram_cow *w);
+/* Chunks [FIRST, FIRST+N) are not needed by the writer (a memory layer
+ * without changed pages there): lift their protection now, in one call per
+ * run, rather than when the writer reaches them. */
+int ram_cow_skip(struct ram_cow *w, uint64_t first, uint64_t n);
 /* The chunks as they were at ram_cow_protect, for mem_image_save_from. */
 const struct mem_image_source *ram_cow_source(struct ram_cow *w);
 /* Chunks the fault thread had to copy (guest writes before the writer). */

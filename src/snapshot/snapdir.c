@@ -227,6 +227,39 @@ static void layer_stem(const char *layer, char *out, size_t len)
 	}
 }
 
+/* A suffix that naming an overlay added to a stem, at its end: "-" and 8
+ * hex digits (a snapshot's id in a bundle) or "-r" and 8 (a restore's
+ * tag).  Its length, or 0. */
+static size_t generated_suffix(const char *stem, size_t len)
+{
+	for (size_t n = 9; n <= 10; n++) {
+		const char *s = stem + len - n;
+		if (len <= n || s[0] != '-' || (n == 10 && s[1] != 'r'))
+			continue;
+		if (strspn(s + n - 8, "0123456789abcdef") >= 8)
+			return n;
+	}
+	return 0;
+}
+
+/* Overlays are named after the layer they sit on, each adding a suffix:
+ * the VM of a bundle that snapshots and reverts for long would soon have
+ * names longer than a file name can be (255 bytes).  Past OVERLAY_STEM_MAX
+ * the suffixes that cairn added are taken off (the new one alone keeps the
+ * name unique: a snapshot's id, or a random tag; the file is created
+ * exclusively); a stem that is still too long was hashed by layer_stem. */
+#define OVERLAY_STEM_MAX 96
+
+static void overlay_stem(const char *layer, char *out, size_t len)
+{
+	layer_stem(layer, out, len);
+	size_t l = strlen(out), n;
+	if (l <= OVERLAY_STEM_MAX)
+		return;
+	while ((n = generated_suffix(out, l)) > 0)
+		out[l -= n] = 0;
+}
+
 /* LAYER's directory. */
 static void layer_dir(const char *layer, char *out, size_t len)
 {
@@ -242,7 +275,7 @@ static void layer_dir(const char *layer, char *out, size_t len)
 int snapdir_overlay_path(const char *frozen, const char *dir, char *out, size_t len)
 {
 	char stem[PATH_MAX], where[PATH_MAX], snap[PATH_MAX], name[2 * PATH_MAX + 8];
-	layer_stem(frozen, stem, sizeof(stem));
+	overlay_stem(frozen, stem, sizeof(stem));
 	layer_dir(frozen, where, sizeof(where));
 	snprintf(snap, sizeof(snap), "%s", dir);
 	snprintf(name, sizeof(name), "%s-%s.qcow2", stem, basename(snap));
@@ -255,7 +288,7 @@ int snapdir_overlay_path(const char *frozen, const char *dir, char *out, size_t 
 int snapdir_restore_overlay_path(const char *layer, const char *disk_dir, char *out, size_t len)
 {
 	char stem[PATH_MAX], where[PATH_MAX], name[PATH_MAX + 32];
-	layer_stem(layer, stem, sizeof(stem));
+	overlay_stem(layer, stem, sizeof(stem));
 	if (disk_dir)
 		snprintf(where, sizeof(where), "%s", disk_dir);
 	else
@@ -279,10 +312,18 @@ static bool is_restore_overlay_of(const char *name, const char *stem)
 	return !strcmp(hex + RESTORE_TAG_DIGITS, ".qcow2");
 }
 
-int snapdir_find_restore_overlay(const char *layer, const char *disk_dir, char *out, size_t len)
+static bool ts_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+int snapdir_find_restore_overlay(const char *layer, const char *disk_dir,
+				 const struct timespec *not_before,
+				 bool (*skip)(const char *path, void *opaque), void *opaque,
+				 char *out, size_t len)
 {
 	char stem[PATH_MAX], where[PATH_MAX], p[PATH_MAX];
-	layer_stem(layer, stem, sizeof(stem));
+	overlay_stem(layer, stem, sizeof(stem));
 	if (disk_dir)
 		snprintf(where, sizeof(where), "%s", disk_dir);
 	else
@@ -300,9 +341,9 @@ int snapdir_find_restore_overlay(const char *layer, const char *disk_dir, char *
 		if (!is_restore_overlay_of(de->d_name, stem) ||
 		    path_join(p, sizeof(p), where, de->d_name) < 0 || stat(p, &st) < 0)
 			continue;
-		if (r == 0 &&
-		    (st.st_mtim.tv_sec < newest.tv_sec ||
-		     (st.st_mtim.tv_sec == newest.tv_sec && st.st_mtim.tv_nsec <= newest.tv_nsec)))
+		if ((not_before && ts_before(&st.st_mtim, not_before)) || (skip && skip(p, opaque)))
+			continue;
+		if (r == 0 && !ts_before(&newest, &st.st_mtim))
 			continue;
 		newest = st.st_mtim;
 		r = snprintf(out, len, "%s", p) >= (int)len ? err_set(ENAMETOOLONG, "%s", p) : 0;

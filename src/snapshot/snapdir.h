@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 enum snapdir_file {
 	SNAPDIR_STATE,	/* state.bin */
@@ -89,8 +90,13 @@ int snapdir_overlay_path(const char *frozen, const char *dir, char *out, size_t 
  * beside LAYER when DISK_DIR is NULL. */
 int snapdir_restore_overlay_path(const char *layer, const char *disk_dir, char *out, size_t len);
 /* After an interrupted restore or revert: the restore overlay made for
- * LAYER in DISK_DIR (the newest, if earlier failures left others), or
- * -ENOENT (no message) if there is none. */
-int snapdir_find_restore_overlay(const char *layer, const char *disk_dir, char *out, size_t len);
+ * LAYER in DISK_DIR, or -ENOENT (no message) if there is none.  Only
+ * files last modified at or after NOT_BEFORE (NULL: any time) that SKIP
+ * (NULL: none) does not refuse are candidates (earlier restores leave
+ * overlays of the same layer, in use or not); the newest of them. */
+int snapdir_find_restore_overlay(const char *layer, const char *disk_dir,
+				 const struct timespec *not_before,
+				 bool (*skip)(const char *path, void *opaque), void *opaque,
+				 char *out, size_t len);
 
 #endif

@@ -60,6 +60,22 @@ int state_buf_field(struct state_buf *sb, void *field, size_t size)
 	return 0;
 }
 
+_Static_assert(sizeof(bool) == 1, "a bool field is one byte of a record");
+
+int state_buf_bool(struct state_buf *sb, bool *field)
+{
+	uint8_t v = sb->restoring ? 0 : *field; /* a restore does not read the old value */
+	size_t off = sb->off;
+	int r = state_buf_field(sb, &v, 1);
+	if (r < 0 || !sb->restoring)
+		return r;
+	if (v > 1)
+		return sb->err = err_set(EINVAL, "%s: a flag of value %u at offset %zu (0 or 1)",
+					 sb->what, v, off);
+	*field = v;
+	return 0;
+}
+
 int state_buf_finish(struct state_buf *sb)
 {
 	if (sb->err)

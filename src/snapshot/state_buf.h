@@ -37,7 +37,15 @@ void state_buf_init_save(struct state_buf *sb, const char *what);
 void state_buf_init_restore(struct state_buf *sb, const void *data, size_t len, const char *what);
 /* Copy SIZE bytes of FIELD out (save) or in (restore); returns sb->err. */
 int state_buf_field(struct state_buf *sb, void *field, size_t size);
-#define STATE_FIELD(sb, x) state_buf_field((sb), &(x), sizeof(x))
+/* A bool as one byte, 0 or 1; a restore refuses any other value (a bool
+ * holding one is undefined behaviour in C, and a record carrying one was
+ * not written by us). */
+int state_buf_bool(struct state_buf *sb, bool *field);
+/* Any field; a bool goes through state_buf_bool. */
+#define STATE_FIELD(sb, x)                                                                         \
+	_Generic((x), bool                                                                         \
+		 : state_buf_bool((sb), (bool *)&(x)), default                                     \
+		 : state_buf_field((sb), &(x), sizeof(x)))
 /* sb->err, or when restoring, -EINVAL if payload bytes were left over
  * (the record does not match the fields listed). */
 int state_buf_finish(struct state_buf *sb);

@@ -51,7 +51,7 @@ struct snap_job {
 	/* Memory: the pages changed since the memory parent, collected up to
 	 * the pause; a layer on the parent (LAYER) or a full image. */
 	uint64_t *changed;
-	bool collected, committed, layer;
+	bool collected, committed, layer, keep_parent;
 	struct mem_image_layer_spec spec;
 	char parent_ref[PATH_MAX];
 	const char *memory_why; /* why a full image, for the reply */
@@ -133,7 +133,10 @@ static int snap_choose_memory(struct snap_job *j, bool full)
 	uint64_t words = vm_dirty_words(vmm->vm);
 	if (!(j->changed = calloc(words, 8)))
 		return err_set(ENOMEM, "changed-page map");
-	int r = vm_dirty_collect(vmm->vm, j->changed);
+	/* From the first snapshot on, the next one is a layer on it. */
+	int r = vm_dirty_start(vmm->vm);
+	if (r == 0)
+		r = vm_dirty_collect(vmm->vm, j->changed);
 	if (r < 0)
 		return r;
 	j->collected = true;
@@ -175,13 +178,35 @@ static int snap_choose_memory(struct snap_job *j, bool full)
 	return 0;
 }
 
+/* After the pause, for a layer written through the userfaultfd view: the
+ * chunks without changed pages are not read, so the guest may write them
+ * at once (a failure only costs copies of chunks written meanwhile). */
+static void snap_skip_unchanged(struct snap_job *j)
+{
+	const uint64_t per = MEM_IMAGE_CHUNK_SIZE / MEM_IMAGE_PAGE_SIZE / 64; /* words per chunk */
+	uint64_t words = vm_dirty_words(j->vmm->vm), nchunks = (words + per - 1) / per;
+	for (uint64_t c = 0; c < nchunks;) {
+		uint64_t e = c;
+		for (; e < nchunks; e++) {
+			bool any = false;
+			for (uint64_t w = e * per; w < (e + 1) * per && w < words; w++)
+				any |= j->changed[w] != 0;
+			if (any)
+				break;
+		}
+		if (e > c && ram_cow_skip(j->cow, c, e - c) < 0)
+			err_clear();
+		c = e + 1;
+	}
+}
+
 void vmm_memory_is_snapshot(struct vmm *vmm, const char *dir, const struct mem_id *id,
 			    uint32_t depth)
 {
 	uint64_t words = vm_dirty_words(vmm->vm);
 	uint64_t *scratch = calloc(words, 8);
 	/* KVM's log and the VMM's marks hold the old machine's writes. */
-	if (!scratch || vm_dirty_collect(vmm->vm, scratch) < 0) {
+	if (!scratch || vm_dirty_start(vmm->vm) < 0 || vm_dirty_collect(vmm->vm, scratch) < 0) {
 		vmm->mem_parent.valid = false;
 		err_clear();
 	} else {
@@ -292,10 +317,12 @@ static void snap_finish(struct snap_job *j, int result, const char *msg)
 {
 	if (result == 0) {
 		struct vmm *vmm = j->vmm;
-		j->committed = true;
-		vmm->mem_parent.valid = realpath(j->res.path, vmm->mem_parent.dir) != NULL;
-		vmm->mem_parent.id = j->st.memory_id;
-		vmm->mem_parent.depth = j->st.memory_depth;
+		j->committed = !j->keep_parent; /* kept: its pages are given back */
+		if (!j->keep_parent) {
+			vmm->mem_parent.valid = realpath(j->res.path, vmm->mem_parent.dir) != NULL;
+			vmm->mem_parent.id = j->st.memory_id;
+			vmm->mem_parent.depth = j->st.memory_depth;
+		}
 		j->res.memory_depth = j->st.memory_depth;
 		j->res.memory_why = j->memory_why;
 		j->vmm->snapshots++;
@@ -488,15 +515,19 @@ static int snap_paused(struct snap_job *j, bool quit)
 		j->st.pause_us = monotime_us() - j->paused_at;
 		if ((r = snap_write(j, vmm->vm->ram, NULL, vmm->vm->ram_size)) < 0)
 			snap_failed(j, err_msg(), true);
-	} else if (!j->cow && (r = snap_fork(j)) < 0) {
-		snap_failed(j, err_msg(), true);
+	} else if (!j->cow) {
+		/* The child writes meta.json: the pause up to the fork. */
+		j->st.pause_us = monotime_us() - j->paused_at;
+		if ((r = snap_fork(j)) < 0)
+			snap_failed(j, err_msg(), true);
 	}
 	return r;
 }
 
-int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_memory,
+int snapshot_job_start(struct vmm *vmm, const char *dir, const struct snapshot_opts *o,
 		       snapshot_done_fn done, void *opaque)
 {
+	bool quit = o->quit;
 	if (vmm->snap_job)
 		return err_set(EBUSY, "snapshot %s is still being written",
 			       vmm->snap_job->res.path);
@@ -517,7 +548,8 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_me
 		free(j);
 		return r;
 	}
-	if ((r = snap_choose_memory(j, full_memory)) < 0) {
+	j->keep_parent = o->keep_memory_parent;
+	if ((r = snap_choose_memory(j, o->full_memory)) < 0) {
 		snap_unprepare(j);
 		snap_job_free(j);
 		return r;
@@ -538,6 +570,8 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_me
 	 * until this returns: the vCPUs need not wait for the disks' freeze.
 	 * If it fails, nothing was written since the capture and the disks
 	 * stay as they were. */
+	if (r == 0 && j->cow && j->layer)
+		snap_skip_unchanged(j);
 	if (r == 0 && j->cow && (r = snap_freeze_disks(j)) == 0 && (r = snap_thread(j)) < 0)
 		snap_failed(j, err_msg(), false);
 	if (r < 0) {

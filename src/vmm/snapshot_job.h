@@ -32,12 +32,19 @@ struct snapshot_result {
 typedef void (*snapshot_done_fn)(void *opaque, int result, const char *msg,
 				 const struct snapshot_result *res);
 
-/* Take a snapshot into DIR; QUIT: write it in the pause and end the VM;
- * FULL_MEMORY: a full memory image even where a layer on the memory
- * parent would do.
+struct snapshot_opts {
+	bool quit;	  /* write it in the pause and end the VM */
+	bool full_memory; /* a full memory image even where a layer would do */
+	/* The VM's memory parent stays the old one (the snapshot's memory is
+	 * dropped afterwards, e.g. a disk-only snapshot): its next snapshot
+	 * is still a layer on that one. */
+	bool keep_memory_parent;
+};
+
+/* Take a snapshot into DIR as O says.
  * Returns -errno (message set; DONE is not called, nothing changed), or 0:
  * DONE is called once, now or when the writer has finished. */
-int snapshot_job_start(struct vmm *vmm, const char *dir, bool quit, bool full_memory,
+int snapshot_job_start(struct vmm *vmm, const char *dir, const struct snapshot_opts *o,
 		       snapshot_done_fn done, void *opaque);
 /* The snapshot being written, or NULL. */
 const char *snapshot_job_busy(const struct vmm *vmm);

@@ -12,53 +12,13 @@
 #include "util/fileutil.h"
 #include "util/log.h"
 #include "vmm/config_json.h"
+#include "vmm/vm_records.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Record tags of state.bin (docs/state-format.md). */
-enum {
-	SNAP_TAG_CONFIG = 1, /* hardware configuration, JSON text */
-	SNAP_TAG_VM = 2,     /* irqchips, PIT, kvmclock */
-	SNAP_TAG_VCPU = 3,   /* one per vCPU, instance = vCPU id */
-	SNAP_TAG_DEVICE = 4, /* one per device, instance = place in the device list */
-	SNAP_TAG_MEMORY = 5, /* which memory image goes with this state */
-};
-
-static const struct state_tag snap_tags[] = {
-    {SNAP_TAG_CONFIG, 1, "config"}, {SNAP_TAG_VM, 1, "vm"},	    {SNAP_TAG_VCPU, 1, "vcpu"},
-    {SNAP_TAG_DEVICE, 1, "device"}, {SNAP_TAG_MEMORY, 2, "memory"},
-};
-
-/* Version 1: the memory image's digest (a full image, read whole). */
-struct snap_memory_record_v1 {
-	uint64_t size, digest, data_bytes;
-};
-/* Version 2: its id, which stays when a deleted parent's pages move into
- * the image (the digest then changes). */
-struct snap_memory_record {
-	uint64_t size, data_bytes;
-	uint8_t id[16];
-};
-
-#define DEVICE_NAME_LEN 32
-
-static int device_fields(struct device *d, struct state_buf *sb)
-{
-	char name[DEVICE_NAME_LEN] = {0};
-	snprintf(name, sizeof(name), "%s", d->ops->name);
-	char saved[DEVICE_NAME_LEN];
-	memcpy(saved, name, sizeof(saved));
-	STATE_FIELD(sb, saved);
-	if (sb->restoring && !sb->err && memcmp(saved, name, sizeof(name)))
-		return err_set(EINVAL, "%s: state of a '%.*s' device for a '%s' device", sb->what,
-			       DEVICE_NAME_LEN, saved, name);
-	int r = d->ops->snapshot(d->priv, sb);
-	return r < 0 ? r : state_buf_finish(sb);
-}
 
 struct capture_record {
 	uint32_t tag;
@@ -120,13 +80,13 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	json_t *j = vm_config_to_json(cfg);
 	char *config = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(j);
-	int r = config ? capture_add(c, SNAP_TAG_CONFIG, 0, config, strlen(config))
+	int r = config ? capture_add(c, VM_RECORD_CONFIG, 0, config, strlen(config))
 		       : err_set(ENOMEM, "configuration");
 	struct x86_vm_state vs;
 	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0) {
 		struct state_buf sb;
 		state_buf_init_save(&sb, "VM");
-		r = capture_buf(c, SNAP_TAG_VM, 0, &sb, x86_vm_state_fields(&vs, &sb));
+		r = capture_buf(c, VM_RECORD_VM, 0, &sb, x86_vm_state_fields(&vs, &sb));
 	}
 	uint64_t tsc0 = 0;
 	for (int i = 0; r == 0 && i < vm->ncpus; i++) {
@@ -145,7 +105,7 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			x86_vcpu_state_set_tsc(&st, tsc0);
 		struct state_buf sb;
 		state_buf_init_save(&sb, what);
-		r = capture_buf(c, SNAP_TAG_VCPU, (uint16_t)i, &sb,
+		r = capture_buf(c, VM_RECORD_VCPU, (uint16_t)i, &sb,
 				x86_vcpu_state_fields(&st, &sb));
 	}
 	uint16_t n = 0;
@@ -154,7 +114,7 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 			continue;
 		struct state_buf sb;
 		state_buf_init_save(&sb, d->ops->name);
-		r = capture_buf(c, SNAP_TAG_DEVICE, n, &sb, device_fields(d, &sb));
+		r = capture_buf(c, VM_RECORD_DEVICE, n, &sb, vm_record_device(d, &sb));
 	}
 	if (r < 0) {
 		vm_snapshot_capture_free(c);
@@ -197,10 +157,12 @@ int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
 				     c->rec[i].len);
 		bytes += c->rec[i].len;
 	}
-	struct snap_memory_record mr = {.size = mi.size, .data_bytes = mi.data_bytes};
+	struct vm_memory_record mr = {.version = 2, .size = mi.size, .data_bytes = mi.data_bytes};
 	memcpy(mr.id, mi.id.b, sizeof(mr.id));
+	uint8_t payload[VM_MEMORY_RECORD_LEN];
+	vm_record_memory_payload(&mr, payload, sizeof(payload));
 	if (r == 0)
-		r = state_writer_add(w, SNAP_TAG_MEMORY, 2, 0, &mr, sizeof(mr));
+		r = state_writer_add(w, VM_RECORD_MEMORY, 2, 0, payload, sizeof(payload));
 	if (r < 0) {
 		state_writer_abort(w);
 		return r;
@@ -222,26 +184,10 @@ int vm_snapshot_open(const char *dir, struct state_reader **out, struct vm_confi
 	struct state_reader *r;
 	int ret = snapdir_path(dir, SNAPDIR_STATE, path, sizeof(path));
 	if (ret == 0)
-		ret = state_reader_open(path, snap_tags, sizeof(snap_tags) / sizeof(snap_tags[0]),
-					&r);
+		ret = state_reader_open(path, vm_record_tags, vm_record_ntags, &r);
 	if (ret < 0)
 		return ret;
-	const void *data;
-	size_t len;
-	uint16_t ver;
-	if (state_reader_get(r, SNAP_TAG_CONFIG, 0, &data, &len, &ver) < 0) {
-		state_reader_close(r);
-		return err_set(EINVAL, "%s: no machine configuration record", path);
-	}
-	json_error_t e;
-	json_t *j = json_loadb(data, len, 0, &e);
-	if (!j) {
-		state_reader_close(r);
-		return err_set(EINVAL, "%s: configuration is not JSON: %s", path, e.text);
-	}
-	ret = vm_config_from_json(j, path, cfg);
-	json_decref(j);
-	if (ret < 0) {
+	if ((ret = vm_record_config(r, cfg)) < 0) {
 		state_reader_close(r);
 		return ret;
 	}
@@ -257,19 +203,10 @@ int vm_snapshot_open_memory(const char *dir, struct state_reader *r, uint64_t me
 	int ret = snapdir_path(dir, SNAPDIR_MEMORY, path, sizeof(path));
 	if (ret < 0 || (ret = snapdir_path(dir, SNAPDIR_STATE, state, sizeof(state))) < 0)
 		return ret;
-	const void *data;
-	size_t len;
-	uint16_t ver;
-	struct snap_memory_record mr;
-	struct snap_memory_record_v1 m1;
-	if (state_reader_get(r, SNAP_TAG_MEMORY, 0, &data, &len, &ver) < 0 ||
-	    len != (ver == 1 ? sizeof(m1) : sizeof(mr)))
-		return err_set(EINVAL, "%s: no valid memory record", state);
-	if (ver == 1)
-		memcpy(&m1, data, sizeof(m1));
-	else
-		memcpy(&mr, data, sizeof(mr));
-	uint64_t size = ver == 1 ? m1.size : mr.size;
+	struct vm_memory_record mr;
+	if ((ret = vm_record_memory(r, &mr)) < 0)
+		return ret;
+	uint64_t size = mr.size;
 	if (size != mem_size)
 		return err_set(EINVAL,
 			       "%s: the state records %llu bytes of memory, the machine has %llu",
@@ -278,12 +215,12 @@ int vm_snapshot_open_memory(const char *dir, struct state_reader *r, uint64_t me
 	if ((ret = mem_chain_open(path, mem_size, &c)) < 0)
 		return ret;
 	const struct mem_image_info *mi = mem_layer_info(mem_chain_layer(c, 0));
-	if (ver == 1 && mi->digest != m1.digest)
+	if (mr.version == 1 && mi->digest != mr.digest)
 		ret = err_set(EINVAL,
 			      "%s: not the memory image of this snapshot's state "
 			      "(digest %016llx, the state expects %016llx)",
-			      path, (unsigned long long)mi->digest, (unsigned long long)m1.digest);
-	if (ver != 1 && memcmp(mi->id.b, mr.id, sizeof(mr.id)) != 0) {
+			      path, (unsigned long long)mi->digest, (unsigned long long)mr.digest);
+	if (mr.version != 1 && memcmp(mi->id.b, mr.id, sizeof(mr.id)) != 0) {
 		char a[33], b[33];
 		struct mem_id want;
 		memcpy(want.b, mr.id, sizeof(want.b));
@@ -353,24 +290,40 @@ static int source_vcpu(const struct record_source *src, int i, struct x86_vcpu_s
 {
 	const void *data;
 	size_t len;
-	char what[32];
-	snprintf(what, sizeof(what), "vCPU %d", i);
-	if (source_get(src, SNAP_TAG_VCPU, (uint16_t)i, &data, &len) < 0)
+	if (source_get(src, VM_RECORD_VCPU, (uint16_t)i, &data, &len) < 0)
 		return err_set(EINVAL, "snapshot has no state for vCPU %d", i);
-	struct state_buf sb;
-	state_buf_init_restore(&sb, data, len, what);
-	return x86_vcpu_state_fields(st, &sb);
+	return vm_record_vcpu(data, len, i, st);
 }
 
 static int source_vm(const struct record_source *src, struct x86_vm_state *vs)
 {
 	const void *data;
 	size_t len;
-	if (source_get(src, SNAP_TAG_VM, 0, &data, &len) < 0)
+	if (source_get(src, VM_RECORD_VM, 0, &data, &len) < 0)
 		return err_set(EINVAL, "snapshot has no valid VM record");
-	struct state_buf sb;
-	state_buf_init_restore(&sb, data, len, "VM");
-	return x86_vm_state_fields(vs, &sb);
+	return vm_record_vm(data, len, vs);
+}
+
+/* Each device's record into the device (no KVM call of ours; the devices
+ * re-raise their interrupt lines). */
+static int restore_devices(struct vm *vm, const struct record_source *src)
+{
+	uint16_t n = 0;
+	for (struct device *d = vm->devices; d; d = d->next, n++) {
+		const void *data;
+		size_t len;
+		if (!d->ops->snapshot)
+			continue;
+		if (source_get(src, VM_RECORD_DEVICE, n, &data, &len) < 0)
+			return err_set(EINVAL, "snapshot has no state for device %u (%s)", n,
+				       d->ops->name);
+		struct state_buf sb;
+		state_buf_init_restore(&sb, data, len, d->ops->name);
+		int ret = vm_record_device(d, &sb);
+		if (ret < 0)
+			return err_prefix(ret, "restoring device %s", d->ops->name);
+	}
+	return 0;
 }
 
 static int restore_from(struct vm *vm, const struct record_source *src)
@@ -378,25 +331,11 @@ static int restore_from(struct vm *vm, const struct record_source *src)
 	struct x86_vm_state vs;
 	/* VM-wide state before any vCPU state, the clock last of it. */
 	int ret = source_vm(src, &vs);
-	if (ret < 0 || (ret = x86_vm_restore(vm, &vs)) < 0)
+	if (ret < 0 || (ret = x86_vm_restore(vm, &vs)) < 0 || (ret = restore_devices(vm, src)) < 0)
 		return ret;
-	uint16_t n = 0;
-	for (struct device *d = vm->devices; d; d = d->next, n++) {
-		const void *data;
-		size_t len;
-		if (!d->ops->snapshot)
-			continue;
-		if (source_get(src, SNAP_TAG_DEVICE, n, &data, &len) < 0)
-			return err_set(EINVAL, "snapshot has no state for device %u (%s)", n,
-				       d->ops->name);
-		struct state_buf sb;
-		state_buf_init_restore(&sb, data, len, d->ops->name);
-		if ((ret = device_fields(d, &sb)) < 0)
-			return err_prefix(ret, "restoring device %s", d->ops->name);
-	}
-	if ((int)source_count(src, SNAP_TAG_VCPU) != vm->ncpus)
+	if ((int)source_count(src, VM_RECORD_VCPU) != vm->ncpus)
 		return err_set(EINVAL, "snapshot has %u vCPUs, the VM %d",
-			       source_count(src, SNAP_TAG_VCPU), vm->ncpus);
+			       source_count(src, VM_RECORD_VCPU), vm->ncpus);
 	for (int i = 0; i < vm->ncpus; i++) {
 		static __thread struct x86_vcpu_state st;
 		if ((ret = source_vcpu(src, i, &st)) < 0 ||
@@ -413,9 +352,9 @@ int vm_snapshot_check_records(struct vm *vm, struct state_reader *r)
 	int ret = source_vm(&src, &vs);
 	if (ret < 0)
 		return ret;
-	if ((int)source_count(&src, SNAP_TAG_VCPU) != vm->ncpus)
+	if ((int)source_count(&src, VM_RECORD_VCPU) != vm->ncpus)
 		return err_set(EINVAL, "snapshot has %u vCPUs, the VM %d",
-			       source_count(&src, SNAP_TAG_VCPU), vm->ncpus);
+			       source_count(&src, VM_RECORD_VCPU), vm->ncpus);
 	for (int i = 0; i < vm->ncpus; i++) {
 		static __thread struct x86_vcpu_state st;
 		if ((ret = source_vcpu(&src, i, &st)) < 0)
@@ -425,7 +364,7 @@ int vm_snapshot_check_records(struct vm *vm, struct state_reader *r)
 	for (struct device *d = vm->devices; d; d = d->next, n++) {
 		const void *data;
 		size_t len;
-		if (d->ops->snapshot && source_get(&src, SNAP_TAG_DEVICE, n, &data, &len) < 0)
+		if (d->ops->snapshot && source_get(&src, VM_RECORD_DEVICE, n, &data, &len) < 0)
 			return err_set(EINVAL, "snapshot has no state for device %u (%s)", n,
 				       d->ops->name);
 	}
@@ -436,6 +375,12 @@ int vm_snapshot_apply(struct vm *vm, struct state_reader *r)
 {
 	const struct record_source src = {.file = r};
 	return restore_from(vm, &src);
+}
+
+int vm_snapshot_apply_devices(struct vm *vm, struct state_reader *r)
+{
+	const struct record_source src = {.file = r};
+	return restore_devices(vm, &src);
 }
 
 int vm_snapshot_apply_capture(struct vm *vm, const struct vm_snapshot_capture *c)

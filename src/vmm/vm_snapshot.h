@@ -65,6 +65,9 @@ int vm_snapshot_restore(struct vm *vm, struct state_reader *r);
 int vm_snapshot_check_records(struct vm *vm, struct state_reader *r);
 int vm_snapshot_apply(struct vm *vm, struct state_reader *r);
 int vm_snapshot_apply_capture(struct vm *vm, const struct vm_snapshot_capture *c);
+/* The device part of vm_snapshot_apply on its own: no KVM call of ours
+ * (tests, and the fuzz harness on a VM without KVM). */
+int vm_snapshot_apply_devices(struct vm *vm, struct state_reader *r);
 void vm_snapshot_loaded(struct vm *vm);
 
 #endif

@@ -88,8 +88,11 @@ static int cmd_snapshot(void *opaque, json_t *req, json_t *reply)
 	c->reply = json_incref(reply);
 	/* Done is called at once only for a snapshot written in the pause
 	 * ("then":"quit"), and only with success: a failure there is returned. */
-	int r = snapshot_job_start(vmm, path, then && !strcmp(then, "quit"), full, snapshot_done,
-				   c);
+	json_t *mp = json_object_get(req, "memory_parent");
+	const struct snapshot_opts o = {.quit = then && !strcmp(then, "quit"),
+					.full_memory = full,
+					.keep_memory_parent = mp && json_is_false(mp)};
+	int r = snapshot_job_start(vmm, path, &o, snapshot_done, c);
 	if (r < 0 || c->finished) {
 		json_decref(c->reply);
 		free(c);

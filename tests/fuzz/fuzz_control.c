@@ -1,6 +1,7 @@
 /* libFuzzer harness for the control socket server (src/control/control.c):
  * the real socket, reader, dispatcher, deferred replies and output queue,
- * with a few fake commands as back end (as tests/unit/control does).
+ * with the fake commands of tests/common/fake_control.h as back end (the
+ * unit tests' too).
  *
  * Each input: a server is opened on a Unix socket in /tmp, two clients
  * connect, and an event loop runs in this thread.  A step run at every
@@ -16,6 +17,7 @@
  * switches between client 0 and client 1, \x02 stands for 16 KiB of 'a'
  * (over-long lines; at most 8 per input). */
 #include "control/control.h"
+#include "fake_control.h"
 #include "util/err.h"
 #include "util/evloop.h"
 #include "util/log.h"
@@ -32,11 +34,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define MAX_PENDING 64
 #define MAX_STEPS 200000
 #define LONG_RUN 16384
 #define MAX_LONG_RUNS 8
-#define MAX_BIG (1 << 20)
 
 struct client {
 	int fd;
@@ -49,15 +49,11 @@ struct client {
 
 static struct {
 	struct evloop *loop;
-	struct control_server *srv;
+	struct fake_control fc;
 	char path[108];
 	struct client cl[2];
-	struct control_pending *pending[MAX_PENDING];
-	int pending_result[MAX_PENDING];
-	int npending;
 	uint64_t rng;
 	long steps;
-	bool closed; /* by the "close" command */
 	int tick; /* eventfd, always readable: step() runs at every turn */
 } fx;
 
@@ -75,151 +71,20 @@ static uint32_t rnd(void)
 	return (uint32_t)(fx.rng >> 11);
 }
 
-/* ---- the back end: fake commands ---- */
-
-static int cmd_echo(void *opaque, json_t *req, json_t *reply)
+/* The back end finishes a deferred reply, as a snapshot job would: one
+ * that failed, or one that succeeded but names an error anyway. */
+static void finish_one(void)
 {
-	json_t *v = json_object_get(req, "value");
-	if (v)
-		json_object_set(reply, "value", v);
-	return 0;
-}
-
-static int cmd_fail(void *opaque, json_t *req, json_t *reply)
-{
-	json_object_set_new(reply, "partial", json_true());
-	return err_set(ENOENT, "no such widget %s", "w1");
-}
-
-static int cmd_override(void *opaque, json_t *req, json_t *reply)
-{
-	json_object_set_new(reply, "ok", json_false());
-	json_object_set_new(reply, "id", json_string("forged"));
-	return 0;
-}
-
-/* A reply of "size" bytes: the output queue and a client slow to read. */
-static int cmd_big(void *opaque, json_t *req, json_t *reply)
-{
-	json_int_t n = json_integer_value(json_object_get(req, "size"));
-	if (n <= 0 || n > MAX_BIG)
-		return err_set(EINVAL, "size out of range");
-	char *s = malloc((size_t)n + 1);
-	if (!s)
-		return -ENOMEM;
-	memset(s, 'b', (size_t)n);
-	s[n] = 0;
-	json_object_set_new(reply, "blob", json_string(s));
-	free(s);
-	return 0;
-}
-
-/* The result a deferred reply will get: 0, or a negative errno the request
- * names with "status" (a real back end returns nothing else). */
-static int wanted_result(json_t *req)
-{
-	json_int_t st = json_integer_value(json_object_get(req, "status"));
-	return st < 0 ? -(int)(1 + (-(st + 1)) % 4095) : 0;
-}
-
-/* Deferred: finished later by the harness (or "release"). */
-static int cmd_slow(void *opaque, json_t *req, json_t *reply)
-{
-	if (fx.npending == MAX_PENDING)
-		return err_set(EBUSY, "too many pending");
-	struct control_pending *p = control_defer(reply);
-	if (!p)
-		return err_set(ENOMEM, "no handle");
-	if (control_defer(reply) != NULL)
-		die("a second handle for one request");
-	fx.pending_result[fx.npending] = wanted_result(req);
-	fx.pending[fx.npending++] = p;
-	return CONTROL_DEFERRED;
-}
-
-/* Deferred and finished before the function returns. */
-static int cmd_now(void *opaque, json_t *req, json_t *reply)
-{
-	struct control_pending *p = control_defer(reply);
-	if (!p)
-		return err_set(ENOMEM, "no handle");
-	json_t *r = json_pack("{s:s}", "when", "now");
-	control_pending_finish(p, wanted_result(req), r);
-	json_decref(r);
-	return CONTROL_DEFERRED;
-}
-
-/* Deferred, then answered at once after all: the handle must still be
- * finished (it then only frees). */
-static int cmd_undecided(void *opaque, json_t *req, json_t *reply)
-{
-	if (fx.npending == MAX_PENDING)
-		return err_set(EBUSY, "too many pending");
-	struct control_pending *p = control_defer(reply);
-	if (!p)
-		return err_set(ENOMEM, "no handle");
-	fx.pending_result[fx.npending] = 0;
-	fx.pending[fx.npending++] = p;
-	json_object_set_new(reply, "answered", json_true());
-	return wanted_result(req);
-}
-
-static int cmd_nohandle(void *opaque, json_t *req, json_t *reply)
-{
-	return CONTROL_DEFERRED;
-}
-
-static int cmd_badstatus(void *opaque, json_t *req, json_t *reply)
-{
-	return 7;
-}
-
-static void finish_one(int i)
-{
-	struct control_pending *p = fx.pending[i];
-	int result = fx.pending_result[i];
-	fx.pending[i] = fx.pending[--fx.npending];
-	fx.pending_result[i] = fx.pending_result[fx.npending];
+	int k = (int)(rnd() % (unsigned)fx.fc.live), i = 0;
+	for (;; i++)
+		if (fx.fc.pending[i] && k-- == 0)
+			break;
+	int result = fx.fc.result[i];
 	json_t *r = result < 0 ? json_pack("{s:s}", "error", "the job failed")
 			       : json_pack("{s:b,s:s}", "done", 1, "error", "dropped");
-	control_pending_finish(p, result, r);
+	fake_control_finish(&fx.fc, i, result, r);
 	json_decref(r);
 }
-
-/* Finishes every deferred reply from inside a command ("resume" ending a
- * "pause" that waits). */
-static int cmd_release(void *opaque, json_t *req, json_t *reply)
-{
-	int n = 0;
-	while (fx.npending) {
-		finish_one(fx.npending - 1);
-		n++;
-	}
-	json_object_set_new(reply, "released", json_integer(n));
-	return 0;
-}
-
-static int cmd_close(void *opaque, json_t *req, json_t *reply)
-{
-	control_close(fx.srv);
-	fx.srv = NULL;
-	fx.closed = true;
-	return 0;
-}
-
-static const struct control_cmd cmds[] = {
-    {"echo", cmd_echo, "echo value"},
-    {"fail", cmd_fail, "fails"},
-    {"override", cmd_override, NULL},
-    {"big", cmd_big, "a long reply"},
-    {"slow", cmd_slow, "deferred"},
-    {"now", cmd_now, "deferred, finished at once"},
-    {"undecided", cmd_undecided, "deferred, then answered"},
-    {"nohandle", cmd_nohandle, "deferred without a handle"},
-    {"badstatus", cmd_badstatus, "returns 7"},
-    {"release", cmd_release, "finishes every deferred reply"},
-    {"close", cmd_close, "closes the server"},
-};
 
 /* ---- the clients ---- */
 
@@ -270,7 +135,7 @@ static void client_read(struct client *c)
 	c->in_len -= start;
 	/* control_close() drops what was not sent yet: only then may the
 	 * last line be cut. */
-	if (c->eof && c->in_len && !fx.closed)
+	if (c->eof && c->in_len && !fx.fc.closed)
 		die("a reply without its newline");
 }
 
@@ -312,9 +177,11 @@ static void step(void *arg, uint32_t events)
 	/* The back end finishes deferred replies at its own pace; at the
 	 * latest when the clients have nothing more to say. */
 	bool all_shut = fx.cl[0].shut && fx.cl[1].shut;
-	if (fx.npending && (all_shut || rnd() % 8 == 0))
-		finish_one((int)(rnd() % (unsigned)fx.npending));
-	if (fx.cl[0].eof && fx.cl[1].eof && !fx.npending)
+	if (fx.fc.live && (all_shut || rnd() % 8 == 0))
+		finish_one();
+	if (fx.fc.broken)
+		die(fx.fc.broken);
+	if (fx.cl[0].eof && fx.cl[1].eof && !fx.fc.live)
 		evloop_stop(fx.loop);
 }
 
@@ -368,10 +235,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		die("evloop_create");
 	fx.rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)data[0] << 32 | data[0]);
 	fx.steps = 0;
-	fx.closed = false;
+	memset(&fx.fc, 0, sizeof(fx.fc));
 	memset(fx.cl, 0, sizeof(fx.cl));
 	split_input(data + 1, size - 1);
-	if (control_open(fx.loop, fx.path, cmds, sizeof(cmds) / sizeof(cmds[0]), NULL, &fx.srv) < 0) {
+	if (control_open(fx.loop, fx.path, fake_control_cmds, fake_control_ncmds, &fx.fc,
+			 &fx.fc.srv) < 0) {
 		fprintf(stderr, "control_open: %s\n", err_msg());
 		abort();
 	}
@@ -382,8 +250,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (write(fx.tick, &one, sizeof(one)) != sizeof(one) ||
 	    evloop_add(fx.loop, fx.tick, EPOLLIN, step, NULL) < 0 || evloop_run(fx.loop) < 0)
 		die("event loop");
-	control_close(fx.srv);
-	fx.srv = NULL;
+	control_close(fx.fc.srv);
+	fx.fc.srv = NULL;
 	evloop_destroy(fx.loop);
 	fx.loop = NULL;
 	for (int i = 0; i < 2; i++) {

@@ -96,6 +96,8 @@ def control_seeds():
         "long": b'{"cmd":"echo","value":"\x02\x02\x02\x02\x02"}\n{"cmd":"help"}\n',
         "close": b'{"cmd":"slow"}\n\x00{"cmd":"close"}\n{"cmd":"echo"}\n',
         "dup": b'{"cmd":"echo","cmd":"echo"}\n{"cmd":"echo","id":null}\nnull\n"str"\n',
+        "odd-cmds": b'{"cmd":"wrong_handle"}\n{"cmd":"fail_plain"}\n{"cmd":"badstatus"}\n'
+                    b'{"cmd":"undecided","status":-28}\n{"cmd":"now","status":-5}\n',
         "last-line": b'{"cmd":"echo","value":1}',
     }
     return {k: bytes([i * 37 & 0xff]) + v for i, (k, v) in enumerate(lines.items())}

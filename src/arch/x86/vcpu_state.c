@@ -264,9 +264,17 @@ int x86_vcpu_state_fields(struct x86_vcpu_state *st, struct state_buf *sb)
 	STATE_FIELD(sb, st->xsave_size);
 	STATE_FIELD(sb, st->nmsrs);
 	STATE_FIELD(sb, st->ncpuid);
+	/* KVM_SET_XSAVE reads at least a struct kvm_xsave (more where the
+	 * host's XSAVE area is larger): a save never records less, and what
+	 * the record does not fill is zero, not what the buffer held. */
 	if (!sb->err && (st->xsave_size > X86_XSAVE_MAX || st->nmsrs > X86_MAX_MSRS ||
-			 st->ncpuid > X86_MAX_CPUID))
-		return err_set(EINVAL, "%s: impossible sizes", sb->what);
+			 st->ncpuid > X86_MAX_CPUID ||
+			 (sb->restoring && st->xsave_size < sizeof(struct kvm_xsave))))
+		return err_set(EINVAL,
+			       "%s: impossible sizes (XSAVE %u bytes, %u MSRs, %u CPUID leaves)",
+			       sb->what, st->xsave_size, st->nmsrs, st->ncpuid);
+	if (sb->restoring && !sb->err)
+		memset(st->xsave + st->xsave_size, 0, X86_XSAVE_MAX - st->xsave_size);
 	state_buf_field(sb, st->xsave, st->xsave_size);
 	state_buf_field(sb, st->msrs, st->nmsrs * sizeof(st->msrs[0]));
 	state_buf_field(sb, st->cpuid, st->ncpuid * sizeof(st->cpuid[0]));
@@ -287,6 +295,15 @@ int x86_vm_state_fields(struct x86_vm_state *st, struct state_buf *sb)
 	STATE_FIELD(sb, st->ioapic);
 	STATE_FIELD(sb, st->pit);
 	STATE_FIELD(sb, st->clock);
+	/* KVM_SET_IRQCHIP sets the chip the state names. */
+	if (sb->restoring && !sb->err &&
+	    (st->pic_master.chip_id != KVM_IRQCHIP_PIC_MASTER ||
+	     st->pic_slave.chip_id != KVM_IRQCHIP_PIC_SLAVE ||
+	     st->ioapic.chip_id != KVM_IRQCHIP_IOAPIC))
+		return err_set(
+		    EINVAL, "%s: irqchip states out of place (chips %u, %u, %u; want %u, %u, %u)",
+		    sb->what, st->pic_master.chip_id, st->pic_slave.chip_id, st->ioapic.chip_id,
+		    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC);
 	return state_buf_finish(sb);
 }
 

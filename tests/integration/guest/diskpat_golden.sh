@@ -23,3 +23,17 @@ out=$("$DISKPAT" verify "$TMP/g.img" 3 42) && fail "misplaced block accepted"
 "$DISKPAT" write "$TMP/g.img" 1 >/dev/null 2>&1
 [ $? = 2 ] || fail "usage error should exit 2"
 pass "diskpat reports wrong seed, short file, misplaced block; usage exit 2"
+
+# seeds: a disk whose fill was cut short holds runs of seeds, each block intact
+"$DISKPAT" write "$TMP/s.img" 10 5 >/dev/null && "$DISKPAT" write "$TMP/s.img" 4 6 >/dev/null ||
+  fail "diskpat write"
+out=$("$DISKPAT" seeds "$TMP/s.img" 10) || fail "seeds of intact blocks: $out"
+[ "$out" = "diskpat: seeds 0-3:6 4-9:5" ] || fail "said: $out"
+printf '\377' | dd of="$TMP/s.img" bs=1 seek=$((6 * 4096 + 100)) conv=notrunc status=none
+out=$("$DISKPAT" seeds "$TMP/s.img" 10) && fail "a damaged block accepted"
+[ "$out" = "diskpat: seeds 0-3:6 FAILED block 6 (bad checksum)" ] || fail "said: $out"
+# memsum: the sum memfill prints (1 MiB of seed 42: checked in Python from the
+# text; 16 MiB of seed 1: what the guest printed)
+[ "$("$DISKPAT" memsum 1 42)" = 33beac291503c620 ] || fail "memsum 1 42"
+[ "$("$DISKPAT" memsum 16 1)" = ce0e14fcb25867c4 ] || fail "memsum 16 1"
+pass "diskpat seeds (runs of intact blocks, a damaged one) and memsum"

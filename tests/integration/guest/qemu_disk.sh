@@ -16,6 +16,15 @@ expect "$TMP/a.log" "cpu0: diskverify ok n=200"
 [ "$rc" = "$(qemu_status 0)" ] || fail "status $rc"
 pass "host-written blocks verify in the guest; guest fill verifies in the guest"
 
+# diskread: the device reads blocks straight into the memfill region, and
+# memverify checks them there with the rest of the region
+rc=$(run_qemu q35 50 "$TMP/r.log" "memfill 8 1; diskread 200 5 2; memverify; diskread 4 5 9; memverify; exit 0" "${disk[@]}")
+expect "$TMP/r.log" "cpu0: diskread n=200 seed=5 off=2 ok"
+expect "$TMP/r.log" "cpu0: diskread n=4 seed=5 off=9 ok"
+[ "$(grep -c '^cpu0: memverify ok' "$TMP/r.log.txt")" = 2 ] || { cat "$TMP/r.log.txt"; fail "memverify after diskread"; }
+[ "$rc" = "$(qemu_status 0)" ] || fail "status $rc"
+pass "diskread into the memfill region; memverify checks the blocks there"
+
 "$DISKPAT" verify "$img" 200 5 || fail "diskpat verify of the guest's blocks"
 "$DISKPAT" verify "$img" 300 77 >/dev/null && fail "diskpat verify should see seed 5 blocks"
 pass "guest-written blocks verify on the host"

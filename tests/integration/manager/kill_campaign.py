@@ -1,4 +1,5 @@
-"""kill -9 campaign over snapshot create / revert / delete / clone / create.
+"""kill -9 campaign over snapshot create / revert / delete / clone / create
+of a stopped VM (kill_running.py does it with the VM running).
 
 Each iteration starts one operation on a stopped VM bundle, kills it with
 SIGKILL after a random delay, then `cairn check --repair` and `cairn check`
@@ -216,58 +217,6 @@ while kills < TARGET and time.time() - start < SECS:
     if kills and kills % RESTORE_EVERY == 0 and p.returncode == -9:
         restore_all()
 
-# Running phase: the CLI is killed while the VM works on (whole-machine
-# snapshot, in-place revert, delete); check --repair settles from what the
-# VM did.
-run_kills = 0
-RUN_TARGET = int(os.environ.get("KILL_RUN_TARGET", 40))
-run("run", B, "--detach")
-while run_kills < RUN_TARGET and time.time() - start < SECS + 60:
-    d = doc()
-    snaps = d["snapshots"]
-    mem = [s["name"] for s in snaps.values() if s["memory"]]
-    under = {s["parent"] for s in snaps.values()} | {d["current"]}
-    deletable = [s["name"] for i, s in snaps.items()
-                 if s["name"] not in PROTECTED and i != d["current"]]
-    op = rng.choice(["rsnapshot"] * 4 + ["rrevert"] * 3 + (["rdelete"] * 2 if deletable else []))
-    if op == "rsnapshot" and len(snaps) > 9:
-        op = "rdelete" if deletable else "rrevert"
-    args = {"rsnapshot": lambda: ["snapshot", "create", B, new_name()],
-            "rrevert": lambda: ["snapshot", "revert", B, rng.choice(mem)],
-            "rdelete": lambda: ["snapshot", "delete", B, rng.choice(deletable or ["-"])]}[op]()
-    gone = None
-    if op == "rdelete":
-        gone = [i for i, s in snaps.items() if s["name"] == args[-1]][0]
-    before = set(snaps)
-    t0 = time.time()
-    p = start_op(args)
-    time.sleep(rng.uniform(0, 1.2 * took.get(op, 0.1)))
-    if p.poll() is None:
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        run_kills += 1
-        stats[op] = stats.get(op, 0) + 1
-    else:
-        p.wait()
-        done += 1
-        finished(p, op, args)
-        took[op] = 0.7 * took.get(op, 0.1) + 0.3 * (time.time() - t0)
-    out = run("check", "--repair", B).stdout
-    for line in out.splitlines():
-        if line.startswith("repaired: "):
-            key = "running: " + ("removed a leftover" if " removed " in line
-                                 else " ".join(line.split()[1:4]))
-            repairs[key] = repairs.get(key, 0) + 1
-    run("check", B)
-    verify(before, {gone} if gone else set(), f"{op} ({' '.join(args[:2])})")
-    if doc().get("resume") or subprocess.run([CAIRN, "info", B, "--json"], capture_output=True,
-                                             text=True).stdout.find('"running"') < 0:
-        sys.exit(f"FAIL: after killing {op} the VM is not running")
-run("stop", B)
-run("check", "--repair", B)
-run("check", B)
-kills += run_kills
-
 n = restore_all()
 names = sorted(s["name"] for s in doc()["snapshots"].values())
 print("usual run times (ms):", {k: round(v * 1000) for k, v in took.items()})
@@ -275,7 +224,6 @@ print("check --repair did:", repairs)
 print(f"kill campaign: {kills} kill points ({stats}), {done} operations finished first, "
       f"{iters} iterations in {time.time() - start:.0f}s; {len(names)} snapshots at the end, "
       f"{n} whole-machine snapshots restore; zero committed snapshots lost")
-print(f"of which {run_kills} with the VM running")
 print("operations that finished first and failed cleanly:",
       {op: len(m) for op, m in clean_failures.items()} or "none")
 for op, msgs in clean_failures.items():

@@ -1,6 +1,8 @@
-/* Unit tests for src/control: a real event loop in a thread, a few fake
- * commands, and clients over real Unix sockets. */
+/* Unit tests for src/control: a real event loop in a thread, the fake
+ * commands of tests/common/fake_control.h, and clients over real Unix
+ * sockets. */
 #include "control/control.h"
+#include "fake_control.h"
 #include "test.h"
 #include "util/err.h"
 #include "util/evloop.h"
@@ -19,17 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_PENDING 512
-
 static struct {
 	struct evloop *loop;
 	pthread_t thread;
-	struct control_server *srv;
 	char dir[64];
 	char path[128];
-	/* Deferred replies made by "slow"; touched in the loop thread only. */
-	struct control_pending *pending[MAX_PENDING];
-	int npending;
+	/* The back end; its deferred replies are touched in the loop thread only. */
+	struct fake_control fc;
 } fx;
 
 /* ---- running things in the loop thread ---- */
@@ -58,7 +56,7 @@ static void loop_sync(void (*fn)(void *), void *arg)
 
 static void get_npending(void *arg)
 {
-	*(int *)arg = fx.npending;
+	*(int *)arg = fx.fc.npending;
 }
 
 static int npending(void)
@@ -85,8 +83,7 @@ struct finish_args {
 static void finish_in_loop(void *arg)
 {
 	struct finish_args *a = arg;
-	control_pending_finish(fx.pending[a->index], a->result, a->reply);
-	fx.pending[a->index] = NULL;
+	fake_control_finish(&fx.fc, a->index, a->result, a->reply);
 }
 
 static void finish(int index, int result, json_t *reply)
@@ -95,126 +92,6 @@ static void finish(int index, int result, json_t *reply)
 	loop_sync(finish_in_loop, &a);
 	json_decref(reply);
 }
-
-/* ---- fake commands ---- */
-
-static int cmd_echo(void *opaque, json_t *req, json_t *reply)
-{
-	json_t *v = json_object_get(req, "value");
-	if (v)
-		json_object_set(reply, "value", v);
-	return 0;
-}
-
-static int cmd_fail(void *opaque, json_t *req, json_t *reply)
-{
-	json_object_set_new(reply, "partial", json_true()); /* must not show */
-	return err_set(ENOENT, "no such widget %s", "w1");
-}
-
-static int cmd_fail_plain(void *opaque, json_t *req, json_t *reply)
-{
-	return -EBUSY;
-}
-
-static int cmd_override(void *opaque, json_t *req, json_t *reply)
-{
-	json_object_set_new(reply, "ok", json_false());
-	json_object_set_new(reply, "id", json_string("forged"));
-	json_object_set_new(reply, "x", json_integer(1));
-	return 0;
-}
-
-static int cmd_slow(void *opaque, json_t *req, json_t *reply)
-{
-	struct control_pending *p = control_defer(reply);
-	if (!p)
-		return err_set(ENOMEM, "no handle");
-	/* A second handle for the same request is refused. */
-	if (control_defer(reply) != NULL)
-		return err_set(EINVAL, "second handle");
-	fx.pending[fx.npending++] = p;
-	return CONTROL_DEFERRED;
-}
-
-static int cmd_now(void *opaque, json_t *req, json_t *reply)
-{
-	struct control_pending *p = control_defer(reply);
-	if (!p)
-		return err_set(ENOMEM, "no handle");
-	json_t *r = json_pack("{s:s}", "when", "now");
-	control_pending_finish(p, 0, r);
-	json_decref(r);
-	return CONTROL_DEFERRED;
-}
-
-static int cmd_nohandle(void *opaque, json_t *req, json_t *reply)
-{
-	return CONTROL_DEFERRED;
-}
-
-static int cmd_wrong_handle(void *opaque, json_t *req, json_t *reply)
-{
-	json_t *other = json_object();
-	struct control_pending *p = control_defer(other);
-	json_decref(other);
-	json_object_set_new(reply, "handle", json_boolean(p != NULL));
-	return 0;
-}
-
-/* Defers, then changes its mind and answers at once. */
-static int cmd_undecided(void *opaque, json_t *req, json_t *reply)
-{
-	struct control_pending *p = control_defer(reply);
-	if (!p)
-		return err_set(ENOMEM, "no handle");
-	fx.pending[fx.npending++] = p;
-	json_object_set_new(reply, "answered", json_true());
-	return 0;
-}
-
-/* Finishes every outstanding deferred reply from inside a command, as a
- * "resume" might end a "pause" that waits. */
-static int cmd_release(void *opaque, json_t *req, json_t *reply)
-{
-	int n = 0;
-	for (int i = 0; i < fx.npending; i++) {
-		if (!fx.pending[i])
-			continue;
-		json_t *r = json_pack("{s:b}", "released", 1);
-		struct control_pending *p = fx.pending[i];
-		fx.pending[i] = NULL;
-		control_pending_finish(p, 0, r);
-		json_decref(r);
-		n++;
-	}
-	json_object_set_new(reply, "released", json_integer(n));
-	return 0;
-}
-
-static int cmd_close(void *opaque, json_t *req, json_t *reply)
-{
-	struct control_server **srv = opaque;
-	control_close(*srv);
-	*srv = NULL;
-	json_object_set_new(reply, "closed", json_true());
-	return 0;
-}
-
-static const struct control_cmd cmds[] = {
-    {"echo", cmd_echo, "reply with the request's \"value\""},
-    {"fail", cmd_fail, "fail with a message"},
-    {"fail_plain", cmd_fail_plain, NULL},
-    {"override", cmd_override, "try to forge the envelope"},
-    {"slow", cmd_slow, "reply later"},
-    {"now", cmd_now, "defer and finish at once"},
-    {"nohandle", cmd_nohandle, NULL},
-    {"wrong_handle", cmd_wrong_handle, NULL},
-    {"undecided", cmd_undecided, NULL},
-    {"release", cmd_release, NULL},
-    {"close", cmd_close, "close the server from inside a command"},
-};
-#define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
 /* ---- a test client ---- */
 
@@ -338,7 +215,8 @@ static void fixture_start(void)
 	CHECK(mkdtemp(fx.dir) != NULL);
 	snprintf(fx.path, sizeof(fx.path), "%s/control.sock", fx.dir);
 	CHECK_EQ(evloop_create(&fx.loop), 0);
-	int r = control_open(fx.loop, fx.path, cmds, NCMDS, &fx.srv, &fx.srv);
+	int r = control_open(fx.loop, fx.path, fake_control_cmds, fake_control_ncmds, &fx.fc,
+			     &fx.fc.srv);
 	if (r < 0)
 		fprintf(stderr, "control_open: %s\n", err_msg());
 	CHECK_EQ(r, 0);
@@ -349,14 +227,18 @@ static void fixture_stop(void)
 {
 	evloop_stop(fx.loop);
 	pthread_join(fx.thread, NULL);
-	control_close(fx.srv);
-	fx.srv = NULL;
+	control_close(fx.fc.srv);
+	fx.fc.srv = NULL;
 	struct stat st;
 	CHECK(stat(fx.path, &st) < 0 && errno == ENOENT);
 	/* Handles outstanding after close still finish safely. */
-	for (int i = 0; i < fx.npending; i++)
-		control_pending_finish(fx.pending[i], 0, NULL);
-	fx.npending = 0;
+	for (int i = 0; i < fx.fc.npending; i++)
+		if (fx.fc.pending[i])
+			fake_control_finish(&fx.fc, i, 0, NULL);
+	CHECK_EQ(fx.fc.live, 0);
+	if (fx.fc.broken)
+		fprintf(stderr, "the server broke a rule: %s\n", fx.fc.broken);
+	CHECK(fx.fc.broken == NULL);
 	evloop_destroy(fx.loop);
 	rmdir(fx.dir);
 }
@@ -418,12 +300,13 @@ static void test_help(void)
 	json_t *j = reply ? json_loads(reply, 0, NULL) : NULL;
 	CHECK(json_is_true(json_object_get(j, "ok")));
 	json_t *list = json_object_get(j, "commands");
-	CHECK_EQ(json_array_size(list), NCMDS + 1);
+	CHECK_EQ(json_array_size(list), fake_control_ncmds + 1);
 	CHECK(strcmp(json_string_value(json_object_get(json_array_get(list, 0), "name")), "help") ==
 	      0);
 	json_t *echo = json_array_get(list, 1);
 	CHECK(strcmp(json_string_value(json_object_get(echo, "name")), "echo") == 0);
-	CHECK(strcmp(json_string_value(json_object_get(echo, "help")), cmds[0].help) == 0);
+	CHECK(strcmp(json_string_value(json_object_get(echo, "help")), fake_control_cmds[0].help) ==
+	      0);
 	CHECK(json_object_get(json_array_get(list, 3), "help") == NULL); /* fail_plain */
 	json_decref(j);
 	free(reply);
@@ -880,7 +763,7 @@ static void test_full_and_idle(void)
 		close(fds[i]);
 	}
 
-	CHECK_EQ(control_set_idle_timeout(fx.srv, 200), 0);
+	CHECK_EQ(control_set_idle_timeout(fx.fc.srv, 200), 0);
 	int quiet = cl_connect(fx.path), waiting = cl_connect(fx.path);
 	cl_send(quiet, "{\"cmd\":\"ec"); /* never finished */
 	base = npending();
@@ -897,7 +780,7 @@ static void test_full_and_idle(void)
 	EXPECT_LINE(waiting, "{\"ok\":true}");
 	close(quiet);
 	close(waiting);
-	CHECK_EQ(control_set_idle_timeout(fx.srv, CONTROL_IDLE_MS), 0);
+	CHECK_EQ(control_set_idle_timeout(fx.fc.srv, CONTROL_IDLE_MS), 0);
 }
 
 static void test_open_errors(void)
@@ -910,7 +793,8 @@ static void test_open_errors(void)
 	CHECK_EQ(st.st_mode & 0777, 0600);
 
 	/* A live server is not replaced. */
-	CHECK_EQ(control_open(fx.loop, fx.path, cmds, NCMDS, NULL, &s2), -EADDRINUSE);
+	CHECK_EQ(control_open(fx.loop, fx.path, fake_control_cmds, fake_control_ncmds, NULL, &s2),
+		 -EADDRINUSE);
 	CHECK(s2 == NULL);
 	CHECK(strstr(err_msg(), "already in use") && strstr(err_msg(), fx.path));
 	EXPECT_REPLY("{\"cmd\":\"echo\"}", "{\"ok\":true}");
@@ -921,16 +805,18 @@ static void test_open_errors(void)
 	FILE *f = fopen(path, "w");
 	fputs("keep me", f);
 	fclose(f);
-	CHECK_EQ(control_open(fx.loop, path, cmds, NCMDS, NULL, &s2), -EEXIST);
+	CHECK_EQ(control_open(fx.loop, path, fake_control_cmds, fake_control_ncmds, NULL, &s2),
+		 -EEXIST);
 	CHECK(strstr(err_msg(), path) != NULL);
 	CHECK_EQ(stat(path, &st), 0);
 	CHECK_EQ(st.st_size, 7);
 	unlink(path);
 
 	/* Bad tables. */
-	struct control_cmd bad[] = {{"help", cmd_echo, NULL}};
+	struct control_cmd bad[] = {{"help", fake_control_cmds[0].fn, NULL}};
 	CHECK_EQ(control_open(fx.loop, path, bad, 1, NULL, &s2), -EINVAL);
-	struct control_cmd dup[] = {{"a", cmd_echo, NULL}, {"a", cmd_echo, NULL}};
+	struct control_cmd dup[] = {{"a", fake_control_cmds[0].fn, NULL},
+				    {"a", fake_control_cmds[0].fn, NULL}};
 	CHECK_EQ(control_open(fx.loop, path, dup, 2, NULL, &s2), -EINVAL);
 	struct control_cmd nofn[] = {{"a", NULL, NULL}};
 	CHECK_EQ(control_open(fx.loop, path, nofn, 1, NULL, &s2), -EINVAL);
@@ -938,8 +824,11 @@ static void test_open_errors(void)
 	char longpath[200];
 	memset(longpath, 'a', sizeof(longpath) - 1);
 	longpath[sizeof(longpath) - 1] = 0;
-	CHECK_EQ(control_open(fx.loop, longpath, cmds, NCMDS, NULL, &s2), -ENAMETOOLONG);
-	CHECK_EQ(control_open(fx.loop, "/nonexistent-dir/x.sock", cmds, NCMDS, NULL, &s2), -ENOENT);
+	CHECK_EQ(control_open(fx.loop, longpath, fake_control_cmds, fake_control_ncmds, NULL, &s2),
+		 -ENAMETOOLONG);
+	CHECK_EQ(control_open(fx.loop, "/nonexistent-dir/x.sock", fake_control_cmds,
+			      fake_control_ncmds, NULL, &s2),
+		 -ENOENT);
 	CHECK(strstr(err_msg(), "/nonexistent-dir/x.sock") != NULL);
 }
 
@@ -957,8 +846,12 @@ static void test_stale_and_close_inside(void)
 
 	struct evloop *loop;
 	CHECK_EQ(evloop_create(&loop), 0);
-	struct control_server *srv = NULL;
-	CHECK_EQ(control_open(loop, path, cmds, NCMDS, &srv, &srv), 0);
+	/* The same back end, whose "close" closes this server for now. */
+	struct control_server *first = fx.fc.srv;
+	fx.fc.srv = NULL;
+	fx.fc.closed = false;
+	CHECK_EQ(
+	    control_open(loop, path, fake_control_cmds, fake_control_ncmds, &fx.fc, &fx.fc.srv), 0);
 	struct evloop *saved = fx.loop;
 	pthread_t saved_thread = fx.thread;
 	fx.loop = loop;
@@ -985,7 +878,8 @@ static void test_stale_and_close_inside(void)
 	CHECK(cl_eof(c, 3000));
 	struct stat st;
 	CHECK(stat(path, &st) < 0 && errno == ENOENT);
-	CHECK(srv == NULL);
+	CHECK(fx.fc.srv == NULL && fx.fc.closed);
+	fx.fc.srv = first;
 	close(a);
 	close(b);
 	close(c);
@@ -1002,7 +896,7 @@ int main(void)
 {
 	log_set_level(LOG_ERROR); /* the refusals tested here warn */
 	fixture_start();
-	if (!fx.srv)
+	if (!fx.fc.srv)
 		TEST_DONE();
 	test_replies();
 	test_bad_requests();

@@ -64,6 +64,13 @@ static void mutate(uint8_t *ram, uint64_t *changed, uint64_t seed)
 				ram[pg * PAGE + rnd(&s) % PAGE] = (uint8_t)(rnd(&s) | 1);
 		changed[pg / 64] |= (uint64_t)1 << (pg % 64);
 	}
+	/* a run long enough to be mapped, not read in (mem_chain_map) */
+	uint64_t at = 2 * CHUNK / PAGE + (seed % 5) * 7;
+	for (uint64_t pg = at; pg < at + 40; pg++) {
+		memset(ram + pg * PAGE, (int)(seed & 0x3f) + 7, PAGE);
+		ram[pg * PAGE + seed % PAGE] = (uint8_t)pg;
+		changed[pg / 64] |= (uint64_t)1 << (pg % 64);
+	}
 	/* a run of pages across a chunk boundary */
 	for (uint64_t pg = CHUNK / PAGE - 2; pg < CHUNK / PAGE + 3; pg++) {
 		memset(ram + pg * PAGE, (int)(seed & 0x7f) + 1, PAGE);

@@ -64,7 +64,9 @@ static void scribble_stop(pthread_t t)
 
 /* WINDOW: the scribbler also writes between ram_cow_open and the pause.
  * False when userfaultfd cannot do it here (the test is then skipped). */
-static bool one_save(const char *name, bool touch_all, bool window)
+/* LAYER: the save is a memory layer of the odd chunks' pages; the even
+ * chunks are skipped (ram_cow_skip) right after the pause. */
+static bool one_save(const char *name, bool touch_all, bool window, bool layer)
 {
 	size = 24 * CHUNK + 3 * PAGE; /* a partial last chunk */
 	void *m = mmap(NULL, size + CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -108,12 +110,23 @@ static bool one_save(const char *name, bool touch_all, bool window)
 		CHECK(again > 0);
 	else
 		CHECK_EQ(again, 0);
+	uint64_t nchunks = (size + CHUNK - 1) / CHUNK, words = (size / PAGE + 63) / 64;
+	uint64_t *changed = calloc(words, 8);
+	for (uint64_t pg = 0; pg < size / PAGE; pg++)
+		if ((pg * PAGE / CHUNK) % 2)
+			changed[pg / 64] |= (uint64_t)1 << (pg % 64);
+	for (uint64_t c = 0; layer && c < nchunks; c += 2)
+		CHECK_EQ(ram_cow_skip(w, c, 1), 0);
 	pthread_t t = scribble_start();
 	char path[300];
 	snprintf(path, sizeof(path), "%s/%s.img", dir, name);
 	struct mem_image_info info;
-	CHECK_EQ(mem_image_save_from(path, ram_cow_source(w), size, slow_progress, NULL, &info), 0);
+	struct mem_image_layer_spec spec = {changed, {{1}}, "../parent/memory.img", 0};
+	CHECK_EQ(mem_image_save_as(path, ram_cow_source(w), size, layer ? &spec : NULL, NULL,
+				   slow_progress, NULL, &info),
+		 0);
 	scribble_stop(t);
+	free(changed);
 	uint64_t copied = ram_cow_copied(w);
 	ram_cow_close(w);
 	fprintf(stderr, "%s: %llu writes during the save, %llu chunks copied first\n", name,
@@ -121,10 +134,21 @@ static bool one_save(const char *name, bool touch_all, bool window)
 	CHECK(copied > 0); /* the scribbler did get ahead of the writer */
 
 	uint8_t *back = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK_EQ(mem_image_load(path, back, size), 0);
+	if (layer) { /* the layer's chunks alone */
+		struct mem_layer *l;
+		uint8_t *buf = malloc(CHUNK);
+		CHECK_EQ(mem_layer_open(path, size, &l), 0);
+		for (uint64_t c = 1; c < nchunks; c += 2)
+			CHECK_EQ(mem_layer_load_chunk(l, back, c, buf), 0);
+		mem_layer_close(l);
+		free(buf);
+	} else {
+		CHECK_EQ(mem_image_load(path, back, size), 0);
+	}
 	uint64_t bad = 0;
 	for (uint64_t off = 0; off < size; off += PAGE)
-		bad += memcmp(back + off, before + off, PAGE) != 0;
+		if (!layer || (off / CHUNK) % 2)
+			bad += memcmp(back + off, before + off, PAGE) != 0;
 	if (bad)
 		fprintf(stderr, "%s: %llu pages differ from RAM at the protect\n", name,
 			(unsigned long long)bad);
@@ -143,7 +167,8 @@ int main(void)
 		perror("mkdtemp");
 		return 1;
 	}
-	bool ran = one_save("dense", true, true) && one_save("sparse", false, false);
+	bool ran = one_save("dense", true, true, false) && one_save("sparse", false, false, false) &&
+		   one_save("layer", true, true, true);
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)

@@ -65,7 +65,7 @@ static void test_names(void)
 		char tail[80];
 		snprintf(tail, sizeof(tail), "-%s.qcow2", snap + strlen("/b/snapshots/"));
 		CHECK(!strcmp(name + strlen(name) - strlen(tail), tail));
-		CHECK(!strncmp(name, "disk0-1a2b0000", 14));
+		CHECK(!strncmp(name, "disk0-", 6));
 		CHECK(strcmp(layer, prev));
 		CHECK_EQ(snapdir_overlay_path(prev, snap, a, sizeof(a)), 0);
 		CHECK(!strcmp(a, layer));
@@ -83,13 +83,19 @@ static void test_names(void)
 	CHECK(strcmp(a, b) && strlen(a) == 2 + 128 + 3 + 6);
 }
 
+static bool is_path(const char *path, void *opaque)
+{
+	return !strcmp(path, opaque);
+}
+
 static void test_find_restore_overlay(void)
 {
 	char dir[256], layer[512], p[PATH_MAX], found[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s/disks", base);
 	CHECK_EQ(mkdir(dir, 0755), 0);
 	snprintf(layer, sizeof(layer), "%s/disk0.qcow2", dir);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), -ENOENT);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 -ENOENT);
 	/* look-alikes that are not restore overlays of disk0 */
 	const char *others[] = {"disk0-s1.qcow2",	  "disk0-r1234567.qcow2",
 				"disk0-r123456789.qcow2", "disk0-rXYZ45678.qcow2",
@@ -98,11 +104,13 @@ static void test_find_restore_overlay(void)
 		snprintf(p, sizeof(p), "%s/%s", dir, others[i]);
 		touch(p, 0);
 	}
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), -ENOENT);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 -ENOENT);
 	char old[PATH_MAX], new[PATH_MAX];
 	CHECK_EQ(snapdir_restore_overlay_path(layer, dir, old, sizeof(old)), 0);
 	touch(old, 0);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 0);
 	CHECK(!strcmp(found, old));
 	/* a second one, newer: that is the one an interrupted restore made */
 	do
@@ -110,8 +118,61 @@ static void test_find_restore_overlay(void)
 	while (!strcmp(new, old));
 	usleep(20000);
 	touch(new, 0);
-	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, found, sizeof(found)), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found, sizeof(found)),
+		 0);
 	CHECK(!strcmp(found, new));
+	/* one the caller knows as another's (an earlier restore's overlay,
+	 * now a snapshot's layer) is passed over, even when it is newest */
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, is_path, new, found, sizeof(found)),
+		 0);
+	CHECK(!strcmp(found, old));
+	/* and so is one older than the operation: none is left */
+	struct stat st;
+	CHECK_EQ(stat(new, &st), 0);
+	CHECK_EQ(snapdir_find_restore_overlay(layer, dir, &st.st_mtim, is_path, new, found,
+					      sizeof(found)),
+		 -ENOENT);
+	CHECK_EQ(
+	    snapdir_find_restore_overlay(layer, dir, &st.st_mtim, NULL, NULL, found, sizeof(found)),
+	    0);
+	CHECK(!strcmp(found, new));
+}
+
+/* A VM that snapshots and reverts for long: every overlay is named after
+ * its layer plus a suffix, and the names must not grow without end (a
+ * file name has at most 255 bytes).  The suffixes cairn added are dropped
+ * past a length; a restore overlay is still found under its layer. */
+static void test_long_lineage(void)
+{
+	char dir[256], layer[PATH_MAX], next[PATH_MAX], snap[PATH_MAX], found[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/lineage", base);
+	CHECK_EQ(mkdir(dir, 0755), 0);
+	snprintf(layer, sizeof(layer), "%s/l0123abcd.qcow2", dir);
+	size_t longest = 0;
+	for (int gen = 0; gen < 100; gen++) {
+		if (gen % 3 == 2) {
+			CHECK_EQ(snapdir_restore_overlay_path(layer, dir, next, sizeof(next)), 0);
+			touch(next, 0);
+			CHECK_EQ(snapdir_find_restore_overlay(layer, dir, NULL, NULL, NULL, found,
+							      sizeof(found)),
+				 0);
+			CHECK(!strcmp(found, next));
+		} else {
+			snprintf(snap, sizeof(snap), "%s/snapshots/%08x", base, 0x10000 + gen);
+			CHECK_EQ(snapdir_overlay_path(layer, snap, next, sizeof(next)), 0);
+		}
+		const char *name = strrchr(next, '/') + 1;
+		if (strlen(name) > longest)
+			longest = strlen(name);
+		CHECK(!strncmp(name, "l0123abcd-", 10));
+		snprintf(layer, sizeof(layer), "%s", next);
+	}
+	CHECK(longest < 128);
+	/* names that are not cairn's own keep their length */
+	char lng[PATH_MAX];
+	snprintf(lng, sizeof(lng), "%s/%0120d.qcow2", dir, 7);
+	CHECK_EQ(snapdir_overlay_path(lng, "/s/abcdef01", next, sizeof(next)), 0);
+	CHECK(strlen(strrchr(next, '/') + 1) == 120 + 9 + 6);
 }
 
 static void test_txn(void)
@@ -196,6 +257,7 @@ int main(void)
 	}
 	test_names();
 	test_find_restore_overlay();
+	test_long_lineage();
 	test_txn();
 	char cmd[PATH_MAX + 16];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", base);

@@ -5,6 +5,7 @@
 #include "arch/x86/vcpu_state.h"
 #include "snapshot/state_buf.h"
 #include "test.h"
+#include "util/err.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,9 @@ static void test_vm_record(void)
 {
 	static struct x86_vm_state st, back;
 	fill(&st, sizeof(st), 1);
+	st.pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+	st.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+	st.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
 	struct state_buf sb;
 	state_buf_init_save(&sb, "VM");
 	CHECK_EQ(x86_vm_state_fields(&st, &sb), 0);
@@ -42,6 +46,18 @@ static void test_vm_record(void)
 	state_buf_init_restore(&rb, longer, sb.off + 1, "VM");
 	CHECK(x86_vm_state_fields(&back, &rb) < 0);
 	free(longer);
+
+	/* KVM_SET_IRQCHIP sets the chip a record names: a record whose chips
+	 * are out of place would load one chip's state into another. */
+	struct x86_vm_state swapped = st;
+	swapped.pic_master.chip_id = KVM_IRQCHIP_IOAPIC;
+	swapped.ioapic.chip_id = KVM_IRQCHIP_PIC_MASTER;
+	state_buf_release(&sb);
+	state_buf_init_save(&sb, "VM");
+	CHECK_EQ(x86_vm_state_fields(&swapped, &sb), 0);
+	state_buf_init_restore(&rb, sb.p, sb.off, "VM");
+	CHECK(x86_vm_state_fields(&back, &rb) < 0);
+	CHECK(strstr(err_msg(), "VM: irqchip states out of place") != NULL);
 	state_buf_release(&sb);
 }
 
@@ -102,6 +118,29 @@ static void test_vcpu_record(void)
 	memcpy(want + n - 8, &too_many, 4);
 	state_buf_init_restore(&rb, want, n, "vCPU 0");
 	CHECK(x86_vcpu_state_fields(&back, &rb) < 0);
+
+	/* KVM_SET_XSAVE reads at least a struct kvm_xsave, more on hosts with
+	 * a larger XSAVE area: a record's XSAVE area is never shorter than
+	 * that (nothing but the record may fill the rest), and the rest of
+	 * the buffer is zero whatever it held. */
+	back = st;
+	back.xsave_size = 1024;
+	n = vcpu_v1(&back, want);
+	memset(&back, 0xa5, sizeof(back));
+	state_buf_init_restore(&rb, want, n, "vCPU 0");
+	CHECK(x86_vcpu_state_fields(&back, &rb) < 0);
+	CHECK(strstr(err_msg(), "vCPU 0: impossible sizes") != NULL);
+	back = st;
+	back.xsave_size = 8192;
+	n = vcpu_v1(&back, want);
+	memset(&back, 0xa5, sizeof(back));
+	state_buf_init_restore(&rb, want, n, "vCPU 0");
+	CHECK_EQ(x86_vcpu_state_fields(&back, &rb), 0);
+	CHECK(memcmp(back.xsave, st.xsave, 8192) == 0);
+	size_t nonzero = 0;
+	for (size_t i = 8192; i < sizeof(back.xsave); i++)
+		nonzero += back.xsave[i] != 0;
+	CHECK_EQ(nonzero, 0);
 }
 
 int main(void)
