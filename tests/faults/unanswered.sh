@@ -9,6 +9,8 @@
 . "$SRCDIR/tests/integration/manager/lib_mgr.sh"
 need_kvm; need_testos
 SHIM=${SHIM:?the fault shim}
+# a sanitizer runtime the binary links must come first (as campaign.py does)
+PRE=$(ldd "$CAIRN" | grep -oE '/[^ ]*lib(asan|ubsan)\.so[.0-9]*' | tr '\n' ':')$SHIM
 C=$CAIRN
 B=$TMP/vm
 
@@ -18,7 +20,7 @@ con vm "diskfill 300 1" "seed=1 ok"
 "$C" snapshot create "$B" m1 >/dev/null || fail m1
 con vm "diskfill 300 2" "seed=2 ok"
 # the revert: the VM moves onto a restore overlay, the record of it fails
-CAIRN_FAULT="path=$B/vm.json.tmp,op=rename,nth=2,errno=EIO" LD_PRELOAD=$SHIM \
+CAIRN_FAULT="path=$B/vm.json.tmp,op=rename,nth=2,errno=EIO" LD_PRELOAD=$PRE \
   "$C" snapshot revert "$B" m1 2>"$TMP/err" && fail "the revert's record should have failed"
 grep -q "stays recorded as pending" "$TMP/err" || fail "the revert's message: $(cat "$TMP/err")"
 grep -q '"pending"' "$B/vm.json" || fail "no pending revert"
