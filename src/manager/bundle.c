@@ -180,7 +180,14 @@ int bundle_open(const char *path, bool write, const char *cmd, struct bundle **o
 	b->lock_fd = -1;
 	b->dir = strdup(real);
 	int r = 0;
-	if (write)
+	char vj[PATH_MAX], lk[PATH_MAX];
+	/* no lock file is made in a directory that is no bundle (nor what an
+	 * interrupted create or destroy left: a lock without vm.json) */
+	if (write && path_join(vj, sizeof(vj), b->dir, "vm.json") == 0 &&
+	    path_join(lk, sizeof(lk), b->dir, "lock") == 0 && access(vj, F_OK) < 0 &&
+	    access(lk, F_OK) < 0)
+		r = err_set(ENOENT, "%s: not a VM bundle (no vm.json)", b->dir);
+	if (write && r == 0)
 		r = bundle_lock(b->dir, cmd, &b->lock_fd);
 	if (r == 0)
 		r = bundle_load(b);

@@ -151,18 +151,21 @@ static void check_layer(struct check_ctx *c, const char *what, const char *path,
 		/* a repair writes the layer: not while a VM reads it (its lock
 		 * refuses), and past its frozen mark, which stays */
 		struct mgr_frozen f;
-		if (c->repair)
-			mgr_layer_thaw(path, &f);
-		bool fixed = c->repair &&
-			     qcow2_check(path, QCOW2_CHECK_REPAIR_LEAKS, &res, NULL) == 0 && !res.leaks;
-		if (c->repair)
+		unsigned long long leaks = res.leaks;
+		err_clear();
+		bool tried = c->repair && mgr_layer_thaw(path, &f) == 0;
+		bool fixed = tried &&
+			     qcow2_check(path, QCOW2_CHECK_REPAIR_LEAKS, &res, NULL) == 0 &&
+			     !res.leaks;
+		if (tried)
 			mgr_layer_refreeze(path, &f);
-		if (fixed) {
+		if (fixed)
 			repaired(c, "%s: %s: leaked clusters freed", what, path);
-		} else {
-			problem(c, "%s: %s: %llu leaked clusters", what, path,
-				(unsigned long long)res.leaks);
-		}
+		else if (c->repair)
+			problem(c, "%s: %s: %llu leaked clusters not freed: %s", what, path, leaks,
+				err_msg()[0] ? err_msg() : "some remain");
+		else
+			problem(c, "%s: %s: %llu leaked clusters", what, path, leaks);
 	}
 }
 
@@ -310,6 +313,8 @@ static void check_leftovers(struct check_ctx *c, const char *sub)
 		problem(c, "%s: left over by an interrupted operation", p);
 		if (c->repair && mgr_rm_rf(p) == 0)
 			repaired(c, "removed %s", p);
+		else if (c->repair)
+			problem(c, "%s", err_msg());
 	}
 	closedir(d);
 	if (c->repair)
@@ -320,9 +325,9 @@ int mgr_check(const char *name, bool repair, const struct mgr_progress *pr, json
 {
 	struct bundle *b;
 	int r = bundle_open(name, repair, repair ? "cairn check --repair" : "cairn check", &b);
-	char real[PATH_MAX], lockp[PATH_MAX];
+	char real[PATH_MAX];
 	if (r == -ENOENT && realpath(name, real)) {
-		if (path_join(lockp, sizeof(lockp), real, "lock") < 0 || access(lockp, F_OK) < 0)
+		if (!mgr_bundle_remains(real, false))
 			return r;
 		json_object_set_new(
 		    report, "problems",
@@ -332,7 +337,8 @@ int mgr_check(const char *name, bool repair, const struct mgr_progress *pr, json
 				       "%s: an interrupted create or destroy; 'cairn check "
 				       "--repair' (or 'cairn destroy') removes it",
 				       real);
-		mgr_rm_rf(real);
+		if ((r = mgr_remove_bundle(real)) < 0)
+			return r;
 		json_object_set_new(report, "repaired", json_pack("[s]", "removed the bundle"));
 		return 0;
 	}
@@ -350,8 +356,10 @@ int mgr_check(const char *name, bool repair, const struct mgr_progress *pr, json
 	if (r == 0) {
 		check_tree(&c);
 		check_clones(&c);
+		bool known = true;
 		if (c.running) {
-			/* never take what the VM writes to, whatever vm.json says */
+			/* never take what the VM writes to, whatever vm.json says;
+			 * a VM that does not say is not guessed at: nothing goes */
 			struct bundle_layers now;
 			if (mgr_running_disks(b, &now) == 0) {
 				for (int i = 0; i < now.n; i++)
@@ -362,9 +370,13 @@ int mgr_check(const char *name, bool repair, const struct mgr_progress *pr, json
 						now.n ? now.path[0] : "(null)",
 						b->active.n ? b->active.path[0] : "(null)");
 				bundle_layers_free(&now);
+			} else {
+				known = false;
+				problem(&c, "cannot ask the running VM where it writes: %s",
+					err_msg());
 			}
 		}
-		if (!b->pending) {
+		if (!b->pending && known) {
 			check_leftovers(&c, "disks");
 			check_leftovers(&c, "snapshots");
 		}

@@ -48,6 +48,21 @@ static int clone_model(const struct bundle *b, const struct bundle_snapshot *s, 
 	return bundle_layers_copy(&n->origin->layers, &s->layers);
 }
 
+/* A linked clone that failed: its entry in the origin goes again (best
+ * effort: a stale entry is dropped by check --repair). */
+static void unregister_failed(struct bundle *b, const char *ndir)
+{
+	struct err_saved e;
+	err_save(&e);
+	for (size_t i = 0; i < b->nclones; i++)
+		if (mgr_streq(b->clones[i].path, ndir)) {
+			bundle_clone_remove(b, i);
+			bundle_save(b);
+			break;
+		}
+	err_restore(&e);
+}
+
 int mgr_clone(const char *name, const char *snap, const char *newname, bool full,
 	      const struct mgr_progress *pr, json_t *report)
 {
@@ -58,6 +73,7 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 	if (r < 0)
 		return r;
 	char ndir[PATH_MAX];
+	bool registered = false;
 	/* a linked clone is registered in the origin first, so that no delete
 	 * can ever miss it; a stale entry (clone never finished) is dropped by
 	 * check --repair */
@@ -70,6 +86,7 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 		free(cwdabs);
 		if ((r = bundle_clone_add(b, ndir, s->id)) < 0 || (r = bundle_save(b)) < 0)
 			goto out;
+		registered = true;
 	}
 	if (full) {
 		uint64_t need = 0;
@@ -85,10 +102,8 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 			goto out;
 	}
 	char real[PATH_MAX];
-	if ((r = mgr_make_dirs(newname, real, sizeof(real))) < 0)
-		goto out;
 	int lock = -1;
-	if ((r = bundle_lock(real, "cairn clone", &lock)) < 0)
+	if ((r = mgr_make_dirs(newname, "cairn clone", real, sizeof(real), &lock)) < 0)
 		goto out;
 	struct bundle n = {.dir = real, .lock_fd = lock};
 	struct bundle_layers act = {0};
@@ -122,8 +137,13 @@ int mgr_clone(const char *name, const char *snap, const char *newname, bool full
 	bundle_clear(&n);
 	if (n.dir != real)
 		free(n.dir);
-	close(lock);
+	if (r < 0) /* a clone that failed leaves nothing */
+		mgr_remove_new_bundle(real, &lock);
+	if (lock >= 0)
+		close(lock);
 out:
+	if (r < 0 && !full && registered)
+		unregister_failed(b, ndir);
 	bundle_close(b);
 	return r;
 }

@@ -56,31 +56,46 @@ bool mgr_own_layer(const struct bundle *b, const char *path)
 
 void mgr_unlink_own(const struct bundle *b, const char *path)
 {
+	/* best effort, often after a failure whose message stays: a layer
+	 * left behind is a leftover that check --repair removes */
+	struct err_saved e;
+	err_save(&e);
 	if (path && mgr_own_layer(b, path) && unlink(path) == 0)
 		file_fsync_parent(path);
+	err_restore(&e);
 }
 
 int mgr_rm_rf(const char *path)
 {
 	struct stat st;
 	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (S_ISDIR(st.st_mode)) {
-		DIR *d = opendir(path);
-		if (!d)
-			return -errno;
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-				continue;
-			char sub[PATH_MAX];
-			if (path_join(sub, sizeof(sub), path, de->d_name) == 0)
-				mgr_rm_rf(sub);
+		return errno == ENOENT ? 0 : err_set(errno, "%s: cannot remove", path);
+	if (!S_ISDIR(st.st_mode))
+		return unlink(path) < 0 ? err_set(errno, "%s: cannot remove", path) : 0;
+	DIR *d = opendir(path);
+	if (!d)
+		return err_set(errno, "%s: cannot remove", path);
+	int r = 0;
+	struct err_saved first;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char sub[PATH_MAX];
+		int e = path_join(sub, sizeof(sub), path, de->d_name);
+		if (e == 0)
+			e = mgr_rm_rf(sub);
+		if (e < 0 && r == 0) { /* the first failure is the one said */
+			r = e;
+			err_save(&first);
 		}
-		closedir(d);
-		return rmdir(path) < 0 ? -errno : 0;
 	}
-	return unlink(path) < 0 ? -errno : 0;
+	closedir(d);
+	if (r < 0) {
+		err_restore(&first);
+		return r;
+	}
+	return rmdir(path) < 0 ? err_set(errno, "%s: cannot remove", path) : 0;
 }
 
 int mgr_layer_stored_backing(const char *path, char **name, char **fmt)
@@ -184,21 +199,33 @@ void mgr_set_frozen(const struct bundle_layers *layers, const char *snapdir)
 	}
 }
 
-void mgr_layer_thaw(const char *path, struct mgr_frozen *f)
+int mgr_layer_thaw(const char *path, struct mgr_frozen *f)
 {
 	struct stat st;
 	f->mode = stat(path, &st) == 0 ? st.st_mode & 07777 : 0644;
 	f->marked = image_frozen_read(path, f->mark, sizeof(f->mark));
-	chmod(path, 0644);
-	if (f->marked && image_frozen_clear(path) < 0)
-		err_clear(); /* the write that follows will say so */
+	if (chmod(path, 0644) < 0)
+		return err_set(errno, "%s: making the frozen layer writable", path);
+	int r = f->marked ? image_frozen_clear(path) : 0;
+	if (r < 0) {
+		/* said as it is: the write that follows would only say "frozen" */
+		struct err_saved e;
+		err_save(&e);
+		chmod(path, f->mode);
+		err_restore(&e);
+	}
+	return r;
 }
 
 void mgr_layer_refreeze(const char *path, const struct mgr_frozen *f)
 {
-	chmod(path, f->mode);
+	struct err_saved e; /* best effort after a merge that may have failed */
+	err_save(&e);
+	if (chmod(path, f->mode) < 0)
+		log_warn("%s: %s (its mode stays 0644)", path, strerror(errno));
 	if (f->marked && image_frozen_mark(path, f->mark) < 0)
 		log_warn("%s", err_msg());
+	err_restore(&e);
 }
 
 void mgr_unlink_layers(const struct bundle *b, const struct bundle_layers *layers)
@@ -236,6 +263,20 @@ int mgr_open_write_snap(const char *name, const char *cmd, const char *snap, str
 		return -ENOENT;
 	}
 	return 0;
+}
+
+int mgr_pending_failed(const struct bundle *b, int r, const char *msg, int settle, const char *op)
+{
+	char why[ERR_MSG_MAX];
+	snprintf(why, sizeof(why), "%s", err_msg());
+	if (r < 0)
+		return err_set(r,
+			       "%s; then %s; the %s stays recorded as pending: 'cairn check "
+			       "--repair %s' settles it",
+			       msg, why, op, b->dir);
+	return err_set(settle,
+		       "%s; the %s stays recorded as pending: 'cairn check --repair %s' settles it",
+		       why, op, b->dir);
 }
 
 int mgr_ctl_request(const struct bundle *b, json_t *req, json_t **reply)
@@ -284,23 +325,105 @@ bool mgr_valid_name(const char *n)
 	return true;
 }
 
-int mgr_make_dirs(const char *name, char *real, size_t len)
+int mgr_make_dirs(const char *name, const char *cmd, char *real, size_t len, int *lock)
 {
 	if (mkdir(name, 0755) < 0)
 		return err_set(errno, "%s: cannot create the bundle directory%s", name,
 			       errno == EEXIST ? " (it exists; 'cairn destroy' removes a bundle)"
 					       : "");
-	if (!realpath(name, real))
-		return err_set(errno, "%s", name);
+	if (!realpath(name, real)) {
+		int r = err_set(errno, "%s", name);
+		rmdir(name);
+		return r;
+	}
+	/* the lock first: a directory with a lock and no vm.json is an
+	 * interrupted create, which check --repair and destroy remove */
 	char p[PATH_MAX];
-	snprintf(p, sizeof(p), "%s/disks", real);
-	if (mkdir(p, 0755) < 0)
-		return err_set(errno, "%s", p);
-	snprintf(p, sizeof(p), "%s/snapshots", real);
-	if (mkdir(p, 0755) < 0)
-		return err_set(errno, "%s", p);
+	int r = bundle_lock(real, cmd, lock);
+	if (r == 0 && (r = path_join(p, sizeof(p), real, "disks")) == 0 && mkdir(p, 0755) < 0)
+		r = err_set(errno, "%s", p);
+	if (r == 0 && (r = path_join(p, sizeof(p), real, "snapshots")) == 0 && mkdir(p, 0755) < 0)
+		r = err_set(errno, "%s", p);
+	if (r == 0)
+		r = file_fsync_parent(p);
+	if (r < 0)
+		mgr_remove_new_bundle(real, lock);
 	(void)len;
-	return file_fsync_parent(p);
+	return r;
+}
+
+bool mgr_bundle_remains(const char *dir, bool empty_ok)
+{
+	/* only names a bundle has: never a directory of somebody else's */
+	static const char *const names[] = {"lock",	  "run.lock",	 "vm.json.tmp",
+					    "disks",	  "snapshots",	 "console.log",
+					    "console.in", "control.sock"};
+	DIR *d = opendir(dir);
+	if (!d)
+		return false;
+	bool lock = false, other = false;
+	struct dirent *de;
+	while (!other && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		size_t i = 0;
+		while (i < sizeof(names) / sizeof(names[0]) && strcmp(de->d_name, names[i]))
+			i++;
+		other = i == sizeof(names) / sizeof(names[0]);
+		lock |= i == 0;
+	}
+	closedir(d);
+	if (other)
+		return false;
+	return lock || empty_ok;
+}
+
+int mgr_remove_bundle(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : err_set(errno, "%s: cannot remove", dir);
+	int r = 0;
+	struct err_saved first;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    !strcmp(de->d_name, "lock"))
+			continue;
+		char sub[PATH_MAX];
+		int e = path_join(sub, sizeof(sub), dir, de->d_name);
+		if (e == 0)
+			e = mgr_rm_rf(sub);
+		if (e < 0 && r == 0) {
+			r = e;
+			err_save(&first);
+		}
+	}
+	closedir(d);
+	if (r < 0) {
+		err_restore(&first);
+		return r;
+	}
+	/* the lock last: whatever is left, it says what the directory was */
+	char p[PATH_MAX];
+	if ((r = path_join(p, sizeof(p), dir, "lock")) < 0)
+		return r;
+	if (unlink(p) < 0 && errno != ENOENT)
+		return err_set(errno, "%s: cannot remove", p);
+	return rmdir(dir) < 0 ? err_set(errno, "%s: cannot remove", dir) : 0;
+}
+
+void mgr_remove_new_bundle(const char *dir, int *lock)
+{
+	struct err_saved e;
+	err_save(&e);
+	if (mgr_remove_bundle(dir) < 0)
+		log_warn("%s (a failed create or clone; 'cairn destroy' removes the rest)",
+			 err_msg());
+	if (*lock >= 0)
+		close(*lock);
+	*lock = -1;
+	err_restore(&e);
 }
 
 const char *mgr_vm_state(const struct bundle *b, pid_t *pid)

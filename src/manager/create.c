@@ -21,11 +21,9 @@ int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report
 	char dir[PATH_MAX], disk[PATH_MAX];
 	if (!o->kernel)
 		return err_set(EINVAL, "create: --kernel is required");
-	int r = mgr_make_dirs(name, dir, sizeof(dir));
-	if (r < 0)
-		return r;
 	int lock = -1;
-	if ((r = bundle_lock(dir, "cairn create", &lock)) < 0)
+	int r = mgr_make_dirs(name, "cairn create", dir, sizeof(dir), &lock);
+	if (r < 0)
 		return r;
 	struct bundle b;
 	if ((r = bundle_init(&b, dir, name)) < 0)
@@ -80,7 +78,10 @@ int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report
 out:
 	bundle_clear(&b);
 	free(b.dir);
-	close(lock);
+	if (r < 0) /* a create that failed leaves nothing */
+		mgr_remove_new_bundle(dir, &lock);
+	if (lock >= 0)
+		close(lock);
 	return r;
 }
 
@@ -107,9 +108,7 @@ int mgr_destroy(const char *name)
 	int r = bundle_open(name, true, "cairn destroy", &b);
 	if (r == -ENOENT && realpath(name, real)) {
 		/* an interrupted create or destroy: a bundle directory without vm.json */
-		if (path_join(p, sizeof(p), real, "lock") == 0 && access(p, F_OK) == 0)
-			return mgr_rm_rf(real) < 0 ? err_set(EIO, "%s: cannot remove", real) : 0;
-		return r;
+		return mgr_bundle_remains(real, true) ? mgr_remove_bundle(real) : r;
 	}
 	if (r < 0)
 		return r;
@@ -133,8 +132,11 @@ int mgr_destroy(const char *name)
 	file_fsync_parent(p);
 	if (b->origin && b->origin->bundle)
 		unregister_clone(b->origin->bundle, b->dir);
-	if (mgr_rm_rf(b->dir) < 0)
-		r = err_set(EIO, "%s: cannot remove everything", b->dir);
+	if ((r = mgr_remove_bundle(b->dir)) < 0)
+		err_prefix(r,
+			   "%s: destroyed, but not all removed ('cairn destroy' again removes the "
+			   "rest)",
+			   b->dir);
 out:
 	bundle_close(b);
 	return r;

@@ -43,16 +43,22 @@ static int merge_layer(const struct bundle_merge *m, const struct mgr_progress *
 			return 0; /* renamed already */
 		/* L takes D's place, and with it D's frozen state */
 		struct mgr_frozen lf, df;
-		mgr_layer_thaw(l, &lf);
-		mgr_layer_thaw(d, &df);
+		if ((r = mgr_layer_thaw(l, &lf)) < 0)
+			return r;
+		if ((r = mgr_layer_thaw(d, &df)) < 0) {
+			mgr_layer_refreeze(l, &lf);
+			return r;
+		}
 		r = chain_commit(d, l, CHAIN_COMMIT_KEEP_TOP, mgr_copy_progress(pr));
 		if (r == 0 && rename(l, d) < 0)
 			r = err_set(errno, "rename %s to %s", l, d);
-		if (r == 0)
-			r = file_fsync_parent(d);
 		if (r < 0)
 			mgr_layer_refreeze(l, &lf);
 		mgr_layer_refreeze(d, &df);
+		/* renamed: the merge is done whatever the directory's fsync says
+		 * (L is gone: a failure here must not be taken for the merge's) */
+		if (r == 0)
+			file_fsync_parent_after_commit(d);
 		return r;
 	}
 	char *bk = NULL;
@@ -62,10 +68,10 @@ static int merge_layer(const struct bundle_merge *m, const struct mgr_progress *
 		char *base = NULL;
 		r = mgr_layer_backing(l, &base);
 		struct mgr_frozen df;
-		mgr_layer_thaw(d, &df);
-		if (r == 0)
+		if (r == 0 && (r = mgr_layer_thaw(d, &df)) == 0) {
 			r = mgr_stream_layer(d, base, pr);
-		mgr_layer_refreeze(d, &df);
+			mgr_layer_refreeze(d, &df);
+		}
 		free(base);
 	}
 	free(bk);
@@ -154,19 +160,24 @@ int mgr_delete_apply(struct bundle *b, const struct mgr_progress *pr)
 		bundle_snap_remove(b, sid);
 	b->pending = NULL;
 	int r = bundle_save(b);
-	if (r == 0) {
-		for (int i = 0; p->snapshot && i < p->snapshot->layers.n; i++) {
-			const char *l = p->snapshot->layers.path[i];
-			if (access(l, F_OK) == 0 && !merged_by_commit(p, l))
-				mgr_unlink_own(b, l);
-		}
-		char sd[PATH_MAX];
-		mgr_snap_dir(b, sid ? sid : "?", sd, sizeof(sd));
-		mgr_rm_rf(sd);
-		file_fsync_parent(sd);
+	if (r < 0) {
+		b->pending = p; /* vm.json still has it: check --repair finishes it */
+		return r;
 	}
+	for (int i = 0; p->snapshot && i < p->snapshot->layers.n; i++) {
+		const char *l = p->snapshot->layers.path[i];
+		if (access(l, F_OK) == 0 && !merged_by_commit(p, l))
+			mgr_unlink_own(b, l);
+	}
+	/* the snapshot is gone from vm.json: its files are leftovers now,
+	 * which check --repair removes if this cannot */
+	char sd[PATH_MAX];
+	mgr_snap_dir(b, sid ? sid : "?", sd, sizeof(sd));
+	if (mgr_rm_rf(sd) == 0)
+		file_fsync_parent(sd);
+	err_clear();
 	bundle_pending_free(p);
-	return r;
+	return 0;
 }
 
 /* Whether a stream of P has already pointed its child at the parent (its
@@ -300,15 +311,27 @@ int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_pro
 		goto out;
 	}
 	r = mgr_delete_apply(b, pr);
+	bool forgotten = false;
 	if (r < 0 && all_stream && b->pending && !streams_moved(b->pending)) {
 		/* a stream only ever adds to the children what they already read
 		 * through the chain: undone by forgetting it, as long as no child
 		 * backs onto the parent yet */
-		bundle_pending_free(b->pending);
-		b->pending = NULL;
-		if (bundle_save(b) == 0)
+		struct err_saved e;
+		err_save(&e);
+		/* from vm.json as it is: the switch may have been made in the
+		 * model before its save failed */
+		if (bundle_reload(b) == 0 && b->pending) {
+			bundle_pending_free(b->pending);
+			b->pending = NULL;
+			forgotten = bundle_save(b) == 0;
+			if (!forgotten)
+				bundle_reload(b);
+		}
+		err_restore(&e); /* the delete's failure is the one to say */
+		if (forgotten)
 			err_prefix(r, "nothing was deleted");
-	} else if (r < 0 && b->pending) {
+	}
+	if (r < 0 && !forgotten && b->pending) {
 		err_prefix(r,
 			   "the delete is recorded as pending: 'cairn check --repair %s' "
 			   "finishes it",

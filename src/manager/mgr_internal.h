@@ -28,6 +28,7 @@ int mgr_snap_dir(const struct bundle *b, const char *id, char *out, size_t len);
  * from the snapshot's state). */
 int mgr_snap_memory(const struct bundle *b, const char *sid, char *mem, size_t len,
 		    struct mem_image_info *info);
+/* Remove PATH and what is in it: 0, or the first failure (said). */
 int mgr_rm_rf(const char *path);
 uint64_t mgr_file_bytes(const char *path);
 bool mgr_is_qcow2(const char *path);
@@ -49,14 +50,15 @@ int mgr_stream_layer(const char *top, const char *base, const struct mgr_progres
 /* LAYERS are frozen by snapshot SNAPDIR: read-only mode and frozen mark. */
 void mgr_set_frozen(const struct bundle_layers *layers, const char *snapdir);
 /* The manager itself rewriting frozen layer PATH (a merge, a relink):
- * thaw takes its read-only mode and frozen mark off, refreeze puts back
- * what was there. */
+ * thaw takes its read-only mode and frozen mark off (0, or -errno said:
+ * then nothing changed), refreeze puts back what was there (best effort,
+ * keeping the current message). */
 struct mgr_frozen {
 	mode_t mode;
 	bool marked;
 	char mark[PATH_MAX];
 };
-void mgr_layer_thaw(const char *path, struct mgr_frozen *f);
+int mgr_layer_thaw(const char *path, struct mgr_frozen *f);
 void mgr_layer_refreeze(const char *path, const struct mgr_frozen *f);
 void mgr_unlink_layers(const struct bundle *b, const struct bundle_layers *layers);
 
@@ -67,9 +69,26 @@ int mgr_open_write(const char *name, const char *cmd, struct bundle **out);
  * nothing open when there is none). */
 int mgr_open_write_snap(const char *name, const char *cmd, const char *snap, struct bundle **out,
 			struct bundle_snapshot **s);
-int mgr_make_dirs(const char *name, char *real, size_t len);
+/* A new bundle directory NAME (REAL: its absolute path) with its lock
+ * (*LOCK, held for CMD), disks/ and snapshots/; on failure nothing is left. */
+int mgr_make_dirs(const char *name, const char *cmd, char *real, size_t len, int *lock);
+/* What an interrupted create or destroy leaves: a directory without
+ * vm.json, with nothing but a bundle's own names in it, the lock among
+ * them (or, EMPTY_OK, nothing at all: a destroy whose last step failed). */
+bool mgr_bundle_remains(const char *dir, bool empty_ok);
+/* Remove bundle directory DIR: everything but the lock first, the lock
+ * last (a failure leaves what mgr_bundle_remains recognises); 0, or the
+ * first failure (said). */
+int mgr_remove_bundle(const char *dir);
+/* A create or clone that failed: its new bundle DIR goes, keeping the
+ * message of the failure (best effort), and *LOCK is closed. */
+void mgr_remove_new_bundle(const char *dir, int *lock);
 const char *mgr_vm_state(const struct bundle *b, pid_t *pid);
 int mgr_ctl_request(const struct bundle *b, json_t *req, json_t **reply);
+/* Recording the outcome of a pending OP ("snapshot", "revert") failed with
+ * SETTLE (its message set); R and MSG: how the VM's part went.  Says both,
+ * and that check --repair settles it; returns the error. */
+int mgr_pending_failed(const struct bundle *b, int r, const char *msg, int settle, const char *op);
 /* LAYERS as a JSON array of paths. */
 json_t *mgr_layers_json(const struct bundle_layers *layers);
 int mgr_wait_stopped(const struct bundle *b, int secs);

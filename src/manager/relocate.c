@@ -48,9 +48,10 @@ int mgr_layer_relink(const char *path)
 	const char *rel = r == 0 && name ? relative_name(path, name) : NULL;
 	if (rel) {
 		struct mgr_frozen f;
-		mgr_layer_thaw(path, &f);
-		r = qcow2_set_backing(path, rel, fmt, true);
-		mgr_layer_refreeze(path, &f);
+		if ((r = mgr_layer_thaw(path, &f)) == 0) {
+			r = qcow2_set_backing(path, rel, fmt, true);
+			mgr_layer_refreeze(path, &f);
+		}
 	}
 	free(name);
 	free(fmt);

@@ -16,12 +16,23 @@
 #include <unistd.h>
 
 /* Stopped VM: the active state becomes snapshot SID's (a new empty layer
- * on its frozen layers; its memory is resumed by the next run). */
-static int revert_stopped(struct bundle *b, const char *sid, json_t *report)
+ * on its frozen layers; its memory is resumed by the next run).  SAVE:
+ * first a disk-only snapshot of that name takes the active layers as they
+ * are, in the same vm.json update as the revert: both happen or neither
+ * (a failed revert --save-current leaves no snapshot behind, so that the
+ * same command can be run again). */
+static int revert_stopped(struct bundle *b, const char *sid, const char *save, json_t *report)
 {
-	struct bundle_snapshot *s = bundle_snap(b, sid);
+	struct bundle_snapshot *s = bundle_snap(b, sid), *saved = NULL;
 	struct bundle_layers old_act = {0}, nact = {0};
 	bool mem = s->memory;
+	char save_id[9] = "", sd[PATH_MAX];
+	if (save && b->resume) {
+		struct bundle_snapshot *rs = bundle_snap(b, b->resume);
+		return err_set(EINVAL,
+			       "%s: the VM is suspended: its state is already snapshot \"%s\"",
+			       b->dir, rs ? rs->name : "?");
+	}
 	int r = bundle_layers_copy(&old_act, &b->active);
 	for (int i = 0; !mem && i < s->layers.n && r == 0; i++) {
 		char p[PATH_MAX];
@@ -29,22 +40,41 @@ static int revert_stopped(struct bundle *b, const char *sid, json_t *report)
 		if (r == 0)
 			r = bundle_layers_add(&nact, p);
 	}
+	if (r == 0 && save) {
+		char created[32];
+		bundle_random_hex(save_id, 8);
+		mgr_now_iso(created, sizeof(created));
+		saved =
+		    bundle_snap_new(save_id, save, b->current, created, "saved before a revert");
+		r = !saved ? -ENOMEM : bundle_layers_copy(&saved->layers, &old_act);
+		if (r == 0 && (r = bundle_snap_add(b, saved)) == 0)
+			saved = NULL; /* the bundle's now */
+	}
 	if (r == 0) {
 		bundle_set_str(&b->current, sid);
 		bundle_set_str(&b->resume, mem ? sid : NULL);
 		b->has_active = !mem;
 		bundle_layers_copy(&b->active, &nact);
 		r = bundle_save(b);
-		if (r < 0)
-			bundle_reload(b);
 	}
-	mgr_unlink_layers(b, r == 0 ? &old_act : &nact);
+	if (r < 0)
+		bundle_reload(b); /* the model as vm.json still has it */
+	bundle_snap_free(saved);
+	if (r == 0 && save) {
+		/* the old active layers are the saved snapshot's now */
+		mgr_snap_dir(b, save_id, sd, sizeof(sd));
+		mgr_set_frozen(&old_act, sd);
+	} else {
+		mgr_unlink_layers(b, r == 0 ? &old_act : &nact);
+	}
 	bundle_layers_free(&old_act);
 	bundle_layers_free(&nact);
 	if (r == 0 && report) {
 		s = bundle_snap(b, sid);
 		json_object_set_new(report, "reverted_to", json_string(s->name));
 		json_object_set_new(report, "memory", json_boolean(mem));
+		if (save)
+			json_object_set_new(report, "saved", json_string(save));
 	}
 	return r;
 }
@@ -74,8 +104,19 @@ int mgr_revert_settle(struct bundle *b, bool running)
 	snprintf(id, sizeof(id), "%s", p->id ? p->id : "(null)");
 	struct bundle_layers now = {0};
 	bool known = true;
-	if (running && !(known = mgr_running_disks(b, &now) == 0) && mgr_vm_ended(b))
-		running = false; /* it ended meanwhile (killed after it reverted, say) */
+	if (running) {
+		int r = mgr_running_disks(b, &now);
+		/* no answer is no "not moved": the pending record stays, unless
+		 * the VM ended meanwhile (killed after it reverted, say) */
+		if (r < 0 && !mgr_vm_ended(b))
+			return err_prefix(r, "%s: cannot ask the running VM where it writes",
+					  b->dir);
+		if (r < 0) {
+			err_clear();
+			bundle_layers_free(&now);
+			running = false;
+		}
+	}
 	if (!running) {
 		/* the VM ended: the restore overlays it made, if any: made after
 		 * the revert was recorded (vm.json written), named by nothing */
@@ -93,7 +134,7 @@ int mgr_revert_settle(struct bundle *b, bool running)
 	}
 	struct bundle_layers old = p->active;
 	p->active = (struct bundle_layers){0};
-	bool moved = known && now.n == old.n && !bundle_layers_equal(&now, &old);
+	bool moved = now.n == old.n && !bundle_layers_equal(&now, &old);
 	if (moved) {
 		bundle_layers_copy(&b->active, &now);
 		b->has_active = true;
@@ -132,11 +173,11 @@ static int revert_in_place(struct bundle *b, const char *sid, json_t *report)
 				disks, "disks", mgr_layers_json(&bundle_snap(b, sid)->layers));
 	r = mgr_ctl_request(b, req, NULL);
 	json_decref(req);
-	char msg[1024];
+	char msg[ERR_MSG_MAX];
 	snprintf(msg, sizeof(msg), "%s", err_msg());
 	int moved = mgr_revert_settle(b, bundle_running(b->dir, NULL));
 	if (moved < 0)
-		return moved;
+		return mgr_pending_failed(b, r, msg, moved, "revert");
 	if (r < 0) {
 		if (r != -ENOSYS)
 			err_set(0, "%s", msg);
@@ -169,33 +210,39 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 			goto out_id;
 		}
 		err_clear();
-		r = running ? mgr_snapshot_running(b, save_current, "saved before a revert", false,
-						   0, pr, NULL)
-			    : mgr_snapshot_stopped(b, save_current, "saved before a revert", NULL);
+	}
+	if (!running) {
+		/* the save and the revert in one vm.json update */
+		r = revert_stopped(b, id, save_current, report);
+		goto out_id;
+	}
+	if (save_current) {
+		/* the VM saves its own state; a revert that fails after it leaves
+		 * the VM going on from that state, which stays saved */
+		r = mgr_snapshot_running(b, save_current, "saved before a revert", false,
+					 0, pr, NULL);
 		if (r < 0)
 			goto out_id;
+		saved = true;
 	}
-	saved = save_current != NULL; /* from here on S is there, whatever follows */
-	if (running && bundle_snap(b, id)->memory) {
+	if (bundle_snap(b, id)->memory) {
 		r = revert_in_place(b, id, report);
 		if (r != -ENOSYS)
 			goto out_id;
 		err_clear();
 	}
-	if (running) {
-		/* A disk-only snapshot (or a VMM without "revert"): the VM ends,
-		 * and starts again from the snapshot (its memory if it has any,
-		 * else a boot on its disk). */
-		json_t *req = json_pack("{s:s}", "cmd", "quit");
-		r = mgr_ctl_request(b, req, NULL);
-		json_decref(req);
-		if (r == 0)
-			r = mgr_wait_stopped(b, 60);
-		if (r < 0)
-			goto out_id;
-	}
-	r = revert_stopped(b, id, report);
-	if (r == 0 && running) {
+	/* A disk-only snapshot (or a VMM without "revert"): the VM ends, and
+	 * starts again from the snapshot (its memory if it has any, else a
+	 * boot on its disk). */
+	json_t *req = json_pack("{s:s}", "cmd", "quit");
+	r = mgr_ctl_request(b, req, NULL);
+	json_decref(req);
+	if (r == 0)
+		r = mgr_wait_stopped(b, 60);
+	if (r < 0)
+		goto out_id;
+	r = revert_stopped(b, id, NULL, report);
+	if (r == 0) {
 		close(b->lock_fd);
 		b->lock_fd = -1;
 		r = mgr_run(name, true);
@@ -204,11 +251,11 @@ int mgr_snapshot_revert(const char *name, const char *snap, const char *save_cur
 	}
 out_id:
 	if (r < 0 && saved) {
-		/* half of the command was done: say so (a retry would find S) */
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", err_msg());
-		err_set(-r, "%s; snapshot \"%s\" had been saved before the revert failed", msg,
-			save_current);
+		/* half of the command was done: say so (a retry would find S2) */
+		err_set(r,
+			"%s; the present state had been saved as snapshot \"%s\" before the "
+			"revert failed, and stays ('cairn snapshot revert %s %s' tries again)",
+			err_msg(), save_current, name, snap);
 	}
 	free(id);
 	bundle_close(b);

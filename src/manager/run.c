@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,14 @@ static int run_setup(struct bundle *b, const struct vmm_opts *opts, int console_
 	return r;
 }
 
+/* What a detached VM's process tells the command that started it when its
+ * start failed: the errno (a full disk stays ENOSPC) and the message.  One
+ * write to a pipe of less than PIPE_BUF: read whole. */
+struct start_report {
+	int err;
+	char msg[ERR_MSG_MAX];
+};
+
 int mgr_run(const char *name, bool detach)
 {
 	struct bundle *b;
@@ -174,18 +183,24 @@ int mgr_run(const char *name, bool detach)
 			goto out;
 		}
 		if (pid > 0) {
-			/* parent: wait for "ok" or the child's error message */
+			/* parent: wait for "ok" or the child's errno and message */
 			close(pipefd[1]);
-			char msg[1024];
-			ssize_t n = read(pipefd[0], msg, sizeof(msg) - 1);
+			struct start_report rep = {0};
+			ssize_t n = read(pipefd[0], &rep, sizeof(rep));
 			close(pipefd[0]);
 			close(runfd);
 			bundle_close(b);
-			if (n == 2 && !memcmp(msg, "ok", 2))
+			if (n == 2 && !memcmp(&rep, "ok", 2))
 				return 0;
-			msg[n > 0 ? n : 0] = 0;
-			return err_set(EIO, "%s",
-				       n > 0 ? msg : "the VM process ended during start-up");
+			/* it failed: once this returns, it has ended (it held the
+			 * run lock: a retry must not find the VM "running") */
+			waitpid(pid, NULL, 0);
+			if (n < (ssize_t)offsetof(struct start_report, msg) + 1)
+				return err_set(EIO, "%s: the VM process ended during start-up",
+					       name);
+			rep.msg[sizeof(rep.msg) - 1] = 0;
+			return err_set(rep.err > 0 && rep.err < 4096 ? rep.err : EIO, "%s",
+				       rep.msg);
 		}
 		close(pipefd[0]);
 		setsid();
@@ -229,7 +244,10 @@ int mgr_run(const char *name, bool detach)
 	goto out;
 child_fail:
 	if (detach) {
-		(void)!write(pipefd[1], err_msg(), strlen(err_msg()));
+		struct start_report rep = {.err = -r};
+		snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
+		(void)!write(pipefd[1], &rep,
+			     offsetof(struct start_report, msg) + strlen(rep.msg) + 1);
 		exit(1);
 	}
 out:

@@ -124,16 +124,23 @@ int mgr_snapshot_settle(struct bundle *b, bool running)
 	}
 	if (running) {
 		/* the VM says where it writes: moved means it took the snapshot
-		 * (the freeze comes first); then wait for its memory writer */
-		struct bundle_layers now;
+		 * (the freeze comes first); then wait for its memory writer.  No
+		 * answer is no "not moved": the pending record stays. */
+		struct bundle_layers now = {0};
 		int r = mgr_running_disks(b, &now);
 		if (r < 0 && mgr_vm_ended(b)) {
 			/* it ended meanwhile (killed, or its snapshot writer, which
 			 * held its locks, was): the files tell, as for a VM that
 			 * had ended (disks moved: kept disk only) */
+			err_clear();
 			running = false;
+		} else if (r < 0) {
+			p->snapshot = s;
+			bundle_layers_free(&act);
+			return err_prefix(r, "%s: cannot ask the running VM where it writes",
+					  b->dir);
 		} else {
-			ovs = r == 0 && bundle_layers_equal(&now, &act);
+			ovs = bundle_layers_equal(&now, &act);
 			for (int k = 0; ovs && k < 2400 && snapdir_is_in_progress(sd); k++)
 				usleep(50000);
 		}
@@ -218,11 +225,11 @@ int mgr_snapshot_running(struct bundle *b, const char *snap, const char *desc, b
 	json_decref(req);
 	if (r == 0 && suspend)
 		r = mgr_wait_stopped(b, 60);
-	char msg[1024];
+	char msg[ERR_MSG_MAX];
 	snprintf(msg, sizeof(msg), "%s", err_msg());
 	int kind = mgr_snapshot_settle(b, bundle_running(b->dir, NULL));
 	if (kind < 0) {
-		r = kind;
+		r = mgr_pending_failed(b, r, msg, kind, "snapshot");
 	} else if (r < 0 && kind == MGR_SETTLE_DISK_ONLY) {
 		err_set(0,
 			"%s; the disks had been frozen already: snapshot \"%s\" was kept, disk "

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ERR_MAX 1024
+#define ERR_MAX ERR_MSG_MAX
 
 static __thread char err_buf[ERR_MAX];
 
@@ -12,11 +12,15 @@ int err_setv(int errnum, const char *fmt, va_list ap)
 {
 	if (errnum < 0)
 		errnum = -errnum;
-	int n = vsnprintf(err_buf, sizeof(err_buf), fmt, ap);
+	/* formatted aside: an argument may be err_msg() itself */
+	char buf[ERR_MAX];
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	if (n < 0)
 		n = 0;
-	if (errnum && (size_t)n < sizeof(err_buf))
-		snprintf(err_buf + n, sizeof(err_buf) - n, ": %s", strerror(errnum));
+	const char *text = errnum ? strerror(errnum) : NULL;
+	if (text && (size_t)n < sizeof(buf) && !strstr(buf, text))
+		snprintf(buf + n, sizeof(buf) - (size_t)n, ": %s", text);
+	memcpy(err_buf, buf, sizeof(err_buf));
 	return errnum ? -errnum : -EIO;
 }
 
@@ -50,4 +54,14 @@ const char *err_msg(void)
 void err_clear(void)
 {
 	err_buf[0] = 0;
+}
+
+void err_save(struct err_saved *s)
+{
+	memcpy(s->msg, err_buf, sizeof(s->msg));
+}
+
+void err_restore(const struct err_saved *s)
+{
+	memcpy(err_buf, s->msg, sizeof(err_buf));
 }

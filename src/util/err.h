@@ -9,8 +9,12 @@
 
 #include <stdarg.h>
 
-/* Record "MESSAGE" (plus ": strerror(errnum)" when errnum != 0); returns
- * -errnum, or -EIO when errnum is 0, so it can be returned directly. */
+#define ERR_MSG_MAX 1024
+
+/* Record "MESSAGE" (plus ": strerror(errnum)" when errnum != 0 and MESSAGE
+ * does not say it already: a message built on an earlier one, "%s; ...",
+ * names the problem once); returns -errnum, or -EIO when errnum is 0, so
+ * it can be returned directly. */
 int err_set(int errnum, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Like err_set but for a negative errno value as returned by our functions. */
 int err_setv(int errnum, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
@@ -19,5 +23,13 @@ int err_prefix(int ret, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* The current message ("" when none). */
 const char *err_msg(void);
 void err_clear(void);
+
+/* Best-effort work after a failure (an undo, a cleanup) must not replace
+ * the failure's message: err_save() before it, err_restore() after. */
+struct err_saved {
+	char msg[ERR_MSG_MAX];
+};
+void err_save(struct err_saved *s);
+void err_restore(const struct err_saved *s);
 
 #endif

@@ -279,18 +279,20 @@ static int snap_freeze_disks(struct snap_job *j)
 	return 0;
 }
 
-/* The message of a failed snapshot, saying where its disks are now (the
- * frozen layers are no restore point, so the disks go back if they can). */
-static void snap_failed(struct snap_job *j, const char *msg, bool vm_paused)
+/* The message of a failed snapshot (ERR, the -errno it failed with, and
+ * MSG), saying where its disks are now (the frozen layers are no restore
+ * point, so the disks go back if they can).  Returns ERR. */
+static int snap_failed(struct snap_job *j, int err, const char *msg, bool vm_paused)
 {
-	char m[1024];
+	char m[ERR_MSG_MAX];
 	snprintf(m, sizeof(m), "%s", msg); /* msg may be err_msg(), overwritten below */
 	snapdir_abort(&j->txn);
 	int stayed = disk_freeze_undo(j->vmm, &j->disks, vm_paused);
-	err_set(EIO, "%s%s", m,
+	err_set(err, "%s%s", m,
 		stayed ? "; the disks stay on their new overlays (an extra layer, nothing lost)"
 		       : "; the disks are back on their layers as before the snapshot");
 	j->res.noverlays = 0;
+	return err;
 }
 
 /* Phase 2: RAM (or SRC) is the VM's memory as it was at the pause. */
@@ -374,9 +376,11 @@ static void snap_writer_done(void *opaque, uint32_t events)
 	struct snap_job *j = opaque;
 	struct snap_report rep = {.result = -EIO};
 	ssize_t n = read(j->pipe_rd, &rep, sizeof(rep));
-	if (n != (ssize_t)sizeof(rep))
+	if (n != (ssize_t)sizeof(rep)) {
+		rep.result = -EIO;
 		snprintf(rep.msg, sizeof(rep.msg), "%.900s: the snapshot writer (pid %d) died",
 			 j->res.path, (int)j->child);
+	}
 	if (!j->writer_started) {
 		int status;
 		waitpid(j->child, &status, 0);
@@ -388,14 +392,15 @@ static void snap_writer_done(void *opaque, uint32_t events)
 	evloop_del(j->vmm->loop, j->pipe_rd);
 	j->vmm->snap_job = NULL;
 	if (rep.result < 0) {
-		snap_failed(j, rep.msg, false);
+		snap_failed(j, rep.result, rep.msg, false);
 		snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
 	} else {
 		j->st.memory_bytes = rep.memory_bytes;
 		j->st.memory_id = rep.memory_id;
 		j->st.memory_depth = rep.memory_depth;
 	}
-	snap_finish(j, rep.result < 0 ? -EIO : 0, rep.msg);
+	/* the writer's errno: a full disk is ENOSPC, not EIO (fault finding F5) */
+	snap_finish(j, rep.result < 0 ? rep.result : 0, rep.msg);
 	snap_job_free(j);
 }
 
@@ -514,12 +519,12 @@ static int snap_paused(struct snap_job *j, bool quit)
 		/* What meta.json records: the pause up to the write. */
 		j->st.pause_us = monotime_us() - j->paused_at;
 		if ((r = snap_write(j, vmm->vm->ram, NULL, vmm->vm->ram_size)) < 0)
-			snap_failed(j, err_msg(), true);
+			snap_failed(j, r, err_msg(), true);
 	} else if (!j->cow) {
 		/* The child writes meta.json: the pause up to the fork. */
 		j->st.pause_us = monotime_us() - j->paused_at;
 		if ((r = snap_fork(j)) < 0)
-			snap_failed(j, err_msg(), true);
+			snap_failed(j, r, err_msg(), true);
 	}
 	return r;
 }
@@ -573,7 +578,7 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, const struct snapshot_o
 	if (r == 0 && j->cow && j->layer)
 		snap_skip_unchanged(j);
 	if (r == 0 && j->cow && (r = snap_freeze_disks(j)) == 0 && (r = snap_thread(j)) < 0)
-		snap_failed(j, err_msg(), false);
+		snap_failed(j, r, err_msg(), false);
 	if (r < 0) {
 		snap_job_free(j);
 		return r;

@@ -20,9 +20,18 @@
  * Ops: write, writev, pwrite (pwrite64), pwritev (pwritev64, pwritev2,
  * pwritev64v2), splice (matched on the output fd), fsync, fdatasync,
  * ftruncate (ftruncate64), fallocate (fallocate64), rename, renameat,
- * renameat2.  fd-based calls are matched on /proc/self/fd/N; only fds that
- * name a file system path (starting with '/') ever match, so pipes, sockets
- * and terminals are never counted.  The shim's own I/O uses raw syscalls.
+ * renameat2; and the calls that make or remove names: open (open, open64,
+ * openat, openat64, fopen, fopen64, mkstemp, mkostemp and their 64s; only
+ * opens that may write or create: O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, or a
+ * mode other than "r"/"rb"), mkdir (mkdir, mkdirat, mkdtemp), unlink
+ * (unlink, unlinkat), rmdir (rmdir, unlinkat with AT_REMOVEDIR), mkfifo,
+ * xattr (setxattr, lsetxattr, fsetxattr, removexattr, lremovexattr,
+ * fremovexattr) and chmod (chmod, fchmod).  mkstemp/mkostemp/mkdtemp are
+ * caught whole: glibc makes their file or directory with internal calls an
+ * LD_PRELOAD cannot see.  fd-based calls are matched on /proc/self/fd/N;
+ * only fds that name a file system path (starting with '/') ever match, so
+ * pipes, sockets and terminals are never counted.  The shim's own I/O uses
+ * raw syscalls.
  */
 #undef _FILE_OFFSET_BITS /* we define both pwrite and pwrite64 */
 #ifndef _GNU_SOURCE
@@ -33,14 +42,17 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 enum fault_op {
@@ -56,12 +68,20 @@ enum fault_op {
 	OP_RENAME,
 	OP_RENAMEAT,
 	OP_RENAMEAT2,
+	OP_OPEN,
+	OP_MKDIR,
+	OP_UNLINK,
+	OP_RMDIR,
+	OP_MKFIFO,
+	OP_XATTR,
+	OP_CHMOD,
 	OP_COUNT
 };
 
 static const char *const op_names[OP_COUNT] = {
-    "write",     "writev",    "pwrite", "pwritev",  "splice",   "fsync",
-    "fdatasync", "ftruncate", "fallocate", "rename", "renameat", "renameat2"};
+    "write",	 "writev",    "pwrite", "pwritev",  "splice",	 "fsync", "fdatasync",
+    "ftruncate", "fallocate", "rename", "renameat", "renameat2", "open",  "mkdir",
+    "unlink",	 "rmdir",     "mkfifo", "xattr",    "chmod"};
 
 #define FAULT_MAGIC 0x544c554146524143ULL /* "CARFAULT" */
 #define SPEC_MAX 2048
@@ -137,8 +157,10 @@ static unsigned parse_ops(char *s)
 		for (i = 0; i < OP_COUNT && strcmp(t, op_names[i]); i++)
 			;
 		if (i == OP_COUNT)
-			shim_die("unknown op in CAIRN_FAULT (write writev pwrite pwritev splice fsync "
-				 "fdatasync ftruncate fallocate rename renameat renameat2 all)");
+			shim_die(
+			    "unknown op in CAIRN_FAULT (write writev pwrite pwritev splice fsync "
+			    "fdatasync ftruncate fallocate rename renameat renameat2 open mkdir "
+			    "unlink rmdir mkfifo xattr chmod all)");
 		ops |= 1u << i;
 	}
 	return ops;
@@ -291,13 +313,26 @@ static int path_matches(const struct fault_cfg *c, const char *p)
 	return 1;
 }
 
+/* Whether a call of the op can say ENOSPC on a real full disk: calls that
+ * allocate (data, a name, an inode, an xattr).  Removing a name, changing
+ * a mode and opening an existing file need no space. */
+static const unsigned char op_allocates[OP_COUNT] = {
+    [OP_WRITE] = 1,    [OP_WRITEV] = 1,	   [OP_PWRITE] = 1,    [OP_PWRITEV] = 1,   [OP_SPLICE] = 1,
+    [OP_FSYNC] = 1,    [OP_FDATASYNC] = 1, [OP_FTRUNCATE] = 1, [OP_FALLOCATE] = 1, [OP_RENAME] = 1,
+    [OP_RENAMEAT] = 1, [OP_RENAMEAT2] = 1, [OP_OPEN] = 1,      [OP_MKDIR] = 1,	   [OP_UNLINK] = 0,
+    [OP_RMDIR] = 0,    [OP_MKFIFO] = 1,	   [OP_XATTR] = 1,     [OP_CHMOD] = 0};
+/* set by a wrapper for the call it checks next: 0 or 1, -1 the op's default
+ * (an open that creates nothing, a removexattr) */
+static __thread int call_allocates = -1;
+
 static void log_call(const struct fault_cfg *c, uint64_t n, enum fault_op op, const char *p,
-		     const char *p2, int fail)
+		     const char *p2, int fail, int allocates)
 {
 	char line[2 * PATH_MAX + 128];
-	int len = snprintf(line, sizeof(line), "%llu %d %s %s%s%s%s%s\n", (unsigned long long)n,
+	int len = snprintf(line, sizeof(line), "%llu %d %s %s%s%s%s%s%s\n", (unsigned long long)n,
 			   (int)getpid(), op_names[op], p, p2 ? " -> " : "", p2 ? p2 : "",
-			   fail ? " FAIL " : "", fail ? strerrorname_np(c->err) : "");
+			   fail ? " FAIL " : "", fail ? strerrorname_np(c->err) : "",
+			   allocates ? "" : " !");
 	if (len <= 0)
 		return;
 	if (len >= (int)sizeof(line))
@@ -311,10 +346,14 @@ static void log_call(const struct fault_cfg *c, uint64_t n, enum fault_op op, co
 }
 
 /* Decides one call: 0 = go on to the real function, else the errno to fail
- * with.  p2 is the second path of a rename (either path may match). */
+ * with.  p2 is the second path of a rename (either path may match).  With
+ * ENOSPC or EDQUOT a call that needs no space never fails (a full disk
+ * still lets a file be removed): it is counted, and logged with a "!". */
 static int fault_check(enum fault_op op, int fd, int dirfd, const char *p1, int dirfd2,
 		       const char *p2)
 {
+	int allocates = call_allocates < 0 ? op_allocates[op] : call_allocates;
+	call_allocates = -1;
 	struct fault_cfg *c = cur_cfg();
 	if (!c || !(c->ops & (1u << op)))
 		return 0;
@@ -333,10 +372,12 @@ static int fault_check(enum fault_op op, int fd, int dirfd, const char *p1, int 
 	}
 	uint64_t n = __atomic_add_fetch(&shared->calls, 1, __ATOMIC_ACQ_REL);
 	int fail = c->nth && (n == c->nth || (c->sticky && n > c->nth));
+	if (fail && !allocates && (c->err == ENOSPC || c->err == EDQUOT))
+		fail = 0;
 	if (fail)
 		__atomic_add_fetch(&shared->fired, 1, __ATOMIC_ACQ_REL);
 	if (c->log[0])
-		log_call(c, n, op, pa ? pa : "?", pb, fail);
+		log_call(c, n, op, pa ? pa : "?", pb, fail, allocates);
 	errno = saved;
 	return fail ? c->err : 0;
 }
@@ -511,4 +552,226 @@ int renameat2(int fd1, const char *from, int fd2, const char *to, unsigned int f
 	REAL(renameat2, renameat2_fn);
 	FAIL_IF_PATHS(OP_RENAMEAT2, fd1, from, fd2, to);
 	return real_renameat2(fd1, from, fd2, to, flags);
+}
+
+/* ---- the calls that make or remove names ---- */
+
+#define FAIL_IF_PATH(op, d, p) FAIL_IF_PATHS(op, d, p, AT_FDCWD, NULL)
+
+/* A path-based call that returns a pointer (fopen, mkdtemp): NULL and errno. */
+#define FAIL_NULL_IF_PATH(op, d, p)                                                                \
+	do {                                                                                       \
+		int e_ = fault_check(op, -1, d, p, AT_FDCWD, NULL);                                \
+		if (e_) {                                                                          \
+			errno = e_;                                                                \
+			return NULL;                                                               \
+		}                                                                                  \
+	} while (0)
+
+static int open_writes(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC)) ||
+	       (flags & O_TMPFILE) == O_TMPFILE;
+}
+
+/* an open allocates only when it creates the file */
+static int open_creates(int dirfd, const char *path, int flags)
+{
+	if ((flags & O_TMPFILE) == O_TMPFILE)
+		return 1;
+	if (!(flags & O_CREAT))
+		return 0;
+	int saved = errno;
+	int exists = faccessat(dirfd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	errno = saved;
+	return !exists;
+}
+
+static mode_t open_mode(int flags, va_list ap)
+{
+	return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, mode_t) : 0;
+}
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*openat_fn)(int, const char *, int, ...);
+typedef FILE *(*fopen_fn)(const char *, const char *);
+typedef int (*mkstemp_fn)(char *);
+typedef int (*mkostemp_fn)(char *, int);
+typedef char *(*mkdtemp_fn)(char *);
+typedef int (*mkdir_fn)(const char *, mode_t);
+typedef int (*mkdirat_fn)(int, const char *, mode_t);
+typedef int (*path_fn)(const char *);
+typedef int (*unlinkat_fn)(int, const char *, int);
+typedef int (*mkfifo_fn)(const char *, mode_t);
+typedef int (*setxattr_fn)(const char *, const char *, const void *, size_t, int);
+typedef int (*fsetxattr_fn)(int, const char *, const void *, size_t, int);
+typedef int (*removexattr_fn)(const char *, const char *);
+typedef int (*fremovexattr_fn)(int, const char *);
+typedef int (*chmod_fn)(const char *, mode_t);
+typedef int (*fchmod_fn)(int, mode_t);
+
+#define DEF_OPEN(name)                                                                             \
+	int name(const char *path, int flags, ...)                                                 \
+	{                                                                                          \
+		REAL(name, open_fn);                                                               \
+		va_list ap;                                                                        \
+		va_start(ap, flags);                                                               \
+		mode_t mode = open_mode(flags, ap);                                                \
+		va_end(ap);                                                                        \
+		if (open_writes(flags)) {                                                          \
+			call_allocates = open_creates(AT_FDCWD, path, flags);                      \
+			FAIL_IF_PATH(OP_OPEN, AT_FDCWD, path);                                     \
+		}                                                                                  \
+		return real_##name(path, flags, mode);                                             \
+	}
+DEF_OPEN(open)
+DEF_OPEN(open64)
+
+#define DEF_OPENAT(name)                                                                           \
+	int name(int dirfd, const char *path, int flags, ...)                                      \
+	{                                                                                          \
+		REAL(name, openat_fn);                                                             \
+		va_list ap;                                                                        \
+		va_start(ap, flags);                                                               \
+		mode_t mode = open_mode(flags, ap);                                                \
+		va_end(ap);                                                                        \
+		if (open_writes(flags)) {                                                          \
+			call_allocates = open_creates(dirfd, path, flags);                         \
+			FAIL_IF_PATH(OP_OPEN, dirfd, path);                                        \
+		}                                                                                  \
+		return real_##name(dirfd, path, flags, mode);                                      \
+	}
+DEF_OPENAT(openat)
+DEF_OPENAT(openat64)
+
+#define DEF_FOPEN(name)                                                                            \
+	FILE *name(const char *path, const char *mode)                                             \
+	{                                                                                          \
+		REAL(name, fopen_fn);                                                              \
+		if (mode && strpbrk(mode, "wa+")) {                                                \
+			call_allocates = open_creates(AT_FDCWD, path, O_CREAT);                    \
+			FAIL_NULL_IF_PATH(OP_OPEN, AT_FDCWD, path);                                \
+		}                                                                                  \
+		return real_##name(path, mode);                                                    \
+	}
+DEF_FOPEN(fopen)
+DEF_FOPEN(fopen64)
+
+#define DEF_MKSTEMP(name)                                                                          \
+	int name(char *tmpl)                                                                       \
+	{                                                                                          \
+		REAL(name, mkstemp_fn);                                                            \
+		FAIL_IF_PATH(OP_OPEN, AT_FDCWD, tmpl);                                             \
+		return real_##name(tmpl);                                                          \
+	}
+DEF_MKSTEMP(mkstemp)
+DEF_MKSTEMP(mkstemp64)
+
+#define DEF_MKOSTEMP(name)                                                                         \
+	int name(char *tmpl, int flags)                                                            \
+	{                                                                                          \
+		REAL(name, mkostemp_fn);                                                           \
+		FAIL_IF_PATH(OP_OPEN, AT_FDCWD, tmpl);                                             \
+		return real_##name(tmpl, flags);                                                   \
+	}
+DEF_MKOSTEMP(mkostemp)
+DEF_MKOSTEMP(mkostemp64)
+
+char *mkdtemp(char *tmpl)
+{
+	REAL(mkdtemp, mkdtemp_fn);
+	FAIL_NULL_IF_PATH(OP_MKDIR, AT_FDCWD, tmpl);
+	return real_mkdtemp(tmpl);
+}
+
+int mkdir(const char *path, mode_t mode)
+{
+	REAL(mkdir, mkdir_fn);
+	FAIL_IF_PATH(OP_MKDIR, AT_FDCWD, path);
+	return real_mkdir(path, mode);
+}
+
+int mkdirat(int dirfd, const char *path, mode_t mode)
+{
+	REAL(mkdirat, mkdirat_fn);
+	FAIL_IF_PATH(OP_MKDIR, dirfd, path);
+	return real_mkdirat(dirfd, path, mode);
+}
+
+int unlink(const char *path)
+{
+	REAL(unlink, path_fn);
+	FAIL_IF_PATH(OP_UNLINK, AT_FDCWD, path);
+	return real_unlink(path);
+}
+
+int unlinkat(int dirfd, const char *path, int flags)
+{
+	REAL(unlinkat, unlinkat_fn);
+	FAIL_IF_PATH(flags & AT_REMOVEDIR ? OP_RMDIR : OP_UNLINK, dirfd, path);
+	return real_unlinkat(dirfd, path, flags);
+}
+
+int rmdir(const char *path)
+{
+	REAL(rmdir, path_fn);
+	FAIL_IF_PATH(OP_RMDIR, AT_FDCWD, path);
+	return real_rmdir(path);
+}
+
+int mkfifo(const char *path, mode_t mode)
+{
+	REAL(mkfifo, mkfifo_fn);
+	FAIL_IF_PATH(OP_MKFIFO, AT_FDCWD, path);
+	return real_mkfifo(path, mode);
+}
+
+#define DEF_SETXATTR(name)                                                                         \
+	int name(const char *path, const char *key, const void *val, size_t len, int flags)        \
+	{                                                                                          \
+		REAL(name, setxattr_fn);                                                           \
+		FAIL_IF_PATH(OP_XATTR, AT_FDCWD, path);                                            \
+		return real_##name(path, key, val, len, flags);                                    \
+	}
+DEF_SETXATTR(setxattr)
+DEF_SETXATTR(lsetxattr)
+
+int fsetxattr(int fd, const char *key, const void *val, size_t len, int flags)
+{
+	REAL(fsetxattr, fsetxattr_fn);
+	FAIL_IF(OP_XATTR, fd);
+	return real_fsetxattr(fd, key, val, len, flags);
+}
+
+#define DEF_REMOVEXATTR(name)                                                                      \
+	int name(const char *path, const char *key)                                                \
+	{                                                                                          \
+		REAL(name, removexattr_fn);                                                        \
+		call_allocates = 0;                                                                \
+		FAIL_IF_PATH(OP_XATTR, AT_FDCWD, path);                                            \
+		return real_##name(path, key);                                                     \
+	}
+DEF_REMOVEXATTR(removexattr)
+DEF_REMOVEXATTR(lremovexattr)
+
+int fremovexattr(int fd, const char *key)
+{
+	REAL(fremovexattr, fremovexattr_fn);
+	call_allocates = 0;
+	FAIL_IF(OP_XATTR, fd);
+	return real_fremovexattr(fd, key);
+}
+
+int chmod(const char *path, mode_t mode)
+{
+	REAL(chmod, chmod_fn);
+	FAIL_IF_PATH(OP_CHMOD, AT_FDCWD, path);
+	return real_chmod(path, mode);
+}
+
+int fchmod(int fd, mode_t mode)
+{
+	REAL(fchmod, fchmod_fn);
+	FAIL_IF(OP_CHMOD, fd);
+	return real_fchmod(fd, mode);
 }

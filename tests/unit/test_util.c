@@ -39,6 +39,24 @@ static void test_err(void)
 	CHECK(strcmp(err_msg(), "opening vm: disk.img: No such file or directory") == 0);
 	CHECK_EQ(err_set(0, "plain"), -EIO);
 	CHECK(strcmp(err_msg(), "plain") == 0);
+	/* a message built on an earlier one says the problem once (fault
+	 * finding F5: "...: Input/output error: Input/output error") */
+	err_set(EIO, "%s", "vm.json.tmp: write failed");
+	CHECK_EQ(err_set(EIO, "%s; the disks are back", err_msg()), -EIO);
+	CHECK(strcmp(err_msg(), "vm.json.tmp: write failed: Input/output error; the disks are "
+				"back") == 0);
+	CHECK_EQ(err_set(EIO, "ctl: %s", "x: Input/output error"), -EIO);
+	CHECK(strcmp(err_msg(), "ctl: x: Input/output error") == 0);
+	/* another errno is still said */
+	CHECK_EQ(err_set(ENOSPC, "%s", "x: Input/output error"), -ENOSPC);
+	CHECK(strcmp(err_msg(), "x: Input/output error: No space left on device") == 0);
+	/* a cleanup between save and restore leaves the failure's message */
+	struct err_saved saved;
+	err_set(ENOSPC, "first");
+	err_save(&saved);
+	err_set(EIO, "cleanup");
+	err_restore(&saved);
+	CHECK(strcmp(err_msg(), "first: No space left on device") == 0);
 }
 
 static void test_replace(void)

@@ -32,6 +32,26 @@ qemu-img info "$TMP/web/disks/disk0.qcow2" | grep -q "file format: qcow2" || fai
 [ ! -e "$TMP/empty" ] || fail "destroy left the directory"
 pass "create / list / info / destroy"
 
+# --- a directory that is no bundle is never taken for the remains of an
+# interrupted create: check --repair and destroy used to make a lock file
+# in it and then remove it with everything in it
+mkdir "$TMP/photos"; echo precious >"$TMP/photos/a.jpg"
+"$C" check --repair "$TMP/photos" 2>"$TMP/err"; [ $? = 1 ] || fail "check --repair of a plain directory"
+"$C" destroy "$TMP/photos" 2>>"$TMP/err"; [ $? = 1 ] || fail "destroy of a plain directory"
+"$C" snapshot create "$TMP/photos" s 2>>"$TMP/err"; [ $? = 1 ] || fail "snapshot of a plain directory"
+[ "$(cat "$TMP/photos/a.jpg" 2>/dev/null)" = precious ] || fail "a plain directory was removed"
+[ "$(ls "$TMP/photos")" = a.jpg ] || fail "cairn left files in a plain directory: $(ls "$TMP/photos")"
+grep -q "not a VM bundle" "$TMP/err" || fail "the refusal: $(cat "$TMP/err")"
+touch "$TMP/photos/lock"  # a stray lock file does not make it one either
+"$C" destroy "$TMP/photos" 2>/dev/null && fail "destroy of a directory with a stray lock file"
+[ -f "$TMP/photos/a.jpg" ] || fail "a directory with a stray lock file was removed"
+# what an interrupted destroy leaves (the lock, disks/; or nothing at all) goes
+mkdir -p "$TMP/half/disks" "$TMP/gone"; touch "$TMP/half/lock"
+"$C" check --repair "$TMP/half" >/dev/null || fail "check --repair of an interrupted destroy"
+"$C" destroy "$TMP/gone" || fail "destroy of an empty directory (a destroy's last step failed)"
+[ ! -e "$TMP/half" ] && [ ! -e "$TMP/gone" ] || fail "the remains of a destroy stayed"
+pass "a plain directory is refused, the remains of a destroy are removed"
+
 # --- a raw disk referenced read-only: never written, even when the root goes
 sum0=$(md5sum <"$TMP/base.raw")
 mk ref --disk "$TMP/base.raw" --reference --cmdline "diskverify 20 5; diskfill 10 6; exit 0"
