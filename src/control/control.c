@@ -592,6 +592,11 @@ static int control_check_cmds(const struct control_cmd *cmds, size_t n)
 	return 0;
 }
 
+/* The socket appears at its path only once it listens: bound under a
+ * temporary name beside it and renamed into place.  A client that waits for
+ * the file never meets ECONNREFUSED, and another VM probing the path never
+ * takes a socket still being set up for a stale one.  A path too long for
+ * the temporary name is bound directly. */
 static int control_listen(struct control_server *s, const struct sockaddr_un *sa)
 {
 	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -602,20 +607,40 @@ static int control_listen(struct control_server *s, const struct sockaddr_un *sa
 	 * games in a threaded process. */
 	if (fchmod(s->fd, 0600) < 0)
 		return err_set(errno, "control socket %s: fchmod", s->path);
-	if (bind(s->fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0) {
+	struct sockaddr_un tmp = *sa;
+	size_t len = strlen(sa->sun_path);
+	bool renamed = len + 16 < sizeof(tmp.sun_path);
+	if (renamed)
+		snprintf(tmp.sun_path + len, sizeof(tmp.sun_path) - len, ".%d.tmp", (int)getpid());
+	int b = bind(s->fd, (const struct sockaddr *)&tmp, sizeof(tmp));
+	if (b < 0 && renamed && errno == EADDRINUSE) {
+		/* left by a killed VM of the same pid: bind in place */
+		renamed = false;
+		b = bind(s->fd, (const struct sockaddr *)sa, sizeof(*sa));
+		tmp = *sa;
+	}
+	if (b < 0) {
 		if (errno == EADDRINUSE)
-			return err_set(EADDRINUSE, "control socket %s: already in use", s->path);
-		return err_set(errno, "control socket %s: bind", s->path);
+			return err_set(EADDRINUSE, "control socket %s: already in use",
+				       tmp.sun_path);
+		return err_set(errno, "control socket %s: bind", tmp.sun_path);
+	}
+	if (listen(s->fd, 16) < 0) {
+		int r = err_set(errno, "control socket %s: listen", s->path);
+		unlink(tmp.sun_path);
+		return r;
+	}
+	if (renamed && renameat2(AT_FDCWD, tmp.sun_path, AT_FDCWD, sa->sun_path,
+				 RENAME_NOREPLACE) < 0) {
+		int r = err_set(errno, "control socket %s%s", s->path,
+				errno == EEXIST ? ": appeared while the VM started" : "");
+		unlink(tmp.sun_path);
+		return r;
 	}
 	struct stat st;
 	if (stat(s->path, &st) == 0) {
 		s->dev = st.st_dev;
 		s->ino = st.st_ino;
-	}
-	if (listen(s->fd, 16) < 0) {
-		int r = err_set(errno, "control socket %s: listen", s->path);
-		unlink(s->path);
-		return r;
 	}
 	return 0;
 }
