@@ -57,7 +57,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in bench/ from the import below
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snapshot import QMP, Console, conditions, du, finish, qemu_cmd  # noqa: E402
+from snapshot import (QMP, Console, can_drop_caches, conditions, drop_caches, du,  # noqa: E402
+                      finish, qemu_cmd)
 
 QEMU = "qemu-system-x86_64"
 PAGE = 4096
@@ -262,16 +263,6 @@ def qemu_restore(testos, mem, qdisk, d, cmdline, snap, tag):
     finally:
         finish(p)
     return (t1 - t0) * 1000, (t2 - t0) * 1000
-
-
-def can_drop_caches():
-    return os.access("/proc/sys/vm/drop_caches", os.W_OK)
-
-
-def drop_caches():
-    subprocess.run(["sync"])
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
 
 
 # ---- the run -------------------------------------------------------------------
