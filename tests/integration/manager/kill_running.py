@@ -518,10 +518,19 @@ def point(op, target, frac, kill=True):
         fail(f"cairn {' '.join(args)} did not end within 180 s after the kill")
     rc = op_proc.returncode
     if outcome == "vmm killed?":
-        # the VM's process is ours now (its launcher ended long ago)
-        _, status = os.waitpid(pid, 0)
-        reaped[pid] = status
-        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        # the VM's process is ours now (its launcher ended long ago), unless
+        # the command that started it (a revert's restart) reaped it itself:
+        # it waits for the VM it launches to come up
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            status = None
+            outcome = "killed"
+        else:
+            reaped[pid] = status
+        if status is None:
+            pass
+        elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
             outcome = "killed"
         else:
             killed_vmms.discard(pid)
