@@ -154,6 +154,10 @@ int main(void)
 			struct stat st;
 			CHECK_EQ(stat(p, &st), 0);
 			CHECK((uint64_t)st.st_blocks * 512 <= info[i].data_pages * PAGE + 256 * 1024);
+			/* packed: its data pages and a trailer, not RAM-sized with holes */
+			CHECK_EQ((uint64_t)st.st_size, info[i].file_size);
+			CHECK((uint64_t)st.st_size < info[i].data_pages * PAGE + 8 * 1024);
+			CHECK(info[i].data_pages > 0);
 			struct mem_image_info back;
 			CHECK_EQ(mem_image_info(p, SIZE, &back), 0);
 			CHECK(memcmp(&back.id, &info[i].id, sizeof(back.id)) == 0);
@@ -167,30 +171,55 @@ int main(void)
 	for (int i = 0; i < NSNAP; i++)
 		check_chain_is(i, want[i]);
 
-	/* A damaged layer: its chunk is named. */
+	/* A damaged layer: its chunk is named, and where its pages lie. */
 	char p3[300], p2[300], p1[300], saved[400];
 	img_path(p3, 3);
 	img_path(p2, 2);
 	img_path(p1, 1);
 	{
 		FILE *f = fopen(p3, "r+b");
-		/* the run across the first chunk boundary: data in layer 3 */
-		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		/* the first packed page: chunk 0's (the run across the first
+		 * chunk boundary has data in layer 3) */
+		fseek(f, 17, SEEK_SET);
 		int ch = fgetc(f);
-		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		fseek(f, 17, SEEK_SET);
 		fputc(ch ^ 0x40, f);
 		fclose(f);
 		struct mem_chain *c;
 		CHECK_EQ(mem_chain_open(p3, SIZE, &c), 0);
 		CHECK_EQ(mem_chain_verify(c, NULL, NULL), -EUCLEAN);
-		CHECK(msg_has("s3/memory.img: chunk 0"));
+		CHECK(msg_has("s3/memory.img: chunk 0 (offset 0; its ") &&
+		      msg_has("data pages packed at file offset 0) checksum mismatch"));
 		uint8_t *r = ram_alloc();
 		CHECK_EQ(mem_chain_load(c, r), -EUCLEAN);
+		CHECK(msg_has("s3/memory.img: chunk 0"));
+		void *m = NULL;
+		CHECK_EQ(mem_chain_map(c, NULL, &m), -EUCLEAN); /* never RAM from unverified bytes */
+		CHECK(msg_has("s3/memory.img: chunk 0"));
+		CHECK_EQ(mem_chain_map(c, r, &m), -EUCLEAN);
 		munmap(r, SIZE);
 		mem_chain_close(c);
+		/* ... and absorbing it into its child is refused the same way */
+		char p4[300];
+		img_path(p4, 4);
+		CHECK_EQ(mem_chain_absorb_parent(p4, SIZE, NULL), -EUCLEAN);
+		CHECK(msg_has("s3/memory.img: chunk 0"));
 		f = fopen(p3, "r+b");
-		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		fseek(f, 17, SEEK_SET);
 		fputc(ch, f);
+		fclose(f);
+		/* A cut layer is refused by name. */
+		struct stat st;
+		CHECK_EQ(stat(p3, &st), 0);
+		f = fopen(p3, "r+b");
+		fseek(f, (long)st.st_size - 1, SEEK_SET);
+		int last = fgetc(f);
+		fclose(f);
+		CHECK_EQ(truncate(p3, st.st_size - 1), 0);
+		CHECK_EQ(mem_chain_open(p3, SIZE, &c), -EUCLEAN);
+		CHECK(msg_has("s3/memory.img: truncated"));
+		f = fopen(p3, "ab");
+		fputc(last, f);
 		fclose(f);
 	}
 
