@@ -17,10 +17,6 @@
 #define CHUNK MEM_IMAGE_CHUNK_SIZE
 /* A chain longer than this is refused as a loop of links. */
 #define CHAIN_MAX 4096u
-/* Mappings a restore may add; the rest of the runs are read in.  Linux
- * allows 65530 per process by default (vm.max_map_count). */
-#define MAP_BUDGET 16384u
-#define MAP_MIN_PAGES 16u
 
 struct mem_chain {
 	uint64_t size;
@@ -125,61 +121,45 @@ int mem_chain_verify(const struct mem_chain *c, mem_image_progress_fn progress, 
 
 /* ---- assembling RAM ---- */
 
-struct run {
-	uint64_t first, n; /* pages */
-	unsigned layer;
-};
-
-struct plan {
-	struct run *runs;
-	size_t n, cap;
-};
-
-static int plan_add(struct plan *p, uint64_t first, uint64_t n, unsigned layer)
+/* Each page comes from the newest image holding it: OWNED = the pages
+ * image I holds that no image above it holds; COVERED, the pages the
+ * images above hold, takes in I's. */
+static void owned_by(const struct mem_chain *c, unsigned i, uint64_t *covered, uint64_t *owned)
 {
-	if (p->n && p->runs[p->n - 1].layer == layer &&
-	    p->runs[p->n - 1].first + p->runs[p->n - 1].n == first) {
-		p->runs[p->n - 1].n += n;
-		return 0;
-	}
-	if (p->n == p->cap) {
-		size_t cap = p->cap ? 2 * p->cap : 256;
-		struct run *r = realloc(p->runs, cap * sizeof(*r));
-		if (!r)
-			return err_set(ENOMEM, "memory chain");
-		p->runs = r;
-		p->cap = cap;
-	}
-	p->runs[p->n++] = (struct run){first, n, layer};
-	return 0;
-}
-
-/* The runs of pages that the layers above the full image hold, each from
- * the newest one holding it (the full image's pages are not listed). */
-static int plan_make(const struct mem_chain *c, struct plan *p)
-{
-	uint64_t pages = c->size / PAGE, words = (pages + 63) / 64;
-	*p = (struct plan){0};
+	uint64_t words = (c->size / PAGE + 63) / 64;
 	for (uint64_t w = 0; w < words; w++) {
-		uint64_t covered = 0;
-		for (unsigned i = 0; i + 1 < c->n; i++) {
-			uint64_t held = mem_layer_held_word(c->l[i], w) & ~covered;
-			covered |= held;
-			while (held) {
-				unsigned b = (unsigned)__builtin_ctzll(held);
-				uint64_t e = b; /* a run of set bits in this word */
-				while (e < 64 && (held >> e) & 1)
-					e++;
-				int r = plan_add(p, 64 * w + b, e - b, i);
-				if (r < 0)
-					return r;
-				held &= e == 64 ? 0 : ~(uint64_t)0 << e;
-			}
-		}
+		uint64_t held = mem_layer_held_word(c->l[i], w);
+		owned[w] = held & ~covered[w];
+		covered[w] |= held;
 	}
-	return 0;
 }
 
+/* Into RAM, each image's own pages (OWNED), newest first, each layer read
+ * in order and verified as it is read (mem_layer_apply): the layers only,
+ * or with BASE the full image too.  Every page is written once. */
+static int apply_images(const struct mem_chain *c, uint8_t *ram, bool base)
+{
+	uint64_t words = (c->size / PAGE + 63) / 64;
+	uint64_t *covered = calloc(words, 8), *owned = malloc(8 * words);
+	int r = 0;
+	if (!covered || !owned)
+		r = err_set(ENOMEM, "memory chain");
+	for (unsigned i = 0; r == 0 && i + 1 < c->n; i++) /* the reads overlap the copies */
+		mem_layer_readahead(c->l[i]);
+	for (unsigned i = 0; r == 0 && i < c->n - (base ? 0 : 1); i++) {
+		owned_by(c, i, covered, owned);
+		r = mem_layer_apply(c->l[i], ram, owned);
+	}
+	free(covered);
+	free(owned);
+	return r;
+}
+
+/* The layers' pages are copied in, not mapped from the layers: a packed
+ * layer is read in a few large reads and each chunk verified before it is
+ * used (the mapped full image is verified, where asked, by
+ * mem_chain_verify), and the mapping stays one VMA however scattered the
+ * pages (every VMA makes each later fork slower). */
 int mem_chain_map(const struct mem_chain *c, void *addr, void **out)
 {
 	const struct mem_layer *base = c->l[c->n - 1];
@@ -188,36 +168,11 @@ int mem_chain_map(const struct mem_chain *c, void *addr, void **out)
 	if (ram == MAP_FAILED)
 		return err_set(errno, "%s: cannot map %llu MiB", mem_layer_path(base),
 			       (unsigned long long)(c->size >> 20));
-	struct plan p;
-	int r = plan_make(c, &p);
-	/* Runs shorter than MAP_MIN_PAGES are read in: a mapping per page
-	 * costs as much as reading it, and every mapping makes each later
-	 * fork (the snapshot writer of a restored VM) slower.  More runs are
-	 * read in when mapping them all would pass the budget. */
-	uint64_t min = MAP_MIN_PAGES;
-	for (;;) {
-		size_t n = 0;
-		for (size_t i = 0; i < p.n; i++)
-			n += p.runs[i].n >= min;
-		if (n <= MAP_BUDGET)
-			break;
-		min *= 2;
-	}
-	for (size_t i = 0; r == 0 && i < p.n; i++) {
-		const struct run *u = &p.runs[i];
-		const struct mem_layer *l = c->l[u->layer];
-		uint64_t off = u->first * PAGE, len = u->n * PAGE;
-		if (u->n >= min) {
-			if (mmap(ram + off, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
-				 mem_layer_fd(l), (off_t)off) == MAP_FAILED)
-				r = err_set(errno, "%s: cannot map %llu pages at %#llx", mem_layer_path(l),
-					    (unsigned long long)u->n, (unsigned long long)off);
-		} else if ((r = file_pread_all(mem_layer_fd(l), ram + off, len, off)) < 0) {
-			r = err_set(-r, "%s: reading %llu pages at %#llx", mem_layer_path(l),
-				    (unsigned long long)u->n, (unsigned long long)off);
-		}
-	}
-	free(p.runs);
+	/* Each page copied in first faults the full image's page in: no
+	 * read-around for those scattered faults. */
+	madvise(ram, c->size, MADV_RANDOM);
+	int r = apply_images(c, ram, false);
+	madvise(ram, c->size, MADV_NORMAL);
 	if (r < 0) {
 		if (addr) /* leave no file mapped there */
 			mmap(addr, c->size, PROT_READ | PROT_WRITE,
@@ -230,31 +185,9 @@ int mem_chain_map(const struct mem_chain *c, void *addr, void **out)
 	return 0;
 }
 
-/* Layer L holds a page of chunk K. */
-static bool holds_in_chunk(const struct mem_layer *l, uint64_t k, uint64_t size)
-{
-	uint64_t first = k * (CHUNK / PAGE), end = (k + 1) * (CHUNK / PAGE);
-	if (end > size / PAGE)
-		end = size / PAGE;
-	for (uint64_t w = first / 64; w * 64 < end; w++)
-		if (mem_layer_held_word(l, w))
-			return true;
-	return false;
-}
-
 int mem_chain_load(const struct mem_chain *c, void *ram)
 {
-	uint8_t *buf = malloc(CHUNK);
-	if (!buf)
-		return err_set(ENOMEM, "memory chain");
-	uint64_t nchunks = (c->size + CHUNK - 1) / CHUNK;
-	int r = 0;
-	for (unsigned i = c->n; r == 0 && i-- > 0;)
-		for (uint64_t k = 0; r == 0 && k < nchunks; k++)
-			if (holds_in_chunk(c->l[i], k, c->size))
-				r = mem_layer_load_chunk(c->l[i], ram, k, buf);
-	free(buf);
-	return r;
+	return apply_images(c, ram, true);
 }
 
 /* ---- deleting a parent ---- */
@@ -262,29 +195,24 @@ int mem_chain_load(const struct mem_chain *c, void *ram)
 /* The chunks of a child laid over its parent's, as a save's source. */
 struct absorb_src {
 	const struct mem_layer *child, *parent;
-	uint64_t size;
 	uint8_t *buf, *tmp;
-	int err;
-	char msg[512];
+	int err;	 /* a chunk that could not be read or failed its check */
+	char msg[1024];
 };
 
+/* Chunk K: the parent's pages, then the child's over them, each chunk
+ * verified as it is read.  Only the pages either holds are used (with a
+ * full parent: all). */
 static const void *absorb_get(void *opaque, uint64_t k)
 {
 	struct absorb_src *a = opaque;
-	uint64_t off = k * CHUNK, len = a->size - off < CHUNK ? a->size - off : CHUNK;
-	/* Both were verified whole before; unheld pages are holes (zeros). */
-	int r = file_pread_all(mem_layer_fd(a->parent), a->buf, len, off);
+	int r = mem_layer_chunk_into(a->parent, k, a->buf, a->tmp);
 	if (r == 0)
-		r = file_pread_all(mem_layer_fd(a->child), a->tmp, len, off);
+		r = mem_layer_chunk_into(a->child, k, a->buf, a->tmp);
 	if (r < 0) {
-		err_set(-r, "reading chunk %llu of %s or %s", (unsigned long long)k,
-			mem_layer_path(a->child), mem_layer_path(a->parent));
+		a->err = r;
+		snprintf(a->msg, sizeof(a->msg), "%s", err_msg());
 		return NULL;
-	}
-	for (uint64_t p = 0; p < len; p += PAGE) {
-		uint64_t pg = (off + p) / PAGE;
-		if ((mem_layer_held_word(a->child, pg / 64) >> (pg % 64)) & 1)
-			memcpy(a->buf + p, a->tmp + p, PAGE); /* a zero page reads as zeros */
 	}
 	return a->buf;
 }
@@ -315,7 +243,7 @@ int mem_chain_absorb_parent(const char *path, uint64_t size, struct mem_image_in
 		mem_layer_close(child);
 		return err_set(EINVAL, "%s: a full memory image has no parent to absorb", path);
 	}
-	struct absorb_src a = {.child = child, .size = size};
+	struct absorb_src a = {.child = child};
 	if ((r = open_parent(child, size, &parent)) < 0)
 		goto out;
 	a.parent = parent;
@@ -325,9 +253,6 @@ int mem_chain_absorb_parent(const char *path, uint64_t size, struct mem_image_in
 			    mem_layer_path(parent));
 		goto out;
 	}
-	if ((r = mem_layer_verify(child, NULL, NULL)) < 0 ||
-	    (r = mem_layer_verify(parent, NULL, NULL)) < 0)
-		goto out;
 	uint64_t words = (size / PAGE + 63) / 64;
 	uint64_t *changed = pi->layer ? calloc(words, 8) : NULL;
 	a.buf = aligned_alloc(PAGE, CHUNK);
@@ -337,6 +262,9 @@ int mem_chain_absorb_parent(const char *path, uint64_t size, struct mem_image_in
 		r = err_set(ENOMEM, "%s", path);
 		goto out;
 	}
+	memset(a.buf, 0, CHUNK); /* never read uninitialised: put_chunk looks before it zeroes */
+	mem_layer_readahead(child);
+	mem_layer_readahead(parent);
 	for (uint64_t w = 0; changed && w < words; w++)
 		changed[w] = mem_layer_held_word(child, w) | mem_layer_held_word(parent, w);
 	struct mem_image_layer_spec spec = {.changed = changed,
@@ -346,6 +274,8 @@ int mem_chain_absorb_parent(const char *path, uint64_t size, struct mem_image_in
 	struct mem_image_source src = {.get = absorb_get, .put = absorb_put, .opaque = &a};
 	r = mem_image_save_as(path, &src, size, pi->layer ? &spec : NULL, &ci->id, NULL, NULL,
 			      info);
+	if (r < 0 && a.err) /* the chunk's own message, not the writer's */
+		r = err_set(-a.err, "%s", a.msg);
 	free(changed);
 out:
 	free(a.buf);

@@ -22,13 +22,15 @@ unsigned mem_chain_length(const struct mem_chain *c);
 const struct mem_layer *mem_chain_layer(const struct mem_chain *c, unsigned i);
 /* Check every chunk of every image. */
 int mem_chain_verify(const struct mem_chain *c, mem_image_progress_fn progress, void *opaque);
-/* Map the RAM the chain stands for, copy-on-write: the full image, then
- * each run of pages from the newest layer that holds it (MAP_FIXED).
- * ADDR NULL: a new mapping; else over [ADDR, ADDR + size).  Runs too many
- * to map (the process's mapping limit) are read in instead.  Not verified
- * here (mem_chain_verify). */
+/* Map the RAM the chain stands for: the full image copy-on-write
+ * (MAP_PRIVATE), then each page a layer holds copied in from the newest
+ * layer holding it, each layer read in order and every chunk of it checked
+ * before its pages are used.  ADDR NULL: a new mapping; else over
+ * [ADDR, ADDR + size) (MAP_FIXED).  The full image is not verified here
+ * (mem_layer_verify of the last layer, or mem_chain_verify). */
 int mem_chain_map(const struct mem_chain *c, void *addr, void **out);
-/* Read the chain into RAM (fresh anonymous memory), each chunk verified. */
+/* Read the chain into RAM (fresh anonymous memory), each chunk verified;
+ * every page written once, from its newest holder. */
 int mem_chain_load(const struct mem_chain *c, void *ram);
 
 /* Delete the parent of the layer PATH from its chain: rewrite PATH to hold

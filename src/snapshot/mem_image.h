@@ -1,12 +1,17 @@
 /* Guest RAM images (memory.img): a full image of RAM, or a layer that
  * holds only the pages changed since its parent snapshot's image.
  *
- * The file is guest RAM byte for byte from offset 0 (so it can be mmap'ed
- * as guest memory), sparse where a 4 KiB page is zero or, in a layer, not
- * held; at offset SIZE a trailer: geometry, the image's identity (a random
- * 128-bit id that names this snapshot's memory content and that merges
- * keep), for a layer its parent's id and path and its page maps, and an
- * XXH3-64 checksum of each 2 MiB chunk, itself checksummed.
+ * A full image is guest RAM byte for byte from offset 0 (so it can be
+ * mmap'ed as guest memory), sparse where a 4 KiB page is zero, with its
+ * trailer at offset SIZE.  A layer (version 3, "packed") stores the pages
+ * it holds with data one after another in page order from offset 0, its
+ * trailer after them, and ends in a locator naming the trailer's offset
+ * (layers of version 2, at their RAM offsets in a sparse file, are still
+ * read).  The trailer: geometry, the image's identity (a random 128-bit id
+ * that names this snapshot's memory content and that merges keep), for a
+ * layer its parent's id and path and its page maps, and an XXH3-64
+ * checksum of each 2 MiB chunk of RAM (a layer's: of the chunk's data
+ * pages), itself checksummed.
  * docs/state-format.md has the layout; mem_chain.h reads layers as the
  * RAM they stand for.
  *
@@ -128,5 +133,14 @@ int mem_layer_verify(const struct mem_layer *l, mem_image_progress_fn progress, 
 /* Chunk C's pages that L holds into RAM (the whole guest RAM), verified
  * first; pages L does not hold are left alone.  BUF: one chunk. */
 int mem_layer_load_chunk(const struct mem_layer *l, uint8_t *ram, uint64_t c, uint8_t *buf);
+/* The same into DST, where chunk C's first page goes (one chunk). */
+int mem_layer_chunk_into(const struct mem_layer *l, uint64_t c, uint8_t *dst, uint8_t *buf);
+/* The pages L holds that OWNED names (a page map; NULL: all L holds) into
+ * RAM, read in order (a packed layer: in large reads) and verified chunk by
+ * chunk before any page of the chunk is used.  Only chunks with such pages
+ * are read.  A failure leaves the chunks before the bad one in RAM. */
+int mem_layer_apply(const struct mem_layer *l, uint8_t *ram, const uint64_t *owned);
+/* Ask the kernel to start reading a packed layer's pages (a hint). */
+void mem_layer_readahead(const struct mem_layer *l);
 
 #endif

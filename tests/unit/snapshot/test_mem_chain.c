@@ -5,9 +5,11 @@
 #include "snapshot/mem_chain.h"
 #include "snapshot/mem_image.h"
 #include "test.h"
+#include "util/endian.h"
 #include "util/err.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define PAGE MEM_IMAGE_PAGE_SIZE
 #define CHUNK MEM_IMAGE_CHUNK_SIZE
@@ -113,6 +116,43 @@ static void check_chain_is(int i, const uint8_t *want)
 	mem_chain_close(c);
 }
 
+/* Rewrite the packed layer P as cairn wrote layers before version 3: its
+ * data pages at their RAM offsets in a sparse file, the trailer at SIZE
+ * with version 2 and no locator. */
+static void to_version2(const char *p)
+{
+	int fd = open(p, O_RDONLY);
+	struct stat st;
+	CHECK(fd >= 0 && fstat(fd, &st) == 0);
+	uint64_t len = (uint64_t)st.st_size;
+	uint8_t *f = malloc(len);
+	CHECK(f && pread(fd, f, len, 0) == (ssize_t)len);
+	close(fd);
+	CHECK(memcmp(f + len - 16, "CAIRNPK3", 8) == 0);
+	uint64_t at = get_le64(f + len - 24), words = (PAGES + 63) / 64;
+	uint8_t *t = f + at;
+	CHECK_EQ(get_le32(t + 8), 3u);
+	uint64_t dmap = 128 + ((get_le32(t + 84) + 7) & ~7u), k = 0;
+	char tmp[320];
+	snprintf(tmp, sizeof(tmp), "%s.v2", p);
+	int o = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	CHECK(o >= 0 && ftruncate(o, SIZE) == 0);
+	for (uint64_t w = 0; w < words; w++)
+		for (uint64_t b = 0; b < 64; b++)
+			if ((get_le64(t + dmap + 8 * w) >> b) & 1)
+				CHECK(pwrite(o, f + PAGE * k++, PAGE, (off_t)((64 * w + b) * PAGE)) ==
+				      (ssize_t)PAGE);
+	CHECK_EQ(k * PAGE, at);
+	uint64_t tlen = len - at - 16; /* without the locator */
+	memmove(t + tlen - 8, t + tlen + 8, 8);
+	put_le32(t + 8, 2);
+	put_le64(t + tlen - 8, XXH3_64bits(t, tlen - 8));
+	CHECK(pwrite(o, t, tlen, SIZE) == (ssize_t)tlen);
+	close(o);
+	CHECK_EQ(rename(tmp, p), 0);
+	free(f);
+}
+
 int main(void)
 {
 	if (!mkdtemp(dir)) {
@@ -154,6 +194,10 @@ int main(void)
 			struct stat st;
 			CHECK_EQ(stat(p, &st), 0);
 			CHECK((uint64_t)st.st_blocks * 512 <= info[i].data_pages * PAGE + 256 * 1024);
+			/* packed: its data pages and a trailer, not RAM-sized with holes */
+			CHECK_EQ((uint64_t)st.st_size, info[i].file_size);
+			CHECK((uint64_t)st.st_size < info[i].data_pages * PAGE + 8 * 1024);
+			CHECK(info[i].data_pages > 0);
 			struct mem_image_info back;
 			CHECK_EQ(mem_image_info(p, SIZE, &back), 0);
 			CHECK(memcmp(&back.id, &info[i].id, sizeof(back.id)) == 0);
@@ -166,31 +210,69 @@ int main(void)
 	}
 	for (int i = 0; i < NSNAP; i++)
 		check_chain_is(i, want[i]);
+	/* Layers cairn wrote before version 3 (sparse, at their RAM offsets)
+	 * still read, beside packed ones: s2 and s4 become such layers. */
+	for (int i = 2; i < NSNAP; i += 2) {
+		char p[300];
+		img_path(p, i);
+		to_version2(p);
+		struct mem_image_info back;
+		CHECK_EQ(mem_image_info(p, SIZE, &back), 0);
+		CHECK(back.layer && back.file_size > SIZE && back.data_pages == info[i].data_pages);
+		CHECK(memcmp(&back.id, &info[i].id, sizeof(back.id)) == 0);
+	}
+	for (int i = 0; i < NSNAP; i++)
+		check_chain_is(i, want[i]);
 
-	/* A damaged layer: its chunk is named. */
+	/* A damaged layer: its chunk is named, and where its pages lie. */
 	char p3[300], p2[300], p1[300], saved[400];
 	img_path(p3, 3);
 	img_path(p2, 2);
 	img_path(p1, 1);
 	{
 		FILE *f = fopen(p3, "r+b");
-		/* the run across the first chunk boundary: data in layer 3 */
-		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		/* the first packed page: chunk 0's (the run across the first
+		 * chunk boundary has data in layer 3) */
+		fseek(f, 17, SEEK_SET);
 		int ch = fgetc(f);
-		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		fseek(f, 17, SEEK_SET);
 		fputc(ch ^ 0x40, f);
 		fclose(f);
 		struct mem_chain *c;
 		CHECK_EQ(mem_chain_open(p3, SIZE, &c), 0);
 		CHECK_EQ(mem_chain_verify(c, NULL, NULL), -EUCLEAN);
-		CHECK(msg_has("s3/memory.img: chunk 0"));
+		CHECK(msg_has("s3/memory.img: chunk 0 (offset 0; its ") &&
+		      msg_has("data pages packed at file offset 0) checksum mismatch"));
 		uint8_t *r = ram_alloc();
 		CHECK_EQ(mem_chain_load(c, r), -EUCLEAN);
+		CHECK(msg_has("s3/memory.img: chunk 0"));
+		void *m = NULL;
+		CHECK_EQ(mem_chain_map(c, NULL, &m), -EUCLEAN); /* never RAM from unverified bytes */
+		CHECK(msg_has("s3/memory.img: chunk 0"));
+		CHECK_EQ(mem_chain_map(c, r, &m), -EUCLEAN);
 		munmap(r, SIZE);
 		mem_chain_close(c);
+		/* ... and absorbing it into its child is refused the same way */
+		char p4[300];
+		img_path(p4, 4);
+		CHECK_EQ(mem_chain_absorb_parent(p4, SIZE, NULL), -EUCLEAN);
+		CHECK(msg_has("s3/memory.img: chunk 0"));
 		f = fopen(p3, "r+b");
-		fseek(f, (long)(CHUNK - PAGE + 17), SEEK_SET);
+		fseek(f, 17, SEEK_SET);
 		fputc(ch, f);
+		fclose(f);
+		/* A cut layer is refused by name. */
+		struct stat st;
+		CHECK_EQ(stat(p3, &st), 0);
+		f = fopen(p3, "r+b");
+		fseek(f, (long)st.st_size - 1, SEEK_SET);
+		int last = fgetc(f);
+		fclose(f);
+		CHECK_EQ(truncate(p3, st.st_size - 1), 0);
+		CHECK_EQ(mem_chain_open(p3, SIZE, &c), -EUCLEAN);
+		CHECK(msg_has("s3/memory.img: truncated"));
+		f = fopen(p3, "ab");
+		fputc(last, f);
 		fclose(f);
 	}
 

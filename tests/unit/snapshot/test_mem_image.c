@@ -305,7 +305,8 @@ static void test_refusals(void)
 	CHECK_EQ(mem_image_save(path, ram, size, NULL, NULL, &info), 0);
 	corrupt_at(size + 8);
 	CHECK_EQ(mem_image_map(path, size, &m), -ENOTSUP);
-	CHECK(msg_has("memory image format version 3; this cairn reads versions 1 and 2"));
+	CHECK(msg_has("memory image format version 3 at offset 0x602000; this cairn reads "
+		      "versions 1 and 2 at the end of the RAM"));
 
 	char missing[300];
 	snprintf(missing, sizeof(missing), "%s/none.img", dir);
