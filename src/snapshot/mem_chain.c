@@ -270,7 +270,8 @@ int mem_chain_absorb_parent(const char *path, uint64_t size, struct mem_image_in
 	struct mem_image_layer_spec spec = {.changed = changed,
 					    .parent = pi->parent,
 					    .parent_ref = mem_layer_parent_ref(parent),
-					    .parent_depth = pi->depth ? pi->depth - 1 : 0};
+					    .parent_depth = pi->depth ? pi->depth - 1 : 0,
+					    .lineage = ci->lineage};
 	struct mem_image_source src = {.get = absorb_get, .put = absorb_put, .opaque = &a};
 	r = mem_image_save_as(path, &src, size, pi->layer ? &spec : NULL, &ci->id, NULL, NULL,
 			      info);

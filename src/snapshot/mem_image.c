@@ -310,6 +310,7 @@ static void trailer_encode(uint8_t *t, const struct trailer_fields *f, const uin
 		memcpy(t + 64, ly->parent.b, 16);
 		put_le32(t + 80, ly->parent_depth + 1);
 		put_le32(t + 84, (uint32_t)ref_len);
+		put_le32(t + 104, ly->lineage);
 		put_le64(t + 88, f->data_pages);
 		put_le64(t + 96, f->zero_pages);
 		memcpy(t + l.ref, ly->parent_ref, ref_len);
@@ -531,9 +532,10 @@ static int check_layer_spec(const char *path, const struct mem_image_layer_spec 
 		return 0;
 	size_t n = ly->parent_ref ? strlen(ly->parent_ref) : 0;
 	if (n == 0 || n > MEM_PARENT_REF_MAX || mem_id_is_zero(&ly->parent) ||
-	    ly->parent_depth >= MEM_DEPTH_MAX || !ly->changed)
+	    ly->parent_depth >= MEM_DEPTH_MAX || ly->lineage == 0 || !ly->changed)
 		return err_set(EINVAL, "%s: a memory layer needs a parent (id, name of up to %u "
-				       "bytes, depth below %u) and a map of changed pages",
+				       "bytes, depth below %u), a lineage number and a map of "
+				       "changed pages",
 			       path, MEM_PARENT_REF_MAX, MEM_DEPTH_MAX);
 	return 0;
 }
@@ -622,6 +624,7 @@ static int save_common(const char *path, const struct mem_image_source *src, boo
 		    .layer = layer != NULL,
 		    .parent = layer ? layer->parent : (struct mem_id){{0}},
 		    .depth = layer ? layer->parent_depth + 1 : 0,
+		    .lineage = layer ? layer->lineage : 0,
 		    .data_pages = layer ? j.f.data_pages : s.written / MEM_IMAGE_PAGE_SIZE,
 		    .zero_pages = j.f.zero_pages,
 		};
@@ -775,8 +778,11 @@ static int trailer2_parse(struct mem_layer *l, const uint8_t *t, uint64_t tsize,
 	in->depth = depth;
 	in->data_pages = get_le64(t + 88);
 	in->zero_pages = get_le64(t + 96);
-	bool reserved_zero = true;
-	for (int i = 104; i < (int)MEM_TRAILER_HEADER; i++)
+	/* version 3 numbers a layer in its lineage; a version-2 layer's depth
+	 * stands for it (both count snapshots since the full image) */
+	in->lineage = packed ? get_le32(t + 104) : depth;
+	bool reserved_zero = !packed || in->lineage != 0;
+	for (int i = packed ? 108 : 104; i < (int)MEM_TRAILER_HEADER; i++)
 		reserved_zero &= t[i] == 0;
 	if (tl.total != tsize || mem_id_is_zero(&in->id) || !reserved_zero ||
 	    (layer ? (ref_len == 0 || ref_len > MEM_PARENT_REF_MAX || depth == 0 ||

@@ -49,6 +49,8 @@ struct mem_image_info {
 	bool layer;	     /* holds only pages changed since its parent */
 	struct mem_id parent;/* layer: the parent's id */
 	uint32_t depth;	     /* 0 for a full image, parent's + 1 for a layer */
+	uint32_t lineage;    /* snapshots since the full image the memory descends from
+			      * (0 full; version-2 layers: their depth) */
 	uint64_t data_pages, zero_pages; /* layer: pages held with data / held as zero */
 };
 
@@ -58,6 +60,7 @@ struct mem_image_layer_spec {
 	struct mem_id parent;
 	const char *parent_ref;	 /* the parent's image, relative to this image's directory */
 	uint32_t parent_depth;
+	uint32_t lineage; /* the layer's lineage number (mem_image_info), at least 1 */
 };
 
 /* Save SIZE bytes of RAM (a multiple of 4 KiB) to PATH.  PROGRESS and INFO

@@ -91,33 +91,58 @@ static void snap_job_free(struct snap_job *j)
 	free(j);
 }
 
-/* A chain of memory layers deeper than this is consolidated: the next
- * snapshot's layer stands on the full image at the bottom of the chain
- * and holds every page the layers between hold (docs/snapshots.md). */
-#define SNAP_MEMORY_DEPTH_MAX 16
+/* Consolidation keeps chains short without rewriting what came before
+ * (docs/snapshots.md): the layer numbered n in its lineage (snapshots since
+ * the full image) is written plain on its parent unless FANOUT divides n;
+ * then, with FANOUT^k the largest power dividing n, it stands on the
+ * nearest image of the chain numbered at most n - FANOUT^k and holds every
+ * page the images above that one hold.  Each plain layer is copied once per
+ * level, and a chain holds fewer than FANOUT layers a level. */
+#define SNAP_MEMORY_FANOUT 16
+/* Past this many images (deletes and reverts can leave odd chains), the
+ * layer stands on the full image at the bottom. */
+#define SNAP_MEMORY_CHAIN_MAX 64
 
-/* J's layer stands on the full image under its parent's chain instead,
- * holding also every page the chain's layers hold. */
-static int snap_consolidate(struct snap_job *j, const char *parent_mem, uint64_t words)
+/* The lineage number n's consolidation step: FANOUT^k, or 0 for a plain
+ * layer. */
+static uint64_t snap_consolidation_step(uint32_t n)
+{
+	uint64_t step = 0;
+	for (uint64_t f = SNAP_MEMORY_FANOUT; n % f == 0; f *= SNAP_MEMORY_FANOUT)
+		step = f;
+	return step;
+}
+
+/* J's layer (lineage number N) stands on the image of its parent's chain
+ * that the rule above names, holding also every page the chain's images
+ * above that one hold. */
+static int snap_consolidate(struct snap_job *j, const char *parent_mem, uint64_t words,
+			    uint32_t n, uint64_t step)
 {
 	struct mem_chain *c;
 	int r = mem_chain_open(parent_mem, j->vmm->vm->ram_size, &c);
 	if (r < 0)
 		return r;
-	unsigned n = mem_chain_length(c);
-	const struct mem_layer *base = mem_chain_layer(c, n - 1);
-	char base_dir[PATH_MAX];
-	snprintf(base_dir, sizeof(base_dir), "%s", mem_layer_path(base));
-	char *slash = strrchr(base_dir, '/');
+	unsigned len = mem_chain_length(c), t = 0;
+	uint64_t floor = step && n > step ? n - step : 0;
+	if (len >= SNAP_MEMORY_CHAIN_MAX)
+		t = len - 1;
+	while (t + 1 < len && mem_layer_info(mem_chain_layer(c, t))->lineage > floor)
+		t++;
+	const struct mem_layer *target = mem_chain_layer(c, t);
+	char target_dir[PATH_MAX];
+	snprintf(target_dir, sizeof(target_dir), "%s", mem_layer_path(target));
+	char *slash = strrchr(target_dir, '/');
 	if (slash)
 		*slash = 0;
-	r = snapdir_memory_parent_ref(j->res.path, base_dir, j->parent_ref, sizeof(j->parent_ref));
+	r = snapdir_memory_parent_ref(j->res.path, target_dir, j->parent_ref,
+				      sizeof(j->parent_ref));
 	if (r == 0) {
-		for (unsigned i = 0; i + 1 < n; i++)
+		for (unsigned i = 0; i < t; i++)
 			for (uint64_t w = 0; w < words; w++)
 				j->changed[w] |= mem_layer_held_word(mem_chain_layer(c, i), w);
-		j->spec.parent = mem_layer_info(base)->id;
-		j->spec.parent_depth = 0;
+		j->spec.parent = mem_layer_info(target)->id;
+		j->spec.parent_depth = mem_layer_info(target)->depth;
 	}
 	mem_chain_close(c);
 	return r;
@@ -163,12 +188,15 @@ static int snap_choose_memory(struct snap_job *j, bool full)
 		return 0;
 	}
 	j->layer = true;
+	uint32_t n = pi.lineage + 1;
+	uint64_t step = snap_consolidation_step(n);
 	j->spec = (struct mem_image_layer_spec){.changed = j->changed,
 						.parent = vmm->mem_parent.id,
 						.parent_ref = j->parent_ref,
-						.parent_depth = vmm->mem_parent.depth};
-	if (vmm->mem_parent.depth + 1 > SNAP_MEMORY_DEPTH_MAX &&
-	    snap_consolidate(j, mem, words) < 0) {
+						.parent_depth = pi.depth,
+						.lineage = n};
+	if ((step || pi.depth + 1 >= SNAP_MEMORY_CHAIN_MAX) &&
+	    snap_consolidate(j, mem, words, n, step) < 0) {
 		log_info("snapshot %s: full memory image (consolidating: %s)", j->res.path,
 			 err_msg());
 		err_clear();

@@ -175,7 +175,7 @@ static void write_seeds(const char *dir)
 		}
 		changed[0] |= 2; /* a zero page held */
 		struct mem_image_source src = {seed_get, seed_put, ram};
-		struct mem_image_layer_spec spec = {changed, {{1, 2, 3}}, "../p/memory.img", 0};
+		struct mem_image_layer_spec spec = {changed, {{1, 2, 3}}, "../p/memory.img", 0, 1};
 		char name[32];
 		if (s == 0) { /* a full image only at 8 pages: the other would not fit an input */
 			if (mem_image_save_as(img, &src, size, NULL, NULL, NULL, NULL, NULL) < 0)

@@ -16,9 +16,10 @@
 #     both vCPUs' memverify runs pass in the restored VM.
 #  6. A layer that fails (no room) gives its changed pages back: the next
 #     layer on the same parent holds them, and restores.
-#  7. Past depth 16 the next layer is consolidated on the chain's full image
-#     (depth 1, holding the pages of the layers between); it, the one at
-#     depth 16 and a layer on the consolidated one restore with their sums.
+#  7. Consolidation (docs/snapshots.md): the 16th layer since the full image
+#     stands on it (depth 1, holding the pages of the layers between), the
+#     32nd on the 16th (depth 2), the ones between are plain layers on their
+#     parent; the layers at and around each step restore with their sums.
 . "$SRCDIR/tests/integration/snapshot/lib_snap.sh"
 need_kvm
 need_testos
@@ -327,7 +328,7 @@ else
   echo "note: no tmpfs could be mounted (needs root): the failed-layer case is not run"
 fi
 
-# ---- 7. consolidation past depth 16 ----
+# ---- 7. consolidation: every 16th layer ----
 t=$SECONDS
 rm -f "$TMP/d.in"; mkfifo "$TMP/d.in"
 "$CAIRN" run --kernel "$TESTOS" --mem 64M --control "$TMP/d.sock" \
@@ -338,20 +339,28 @@ wait_for "$TMP/d.out" "memfill mb=16 seed=1" 30 || fail "guest d did not fill"
 wait_for "$TMP/d.out" "cairn> " 10 || fail "no shell on d"
 declare -A DSUM
 snap d k0
-for k in $(seq 1 18); do
+for k in $(seq 1 33); do
   type_wait d "memfill 1 $((300 + k)) $((k % 16))" "memfill mb=1 seed=$((300 + k)) off=" 20 >/dev/null
   snap d "k$k"
-  if [ $k -le 16 ]; then want=$k; else want=$((k - 16)); fi
+  case $k in
+  16) want=1 ;;
+  32) want=2 ;;
+  *) if [ $k -lt 16 ]; then want=$k; elif [ $k -lt 32 ]; then want=$((k - 15)); else want=$((k - 30)); fi ;;
+  esac
   [ "$KIND" = layer ] && [ "$DEPTH" = $want ] || fail "k$k: expected a layer of depth $want: $REPLY_JSON"
-  [ $k = 17 ] && k17=$BYTES
+  [ $k = 16 ] && k16=$BYTES
+  [ $k = 32 ] && k32=$BYTES
   DSUM[$k]=$(sum_of "$(type_wait d memverify "memverify (ok|FAILED)" 30)")
 done
-# k1..k16 each hold at least their own 1 MiB, 16 different MiB in all
-[ "$k17" -ge $((16 * MIB)) ] || fail "the consolidated k17 holds $k17 bytes, less than the 16 MiB the layers under it changed"
-grep -qaF '../k0/memory.img' "$TMP/k17/memory.img" || fail "k17 does not name k0 as its parent"
+# k1..k16 each changed their own 1 MiB, 16 different MiB in all; so did k17..k32
+[ "$k16" -ge $((16 * MIB)) ] || fail "the consolidated k16 holds $k16 bytes, less than the 16 MiB it and the layers under it changed"
+[ "$k32" -ge $((16 * MIB)) ] || fail "the consolidated k32 holds $k32 bytes, less than the 16 MiB it and the layers under it changed"
+grep -qaF '../k0/memory.img' "$TMP/k16/memory.img" || fail "k16 does not name k0 as its parent"
+grep -qaF '../k16/memory.img' "$TMP/k17/memory.img" || fail "k17 does not name k16 as its parent"
+grep -qaF '../k16/memory.img' "$TMP/k32/memory.img" || fail "k32 does not name k16 as its parent"
 ctl d quit
 exec 9>&-
 wait_vm d 0
-for k in 16 17 18; do restore_verify "$TMP/k$k" "${DSUM[$k]}"; done
-pass "past depth 16: k17 is a layer of depth 1 on the full k0 ($k17 bytes: the pages of k1..k16 and its own), k18 depth 2 on it; k16 (depth 16), k17 and k18 restore with their sums ($((SECONDS - t)) s)"
+for k in 15 16 17 31 32 33; do restore_verify "$TMP/k$k" "${DSUM[$k]}"; done
+pass "consolidation: k16 is a layer of depth 1 on the full k0 ($k16 bytes: the pages of k1..k15 and its own), k17..k31 plain on it, k32 depth 2 on k16 ($k32 bytes), k33 depth 3; k15, k16, k17, k31, k32 and k33 restore with their sums ($((SECONDS - t)) s)"
 echo "total $((SECONDS - T0)) s"

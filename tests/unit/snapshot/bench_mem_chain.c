@@ -124,7 +124,8 @@ int main(int argc, char **argv)
 		}
 		char ref[64];
 		snprintf(ref, sizeof(ref), "../bench-chain-%d/memory.img", i - 1);
-		struct mem_image_layer_spec spec = {changed, prev.id, ref, prev.depth};
+		struct mem_image_layer_spec spec = {changed, prev.id, ref, prev.depth,
+						    prev.lineage + 1};
 		t = now();
 		if (mem_image_save_as(paths[i], &src, size, &spec, NULL, NULL, NULL, &info) < 0)
 			die(paths[i]);

@@ -146,6 +146,7 @@ static void to_version2(const char *p)
 	uint64_t tlen = len - at - 16; /* without the locator */
 	memmove(t + tlen - 8, t + tlen + 8, 8);
 	put_le32(t + 8, 2);
+	put_le32(t + 104, 0); /* the lineage number: version 3 only */
 	put_le64(t + tlen - 8, XXH3_64bits(t, tlen - 8));
 	CHECK(pwrite(o, t, tlen, SIZE) == (ssize_t)tlen);
 	close(o);
@@ -177,12 +178,13 @@ int main(void)
 			mutate(ram, changed, 100 + i);
 		snprintf(ref, sizeof(ref), "../s%d/memory.img", i - 1);
 		struct mem_image_layer_spec spec = {changed, i ? info[i - 1].id : (struct mem_id){{0}},
-						    ref, i ? info[i - 1].depth : 0};
+						    ref, i ? info[i - 1].depth : 0, (uint32_t)i};
 		struct mem_image_source src = {get, put, ram};
 		CHECK_EQ(mem_image_save_as(p, &src, SIZE, i ? &spec : NULL, NULL, NULL, NULL, &info[i]),
 			 0);
 		CHECK_EQ(info[i].layer, i > 0);
 		CHECK_EQ(info[i].depth, (uint32_t)i);
+		CHECK_EQ(info[i].lineage, (uint32_t)i);
 		want[i] = ram_alloc();
 		memcpy(want[i], ram, SIZE);
 		if (i) {

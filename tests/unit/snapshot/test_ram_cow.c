@@ -121,7 +121,7 @@ static bool one_save(const char *name, bool touch_all, bool window, bool layer)
 	char path[300];
 	snprintf(path, sizeof(path), "%s/%s.img", dir, name);
 	struct mem_image_info info;
-	struct mem_image_layer_spec spec = {changed, {{1}}, "../parent/memory.img", 0};
+	struct mem_image_layer_spec spec = {changed, {{1}}, "../parent/memory.img", 0, 1};
 	CHECK_EQ(mem_image_save_as(path, ram_cow_source(w), size, layer ? &spec : NULL, NULL,
 				   slow_progress, NULL, &info),
 		 0);
