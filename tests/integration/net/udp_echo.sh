@@ -2,27 +2,39 @@
 # virtio-net with user-mode networking: the host sends UDP datagrams to a
 # forwarded port and the test guest's udpecho sends each one back; the
 # payloads must come back unchanged.  Two NICs: the guest uses the first.
-. "$SRCDIR/tests/integration/lib.sh"
+. "$SRCDIR/tests/integration/snapshot/lib_snap.sh"
 need_kvm
 need_testos
 here="$SRCDIR/tests/integration/net"
 
 port=$(python3 "$here/free_port.py")
-"$CAIRN" run --kernel "$TESTOS" --net "user,hostfwd=udp::$port-:7" --net user \
-  --cmdline "udpecho 7 40; exit 0" </dev/null >"$TMP/out" 2>&1 &
+# udpecho forever: a datagram the client sends again (no echo within 1 s on
+# a loaded host) is echoed twice, so the guest's count is not the client's.
+start_vm a --kernel "$TESTOS" --net "user,hostfwd=udp::$port-:7" --net user \
+  --cmdline "udpecho 7"
+wait_for "$TMP/a.out" "udpecho port=7 ready" 20 || fail "udpecho did not start"
+grep -q "virtio-net 00:0.\.0 mac=52:54:00:12:34:56 queue=.* link=up" "$TMP/a.out" ||
+  { cat "$TMP/a.out"; fail "no device line for the first NIC"; }
+python3 "$here/udp_client.py" "$port" 40 first >"$TMP/client" 2>&1 ||
+  { cat "$TMP/client" "$TMP/a.out"; fail "the echo failed"; }
+cat "$TMP/client"
+ctl a '{"cmd":"quit"}'
+wait_vm a 0
+grep -q FAILED "$TMP/a.out" && { cat "$TMP/a.out"; fail "a job failed"; }
+pass "40 datagrams of 1-1400 bytes echoed through a forwarded UDP port"
+
+rc=0
+"$CAIRN" run --kernel "$TESTOS" --net "user,hostfwd=udp::$port-:7" \
+  --cmdline "udpecho 7 1; exit 0" </dev/null >"$TMP/out" 2>&1 &
 pid=$!
 wait_for "$TMP/out" "udpecho port=7 ready" 20 || { kill $pid; fail "udpecho did not start"; }
-grep -q "virtio-net 00:0.\.0 mac=52:54:00:12:34:56 queue=.* link=up" "$TMP/out" ||
-  { kill $pid; cat "$TMP/out"; fail "no device line for the first NIC"; }
-python3 "$here/udp_client.py" "$port" 40 first >"$TMP/client" 2>&1 ||
+python3 "$here/udp_client.py" "$port" 1 once >"$TMP/client" 2>&1 ||
   { cat "$TMP/client"; kill $pid; cat "$TMP/out"; fail "the echo failed"; }
-cat "$TMP/client"
-rc=0
 timeout 30 tail --pid=$pid -f /dev/null
 wait $pid || rc=$?
 [ "$rc" = 0 ] || { cat "$TMP/out"; fail "cairn exited $rc"; }
-grep -q "udpecho port=7 n=40 done" "$TMP/out" || { cat "$TMP/out"; fail "udpecho did not finish"; }
-pass "40 datagrams of 1-1400 bytes echoed through a forwarded UDP port"
+grep -q "udpecho port=7 n=1 done" "$TMP/out" || { cat "$TMP/out"; fail "udpecho did not finish"; }
+pass "udpecho 1 ends after one datagram"
 
 # A port nobody forwards gets nothing back: the echo is the guest's.
 other=$(python3 "$here/free_port.py")
