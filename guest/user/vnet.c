@@ -265,6 +265,17 @@ int vnet_send(const void *frame, unsigned len)
 	return 0;
 }
 
+int vnet_flush(uint64_t deadline)
+{
+	struct vq *t = &vn.tx;
+	while (__atomic_load_n(&t->used[1], __ATOMIC_ACQUIRE) != t->avail_idx) {
+		if (needs_reset() || now_ns() >= deadline)
+			return -1;
+		cpu_relax();
+	}
+	return 0;
+}
+
 /* Give receive buffer ID back to the device. */
 static void rx_repost(uint16_t id)
 {

@@ -13,6 +13,9 @@ int vnet_open(const char *what);
 void vnet_mac(uint8_t mac[6]);
 /* Queue one Ethernet frame (LEN <= 1514): 0, or -1 (the device needs a reset). */
 int vnet_send(const void *frame, unsigned len);
+/* Wait until the device has taken every queued frame (it returns one once
+   its backend has it): 0, or -1 at DEADLINE or when it needs a reset. */
+int vnet_flush(uint64_t deadline);
 /* The next received frame into BUF: its length; 0 at DEADLINE (ns); -1 when
    the device needs a reset. */
 int vnet_recv(uint8_t *buf, uint64_t deadline);

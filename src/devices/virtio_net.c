@@ -164,8 +164,11 @@ static enum rx_result vnet_rx_one(struct virtio_net *n, const uint8_t *buf, size
 		}
 		if (nbufs == 0) {
 			size_t need = VIRTIO_NET_HDR_LEN;
+			/* Empty buffers are passed over, so at most 12 entries. */
 			for (unsigned i = 0; i < n->elem.nin && need; i++) {
 				size_t c = n->elem.in[i].iov_len < need ? n->elem.in[i].iov_len : need;
+				if (!c)
+					continue;
 				hdr_iov[nhdr++] = (struct iovec){n->elem.in[i].iov_base, c};
 				need -= c;
 			}
@@ -280,13 +283,16 @@ static void vnet_tx(struct virtio_net *n)
 			continue;
 		}
 		iov_gather(e->out, e->nout, n->frame, total);
-		vq_push(vq, e->head, 0);
 		if (virtio_net_check_tx(n->frame, total - VIRTIO_NET_HDR_LEN) < 0) {
 			vnet_bad(n, "transmitted frame with offloads not negotiated or a bad length");
-			continue;
+		} else {
+			n->tx_frames++;
+			net_backend_send(n->be, n->frame + VIRTIO_NET_HDR_LEN,
+					 total - VIRTIO_NET_HDR_LEN);
 		}
-		n->tx_frames++;
-		net_backend_send(n->be, n->frame + VIRTIO_NET_HDR_LEN, total - VIRTIO_NET_HDR_LEN);
+		/* Returned once the backend has it: a driver that waits for its
+		 * used entry knows the frame has left the VM. */
+		vq_push(vq, e->head, 0);
 	}
 	n->in_tx = false;
 	if (pushed && vq_should_notify(vq))

@@ -229,7 +229,8 @@ static int evloop_wait(struct evloop *l, struct epoll_event *evs, int max)
 	l->pfds[0] = (struct pollfd){.fd = l->epfd, .events = POLLIN};
 	unsigned k = 1;
 	for (struct evloop_source *s = l->sources; s; s = s->next) {
-		memcpy(&l->pfds[k], s->fds, s->nfds * sizeof(*s->fds));
+		if (s->nfds)
+			memcpy(&l->pfds[k], s->fds, s->nfds * sizeof(*s->fds));
 		k += s->nfds;
 	}
 	int r = poll(l->pfds, n, timeout);

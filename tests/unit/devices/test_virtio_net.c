@@ -197,6 +197,31 @@ static void test_not_mergeable(void)
 	CHECK_EQ(*(uint16_t *)(ram + RXBUF + 10), 1);
 }
 
+/* The header split over 1-byte and empty receive buffers: it lands in the
+ * first 12 bytes that exist, and where it went is kept in 12 entries. */
+static void test_split_header(void)
+{
+	driver_setup(1u << 15);
+	/* 7 single bytes each followed by an empty buffer, then the rest: 15
+	 * buffers before the header is complete (more than its 12 bytes). */
+	unsigned n = 0;
+	for (unsigned i = 0; i < 7; i++) {
+		*desc(RXQ, n) = (struct desc){RXBUF + i, 1, F_WRITE | F_NEXT, (uint16_t)(n + 1)};
+		n++;
+		*desc(RXQ, n) = (struct desc){RXBUF + 0x100, 0, F_WRITE | F_NEXT, (uint16_t)(n + 1)};
+		n++;
+	}
+	*desc(RXQ, n) = (struct desc){RXBUF + 7, 1500, F_WRITE, 0};
+	post(RXQ, 0);
+	send_tx(0, arp_request(ram + TXBUF), 0);
+	CHECK_EQ(used_idx(RXQ), 1);
+	CHECK(!(bar_read(0x14, 1) & NEEDS_RESET));
+	/* num_buffers (header bytes 10-11) is 1: byte 10 is in the big buffer */
+	CHECK_EQ(ram[RXBUF + 10], 1);
+	CHECK_EQ(ram[RXBUF + 11], 0);
+	CHECK_EQ(ram[RXBUF + 12], 0x52); /* the frame: our MAC first */
+}
+
 static void test_hostile(void)
 {
 	driver_setup(1u << 15);
@@ -356,6 +381,7 @@ int main(void)
 	vp = dev->priv; /* struct virtio_net starts with its transport */
 	test_mergeable();
 	test_not_mergeable();
+	test_split_header();
 	test_hostile();
 	test_snapshot(dev);
 	devices_destroy(&vm);
