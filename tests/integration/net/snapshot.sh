@@ -3,8 +3,9 @@
 # restored in a new process (`cairn run --restore`): with another host port
 # forwarded (--net at restore replaces the backend), the echo works again
 # without the guest doing anything (its driver and its queues come back
-# from the snapshot; the new user-mode stack is fresh).  A restore without
-# --net reattaches the recorded backend; a wrong number of --net is refused.
+# from the snapshot; the new user-mode stack is fresh).  A revert in place
+# keeps the backend; a restore without --net reattaches the recorded one; a
+# wrong number of --net is refused.
 . "$SRCDIR/tests/integration/snapshot/lib_snap.sh"
 need_kvm
 need_testos
@@ -37,17 +38,34 @@ python3 "$here/udp_client.py" "$p2" 10 after >"$TMP/client" 2>&1 ||
   { cat "$TMP/client" "$TMP/b.out"; fail "echo after the restore"; }
 cat "$TMP/client"
 grep -q "ready" "$TMP/b.out" && { cat "$TMP/b.out"; fail "the restored guest booted again"; }
+pass "echo through a new port after a restore in a new process"
+
+# Revert in place: the device state goes back, the running backend stays.
+ctl b '{"cmd":"revert","path":"'"$TMP/snap"'"}'
+python3 "$here/udp_client.py" "$p2" 5 reverted >"$TMP/client" 2>&1 ||
+  { cat "$TMP/client" "$TMP/b.out"; fail "echo after a revert in place"; }
+pass "echo after a revert in place"
 ctl b '{"cmd":"snapshot","path":"'"$TMP/snap2"'","then":"quit"}'
 wait_vm b 0
-pass "echo through a new port after a restore in a new process"
 
 # Restored without --net: the snapshot's backends (p2 forwarded).
 start_vm c --restore "$TMP/snap2"
 python3 "$here/udp_client.py" "$p2" 5 again >"$TMP/client" 2>&1 ||
   { cat "$TMP/client" "$TMP/c.out"; fail "echo after a restore with the recorded backend"; }
+pass "a restore without --net reattaches the recorded backend"
+
+# A revert needs the same NICs: a snapshot of a machine with one is refused.
+start_vm e --kernel "$TESTOS" --net user --cmdline "sleep 100000"
+wait_for "$TMP/e.out" "cairn-guest: ready" 20 || fail "VM e did not start"
+ctl e '{"cmd":"snapshot","path":"'"$TMP/snap1nic"'","then":"quit"}'
+wait_vm e 0
+reply=$("$CAIRN" control "$TMP/c.sock" '{"cmd":"revert","path":"'"$TMP/snap1nic"'"}') &&
+  fail "revert to a snapshot with another NIC count: $reply"
+case "$reply" in *"has 1 NICs, this VM 2"*) ;; *) fail "revert refusal: $reply" ;; esac
+python3 "$here/udp_client.py" "$p2" 2 stillthere >/dev/null 2>&1 || fail "echo after a refused revert"
 ctl c '{"cmd":"quit"}'
 wait_vm c 0
-pass "a restore without --net reattaches the recorded backend"
+pass "a revert to a machine with other NICs is refused; the VM goes on"
 
 # --net none at restore: the NICs stay, their link is down, nothing echoes.
 start_vm d --restore "$TMP/snap" --net none
