@@ -238,6 +238,8 @@ static void vnet_receive(void *opaque, const void *frame, size_t len)
 		pthread_mutex_lock(&n->vp.lock);
 	if (!vnet_rx_ready(n) || n->backlog_n == RX_BACKLOG) {
 		n->rx_dropped++;
+		log_debug("virtio-net %d: frame of %zu bytes dropped (%s)", n->index, len,
+			  vnet_rx_ready(n) ? "backlog full" : "driver not ready");
 	} else {
 		uint8_t *d = malloc(VIRTIO_NET_HDR_LEN + len);
 		if (d) {

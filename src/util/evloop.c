@@ -40,6 +40,7 @@ struct evloop {
 	struct evloop_source *sources;
 	struct pollfd *pfds; /* the epoll fd, then every source's */
 	unsigned pfds_cap;
+	bool polled; /* the sources' fds were polled this turn: dispatch them */
 };
 
 int evloop_create(struct evloop **out)
@@ -206,7 +207,10 @@ void evloop_del_source(struct evloop *l, void *opaque)
 }
 
 /* With sources, the wait is a poll() on the epoll fd and their fds: 0 when
- * only a source (or its timeout) woke it, else what epoll_wait returns. */
+ * only a source (or its timeout) woke it, else what epoll_wait returns.
+ * The sources are dispatched after the turn's handlers (evloop_run), as
+ * QEMU's main loop does with libslirp: a frame a handler gave the stack
+ * (a guest's ARP reply) lets it send what waited for it in the same turn. */
 static int evloop_wait(struct evloop *l, struct epoll_event *evs, int max)
 {
 	if (!l->sources)
@@ -242,8 +246,7 @@ static int evloop_wait(struct evloop *l, struct epoll_event *evs, int max)
 			s->fds[i].revents = l->pfds[k + i].revents;
 		k += s->nfds;
 	}
-	for (struct evloop_source *s = l->sources; s && !l->stop; s = s->next)
-		s->ops->dispatch(s->opaque);
+	l->polled = true;
 	if (!(l->pfds[0].revents & POLLIN))
 		return 0;
 	return epoll_wait(l->epfd, evs, max, 0);
@@ -267,6 +270,11 @@ int evloop_run(struct evloop *l)
 			}
 			if (__atomic_load_n(&w->fd, __ATOMIC_RELAXED) >= 0)
 				w->fn(w->opaque, evs[i].events);
+		}
+		if (l->polled) {
+			l->polled = false;
+			for (struct evloop_source *s = l->sources; s && !l->stop; s = s->next)
+				s->ops->dispatch(s->opaque);
 		}
 		evloop_sweep(l);
 	}
