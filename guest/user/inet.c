@@ -355,8 +355,9 @@ int inet_ping(const char *addr, uint64_t count)
 				break;
 		if (ping_wait.got) {
 			received++;
-			cpu_printf("ping %s seq=%lu bytes=32 ttl=%u time=%luus", a, (unsigned long)i,
-				   ping_wait.ttl, (unsigned long)((now_ns() - t0) / 1000));
+			cpu_printf("ping %s seq=%lu bytes=32 ttl=%u time=%luus", a,
+				   (unsigned long)i, ping_wait.ttl,
+				   (unsigned long)((now_ns() - t0) / 1000));
 		} else {
 			cpu_printf("ping %s seq=%lu timeout", a, (unsigned long)i);
 		}

@@ -207,12 +207,12 @@ int vnet_open(const char *what)
 		if (find_caps() == 0 && setup() == 0) {
 			vn.state = 1;
 			uint16_t st = (vn.features & F_STATUS) ? mmio_r16(vn.devcfg + 6) : 1;
-			cpu_printf("virtio-net 00:%02x.0 mac=%02x:%02x:%02x:%02x:%02x:%02x queue=%u "
-				   "msix=%s mrg_rxbuf=%s link=%s",
-				   vn.bdf >> 3, vn.mac[0], vn.mac[1], vn.mac[2], vn.mac[3],
-				   vn.mac[4], vn.mac[5], vn.rx.size, vn.msix ? "yes" : "no",
-				   (vn.features & F_MRG_RXBUF) ? "yes" : "no",
-				   (st & 1) ? "up" : "down");
+			cpu_printf(
+			    "virtio-net 00:%02x.0 mac=%02x:%02x:%02x:%02x:%02x:%02x queue=%u "
+			    "msix=%s mrg_rxbuf=%s link=%s",
+			    vn.bdf >> 3, vn.mac[0], vn.mac[1], vn.mac[2], vn.mac[3], vn.mac[4],
+			    vn.mac[5], vn.rx.size, vn.msix ? "yes" : "no",
+			    (vn.features & F_MRG_RXBUF) ? "yes" : "no", (st & 1) ? "up" : "down");
 		}
 	}
 	if (vn.state < 0) {
@@ -246,7 +246,8 @@ int vnet_send(const void *frame, unsigned len)
 		return -1;
 	/* every descriptor in flight: wait for the device to finish one */
 	for (uint64_t t0 = now_ns();
-	     (uint16_t)(t->avail_idx - __atomic_load_n(&t->used[1], __ATOMIC_ACQUIRE)) >= t->size;) {
+	     (uint16_t)(t->avail_idx - __atomic_load_n(&t->used[1], __ATOMIC_ACQUIRE)) >=
+	     t->size;) {
 		if (needs_reset() || now_ns() - t0 > NS_PER_SEC)
 			return -1;
 		cpu_relax();
@@ -288,7 +289,8 @@ static int rx_take(uint8_t *buf)
 {
 	struct vq *r = &vn.rx;
 	volatile uint32_t *ring = (volatile uint32_t *)(r->used + 2);
-	uint32_t id = ring[2 * (r->used_idx % r->size)], len = ring[2 * (r->used_idx % r->size) + 1];
+	uint32_t id = ring[2 * (r->used_idx % r->size)],
+		 len = ring[2 * (r->used_idx % r->size) + 1];
 	r->used_idx++;
 	if (id >= r->size || len < HDR || len > RX_BUF) {
 		if (id < r->size)

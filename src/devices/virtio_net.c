@@ -166,7 +166,8 @@ static enum rx_result vnet_rx_one(struct virtio_net *n, const uint8_t *buf, size
 			size_t need = VIRTIO_NET_HDR_LEN;
 			/* Empty buffers are passed over, so at most 12 entries. */
 			for (unsigned i = 0; i < n->elem.nin && need; i++) {
-				size_t c = n->elem.in[i].iov_len < need ? n->elem.in[i].iov_len : need;
+				size_t c =
+				    n->elem.in[i].iov_len < need ? n->elem.in[i].iov_len : need;
 				if (!c)
 					continue;
 				hdr_iov[nhdr++] = (struct iovec){n->elem.in[i].iov_base, c};
@@ -286,7 +287,8 @@ static void vnet_tx(struct virtio_net *n)
 		}
 		iov_gather(e->out, e->nout, n->frame, total);
 		if (virtio_net_check_tx(n->frame, total - VIRTIO_NET_HDR_LEN) < 0) {
-			vnet_bad(n, "transmitted frame with offloads not negotiated or a bad length");
+			vnet_bad(n,
+				 "transmitted frame with offloads not negotiated or a bad length");
 		} else {
 			n->tx_frames++;
 			net_backend_send(n->be, n->frame + VIRTIO_NET_HDR_LEN,
@@ -345,9 +347,9 @@ static int vnet_snapshot(void *priv, struct state_buf *sb)
 }
 
 static const struct device_ops vnet_device_ops = {
-	.name = "virtio-net",
-	.snapshot = vnet_snapshot,
-	.destroy = vnet_destroy,
+    .name = "virtio-net",
+    .snapshot = vnet_snapshot,
+    .destroy = vnet_destroy,
 };
 
 static int vnet_create(struct vm *vm, const struct virtio_net_nic *nic, int index)
@@ -366,15 +368,15 @@ static int vnet_create(struct vm *vm, const struct virtio_net_nic *nic, int inde
 	n->config.status = net_backend_link_up(n->be) ? VIRTIO_NET_S_LINK_UP : 0;
 	n->config.max_virtqueue_pairs = 1;
 	n->ops = (struct virtio_device_ops){
-		.name = "virtio-net",
-		.device_id = VIRTIO_ID_NET,
-		.class_code = 0x020000, /* network, Ethernet */
-		.nqueues = 2,
-		.features = VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF,
-		.config_size = sizeof(n->config),
-		.config_read = vnet_config_read,
-		.queue_notify = vnet_queue_notify,
-		.reset = vnet_reset,
+	    .name = "virtio-net",
+	    .device_id = VIRTIO_ID_NET,
+	    .class_code = 0x020000, /* network, Ethernet */
+	    .nqueues = 2,
+	    .features = VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF,
+	    .config_size = sizeof(n->config),
+	    .config_read = vnet_config_read,
+	    .queue_notify = vnet_queue_notify,
+	    .reset = vnet_reset,
 	};
 	if ((r = virtio_pci_init(&n->vp, vm, &n->ops, n)) < 0) {
 		net_backend_close(n->be);

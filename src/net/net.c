@@ -71,8 +71,7 @@ static int parse_mac(const char *s, uint8_t mac[6])
 {
 	unsigned v[6];
 	char tail;
-	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) !=
-	    6)
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
 		return -1;
 	for (int i = 0; i < 6; i++) {
 		if (v[i] > 255)
@@ -99,17 +98,19 @@ int net_spec_parse(const char *spec, struct net_spec *out)
 	while (r == 0 && (tok = strtok_r(NULL, ",", &save))) {
 		if (!strncmp(tok, "mac=", 4)) {
 			if (parse_mac(tok + 4, out->mac) < 0)
-				r = err_set(EINVAL, "--net %s: bad MAC address '%s'", spec, tok + 4);
+				r = err_set(EINVAL, "--net %s: bad MAC address '%s'", spec,
+					    tok + 4);
 			out->has_mac = true;
 		} else if (!strncmp(tok, "hostfwd=", 8) && out->kind == NET_USER) {
 			if (out->nfwd == NET_MAX_HOSTFWD)
 				r = err_set(EINVAL, "--net %s: at most %d forwards", spec,
 					    NET_MAX_HOSTFWD);
 			else if (parse_hostfwd(tok + 8, &out->fwd[out->nfwd++]) < 0)
-				r = err_set(EINVAL,
-					    "--net %s: bad forward '%s' (PROTO::HOSTPORT-:GUESTPORT, "
-					    "PROTO udp or tcp)",
-					    spec, tok + 8);
+				r = err_set(
+				    EINVAL,
+				    "--net %s: bad forward '%s' (PROTO::HOSTPORT-:GUESTPORT, "
+				    "PROTO udp or tcp)",
+				    spec, tok + 8);
 		} else {
 			r = err_set(EINVAL, "--net %s: unknown option '%s'", spec, tok);
 		}

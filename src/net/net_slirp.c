@@ -234,9 +234,10 @@ int net_slirp_open(const struct net_spec *spec, struct evloop *loop, const struc
 		if (slirp_add_hostfwd(s->slirp, f->udp, host, f->host_port, guest, f->guest_port) <
 		    0) {
 			net_slirp_close(s);
-			return err_set(EADDRINUSE,
-				       "user-mode network: cannot forward host %s port %u (in use?)",
-				       f->udp ? "UDP" : "TCP", f->host_port);
+			return err_set(
+			    EADDRINUSE,
+			    "user-mode network: cannot forward host %s port %u (in use?)",
+			    f->udp ? "UDP" : "TCP", f->host_port);
 		}
 	}
 	int r = evloop_add_source(loop, &ns_source, s);

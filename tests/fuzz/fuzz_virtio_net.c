@@ -234,8 +234,12 @@ static void write_seed(const char *dir, const char *name, const struct fuzz_hdr 
 static void write_seeds(const char *dir)
 {
 	static uint8_t s0[SLOT0_SIZE];
-	struct fuzz_hdr h = {.flags = 1, .nrx = 2, .qsize = {8, 8},
-			     .desc = {0x100, 0x400}, .avail = {0x200, 0x500}, .used = {0x300, 0x600},
+	struct fuzz_hdr h = {.flags = 1,
+			     .nrx = 2,
+			     .qsize = {8, 8},
+			     .desc = {0x100, 0x400},
+			     .avail = {0x200, 0x500},
+			     .used = {0x300, 0x600},
 			     .rxlen = {60, 1514}};
 	for (int mrg = 0; mrg < 2; mrg++) {
 		memset(s0, 0, sizeof(s0));

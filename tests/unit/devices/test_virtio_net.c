@@ -208,7 +208,8 @@ static void test_split_header(void)
 	for (unsigned i = 0; i < 7; i++) {
 		*desc(RXQ, n) = (struct desc){RXBUF + i, 1, F_WRITE | F_NEXT, (uint16_t)(n + 1)};
 		n++;
-		*desc(RXQ, n) = (struct desc){RXBUF + 0x100, 0, F_WRITE | F_NEXT, (uint16_t)(n + 1)};
+		*desc(RXQ, n) =
+		    (struct desc){RXBUF + 0x100, 0, F_WRITE | F_NEXT, (uint16_t)(n + 1)};
 		n++;
 	}
 	*desc(RXQ, n) = (struct desc){RXBUF + 7, 1500, F_WRITE, 0};
