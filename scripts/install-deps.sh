@@ -4,6 +4,7 @@ set -euo pipefail
 PKGS=(
   build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
   libjansson-dev zlib1g-dev libzstd-dev libxxhash-dev
+  libslirp-dev libglib2.0-dev  # user-mode networking; slirp.pc requires glib-2.0's .pc
   qemu-system-x86 qemu-utils
   busybox-static cpio kmod xz-utils lz4 zstd file
   jq python3 util-linux e2fsprogs

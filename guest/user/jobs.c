@@ -6,6 +6,7 @@
 #include "../diskpat.h"
 #include "platform.h"
 #include "ulib.h"
+#include "inet.h"
 #include "vblk.h"
 #include "vhostile.h"
 
@@ -775,6 +776,13 @@ static void run_job(char *text)
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b))
 			if (vhostile_run(a, b))
 				failed();
+	} else if (!strcmp(c, "udpecho") && (argc == 2 || argc == 3)) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 0, &b) &&
+		    inet_udpecho(a, b))
+			failed();
+	} else if (!strcmp(c, "ping") && (argc == 2 || argc == 3)) {
+		if (!arg_u64(argc, argv, 2, 1, &a) && inet_ping(argv[1], a))
+			failed();
 	} else if (!strcmp(c, "disknotify") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && vblk_set_notify_bits(a))
 			failed();

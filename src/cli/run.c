@@ -2,6 +2,7 @@
  * line, with the serial console on this terminal. */
 #include "cli/cli.h"
 #include "cli/term.h"
+#include "net/net.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/size.h"
@@ -18,7 +19,7 @@
 
 static const char run_usage[] =
 	"Usage: cairn run --kernel FILE [options]\n"
-	"       cairn run --restore DIR [--control SOCK] [--restore-mode map|copy]\n"
+	"       cairn run --restore DIR [--control SOCK] [--restore-mode map|copy] [--net ...]\n"
 	"\n"
 	"Boot a guest under KVM.  The serial console (COM1) is this terminal; with a\n"
 	"terminal, Ctrl-A x quits.\n"
@@ -32,6 +33,11 @@ static const char run_usage[] =
 	"                       a virtio-blk disk (repeatable; raw or qcow2, detected)\n"
 	"  --no-pvm-quirks      on PVM hosts, do not adapt Linux guests (docs/pvm.md)\n"
 	"  --control SOCK       serve the control socket SOCK (docs/control.md)\n"
+	"  --net user[,hostfwd=PROTO::HOSTPORT-:GUESTPORT]...[,mac=MAC] | none\n"
+	"                       a virtio-net NIC (repeatable): user-mode networking\n"
+	"                       (NAT, 10.0.2.0/24, gateway 10.0.2.2, guest 10.0.2.15;\n"
+	"                       PROTO udp or tcp); with --restore, the backends of the\n"
+	"                       snapshot's NICs (one each, or one 'none' for all)\n"
 	"  --restore DIR        start from the whole-machine snapshot in DIR\n"
 	"  --restore-mode MODE  map (default: memory loads as the guest touches it)\n"
 	"                       or copy (read all memory first)\n"
@@ -79,6 +85,25 @@ static void set_str(char **field, const char *value)
 	*field = strdup(value);
 }
 
+/* One NIC per --net (--net none alone: none), MACs 52:54:00:12:34:56 and
+ * up, as QEMU numbers them, unless mac= says otherwise. */
+static int set_nics(struct vm_config *cfg, const char *const *nets, int n)
+{
+	if (n == 1 && !strcmp(nets[0], "none"))
+		return 0;
+	for (int i = 0; i < n; i++) {
+		struct net_spec ns;
+		net_spec_parse(nets[i], &ns); /* checked when given */
+		if (ns.kind == NET_NONE)
+			return -1;
+		struct nic_config *nc = &cfg->nics[cfg->nnics++];
+		const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, (uint8_t)(0x56 + i)};
+		memcpy(nc->mac, ns.has_mac ? ns.mac : mac, 6);
+		set_str(&nc->backend, nets[i]);
+	}
+	return 0;
+}
+
 int cli_run_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -88,7 +113,7 @@ int cli_run_main(int argc, char **argv)
 		{"no-pvm-quirks", no_argument, NULL, 'P'}, {"verbose", no_argument, NULL, 'v'},
 		{"control", required_argument, NULL, 'C'}, {"restore", required_argument, NULL, 'R'},
 		{"restore-mode", required_argument, NULL, 'M'}, {"no-verify", no_argument, NULL, 'N'},
-		{"disk-dir", required_argument, NULL, 'D'},
+		{"disk-dir", required_argument, NULL, 'D'}, {"net", required_argument, NULL, 'E'},
 		{"quiet", no_argument, NULL, 'q'},         {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -96,6 +121,8 @@ int cli_run_main(int argc, char **argv)
 				.console_in = STDIN_FILENO, .console_out = STDOUT_FILENO};
 	struct vmm_opts opts = {.restore_mode = RESTORE_MAP, .verify_memory = true};
 	const char *restore = NULL;
+	const char *nets[VM_MAX_NICS];
+	int nnets = 0;
 	int verbose = 0, c, status = CLI_OK;
 	bool quiet = false;
 	optind = 1;
@@ -132,6 +159,19 @@ int cli_run_main(int argc, char **argv)
 				goto out;
 			}
 			break;
+		case 'E': {
+			struct net_spec ns;
+			if (nnets == VM_MAX_NICS) {
+				status = cli_usage_error("run", "at most %d --net", VM_MAX_NICS);
+				goto out;
+			}
+			if (net_spec_parse(optarg, &ns) < 0) {
+				status = cli_usage_error("run", "%s", err_msg());
+				goto out;
+			}
+			nets[nnets++] = optarg;
+			break;
+		}
 		case 'P': cfg.pvm_quirks = false; break;
 		case 'C': opts.control = optarg; break;
 		case 'R': restore = optarg; break;
@@ -167,6 +207,13 @@ int cli_run_main(int argc, char **argv)
 	}
 	if (!cfg.kernel && !restore) {
 		status = cli_usage_error("run", "--kernel is required");
+		goto out;
+	}
+	if (restore) {
+		opts.net_backends = nets;
+		opts.nnet_backends = nnets;
+	} else if (set_nics(&cfg, nets, nnets) < 0) {
+		status = cli_usage_error("run", "--net none gives no NIC: not with another --net");
 		goto out;
 	}
 	log_set_level(quiet ? LOG_ERROR : verbose >= 2 ? LOG_DEBUG : verbose ? LOG_INFO : LOG_WARN);

@@ -6,6 +6,7 @@
 
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 
 struct vm;
 struct state_buf;
@@ -42,6 +43,8 @@ struct devices_config {
 	struct serial_console console;
 	const struct virtio_blk_disk *disks; /* one virtio-blk device each */
 	int ndisks;
+	const struct virtio_net_nic *nics; /* one virtio-net device each */
+	int nnics;
 };
 
 /* Create every device CFG asks for, in the order of the init list. */

@@ -5,6 +5,7 @@
 #include "devices/pci.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "kvm/vm.h"
 #include "util/err.h"
 
@@ -19,6 +20,7 @@ static const device_init_fn device_inits[] = {
 	debug_exit_init,
 	pci_init,        /* host bridge; must precede PCI devices */
 	virtio_blk_init, /* one per --disk */
+	virtio_net_init, /* one per --net */
 };
 
 int device_add(struct vm *vm, const struct device_ops *ops, void *priv)

@@ -150,6 +150,19 @@ void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len)
 	__atomic_store_n((uint16_t *)(used + 2), vq->used_idx, __ATOMIC_RELEASE);
 }
 
+void vq_push_many(struct virtqueue *vq, const uint32_t (*elems)[2], unsigned n)
+{
+	uint8_t *used = vm_gpa_to_hva(vq->vm, vq->used_gpa, 4 + 8u * vq->size);
+	if (!used || !n)
+		return;
+	vm_dirty_mark(vq->vm, used, 4 + 8u * vq->size);
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(used + 4 + 8u * (vq->used_idx % vq->size), elems[i], 8);
+		vq->used_idx++;
+	}
+	__atomic_store_n((uint16_t *)(used + 2), vq->used_idx, __ATOMIC_RELEASE);
+}
+
 bool vq_should_notify(struct virtqueue *vq)
 {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);

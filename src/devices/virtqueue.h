@@ -54,6 +54,10 @@ uint8_t *vq_bad_chain_status(struct virtqueue *vq, uint16_t head);
 /* Return HEAD to the driver with LEN bytes written (at most the chain's
  * device-writable bytes, which vq_pop keeps below 4 GiB). */
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len);
+/* Return N chains at once (USED[i] = {head, len}), publishing the used
+ * index once: the driver sees all of them or none (a received frame that
+ * spans several buffers). */
+void vq_push_many(struct virtqueue *vq, const uint32_t (*used)[2], unsigned n);
 /* Whether the driver wants an interrupt now (VRING_AVAIL_F_NO_INTERRUPT). */
 bool vq_should_notify(struct virtqueue *vq);
 

@@ -1,6 +1,7 @@
 #include "util/evloop.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,14 @@ struct evloop_call {
 	struct evloop_call *next;
 };
 
+struct evloop_source {
+	const struct evloop_source_ops *ops;
+	void *opaque;
+	struct pollfd *fds; /* the source's own, as PREPARE left them */
+	unsigned nfds;
+	struct evloop_source *next;
+};
+
 struct evloop {
 	int epfd;
 	int wakefd; /* eventfd: stop requests and queued calls */
@@ -28,6 +37,10 @@ struct evloop {
 	pthread_mutex_t lock;
 	struct evloop_watch *watches;
 	struct evloop_call *calls;
+	struct evloop_source *sources;
+	struct pollfd *pfds; /* the epoll fd, then every source's */
+	unsigned pfds_cap;
+	bool polled; /* the sources' fds were polled this turn: dispatch them */
 };
 
 int evloop_create(struct evloop **out)
@@ -67,6 +80,12 @@ void evloop_destroy(struct evloop *l)
 		l->calls = c->next;
 		free(c);
 	}
+	while (l->sources) {
+		struct evloop_source *s = l->sources;
+		l->sources = s->next;
+		free(s);
+	}
+	free(l->pfds);
 	close(l->epfd);
 	close(l->wakefd);
 	pthread_mutex_destroy(&l->lock);
@@ -166,11 +185,78 @@ static void evloop_run_calls(struct evloop *l)
 	}
 }
 
+int evloop_add_source(struct evloop *l, const struct evloop_source_ops *ops, void *opaque)
+{
+	struct evloop_source *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	*s = (struct evloop_source){.ops = ops, .opaque = opaque, .next = l->sources};
+	l->sources = s;
+	return 0;
+}
+
+void evloop_del_source(struct evloop *l, void *opaque)
+{
+	for (struct evloop_source **p = &l->sources; *p; p = &(*p)->next)
+		if ((*p)->opaque == opaque) {
+			struct evloop_source *s = *p;
+			*p = s->next;
+			free(s);
+			return;
+		}
+}
+
+/* With sources, the wait is a poll() on the epoll fd and their fds: 0 when
+ * only a source (or its timeout) woke it, else what epoll_wait returns.
+ * The sources are dispatched after the turn's handlers (evloop_run), as
+ * QEMU's main loop does with libslirp: a frame a handler gave the stack
+ * (a guest's ARP reply) lets it send what waited for it in the same turn. */
+static int evloop_wait(struct evloop *l, struct epoll_event *evs, int max)
+{
+	if (!l->sources)
+		return epoll_wait(l->epfd, evs, max, -1);
+	int timeout = -1;
+	unsigned n = 1;
+	for (struct evloop_source *s = l->sources; s; s = s->next) {
+		s->fds = NULL;
+		s->nfds = 0;
+		s->ops->prepare(s->opaque, &s->fds, &s->nfds, &timeout);
+		n += s->nfds;
+	}
+	if (n > l->pfds_cap) {
+		struct pollfd *p = realloc(l->pfds, n * sizeof(*p));
+		if (!p)
+			return -1;
+		l->pfds = p;
+		l->pfds_cap = n;
+	}
+	l->pfds[0] = (struct pollfd){.fd = l->epfd, .events = POLLIN};
+	unsigned k = 1;
+	for (struct evloop_source *s = l->sources; s; s = s->next) {
+		if (s->nfds)
+			memcpy(&l->pfds[k], s->fds, s->nfds * sizeof(*s->fds));
+		k += s->nfds;
+	}
+	int r = poll(l->pfds, n, timeout);
+	if (r < 0)
+		return -1;
+	k = 1;
+	for (struct evloop_source *s = l->sources; s; s = s->next) {
+		for (unsigned i = 0; i < s->nfds; i++)
+			s->fds[i].revents = l->pfds[k + i].revents;
+		k += s->nfds;
+	}
+	l->polled = true;
+	if (!(l->pfds[0].revents & POLLIN))
+		return 0;
+	return epoll_wait(l->epfd, evs, max, 0);
+}
+
 int evloop_run(struct evloop *l)
 {
 	struct epoll_event evs[32];
 	while (!l->stop) {
-		int n = epoll_wait(l->epfd, evs, 32, -1);
+		int n = evloop_wait(l, evs, 32);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -184,6 +270,11 @@ int evloop_run(struct evloop *l)
 			}
 			if (__atomic_load_n(&w->fd, __ATOMIC_RELAXED) >= 0)
 				w->fn(w->opaque, evs[i].events);
+		}
+		if (l->polled) {
+			l->polled = false;
+			for (struct evloop_source *s = l->sources; s && !l->stop; s = s->next)
+				s->ops->dispatch(s->opaque);
 		}
 		evloop_sweep(l);
 	}

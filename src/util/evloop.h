@@ -14,6 +14,19 @@ void evloop_destroy(struct evloop *loop);
 /* Watch FD for EVENTS (EPOLLIN...); FN runs in the loop's thread. */
 int evloop_add(struct evloop *loop, int fd, uint32_t events, evloop_fn fn, void *opaque);
 int evloop_del(struct evloop *loop, int fd);
+/* A source whose descriptors change from turn to turn (libslirp's sockets):
+ * before each wait PREPARE points *FDS at its pollfds (N of them) and may
+ * lower *TIMEOUT_MS (-1: none); after the wait, DISPATCH sees their revents
+ * (also when the wait timed out, for the source's timers).  Both run in the
+ * loop's thread.  Add and remove sources from that thread or before the
+ * loop runs. */
+struct pollfd;
+struct evloop_source_ops {
+	void (*prepare)(void *opaque, struct pollfd **fds, unsigned *n, int *timeout_ms);
+	void (*dispatch)(void *opaque);
+};
+int evloop_add_source(struct evloop *loop, const struct evloop_source_ops *ops, void *opaque);
+void evloop_del_source(struct evloop *loop, void *opaque);
 /* Run until evloop_stop(); returns 0, or -errno if epoll fails. */
 int evloop_run(struct evloop *loop);
 /* Safe from any thread or a signal handler. */

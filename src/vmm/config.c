@@ -31,10 +31,22 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 		dst->disks[i].format = dup_opt(src->disks[i].format, &failed);
 		dst->disks[i].serial = dup_opt(src->disks[i].serial, &failed);
 	}
+	for (int i = 0; i < src->nnics; i++)
+		dst->nics[i].backend = dup_opt(src->nics[i].backend, &failed);
 	if (!failed)
 		return 0;
 	vm_config_free(dst);
 	return err_set(ENOMEM, "machine configuration");
+}
+
+int vm_config_set_nic_backend(struct vm_config *cfg, int i, const char *spec)
+{
+	char *s = strdup(spec);
+	if (!s)
+		return err_set(ENOMEM, "machine configuration");
+	free(cfg->nics[i].backend);
+	cfg->nics[i].backend = s;
+	return 0;
 }
 
 void vm_config_free(struct vm_config *cfg)
@@ -44,6 +56,8 @@ void vm_config_free(struct vm_config *cfg)
 		free(cfg->disks[i].format);
 		free(cfg->disks[i].serial);
 	}
+	for (int i = 0; i < cfg->nnics; i++)
+		free(cfg->nics[i].backend);
 	free(cfg->kernel);
 	free(cfg->initrd);
 	free(cfg->cmdline);

@@ -9,6 +9,14 @@
 #include <stdint.h>
 
 #define VM_MAX_DISKS 16
+#define VM_MAX_NICS 8
+
+/* A NIC: hardware (the MAC, in a snapshot's configuration) and the backend
+ * it is attached to now (net/net.h's spec; a restore may change it). */
+struct nic_config {
+	uint8_t mac[6];
+	char *backend;
+};
 
 struct disk_config {
 	char *path;
@@ -26,12 +34,16 @@ struct vm_config {
 	char *cmdline;
 	struct disk_config disks[VM_MAX_DISKS];
 	int ndisks;
+	struct nic_config nics[VM_MAX_NICS];
+	int nnics;
 	bool pvm_quirks;	     /* --no-pvm-quirks clears it */
 	int console_in, console_out; /* file descriptors of the serial console */
 };
 
 /* Deep copy of SRC into DST (free with vm_config_free). */
 int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
+/* NIC I of CFG is attached to SPEC from now on. */
+int vm_config_set_nic_backend(struct vm_config *cfg, int i, const char *spec);
 /* Free CFG's strings and zero it. */
 void vm_config_free(struct vm_config *cfg);
 

@@ -2,8 +2,28 @@
 #include "util/err.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static void mac_format(const uint8_t m[6], char out[18])
+{
+	snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+static int mac_parse(const char *s, uint8_t m[6])
+{
+	unsigned v[6];
+	char tail;
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++) {
+		if (v[i] > 255)
+			return -1;
+		m[i] = (uint8_t)v[i];
+	}
+	return 0;
+}
 
 json_t *vm_config_to_json(const struct vm_config *cfg)
 {
@@ -16,10 +36,44 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 			json_object_set_new(dj, "size", json_integer((json_int_t)d->size));
 		json_array_append_new(disks, dj);
 	}
-	return json_pack("{s:I, s:i, s:s*, s:s*, s:s*, s:o, s:b}", "mem_bytes",
-			 (json_int_t)cfg->mem_size, "cpus", cfg->ncpus, "kernel", cfg->kernel,
-			 "initrd", cfg->initrd, "cmdline", cfg->cmdline, "disks", disks,
-			 "pvm_quirks", cfg->pvm_quirks);
+	json_t *j = json_pack("{s:I, s:i, s:s*, s:s*, s:s*, s:o, s:b}", "mem_bytes",
+			      (json_int_t)cfg->mem_size, "cpus", cfg->ncpus, "kernel", cfg->kernel,
+			      "initrd", cfg->initrd, "cmdline", cfg->cmdline, "disks", disks,
+			      "pvm_quirks", cfg->pvm_quirks);
+	/* Absent without NICs: a configuration without them reads as before. */
+	if (j && cfg->nnics) {
+		json_t *nics = json_array();
+		for (int i = 0; i < cfg->nnics; i++) {
+			char mac[18];
+			mac_format(cfg->nics[i].mac, mac);
+			json_array_append_new(nics, json_pack("{s:s, s:s}", "mac", mac, "backend",
+							      cfg->nics[i].backend));
+		}
+		json_object_set_new(j, "nics", nics);
+	}
+	return j;
+}
+
+static int nics_from_json(json_t *nics, const char *name, struct vm_config *in)
+{
+	if (!nics)
+		return 0;
+	if (!json_is_array(nics) || json_array_size(nics) > VM_MAX_NICS)
+		return err_set(EINVAL, "%s: machine configuration: nics out of range", name);
+	size_t i;
+	json_t *n;
+	json_error_t e;
+	json_array_foreach(nics, i, n)
+	{
+		const char *mac = NULL, *backend = NULL;
+		if (json_unpack_ex(n, &e, 0, "{s:s, s:s}", "mac", &mac, "backend", &backend) < 0)
+			return err_set(EINVAL, "%s: NIC %zu: %s", name, i, e.text);
+		struct nic_config *nc = &in->nics[in->nnics++];
+		if (mac_parse(mac, nc->mac) < 0)
+			return err_set(EINVAL, "%s: NIC %zu: MAC address '%s'", name, i, mac);
+		nc->backend = (char *)backend;
+	}
+	return 0;
 }
 
 int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg)
@@ -27,11 +81,12 @@ int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg
 	json_int_t mem = 0;
 	int cpus = 0, quirks = 1;
 	const char *kernel = NULL, *initrd = NULL, *cmdline = NULL;
-	json_t *disks = NULL;
+	json_t *disks = NULL, *nics = NULL;
 	json_error_t e;
-	if (json_unpack_ex((json_t *)j, &e, 0, "{s:I, s:i, s?s, s?s, s?s, s:o, s?b}", "mem_bytes",
-			   &mem, "cpus", &cpus, "kernel", &kernel, "initrd", &initrd, "cmdline",
-			   &cmdline, "disks", &disks, "pvm_quirks", &quirks) < 0)
+	if (json_unpack_ex((json_t *)j, &e, 0, "{s:I, s:i, s?s, s?s, s?s, s:o, s?b, s?o}",
+			   "mem_bytes", &mem, "cpus", &cpus, "kernel", &kernel, "initrd", &initrd,
+			   "cmdline", &cmdline, "disks", &disks, "pvm_quirks", &quirks, "nics",
+			   &nics) < 0)
 		return err_set(EINVAL, "%s: machine configuration: %s", name, e.text);
 	if (mem <= 0 || cpus < 1 || cpus > 64 || !json_is_array(disks) ||
 	    json_array_size(disks) > VM_MAX_DISKS)
@@ -63,5 +118,6 @@ int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg
 							     .serial = (char *)serial,
 							     .size = (uint64_t)size};
 	}
-	return vm_config_copy(cfg, &in);
+	int r = nics_from_json(nics, name, &in);
+	return r < 0 ? r : vm_config_copy(cfg, &in);
 }

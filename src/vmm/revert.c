@@ -39,6 +39,27 @@ static int revert_check_config(const struct vm_config *cur, const struct vm_conf
 		if (cur->disks[i].readonly != snap->disks[i].readonly)
 			return err_set(EINVAL, "%s: disk %d is read-only in one and not the other",
 				       dir, i);
+	if (cur->nnics != snap->nnics)
+		return err_set(EINVAL,
+			       "%s: the snapshot's machine has %d NICs, this VM %d: start it with "
+			       "cairn run --restore",
+			       dir, snap->nnics, cur->nnics);
+	for (int i = 0; i < cur->nnics; i++)
+		if (memcmp(cur->nics[i].mac, snap->nics[i].mac, 6))
+			return err_set(EINVAL, "%s: NIC %d has another MAC address in the snapshot",
+				       dir, i);
+	return 0;
+}
+
+/* The NICs stay attached to what they are attached to now: the backends
+ * are not part of the machine a revert brings back. */
+static int revert_keep_backends(const struct vm_config *cur, struct vm_config *snap)
+{
+	for (int i = 0; i < cur->nnics; i++) {
+		int r = vm_config_set_nic_backend(snap, i, cur->nics[i].backend);
+		if (r < 0)
+			return r;
+	}
 	return 0;
 }
 
@@ -140,6 +161,7 @@ int revert_run(struct vmm *vmm, const char *dir, const struct revert_opts *o,
 	if ((o->disk_layers &&
 	     (r = vmm_override_disks(&cfg, o->disk_layers, o->ndisk_layers, dir)) < 0) ||
 	    (r = revert_check_config(&vmm->cfg, &cfg, dir)) < 0 ||
+	    (r = revert_keep_backends(&vmm->cfg, &cfg)) < 0 ||
 	    (r = vmm_check_disk_sizes(&cfg, dir)) < 0 ||
 	    (r = vm_snapshot_check_records(vm, rd)) < 0 ||
 	    (r = vm_snapshot_open_memory(dir, rd, cfg.mem_size, o->verify, &chain)) < 0)

@@ -21,7 +21,7 @@ struct x86_vcpu_state;
 struct x86_vm_state;
 
 enum vm_record_tag {
-	VM_RECORD_CONFIG = 1, /* hardware configuration, JSON text */
+	VM_RECORD_CONFIG = 1, /* hardware configuration, JSON text (version 2: with "nics") */
 	VM_RECORD_VM = 2,     /* irqchips, PIT, kvmclock */
 	VM_RECORD_VCPU = 3,   /* one per vCPU, instance = vCPU id */
 	VM_RECORD_DEVICE = 4, /* one per device, instance = place in the device list */

@@ -22,6 +22,7 @@
 
 struct capture_record {
 	uint32_t tag;
+	uint16_t version;
 	uint16_t instance;
 	void *data;
 	size_t len;
@@ -46,7 +47,7 @@ static int capture_add(struct vm_snapshot_capture *c, uint32_t tag, uint16_t ins
 		c->rec = r;
 		c->cap = cap;
 	}
-	c->rec[c->n++] = (struct capture_record){tag, inst, data, len};
+	c->rec[c->n++] = (struct capture_record){tag, 1, inst, data, len};
 	return 0;
 }
 
@@ -82,6 +83,10 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	json_decref(j);
 	int r = config ? capture_add(c, VM_RECORD_CONFIG, 0, config, strlen(config))
 		       : err_set(ENOMEM, "configuration");
+	/* Version 2 has NICs: a cairn that does not know them must refuse the
+	 * snapshot rather than restore a machine without its NICs. */
+	if (r == 0 && cfg->nnics)
+		c->rec[c->n - 1].version = 2;
 	struct x86_vm_state vs;
 	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0) {
 		struct state_buf sb;
@@ -153,7 +158,7 @@ int vm_snapshot_write(const struct vm_snapshot_capture *c, const void *ram,
 		return r;
 	uint64_t bytes = 0;
 	for (unsigned i = 0; r == 0 && i < c->n; i++) {
-		r = state_writer_add(w, c->rec[i].tag, 1, c->rec[i].instance, c->rec[i].data,
+		r = state_writer_add(w, c->rec[i].tag, c->rec[i].version, c->rec[i].instance, c->rec[i].data,
 				     c->rec[i].len);
 		bytes += c->rec[i].len;
 	}

@@ -12,6 +12,7 @@
 #include "kvm/vcpu.h"
 #include "kvm/dirty.h"
 #include "kvm/vm.h"
+#include "net/net.h"
 #include "snapshot/mem_chain.h"
 #include "snapshot/mem_image.h"
 #include "snapshot/snapdir.h"
@@ -215,8 +216,16 @@ static int vmm_init_devices(struct vmm *vmm)
 	for (int i = 0; i < cfg->ndisks; i++)
 		disks[i] = (struct virtio_blk_disk){cfg->disks[i].path, cfg->disks[i].format,
 						    cfg->disks[i].readonly, cfg->disks[i].serial};
-	const struct devices_config dc = {
-	    .console = {cfg->console_in, cfg->console_out}, .disks = disks, .ndisks = cfg->ndisks};
+	struct virtio_net_nic nics[VM_MAX_NICS];
+	for (int i = 0; i < cfg->nnics; i++) {
+		memcpy(nics[i].mac, cfg->nics[i].mac, 6);
+		nics[i].backend = cfg->nics[i].backend;
+	}
+	const struct devices_config dc = {.console = {cfg->console_in, cfg->console_out},
+					  .disks = disks,
+					  .ndisks = cfg->ndisks,
+					  .nics = nics,
+					  .nnics = cfg->nnics};
 	return devices_init(vmm->vm, &dc);
 }
 
@@ -256,6 +265,35 @@ static int vmm_restore_memory(struct vmm *vmm, const char *dir, struct state_rea
 	return ret;
 }
 
+/* What lives outside the snapshot: the backends the NICs attach to.  The
+ * NICs themselves (how many, their MACs) are the snapshot's hardware. */
+static int vmm_override_nets(struct vm_config *cfg, const char *const *specs, int n)
+{
+	bool all_none = n == 1 && !strcmp(specs[0], "none");
+	if (!all_none && n != cfg->nnics)
+		return err_set(EINVAL,
+			       "the snapshot has %d NIC%s: give as many --net options (or one "
+			       "--net none)",
+			       cfg->nnics, cfg->nnics == 1 ? "" : "s");
+	for (int i = 0; i < cfg->nnics; i++) {
+		const char *spec = all_none ? "none" : specs[i];
+		struct net_spec ns;
+		int r = net_spec_parse(spec, &ns);
+		if (r < 0)
+			return r;
+		if (ns.has_mac && memcmp(ns.mac, cfg->nics[i].mac, 6))
+			return err_set(EINVAL,
+				       "--net %s: NIC %d's MAC address is the snapshot's "
+				       "%02x:%02x:%02x:%02x:%02x:%02x",
+				       spec, i, cfg->nics[i].mac[0], cfg->nics[i].mac[1],
+				       cfg->nics[i].mac[2], cfg->nics[i].mac[3], cfg->nics[i].mac[4],
+				       cfg->nics[i].mac[5]);
+		if ((r = vm_config_set_nic_backend(cfg, i, spec)) < 0)
+			return r;
+	}
+	return 0;
+}
+
 int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 {
 	struct vmm *vmm = vmm_alloc(opts);
@@ -270,6 +308,8 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 		ret = vmm_override_disks(&vmm->cfg, opts->disk_layers, opts->ndisk_layers, dir);
 	if (ret == 0)
 		ret = vmm_check_disk_sizes(&vmm->cfg, dir);
+	if (ret == 0 && opts->nnet_backends)
+		ret = vmm_override_nets(&vmm->cfg, opts->net_backends, opts->nnet_backends);
 	/* The console is this process's, not the snapshot's. */
 	vmm->cfg.console_in = STDIN_FILENO;
 	vmm->cfg.console_out = STDOUT_FILENO;

@@ -27,6 +27,10 @@ struct vmm_opts {
 	 * NULL: as recorded. */
 	const char *const *disk_layers;
 	int ndisk_layers;
+	/* A restore's NIC backends (net/net.h specs), one per NIC of the
+	 * snapshot, or a single "none" for all; NULL: as recorded. */
+	const char *const *net_backends;
+	int nnet_backends;
 };
 
 int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct vmm **out);

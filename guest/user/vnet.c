@@ -1,0 +1,355 @@
+/*
+ * virtio-net over the modern virtio-pci transport, in user mode like
+ * vblk.c.  Queue 0 receives into RXQ_SIZE buffers of RX_BUF bytes (all of
+ * them posted all the time, each given back as soon as its frame is read),
+ * queue 1 transmits from one buffer per descriptor (header and frame in one
+ * piece).  Features: VERSION_1, and MAC, STATUS, MRG_RXBUF when offered (a
+ * frame then may span buffers: num_buffers in its header says how many).
+ * Receive waits sleep in hlt until the receive queue's MSI-X interrupt.
+ */
+#include "vnet.h"
+#include "pci.h"
+#include "ulib.h"
+
+#define QSIZE 128
+#define RX_BUF 2048
+#define TX_BUF 2048
+#define HDR 12
+#define F_MAC (1u << 5)
+#define F_MRG_RXBUF (1u << 15)
+#define F_STATUS (1u << 16)
+
+#define CC_DFSELECT 0
+#define CC_DF 4
+#define CC_GFSELECT 8
+#define CC_GF 12
+#define CC_MSIX 16
+#define CC_STATUS 20
+#define CC_QSELECT 22
+#define CC_QSIZE 24
+#define CC_QMSIX 26
+#define CC_QENABLE 28
+#define CC_QNOTIFYOFF 30
+#define CC_QDESC 32
+#define CC_QDRIVER 40
+#define CC_QDEVICE 48
+#define STATUS_NEEDS_RESET 0x40
+
+struct vdesc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+struct vq {
+	struct vdesc *desc;
+	volatile uint16_t *avail, *used;
+	uint16_t size, avail_idx, used_idx;
+	uint64_t notify;
+	uint8_t *bufs;
+};
+
+static struct {
+	int state; /* 0 not probed, 1 up, -1 unusable (why) */
+	char why[96];
+	uint32_t bdf, features;
+	uint64_t common, notify, devcfg, msix_entry;
+	uint32_t notify_mult, msix_dest;
+	int msix;
+	uint8_t mac[6];
+	struct vq rx, tx;
+} vn;
+
+static int fail(const char *why)
+{
+	fmt(vn.why, sizeof(vn.why), "%s", why);
+	vn.state = -1;
+	return -1;
+}
+
+static int find_caps(void)
+{
+	uint32_t bdf = 0;
+	int found = 0;
+	for (uint32_t dev = 0; dev < 32 && !found; dev++) {
+		uint32_t id = pci_r32(dev << 3, 0);
+		if ((id & 0xffff) == 0x1af4 && (id >> 16) == 0x1041 &&
+		    (pci_r32(dev << 3, 4) & (0x10u << 16))) {
+			bdf = dev << 3;
+			found = 1;
+		}
+	}
+	if (!found)
+		return fail("no virtio-net PCI device (1af4:1041) on bus 0");
+	vn.bdf = bdf;
+	uint32_t cmd = pci_r32(bdf, 4) & 0xffff, msix_cap = 0;
+	pci_w32(bdf, 4, cmd & ~0x2u);
+	for (uint32_t p = pci_r32(bdf, 0x34) & 0xfc; p; p = (pci_r32(bdf, p) >> 8) & 0xfc) {
+		uint32_t d0 = pci_r32(bdf, p);
+		if ((d0 & 0xff) == 0x11 && !msix_cap)
+			msix_cap = p;
+		if ((d0 & 0xff) != 0x09)
+			continue;
+		uint8_t type = (uint8_t)(d0 >> 24);
+		uint64_t base = pci_bar_addr(bdf, pci_r32(bdf, p + 4) & 0xff);
+		uint64_t a = base ? base + pci_r32(bdf, p + 8) : 0;
+		if (type == 1 && !vn.common)
+			vn.common = a;
+		else if (type == 2 && !vn.notify) {
+			vn.notify = a;
+			vn.notify_mult = pci_r32(bdf, p + 16);
+		} else if (type == 4 && !vn.devcfg)
+			vn.devcfg = a;
+	}
+	if (msix_cap) {
+		uint32_t t = pci_r32(bdf, msix_cap + 4);
+		uint64_t base = pci_bar_addr(bdf, t & 7);
+		vn.msix_entry = base ? base + (t & ~7u) : 0;
+	}
+	pci_w32(bdf, 4, cmd | 0x6);
+	if (!vn.common || !vn.notify || !vn.devcfg)
+		return fail("virtio-pci capabilities missing");
+	if (vn.common + 64 > ((uint64_t)IDMAP_GIB << 30))
+		return fail("BAR above the identity map");
+	if (vn.msix_entry) {
+		mmio_w32(vn.msix_entry + 12, 1);
+		mmio_w32(vn.msix_entry + 8, VEC_DISK); /* any vector that wakes us */
+		mmio_w32(vn.msix_entry + 4, 0);
+		mmio_w32(vn.msix_entry, 0xfee00000);
+		mmio_w32(vn.msix_entry + 12, 0);
+		pci_w32(bdf, msix_cap, (pci_r32(bdf, msix_cap) & ~(1u << 30)) | (1u << 31));
+		vn.msix = 1;
+		vn.msix_dest = 0xffffffff;
+	}
+	return 0;
+}
+
+static int setup_queue(uint16_t q, struct vq *v, uint64_t mem, int rx)
+{
+	uint64_t cc = vn.common;
+	mmio_w16(cc + CC_QSELECT, q);
+	uint16_t qmax = mmio_r16(cc + CC_QSIZE), qs = 1;
+	while (qs * 2 <= qmax && qs * 2 <= QSIZE)
+		qs *= 2;
+	if (qs < 8)
+		return fail("virtqueue too small");
+	v->size = qs;
+	v->desc = (struct vdesc *)mem;
+	v->avail = (volatile uint16_t *)(mem + 4096);
+	v->used = (volatile uint16_t *)(mem + 8192);
+	v->bufs = (uint8_t *)(mem + 16384);
+	v->avail_idx = v->used_idx = 0;
+	memset((void *)mem, 0, 16384);
+	for (uint16_t i = 0; i < qs; i++) {
+		v->desc[i] = (struct vdesc){(uint64_t)v->bufs + (uint64_t)i * RX_BUF,
+					    rx ? RX_BUF : 0, rx ? 2 : 0, 0};
+		if (rx)
+			v->avail[2 + i] = i;
+	}
+	if (rx)
+		v->avail_idx = qs;
+	mmio_w16(cc + CC_QSIZE, qs);
+	mmio_w32(cc + CC_QDESC, (uint32_t)(uint64_t)v->desc);
+	mmio_w32(cc + CC_QDESC + 4, (uint32_t)((uint64_t)v->desc >> 32));
+	mmio_w32(cc + CC_QDRIVER, (uint32_t)(uint64_t)v->avail);
+	mmio_w32(cc + CC_QDRIVER + 4, (uint32_t)((uint64_t)v->avail >> 32));
+	mmio_w32(cc + CC_QDEVICE, (uint32_t)(uint64_t)v->used);
+	mmio_w32(cc + CC_QDEVICE + 4, (uint32_t)((uint64_t)v->used >> 32));
+	/* receive completions (and configuration changes) interrupt; transmit
+	   completions are polled when a buffer is needed */
+	mmio_w16(cc + CC_QMSIX, vn.msix && rx ? 0 : 0xffff);
+	v->notify = vn.notify + (uint64_t)mmio_r16(cc + CC_QNOTIFYOFF) * vn.notify_mult;
+	mmio_w16(cc + CC_QENABLE, 1);
+	return 0;
+}
+
+static int setup(void)
+{
+	uint64_t cc = vn.common;
+	mmio_w8(cc + CC_STATUS, 0);
+	for (int i = 0; i < 1000000 && mmio_r8(cc + CC_STATUS); i++)
+		cpu_relax();
+	mmio_w8(cc + CC_STATUS, 1);
+	mmio_w8(cc + CC_STATUS, 1 | 2);
+	mmio_w32(cc + CC_DFSELECT, 0);
+	uint32_t f0 = mmio_r32(cc + CC_DF);
+	mmio_w32(cc + CC_DFSELECT, 1);
+	if (!(mmio_r32(cc + CC_DF) & 1))
+		return fail("device lacks VIRTIO_F_VERSION_1");
+	vn.features = f0 & (F_MAC | F_MRG_RXBUF | F_STATUS);
+	mmio_w32(cc + CC_GFSELECT, 0);
+	mmio_w32(cc + CC_GF, vn.features);
+	mmio_w32(cc + CC_GFSELECT, 1);
+	mmio_w32(cc + CC_GF, 1);
+	mmio_w8(cc + CC_STATUS, 1 | 2 | 8);
+	if (!(mmio_r8(cc + CC_STATUS) & 8))
+		return fail("device refused our features");
+	uint64_t mem = pool_alloc(2 * (16384 + (uint64_t)QSIZE * RX_BUF));
+	if (!mem)
+		return fail("no memory for the virtqueues");
+	if (setup_queue(0, &vn.rx, mem, 1) ||
+	    setup_queue(1, &vn.tx, mem + 16384 + (uint64_t)QSIZE * RX_BUF, 0))
+		return -1;
+	mmio_w16(cc + CC_MSIX, vn.msix ? 0 : 0xffff);
+	mmio_w8(cc + CC_STATUS, 1 | 2 | 8 | 4);
+	barrier();
+	vn.rx.avail[1] = vn.rx.avail_idx;
+	barrier();
+	mmio_w16(vn.rx.notify, 0);
+	for (int i = 0; i < 6; i++)
+		vn.mac[i] = (vn.features & F_MAC) ? mmio_r8(vn.devcfg + i) : (uint8_t)(0x02 + i);
+	return 0;
+}
+
+int vnet_open(const char *what)
+{
+	if (vn.state == 0) {
+		if (find_caps() == 0 && setup() == 0) {
+			vn.state = 1;
+			uint16_t st = (vn.features & F_STATUS) ? mmio_r16(vn.devcfg + 6) : 1;
+			cpu_printf(
+			    "virtio-net 00:%02x.0 mac=%02x:%02x:%02x:%02x:%02x:%02x queue=%u "
+			    "msix=%s mrg_rxbuf=%s link=%s",
+			    vn.bdf >> 3, vn.mac[0], vn.mac[1], vn.mac[2], vn.mac[3], vn.mac[4],
+			    vn.mac[5], vn.rx.size, vn.msix ? "yes" : "no",
+			    (vn.features & F_MRG_RXBUF) ? "yes" : "no", (st & 1) ? "up" : "down");
+		}
+	}
+	if (vn.state < 0) {
+		cpu_printf("%s FAILED (%s)", what, vn.why);
+		return -1;
+	}
+	uint32_t apic = cpu_apic_id[this_cpu()];
+	if (vn.msix && vn.msix_dest != apic) {
+		mmio_w32(vn.msix_entry + 12, 1);
+		mmio_w32(vn.msix_entry, 0xfee00000 | apic << 12);
+		mmio_w32(vn.msix_entry + 12, 0);
+		vn.msix_dest = apic;
+	}
+	return 0;
+}
+
+void vnet_mac(uint8_t mac[6])
+{
+	memcpy(mac, vn.mac, 6);
+}
+
+static int needs_reset(void)
+{
+	return mmio_r8(vn.common + CC_STATUS) & STATUS_NEEDS_RESET;
+}
+
+int vnet_send(const void *frame, unsigned len)
+{
+	struct vq *t = &vn.tx;
+	if (len > TX_BUF - HDR)
+		return -1;
+	/* every descriptor in flight: wait for the device to finish one */
+	for (uint64_t t0 = now_ns();
+	     (uint16_t)(t->avail_idx - __atomic_load_n(&t->used[1], __ATOMIC_ACQUIRE)) >=
+	     t->size;) {
+		if (needs_reset() || now_ns() - t0 > NS_PER_SEC)
+			return -1;
+		cpu_relax();
+	}
+	uint16_t slot = t->avail_idx % t->size;
+	uint8_t *b = t->bufs + (uint64_t)slot * TX_BUF;
+	memset(b, 0, HDR);
+	memcpy(b + HDR, frame, len);
+	t->desc[slot].len = HDR + len;
+	t->avail[2 + slot] = slot;
+	t->avail_idx++;
+	barrier();
+	t->avail[1] = t->avail_idx;
+	barrier();
+	mmio_w16(t->notify, 1);
+	return 0;
+}
+
+int vnet_flush(uint64_t deadline)
+{
+	struct vq *t = &vn.tx;
+	while (__atomic_load_n(&t->used[1], __ATOMIC_ACQUIRE) != t->avail_idx) {
+		if (needs_reset() || now_ns() >= deadline)
+			return -1;
+		cpu_relax();
+	}
+	return 0;
+}
+
+/* Give receive buffer ID back to the device. */
+static void rx_repost(uint16_t id)
+{
+	struct vq *r = &vn.rx;
+	r->avail[2 + r->avail_idx % r->size] = id;
+	r->avail_idx++;
+}
+
+static int rx_take(uint8_t *buf)
+{
+	struct vq *r = &vn.rx;
+	volatile uint32_t *ring = (volatile uint32_t *)(r->used + 2);
+	uint32_t id = ring[2 * (r->used_idx % r->size)],
+		 len = ring[2 * (r->used_idx % r->size) + 1];
+	r->used_idx++;
+	if (id >= r->size || len < HDR || len > RX_BUF) {
+		if (id < r->size)
+			rx_repost((uint16_t)id);
+		return 0; /* not a frame we can read: dropped */
+	}
+	const uint8_t *b = r->bufs + (uint64_t)id * RX_BUF;
+	uint16_t nbufs = (vn.features & F_MRG_RXBUF) ? (uint16_t)(b[10] | b[11] << 8) : 1;
+	unsigned total = len - HDR;
+	int ok = total <= VNET_MAX_FRAME;
+	if (ok)
+		memcpy(buf, b + HDR, total);
+	rx_repost((uint16_t)id);
+	for (uint16_t k = 1; k < nbufs; k++) {
+		/* the rest of the frame: published together with its first buffer */
+		id = ring[2 * (r->used_idx % r->size)];
+		len = ring[2 * (r->used_idx % r->size) + 1];
+		r->used_idx++;
+		if (id >= r->size || len > RX_BUF) {
+			ok = 0;
+			continue;
+		}
+		if (ok && total + len <= VNET_MAX_FRAME)
+			memcpy(buf + total, r->bufs + (uint64_t)id * RX_BUF, len);
+		else
+			ok = 0;
+		total += len;
+		rx_repost((uint16_t)id);
+	}
+	barrier();
+	r->avail[1] = r->avail_idx;
+	barrier();
+	mmio_w16(r->notify, 0);
+	return ok ? (int)total : 0;
+}
+
+int vnet_recv(uint8_t *buf, uint64_t deadline)
+{
+	struct vq *r = &vn.rx;
+	struct percpu *pc = this_pc();
+	uint64_t t0 = now_ns();
+	for (;;) {
+		uint64_t seen = pc->events;
+		if (__atomic_load_n(&r->used[1], __ATOMIC_ACQUIRE) != r->used_idx) {
+			int n = rx_take(buf);
+			if (n > 0)
+				return n;
+			continue;
+		}
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return 0;
+		if (needs_reset())
+			return -1;
+		if (now - t0 < 20000) {
+			cpu_relax();
+		} else {
+			uint64_t until = now + (vn.msix ? 10000000 : 50000);
+			wait_event(seen, until < deadline ? until : deadline);
+		}
+	}
+}

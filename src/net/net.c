@@ -1,0 +1,159 @@
+/* Backend specs and the dispatch to the backend kinds. */
+#include "net/net.h"
+#include "util/err.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct net_backend {
+	enum net_kind kind;
+	struct net_slirp *slirp;
+};
+
+static int parse_port(const char *s, uint16_t *port)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || v == 0 || v > 65535)
+		return -1;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/* PROTO:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT, the guest address being
+ * the DHCP one (10.0.2.15) when given: QEMU's syntax. */
+static int parse_hostfwd(const char *s, struct net_hostfwd *f)
+{
+	char buf[128];
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	strcpy(buf, s);
+	char *proto = buf, *p = strchr(buf, ':');
+	if (!p)
+		return -1;
+	*p++ = 0;
+	if (!strcmp(proto, "udp"))
+		f->udp = true;
+	else if (!strcmp(proto, "tcp"))
+		f->udp = false;
+	else
+		return -1;
+	char *addr = p;
+	if (!(p = strchr(p, ':')))
+		return -1;
+	*p++ = 0;
+	f->host_addr = 0;
+	struct in_addr a;
+	if (*addr) {
+		if (inet_pton(AF_INET, addr, &a) != 1)
+			return -1;
+		f->host_addr = a.s_addr;
+	}
+	char *dash = strchr(p, '-');
+	if (!dash)
+		return -1;
+	*dash++ = 0;
+	if (parse_port(p, &f->host_port) < 0)
+		return -1;
+	char *gport = strchr(dash, ':');
+	if (!gport)
+		return -1;
+	*gport++ = 0;
+	if (*dash && (inet_pton(AF_INET, dash, &a) != 1 || a.s_addr != htonl(0x0a00020f)))
+		return -1; /* one guest: 10.0.2.15 */
+	return parse_port(gport, &f->guest_port);
+}
+
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned v[6];
+	char tail;
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++) {
+		if (v[i] > 255)
+			return -1;
+		mac[i] = (uint8_t)v[i];
+	}
+	return (mac[0] & 1) ? -1 : 0; /* not a multicast address */
+}
+
+int net_spec_parse(const char *spec, struct net_spec *out)
+{
+	memset(out, 0, sizeof(*out));
+	char *s = strdup(spec);
+	if (!s)
+		return err_set(ENOMEM, "--net %s", spec);
+	int r = 0;
+	char *save = NULL, *tok = strtok_r(s, ",", &save);
+	if (tok && !strcmp(tok, "none"))
+		out->kind = NET_NONE;
+	else if (tok && !strcmp(tok, "user"))
+		out->kind = NET_USER;
+	else
+		r = err_set(EINVAL, "--net %s: the backend is 'user' or 'none'", spec);
+	while (r == 0 && (tok = strtok_r(NULL, ",", &save))) {
+		if (!strncmp(tok, "mac=", 4)) {
+			if (parse_mac(tok + 4, out->mac) < 0)
+				r = err_set(EINVAL, "--net %s: bad MAC address '%s'", spec,
+					    tok + 4);
+			out->has_mac = true;
+		} else if (!strncmp(tok, "hostfwd=", 8) && out->kind == NET_USER) {
+			if (out->nfwd == NET_MAX_HOSTFWD)
+				r = err_set(EINVAL, "--net %s: at most %d forwards", spec,
+					    NET_MAX_HOSTFWD);
+			else if (parse_hostfwd(tok + 8, &out->fwd[out->nfwd++]) < 0)
+				r = err_set(
+				    EINVAL,
+				    "--net %s: bad forward '%s' (PROTO::HOSTPORT-:GUESTPORT, "
+				    "PROTO udp or tcp)",
+				    spec, tok + 8);
+		} else {
+			r = err_set(EINVAL, "--net %s: unknown option '%s'", spec, tok);
+		}
+	}
+	free(s);
+	return r;
+}
+
+int net_backend_open(const char *spec, struct evloop *loop, const struct net_peer *peer,
+		     struct net_backend **out)
+{
+	struct net_spec ns;
+	int r = net_spec_parse(spec, &ns);
+	if (r < 0)
+		return r;
+	struct net_backend *be = calloc(1, sizeof(*be));
+	if (!be)
+		return err_set(ENOMEM, "--net %s", spec);
+	be->kind = ns.kind;
+	if (ns.kind == NET_USER && (r = net_slirp_open(&ns, loop, peer, &be->slirp)) < 0) {
+		free(be);
+		return r;
+	}
+	*out = be;
+	return 0;
+}
+
+void net_backend_send(struct net_backend *be, const void *frame, size_t len)
+{
+	if (be->kind == NET_USER)
+		net_slirp_input(be->slirp, frame, len);
+}
+
+bool net_backend_link_up(const struct net_backend *be)
+{
+	return be->kind != NET_NONE;
+}
+
+void net_backend_close(struct net_backend *be)
+{
+	if (!be)
+		return;
+	if (be->slirp)
+		net_slirp_close(be->slirp);
+	free(be);
+}

@@ -1,0 +1,310 @@
+/* libFuzzer harness for virtio-net's frame and queue handling
+ * (src/devices/virtio_net.c, virtqueue.c) behind the real virtio PCI
+ * transport, on a fake struct vm (no KVM) whose RAM is two exact heap
+ * blocks, so AddressSanitizer catches any access outside guest memory.
+ *
+ * The backend is this harness's (net/net.h's functions are defined here,
+ * so libcairn's net.c and libslirp are not linked in): it checks every
+ * frame the device hands over and can hand frames to the device.  One
+ * thread plays both the vCPU (BAR0 accesses) and the I/O thread (queue
+ * notifications are served by calling the device as the transport does).
+ *
+ * Input: struct fuzz_hdr, then slot 0's bytes, then slot 1's.  Per input:
+ * the device is reset and programmed (features, both queues at the given
+ * addresses and sizes, DRIVER_OK), guest memory is filled, the transmit
+ * queue is kicked, NRX frames of the given lengths are delivered, the
+ * receive queue is kicked, then both again after the avail indices moved.
+ * CAIRN_FUZZ_SEEDS=DIR writes a few well-formed seeds into DIR and exits. */
+#include "devices/device.h"
+#include "devices/pci.h"
+#include "devices/virtio_net.h"
+#include "devices/virtio_pci.h"
+#include "kvm/iobus.h"
+#include "kvm/vm.h"
+#include "net/net.h"
+#include "util/evloop.h"
+#include "util/log.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOT0_GPA 0x0ULL
+#define SLOT0_SIZE 0x8000u
+#define SLOT1_GPA 0x100000000ULL
+#define SLOT1_SIZE 0x1000u
+
+struct fuzz_hdr {
+	uint8_t flags; /* bit 0: MRG_RXBUF; bit 1: no DRIVER_OK */
+	uint8_t bump;  /* added to both avail indices before the second round */
+	uint8_t nrx;   /* frames delivered per round (at most 8) */
+	uint8_t pad;
+	uint16_t qsize[2];
+	uint32_t desc[2], avail[2], used[2]; /* bit 31 set: slot 1 + the rest */
+	uint16_t rxlen[8];
+} __attribute__((packed));
+
+/* ---- the fake backend ---- */
+struct net_backend {
+	struct net_peer peer;
+};
+static struct net_backend *fake_be; /* the one the device opened */
+static volatile uint8_t sink;
+
+int net_backend_open(const char *spec, struct evloop *loop, const struct net_peer *peer,
+		     struct net_backend **out)
+{
+	struct net_backend *be = calloc(1, sizeof(*be));
+	if (!be)
+		abort();
+	be->peer = *peer;
+	fake_be = be;
+	*out = be;
+	return 0;
+}
+
+void net_backend_send(struct net_backend *be, const void *frame, size_t len)
+{
+	/* The device hands over whole, sane frames only: read every byte. */
+	if (len < 14 || len > NET_MAX_FRAME)
+		abort();
+	uint8_t sum = 0;
+	for (size_t i = 0; i < len; i++)
+		sum ^= ((const uint8_t *)frame)[i];
+	sink ^= sum;
+}
+
+bool net_backend_link_up(const struct net_backend *be)
+{
+	return true;
+}
+
+void net_backend_close(struct net_backend *be)
+{
+	free(be);
+}
+
+/* ---- the fake VM ---- */
+static struct {
+	struct vm *vm;
+	struct virtio_pci *vp;
+	uint8_t *slot0, *slot1;
+	uint8_t frame[NET_MAX_FRAME];
+} fz;
+
+static void die(const char *what)
+{
+	fprintf(stderr, "fuzz_virtio_net set-up: %s\n", what);
+	abort();
+}
+
+static void setup(void)
+{
+	log_set_level(LOG_ERROR);
+	struct vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		die("calloc");
+	vm->kvm_fd = vm->vm_fd = -1;
+	iobus_init(&vm->pio, "pio");
+	iobus_init(&vm->mmio, "mmio");
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	if (evloop_create(&vm->loop) < 0)
+		die("evloop");
+	fz.slot0 = malloc(SLOT0_SIZE);
+	fz.slot1 = malloc(SLOT1_SIZE);
+	if (!fz.slot0 || !fz.slot1)
+		die("guest memory");
+	vm->slots[0] = (struct vm_mem_slot){0, SLOT0_GPA, SLOT0_SIZE, fz.slot0};
+	vm->slots[1] = (struct vm_mem_slot){1, SLOT1_GPA, SLOT1_SIZE, fz.slot1};
+	vm->nslots = 2;
+	vm->ram = fz.slot0;
+	vm->ram_size = SLOT0_SIZE + SLOT1_SIZE;
+	struct virtio_net_nic nic = {{0x52, 0x54, 0, 0x12, 0x34, 0x56}, "fake"};
+	struct devices_config cfg = {.nics = &nic, .nnics = 1};
+	if (pci_init(vm, &cfg) < 0 || virtio_net_init(vm, &cfg) < 0)
+		die("devices");
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (!strcmp(d->ops->name, "virtio-net"))
+			fz.vp = d->priv; /* struct virtio_net starts with its transport */
+	if (!fz.vp)
+		die("no virtio-net device");
+	fz.vm = vm;
+	for (size_t i = 0; i < sizeof(fz.frame); i++)
+		fz.frame[i] = (uint8_t)(i * 7 + 1);
+}
+
+static void bar_write(uint64_t off, uint32_t v, unsigned len)
+{
+	if (!iobus_dispatch(&fz.vm->mmio, fz.vp->pci.bars[0].addr + off, &v, len, true))
+		die("BAR0 not mapped");
+}
+
+static uint64_t gpa_of(uint32_t v)
+{
+	return v & 0x80000000u ? SLOT1_GPA + (v & 0x7fffffffu) : SLOT0_GPA + v;
+}
+
+/* What the I/O thread does for a notification (virtio_pci.c vp_kick). */
+static void kick(unsigned q)
+{
+	struct virtio_pci *vp = fz.vp;
+	pthread_mutex_lock(&vp->lock);
+	if (vp->vqs[q].ready && !(vp->status & 0x40))
+		vp->ops->queue_notify(vp->dev, q);
+	pthread_mutex_unlock(&vp->lock);
+}
+
+/* Frames from the backend: the peer's receive callback, from the "I/O thread". */
+static void deliver(const struct fuzz_hdr *h)
+{
+	for (unsigned i = 0; i < h->nrx && i < 8; i++) {
+		size_t len = h->rxlen[i] % (NET_MAX_FRAME + 2);
+		fake_be->peer.receive(fake_be->peer.opaque, fz.frame, len);
+	}
+}
+
+static void set64(uint64_t off, uint64_t v)
+{
+	bar_write(off, (uint32_t)v, 4);
+	bar_write(off + 4, (uint32_t)(v >> 32), 4);
+}
+
+static void bump(uint32_t avail, uint8_t n)
+{
+	uint16_t *idx = vm_gpa_to_hva(fz.vm, gpa_of(avail) + 2, 2);
+	if (idx && n) {
+		uint16_t v;
+		memcpy(&v, idx, 2);
+		v = (uint16_t)(v + n);
+		memcpy(idx, &v, 2);
+	}
+}
+
+static void run(const struct fuzz_hdr *h)
+{
+	bar_write(0x14, 0, 1); /* reset */
+	bar_write(0x14, 1 | 2, 1);
+	bar_write(0x08, 0, 4);
+	bar_write(0x0c, (h->flags & 1) ? 1u << 15 | 1u << 5 : 1u << 5, 4);
+	bar_write(0x08, 1, 4);
+	bar_write(0x0c, 1, 4);
+	bar_write(0x14, 1 | 2 | 8, 1);
+	for (unsigned q = 0; q < 2; q++) {
+		bar_write(0x16, q, 2);
+		bar_write(0x18, h->qsize[q], 2);
+		set64(0x20, gpa_of(h->desc[q]));
+		set64(0x28, gpa_of(h->avail[q]));
+		set64(0x30, gpa_of(h->used[q]));
+		bar_write(0x1c, 1, 2);
+	}
+	if (!(h->flags & 2))
+		bar_write(0x14, 1 | 2 | 4 | 8, 1);
+	for (int round = 0; round < 2; round++) {
+		kick(1);
+		deliver(h);
+		kick(0);
+		if (!h->bump)
+			break;
+		bump(h->avail[0], h->bump);
+		bump(h->avail[1], h->bump);
+	}
+}
+
+struct desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+static void write_seed(const char *dir, const char *name, const struct fuzz_hdr *h,
+		       const uint8_t *slot0)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "wb");
+	if (!f || fwrite(h, sizeof(*h), 1, f) != 1 || fwrite(slot0, SLOT0_SIZE, 1, f) != 1)
+		die("seed");
+	fclose(f);
+}
+
+/* Queues of 8 at fixed places: rx desc 0x100, avail 0x200, used 0x300;
+ * tx desc 0x400, avail 0x500, used 0x600; buffers from 0x1000. */
+static void write_seeds(const char *dir)
+{
+	static uint8_t s0[SLOT0_SIZE];
+	struct fuzz_hdr h = {.flags = 1,
+			     .nrx = 2,
+			     .qsize = {8, 8},
+			     .desc = {0x100, 0x400},
+			     .avail = {0x200, 0x500},
+			     .used = {0x300, 0x600},
+			     .rxlen = {60, 1514}};
+	for (int mrg = 0; mrg < 2; mrg++) {
+		memset(s0, 0, sizeof(s0));
+		struct desc *rx = (struct desc *)(s0 + 0x100), *tx = (struct desc *)(s0 + 0x400);
+		for (int i = 0; i < 8; i++) {
+			rx[i] = (struct desc){0x1000 + i * 0x800u, mrg ? 512 : 2048, 2, 0};
+			((uint16_t *)(s0 + 0x204))[i] = (uint16_t)i;
+		}
+		((uint16_t *)(s0 + 0x200))[1] = 8;
+		/* two frames to send: header + 60 bytes, and header split from frame */
+		tx[0] = (struct desc){0x5000, 12 + 60, 0, 0};
+		tx[1] = (struct desc){0x5100, 12, 1, 2};
+		tx[2] = (struct desc){0x5200, 100, 0, 0};
+		((uint16_t *)(s0 + 0x504))[0] = 0;
+		((uint16_t *)(s0 + 0x504))[1] = 1;
+		((uint16_t *)(s0 + 0x500))[1] = 2;
+		h.flags = (uint8_t)mrg;
+		write_seed(dir, mrg ? "mrg" : "plain", &h, s0);
+	}
+	/* One receive chain whose header is split over 1-byte and empty
+	 * buffers (more pieces than header bytes). */
+	memset(s0, 0, sizeof(s0));
+	struct desc *rx = (struct desc *)(s0 + 0x100);
+	for (int i = 0; i < 14; i += 2) {
+		rx[i] = (struct desc){0x1000u + (unsigned)i, 1, 2 | 1, (uint16_t)(i + 1)};
+		rx[i + 1] = (struct desc){0x1100, 0, 2 | 1, (uint16_t)(i + 2)};
+	}
+	rx[14] = (struct desc){0x2000, 2048, 2, 0};
+	((uint16_t *)(s0 + 0x200))[1] = 1;
+	h.flags = 1;
+	h.qsize[0] = 16;
+	h.nrx = 1;
+	write_seed(dir, "split-header", &h, s0);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc, (void)argv;
+	const char *seeds = getenv("CAIRN_FUZZ_SEEDS");
+	if (seeds) {
+		write_seeds(seeds);
+		exit(0);
+	}
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (!fz.vm)
+		setup();
+	struct fuzz_hdr h;
+	if (size < sizeof(h))
+		return 0;
+	memcpy(&h, data, sizeof(h));
+	data += sizeof(h);
+	size -= sizeof(h);
+	size_t n0 = size < SLOT0_SIZE ? size : SLOT0_SIZE;
+	memset(fz.slot0, 0, SLOT0_SIZE);
+	memset(fz.slot1, 0, SLOT1_SIZE);
+	memcpy(fz.slot0, data, n0);
+	size_t n1 = size - n0 < SLOT1_SIZE ? size - n0 : SLOT1_SIZE;
+	memcpy(fz.slot1, data + n0, n1);
+	run(&h);
+	return 0;
+}
