@@ -67,7 +67,6 @@ struct snap_job {
 	enum snap_hash hash;
 	bool hash_ok;	       /* every page HASH asks for was hashed */
 	bool hash_settled;     /* the table was updated, or stands as it was */
-	uint64_t hash_chunks;  /* full image: chunks hashed as the save read them */
 	uint64_t hash_dropped; /* changed pages left out: the parent's content */
 	struct mem_image_layer_spec spec;
 	char parent_ref[PATH_MAX];
@@ -366,20 +365,67 @@ static void snap_ram_put(void *opaque, uint64_t c)
 }
 
 /* A full image's source: every page of each chunk is hashed as the save
- * reads it (one pass over RAM). */
+ * reads it (one pass over RAM), by a thread of its own while the save
+ * checksums and writes the chunk; put() waits for it.  Chunks come one at
+ * a time (mem_image.h), so one slot is enough.  Without the thread, get()
+ * hashes. */
 struct snap_hashing_source {
 	struct mem_image_source src;
 	const struct mem_image_source *inner;
-	struct snap_job *j;
+	struct page_hash *table;
+	uint64_t hashed; /* chunks */
+	pthread_t thread;
+	bool threaded, busy, stop;
+	const void *p;
+	uint64_t c;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
 };
+
+static void *snap_hasher_run(void *opaque)
+{
+	struct snap_hashing_source *h = opaque;
+	pthread_mutex_lock(&h->lock);
+	for (;;) {
+		while (!h->busy && !h->stop)
+			pthread_cond_wait(&h->cond, &h->lock);
+		if (!h->busy)
+			break;
+		pthread_mutex_unlock(&h->lock);
+		page_hash_set(h->table, h->c * CHUNK_PAGES, CHUNK_PAGES, h->p, NULL);
+		pthread_mutex_lock(&h->lock);
+		h->hashed++;
+		h->busy = false;
+		pthread_cond_broadcast(&h->cond);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+/* Wait until the chunk handed over is hashed. */
+static void snap_hasher_wait(struct snap_hashing_source *h)
+{
+	pthread_mutex_lock(&h->lock);
+	while (h->busy)
+		pthread_cond_wait(&h->cond, &h->lock);
+	pthread_mutex_unlock(&h->lock);
+}
 
 static const void *snap_hashing_get(void *opaque, uint64_t c)
 {
 	struct snap_hashing_source *h = opaque;
 	const void *p = h->inner->get(h->inner->opaque, c);
-	if (p) {
-		page_hash_set(h->j->vmm->mem_hash_next, c * CHUNK_PAGES, CHUNK_PAGES, p, NULL);
-		h->j->hash_chunks++;
+	if (p && h->threaded) {
+		snap_hasher_wait(h); /* a chunk got but not put (a failed save) */
+		pthread_mutex_lock(&h->lock);
+		h->p = p;
+		h->c = c;
+		h->busy = true;
+		pthread_cond_broadcast(&h->cond);
+		pthread_mutex_unlock(&h->lock);
+	} else if (p) {
+		page_hash_set(h->table, c * CHUNK_PAGES, CHUNK_PAGES, p, NULL);
+		h->hashed++;
 	}
 	return p;
 }
@@ -387,7 +433,34 @@ static const void *snap_hashing_get(void *opaque, uint64_t c)
 static void snap_hashing_put(void *opaque, uint64_t c)
 {
 	struct snap_hashing_source *h = opaque;
+	if (h->threaded)
+		snap_hasher_wait(h);
 	h->inner->put(h->inner->opaque, c);
+}
+
+static void snap_hashing_start(struct snap_hashing_source *h, const struct mem_image_source *inner,
+			       struct page_hash *table)
+{
+	*h = (struct snap_hashing_source){
+	    .src = {snap_hashing_get, snap_hashing_put, h}, .inner = inner, .table = table};
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	h->threaded = pthread_create(&h->thread, NULL, snap_hasher_run, h) == 0;
+}
+
+/* Stop the thread (after the last chunk is hashed); how many chunks were. */
+static uint64_t snap_hashing_end(struct snap_hashing_source *h)
+{
+	if (h->threaded) {
+		pthread_mutex_lock(&h->lock);
+		h->stop = true;
+		pthread_cond_broadcast(&h->cond);
+		pthread_mutex_unlock(&h->lock);
+		pthread_join(h->thread, NULL);
+	}
+	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->cond);
+	return h->hashed;
 }
 
 /* Phase 2, before a layer is written: hash its changed pages as they were
@@ -426,19 +499,20 @@ static int snap_write(struct snap_job *j, const void *ram, const struct mem_imag
 		      uint64_t size)
 {
 	struct mem_image_source ram_src = {snap_ram_get, snap_ram_put, (void *)ram};
-	struct snap_hashing_source hs = {{snap_hashing_get, snap_hashing_put, &hs}, src, j};
+	struct snap_hashing_source hs;
+	bool hashing = !j->layer && j->hash == HASH_ALL;
 	if (!src)
-		src = hs.inner = &ram_src;
-	if (j->layer && j->hash != HASH_NONE) {
+		src = &ram_src;
+	if (j->layer && j->hash != HASH_NONE)
 		snap_hash_layer(j, ram);
-	} else if (j->hash == HASH_ALL) {
+	if (hashing) {
+		snap_hashing_start(&hs, src, j->vmm->mem_hash_next);
 		src = &hs.src;
-		j->hash_chunks = 0;
 	}
 	int r = vm_snapshot_write(j->capture, NULL, src, size, j->layer ? &j->spec : NULL,
 				  j->txn.tmp, &j->st);
-	if (!j->layer && j->hash == HASH_ALL)
-		j->hash_ok = j->hash_chunks == (size + CHUNK - 1) / CHUNK;
+	if (hashing)
+		j->hash_ok = snap_hashing_end(&hs) == (size + CHUNK - 1) / CHUNK;
 	if (r == 0) {
 		struct snapdir_meta m = {.config = vm_config_to_json(&j->frozen),
 					 .pause_us = j->st.pause_us,
