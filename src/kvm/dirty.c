@@ -2,6 +2,7 @@
 #include "kvm/dirty.h"
 #include "kvm/vm.h"
 #include "util/err.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <linux/kvm.h>
@@ -64,6 +65,7 @@ int vm_dirty_start(struct vm *vm)
 int vm_dirty_collect(struct vm *vm, uint64_t *map)
 {
 	int r = 0;
+	uint64_t kvm_pages = 0, vmm_pages = 0;
 	for (int i = 0; vm->dirty_log && i < vm->nslots && r == 0; i++) {
 		const struct vm_mem_slot *s = &vm->slots[i];
 		uint64_t pages = s->size / PAGE, words = (pages + 63) / 64;
@@ -75,12 +77,19 @@ int vm_dirty_collect(struct vm *vm, uint64_t *map)
 			r = err_set(errno, "KVM_GET_DIRTY_LOG (slot %u)", s->slot);
 		else
 			or_bits(map, (uint64_t)(s->hva - vm->ram) / PAGE, log, pages);
+		for (uint64_t w = 0; log && r == 0 && w < words; w++)
+			kvm_pages += (uint64_t)__builtin_popcountll(log[w]);
 		free(log);
 	}
 	uint64_t words = vm_dirty_words(vm);
 	for (uint64_t w = 0; vm->vmm_dirty && w < words; w++)
-		if (__atomic_load_n(&vm->vmm_dirty[w], __ATOMIC_RELAXED))
-			map[w] |= __atomic_exchange_n(&vm->vmm_dirty[w], 0, __ATOMIC_ACQ_REL);
+		if (__atomic_load_n(&vm->vmm_dirty[w], __ATOMIC_RELAXED)) {
+			uint64_t v = __atomic_exchange_n(&vm->vmm_dirty[w], 0, __ATOMIC_ACQ_REL);
+			vmm_pages += (uint64_t)__builtin_popcountll(v);
+			map[w] |= v;
+		}
+	log_debug("dirty pages collected: %llu logged by KVM, %llu marked by the VMM",
+		  (unsigned long long)kvm_pages, (unsigned long long)vmm_pages);
 	return r;
 }
 

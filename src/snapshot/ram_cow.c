@@ -272,6 +272,22 @@ int ram_cow_skip(struct ram_cow *w, uint64_t first, uint64_t n)
 	return r;
 }
 
+const void *ram_cow_peek(struct ram_cow *w, uint64_t c)
+{
+	return c < w->nchunks ? cow_get(w, c) : NULL;
+}
+
+void ram_cow_unpeek(struct ram_cow *w, uint64_t c)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->state[c] == CH_WRITING) /* still protected */
+		w->state[c] = CH_PROTECTED;
+	else if (w->state[c] == CH_TAKEN)
+		w->state[c] = CH_COPIED;
+	pthread_cond_broadcast(&w->cond); /* a write waiting for the chunk copies it */
+	pthread_mutex_unlock(&w->lock);
+}
+
 const struct mem_image_source *ram_cow_source(struct ram_cow *w)
 {
 	return &w->src;

@@ -37,6 +37,12 @@ int ram_cow_protect(struct ram_cow *w);
  * without changed pages there): lift their protection now, in one call per
  * run, rather than when the writer reaches them. */
 int ram_cow_skip(struct ram_cow *w, uint64_t first, uint64_t n);
+/* Chunk C as it was at ram_cow_protect, to read before the save does
+ * (the writer's thread): it stays as it is (protected, or the fault
+ * thread's copy) and a write to it waits until ram_cow_unpeek.  NULL when
+ * the chunk is not held any more (skipped, written) or was lost. */
+const void *ram_cow_peek(struct ram_cow *w, uint64_t c);
+void ram_cow_unpeek(struct ram_cow *w, uint64_t c);
 /* The chunks as they were at ram_cow_protect, for mem_image_save_from. */
 const struct mem_image_source *ram_cow_source(struct ram_cow *w);
 /* Chunks the fault thread had to copy (guest writes before the writer). */

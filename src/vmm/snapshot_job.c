@@ -3,6 +3,7 @@
 #include "kvm/dirty.h"
 #include "kvm/vm.h"
 #include "snapshot/mem_chain.h"
+#include "snapshot/page_hash.h"
 #include "snapshot/ram_cow.h"
 #include "snapshot/snapdir.h"
 #include "util/err.h"
@@ -24,6 +25,17 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define CHUNK MEM_IMAGE_CHUNK_SIZE
+#define CHUNK_PAGES (MEM_IMAGE_CHUNK_SIZE / MEM_IMAGE_PAGE_SIZE)
+
+/* What phase 2 hashes into vmm->mem_hash_next (page_hash.h). */
+enum snap_hash {
+	HASH_NONE,    /* nothing: no table, or the VM ends after this snapshot */
+	HASH_ALL,     /* every page: the table does not stand for the parent */
+	HASH_CHANGED, /* the changed pages (a consolidated layer holds them all) */
+	HASH_FILTER,  /* the changed pages, leaving out those with the parent's content */
+};
 
 /* A snapshot being taken.  Phase 1 runs with the VM paused and is short:
  * capture vCPU, VM and device state into memory and fix RAM as it is
@@ -51,7 +63,11 @@ struct snap_job {
 	/* Memory: the pages changed since the memory parent, collected up to
 	 * the pause; a layer on the parent (LAYER) or a full image. */
 	uint64_t *changed;
-	bool collected, committed, layer, keep_parent;
+	bool collected, committed, layer, keep_parent, consolidated;
+	enum snap_hash hash;
+	bool hash_ok;	       /* every page HASH asks for was hashed */
+	bool hash_settled;     /* the table was updated, or stands as it was */
+	uint64_t hash_dropped; /* changed pages left out: the parent's content */
 	struct mem_image_layer_spec spec;
 	char parent_ref[PATH_MAX];
 	const char *memory_why; /* why a full image, for the reply */
@@ -80,6 +96,8 @@ static void snap_give_back_changed(struct snap_job *j)
 static void snap_job_free(struct snap_job *j)
 {
 	snap_give_back_changed(j);
+	if (!j->hash_settled) /* a snapshot that failed: the dirty log alone next */
+		j->vmm->mem_hash_ok = false;
 	free(j->changed);
 	ram_cow_close(j->cow);
 	vm_snapshot_capture_free(j->capture);
@@ -143,6 +161,7 @@ static int snap_consolidate(struct snap_job *j, const char *parent_mem, uint64_t
 				j->changed[w] |= mem_layer_held_word(mem_chain_layer(c, i), w);
 		j->spec.parent = mem_layer_info(target)->id;
 		j->spec.parent_depth = mem_layer_info(target)->depth;
+		j->consolidated = t > 0;
 	}
 	mem_chain_close(c);
 	return r;
@@ -206,6 +225,45 @@ static int snap_choose_memory(struct snap_job *j, bool full)
 	return 0;
 }
 
+/* Before the pause: what phase 2 hashes.  The table stands for the memory
+ * parent only while its id is the parent's (a restore or revert to
+ * another snapshot, a failed snapshot, a boot: it does not): then a layer
+ * leaves out the pages whose content is the parent's; otherwise every page
+ * is hashed, so that the next one can.  A consolidated layer must hold the
+ * pages of the layers it replaces, whatever their content: it leaves out
+ * none.  A snapshot that ends the VM only filters. */
+static void snap_choose_hashing(struct snap_job *j, bool quit)
+{
+	struct vmm *vmm = j->vmm;
+	uint64_t size = vmm->vm->ram_size;
+	bool table = vmm->mem_hash_ok && vmm->mem_parent.valid &&
+		     !memcmp(&vmm->mem_hash_id, &vmm->mem_parent.id, sizeof(struct mem_id));
+	if (quit)
+		j->hash = j->layer && !j->consolidated && table ? HASH_FILTER : HASH_NONE;
+	else
+		j->hash = !j->layer || !table ? HASH_ALL
+			  : j->consolidated   ? HASH_CHANGED
+					      : HASH_FILTER;
+	if (j->hash != HASH_NONE &&
+	    ((!vmm->mem_hash && page_hash_new(size, &vmm->mem_hash) < 0) ||
+	     (!vmm->mem_hash_next && page_hash_new(size, &vmm->mem_hash_next) < 0))) {
+		log_info("snapshot %s: no page hashes (%s): the dirty log alone", j->res.path,
+			 err_msg());
+		err_clear();
+		j->hash = HASH_NONE;
+	}
+}
+
+/* The chunk holds a changed page. */
+static bool snap_chunk_changed(const struct snap_job *j, uint64_t c)
+{
+	uint64_t words = vm_dirty_words(j->vmm->vm), per = CHUNK_PAGES / 64;
+	for (uint64_t w = c * per; w < (c + 1) * per && w < words; w++)
+		if (j->changed[w])
+			return true;
+	return false;
+}
+
 /* After the pause, for a layer written through the userfaultfd view: the
  * chunks without changed pages are not read, so the guest may write them
  * at once (a failure only costs copies of chunks written meanwhile). */
@@ -215,13 +273,8 @@ static void snap_skip_unchanged(struct snap_job *j)
 	uint64_t words = vm_dirty_words(j->vmm->vm), nchunks = (words + per - 1) / per;
 	for (uint64_t c = 0; c < nchunks;) {
 		uint64_t e = c;
-		for (; e < nchunks; e++) {
-			bool any = false;
-			for (uint64_t w = e * per; w < (e + 1) * per && w < words; w++)
-				any |= j->changed[w] != 0;
-			if (any)
-				break;
-		}
+		while (e < nchunks && !snap_chunk_changed(j, e))
+			e++;
 		if (e > c && ram_cow_skip(j->cow, c, e - c) < 0)
 			err_clear();
 		c = e + 1;
@@ -242,6 +295,9 @@ void vmm_memory_is_snapshot(struct vmm *vmm, const char *dir, const struct mem_i
 		vmm->mem_parent.id = *id;
 		vmm->mem_parent.depth = depth;
 	}
+	/* The page hashes stand for this memory only if it is the one they
+	 * were taken of (a revert to the last snapshot): snap_choose_hashing
+	 * compares the ids. */
 	free(scratch);
 	if (vmm->mem_changed)
 		memset(vmm->mem_changed, 0, 8 * words);
@@ -323,12 +379,168 @@ static int snap_failed(struct snap_job *j, int err, const char *msg, bool vm_pau
 	return err;
 }
 
+/* A source over RAM that does not change (a forked child's view, or the
+ * paused VM). */
+static const void *snap_ram_get(void *opaque, uint64_t c)
+{
+	return (const uint8_t *)opaque + c * CHUNK;
+}
+
+static void snap_ram_put(void *opaque, uint64_t c)
+{
+	(void)opaque;
+	(void)c;
+}
+
+/* A full image's source: every page of each chunk is hashed as the save
+ * reads it (one pass over RAM), by a thread of its own while the save
+ * checksums and writes the chunk; put() waits for it.  Chunks come one at
+ * a time (mem_image.h), so one slot is enough.  Without the thread, get()
+ * hashes. */
+struct snap_hashing_source {
+	struct mem_image_source src;
+	const struct mem_image_source *inner;
+	struct page_hash *table;
+	uint64_t hashed; /* chunks */
+	pthread_t thread;
+	bool threaded, busy, stop;
+	const void *p;
+	uint64_t c;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+static void *snap_hasher_run(void *opaque)
+{
+	struct snap_hashing_source *h = opaque;
+	pthread_mutex_lock(&h->lock);
+	for (;;) {
+		while (!h->busy && !h->stop)
+			pthread_cond_wait(&h->cond, &h->lock);
+		if (!h->busy)
+			break;
+		pthread_mutex_unlock(&h->lock);
+		page_hash_set(h->table, h->c * CHUNK_PAGES, CHUNK_PAGES, h->p, NULL);
+		pthread_mutex_lock(&h->lock);
+		h->hashed++;
+		h->busy = false;
+		pthread_cond_broadcast(&h->cond);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+/* Wait until the chunk handed over is hashed. */
+static void snap_hasher_wait(struct snap_hashing_source *h)
+{
+	pthread_mutex_lock(&h->lock);
+	while (h->busy)
+		pthread_cond_wait(&h->cond, &h->lock);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static const void *snap_hashing_get(void *opaque, uint64_t c)
+{
+	struct snap_hashing_source *h = opaque;
+	const void *p = h->inner->get(h->inner->opaque, c);
+	if (p && h->threaded) {
+		snap_hasher_wait(h); /* a chunk got but not put (a failed save) */
+		pthread_mutex_lock(&h->lock);
+		h->p = p;
+		h->c = c;
+		h->busy = true;
+		pthread_cond_broadcast(&h->cond);
+		pthread_mutex_unlock(&h->lock);
+	} else if (p) {
+		page_hash_set(h->table, c * CHUNK_PAGES, CHUNK_PAGES, p, NULL);
+		h->hashed++;
+	}
+	return p;
+}
+
+static void snap_hashing_put(void *opaque, uint64_t c)
+{
+	struct snap_hashing_source *h = opaque;
+	if (h->threaded)
+		snap_hasher_wait(h);
+	h->inner->put(h->inner->opaque, c);
+}
+
+static void snap_hashing_start(struct snap_hashing_source *h, const struct mem_image_source *inner,
+			       struct page_hash *table)
+{
+	*h = (struct snap_hashing_source){
+	    .src = {snap_hashing_get, snap_hashing_put, h}, .inner = inner, .table = table};
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	h->threaded = pthread_create(&h->thread, NULL, snap_hasher_run, h) == 0;
+}
+
+/* Stop the thread (after the last chunk is hashed); how many chunks were. */
+static uint64_t snap_hashing_end(struct snap_hashing_source *h)
+{
+	if (h->threaded) {
+		pthread_mutex_lock(&h->lock);
+		h->stop = true;
+		pthread_cond_broadcast(&h->cond);
+		pthread_mutex_unlock(&h->lock);
+		pthread_join(h->thread, NULL);
+	}
+	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->cond);
+	return h->hashed;
+}
+
+/* Phase 2, before a layer is written: hash its changed pages as they were
+ * at the pause (every page with HASH_ALL) and, with HASH_FILTER, take out
+ * of the layer those whose content is the parent's.  From RAM, or from the
+ * userfaultfd view's chunks, peeked without lifting their protection; the
+ * chunks left without changed pages are then lifted. */
+static void snap_hash_layer(struct snap_job *j, const uint8_t *ram)
+{
+	struct vmm *vmm = j->vmm;
+	uint64_t nchunks = (vmm->vm->ram_size + CHUNK - 1) / CHUNK;
+	const uint64_t *only = j->hash == HASH_ALL ? NULL : j->changed;
+	j->hash_ok = true;
+	for (uint64_t c = 0; c < nchunks; c++) {
+		if (only && !snap_chunk_changed(j, c))
+			continue;
+		const uint8_t *p = ram ? ram + c * CHUNK : ram_cow_peek(j->cow, c);
+		if (!p) { /* lost: the save fails */
+			j->hash_ok = false;
+			continue;
+		}
+		page_hash_set(vmm->mem_hash_next, c * CHUNK_PAGES, CHUNK_PAGES, p, only);
+		if (j->hash == HASH_FILTER)
+			j->hash_dropped +=
+			    page_hash_drop_same(vmm->mem_hash, vmm->mem_hash_next, c * CHUNK_PAGES,
+						CHUNK_PAGES, j->changed);
+		if (!ram)
+			ram_cow_unpeek(j->cow, c);
+	}
+	if (!ram)
+		snap_skip_unchanged(j);
+}
+
 /* Phase 2: RAM (or SRC) is the VM's memory as it was at the pause. */
 static int snap_write(struct snap_job *j, const void *ram, const struct mem_image_source *src,
 		      uint64_t size)
 {
-	int r = vm_snapshot_write(j->capture, ram, src, size, j->layer ? &j->spec : NULL,
+	struct mem_image_source ram_src = {snap_ram_get, snap_ram_put, (void *)ram};
+	struct snap_hashing_source hs;
+	bool hashing = !j->layer && j->hash == HASH_ALL;
+	if (!src)
+		src = &ram_src;
+	if (j->layer && j->hash != HASH_NONE)
+		snap_hash_layer(j, ram);
+	if (hashing) {
+		snap_hashing_start(&hs, src, j->vmm->mem_hash_next);
+		src = &hs.src;
+	}
+	int r = vm_snapshot_write(j->capture, NULL, src, size, j->layer ? &j->spec : NULL,
 				  j->txn.tmp, &j->st);
+	if (hashing)
+		j->hash_ok = snap_hashing_end(&hs) == (size + CHUNK - 1) / CHUNK;
 	if (r == 0) {
 		struct snapdir_meta m = {.config = vm_config_to_json(&j->frozen),
 					 .pause_us = j->st.pause_us,
@@ -343,9 +555,36 @@ static int snap_write(struct snap_job *j, const void *ram, const struct mem_imag
 	return r;
 }
 
+/* The snapshot committed: the page hashes now stand for its memory, or, if
+ * the VM's memory parent stays the old one, for that one as before. */
+static void snap_hashes_commit(struct snap_job *j)
+{
+	struct vmm *vmm = j->vmm;
+	j->hash_settled = true;
+	if (j->keep_parent)
+		return;
+	if (j->hash == HASH_NONE || !j->hash_ok) {
+		vmm->mem_hash_ok = false;
+		return;
+	}
+	if (j->hash == HASH_ALL) {
+		struct page_hash *t = vmm->mem_hash;
+		vmm->mem_hash = vmm->mem_hash_next;
+		vmm->mem_hash_next = t;
+	} else {
+		/* The pages not hashed are the parent's.  (J->changed: every page
+		 * hashed, or, after a filter in this process, those whose hash
+		 * differs; the others' entries are the same.) */
+		page_hash_copy(vmm->mem_hash, vmm->mem_hash_next, j->changed);
+	}
+	vmm->mem_hash_id = j->st.memory_id;
+	vmm->mem_hash_ok = true;
+}
+
 static void snap_finish(struct snap_job *j, int result, const char *msg)
 {
 	if (result == 0) {
+		snap_hashes_commit(j);
 		struct vmm *vmm = j->vmm;
 		j->committed = !j->keep_parent; /* kept: its pages are given back */
 		if (!j->keep_parent) {
@@ -354,6 +593,7 @@ static void snap_finish(struct snap_job *j, int result, const char *msg)
 			vmm->mem_parent.depth = j->st.memory_depth;
 		}
 		j->res.memory_depth = j->st.memory_depth;
+		j->res.memory_unchanged_pages = j->hash_dropped;
 		j->res.memory_why = j->memory_why;
 		j->vmm->snapshots++;
 		j->res.pause_us = j->st.pause_us;
@@ -370,6 +610,8 @@ struct snap_report {
 	uint64_t memory_bytes;
 	struct mem_id memory_id;
 	uint32_t memory_depth;
+	bool hash_ok;
+	uint64_t hash_dropped;
 	char msg[1024];
 };
 
@@ -383,6 +625,8 @@ static int snap_write_report(struct snap_job *j, int fd, const void *ram,
 	rep.memory_bytes = j->st.memory_bytes;
 	rep.memory_id = j->st.memory_id;
 	rep.memory_depth = j->st.memory_depth;
+	rep.hash_ok = j->hash_ok;
+	rep.hash_dropped = j->hash_dropped;
 	snprintf(rep.msg, sizeof(rep.msg), "%s", err_msg());
 	ssize_t w = write(fd, &rep, sizeof(rep)); /* short: the reply says it died */
 	return w == (ssize_t)sizeof(rep) && rep.result == 0 ? 0 : -1;
@@ -426,6 +670,8 @@ static void snap_writer_done(void *opaque, uint32_t events)
 		j->st.memory_bytes = rep.memory_bytes;
 		j->st.memory_id = rep.memory_id;
 		j->st.memory_depth = rep.memory_depth;
+		j->hash_ok = rep.hash_ok;
+		j->hash_dropped = rep.hash_dropped;
 	}
 	/* the writer's errno: a full disk is ENOSPC, not EIO (fault finding F5) */
 	snap_finish(j, rep.result < 0 ? rep.result : 0, rep.msg);
@@ -587,6 +833,7 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, const struct snapshot_o
 		snap_job_free(j);
 		return r;
 	}
+	snap_choose_hashing(j, quit);
 	if (!quit)
 		snap_cow_open(j);
 	bool was_paused = vmm->paused;
@@ -603,7 +850,7 @@ int snapshot_job_start(struct vmm *vmm, const char *dir, const struct snapshot_o
 	 * until this returns: the vCPUs need not wait for the disks' freeze.
 	 * If it fails, nothing was written since the capture and the disks
 	 * stay as they were. */
-	if (r == 0 && j->cow && j->layer)
+	if (r == 0 && j->cow && j->layer && j->hash != HASH_ALL)
 		snap_skip_unchanged(j);
 	if (r == 0 && j->cow && (r = snap_freeze_disks(j)) == 0 && (r = snap_thread(j)) < 0)
 		snap_failed(j, r, err_msg(), false);

@@ -19,6 +19,9 @@ struct snapshot_result {
 	uint64_t pause_us, total_us;
 	uint64_t memory_bytes;
 	uint32_t memory_depth;	 /* 0: a full memory image; n: a layer n above one */
+	/* a layer: pages the dirty log named that it leaves out, their
+	 * content being the parent's (read, or written with the same bytes) */
+	uint64_t memory_unchanged_pages;
 	const char *memory_why;	 /* a full image: why (asked for, no memory parent...) */
 	const char *writer;  /* "thread", "fork", or NULL (written in the pause) */
 	uint64_t cow_copies; /* thread writer: chunks the guest wrote before it read them */

@@ -24,6 +24,7 @@
 #include "vmm/config_json.h"
 #include "vmm/snapshot_job.h"
 #include "vmm/vm_snapshot.h"
+#include "snapshot/page_hash.h"
 #include "vmm/vmm_internal.h"
 
 #include <errno.h>
@@ -414,5 +415,7 @@ void vmm_destroy(struct vmm *vmm)
 	kernel_image_close(&vmm->kernel);
 	vm_config_free(&vmm->cfg);
 	free(vmm->mem_changed);
+	page_hash_free(vmm->mem_hash);
+	page_hash_free(vmm->mem_hash_next);
 	free(vmm);
 }

@@ -41,6 +41,9 @@ static void snapshot_reply(json_t *reply, const struct snapshot_result *res)
 	json_object_set_new(reply, "memory_depth", json_integer(res->memory_depth));
 	if (!res->memory_depth && res->memory_why)
 		json_object_set_new(reply, "memory_full_why", json_string(res->memory_why));
+	if (res->memory_depth)
+		json_object_set_new(reply, "memory_unchanged_pages",
+				    json_integer((json_int_t)res->memory_unchanged_pages));
 	json_object_set_new(reply, "total_ms", json_real((double)res->total_us / 1000.0));
 	json_object_set_new(reply, "overlays", path_array(res->overlays, res->noverlays));
 	/* How the writer saw RAM; with the userfaultfd view, how many chunks

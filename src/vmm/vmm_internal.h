@@ -20,6 +20,7 @@ struct evloop;
 struct control_server;
 struct snap_job;
 struct device;
+struct page_hash;
 
 struct vmm {
 	struct vm *vm;
@@ -44,6 +45,14 @@ struct vmm {
 	/* Pages changed since mem_parent that KVM's log no longer has (a
 	 * failed snapshot gives back what it collected); NULL: none. */
 	uint64_t *mem_changed;
+	/* XXH3-128 of each page of the memory that snapshot mem_hash_id stands
+	 * for (true while mem_hash_ok), which a layer on it uses to leave out
+	 * pages the dirty log names but that hold the same bytes; and the
+	 * table the snapshot being written fills (page_hash.h).  NULL until
+	 * the first snapshot. */
+	struct page_hash *mem_hash, *mem_hash_next;
+	struct mem_id mem_hash_id;
+	bool mem_hash_ok;
 	/* Per vCPU (each one's hook_data): PVM fallback completions. */
 	struct pvm_stats pvm_stats[VM_MAX_VCPUS];
 };
