@@ -187,12 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!fz.vm)
 		setup();
 	struct fuzz_hdr h;
-	if (size < sizeof(h))
+	if (fuzz_mem_load(&fz.mem, &h, sizeof(h), data, size) < 0)
 		return 0;
-	memcpy(&h, data, sizeof(h));
-	data += sizeof(h);
-	size -= sizeof(h);
-	fuzz_mem_fill(&fz.mem, data, size);
 
 	struct virtio_pci *vp = fz.vp[(h.flags & 1) | (h.flags >> 1 & 2)];
 	bar_write(vp, VP_STATUS, 0, 1); /* reset */

@@ -259,12 +259,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!fz.vm)
 		setup();
 	struct fuzz_hdr h;
-	if (size < sizeof(h))
+	if (fuzz_mem_load(&fz.mem, &h, sizeof(h), data, size) < 0)
 		return 0;
-	memcpy(&h, data, sizeof(h));
-	data += sizeof(h);
-	size -= sizeof(h);
-	fuzz_mem_fill(&fz.mem, data, size);
 	run(&h);
 	return 0;
 }

@@ -55,14 +55,21 @@ struct vm *fuzz_vm_two_slots(size_t size0, struct fuzz_mem *m)
 	return vm;
 }
 
-void fuzz_mem_fill(const struct fuzz_mem *m, const uint8_t *data, size_t size)
+int fuzz_mem_load(const struct fuzz_mem *m, void *hdr, size_t hlen, const uint8_t *data,
+		  size_t size)
 {
+	if (size < hlen)
+		return -1;
+	memcpy(hdr, data, hlen);
+	data += hlen;
+	size -= hlen;
 	size_t n0 = size < m->size0 ? size : m->size0;
 	memset(m->slot0, 0, m->size0);
 	memset(m->slot1, 0, FUZZ_SLOT1_SIZE);
 	memcpy(m->slot0, data, n0);
 	size_t n1 = size - n0 < FUZZ_SLOT1_SIZE ? size - n0 : FUZZ_SLOT1_SIZE;
 	memcpy(m->slot1, data + n0, n1);
+	return 0;
 }
 
 uint64_t fuzz_gpa_of(uint32_t v)

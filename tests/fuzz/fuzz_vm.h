@@ -29,9 +29,10 @@ void fuzz_vm_add_slot(struct vm *vm, uint64_t gpa, uint8_t *hva, size_t size);
 /* A VM with its own loop and two slots on fresh heap blocks (size0 bytes
  * at FUZZ_SLOT0_GPA, FUZZ_SLOT1_SIZE at FUZZ_SLOT1_GPA), described in *m. */
 struct vm *fuzz_vm_two_slots(size_t size0, struct fuzz_mem *m);
-/* Fills both slots from an input's bytes (slot 0's, then slot 1's), the
- * rest zero. */
-void fuzz_mem_fill(const struct fuzz_mem *m, const uint8_t *data, size_t size);
+/* An input: its first hlen bytes into hdr, then slot 0's bytes and slot
+ * 1's (the rest of both slots zero).  -1: shorter than the header. */
+int fuzz_mem_load(const struct fuzz_mem *m, void *hdr, size_t hlen, const uint8_t *data,
+		  size_t size);
 /* An input's address: bit 31 set, slot 1 + the rest, else slot 0 + it. */
 uint64_t fuzz_gpa_of(uint32_t v);
 
