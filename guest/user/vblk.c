@@ -10,6 +10,7 @@
 #include "pci.h"
 #include "platform.h"
 #include "ulib.h"
+#include "vpci.h"
 
 #define QSIZE_MAX 256
 #define NREQ_MAX 16
@@ -18,23 +19,6 @@
 #define VIRTIO_BLK_T_IN 0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
-
-/* common configuration structure offsets */
-#define CC_DFSELECT 0
-#define CC_DF 4
-#define CC_GFSELECT 8
-#define CC_GF 12
-#define CC_MSIX 16
-#define CC_STATUS 20
-#define CC_QSELECT 22
-#define CC_QSIZE 24
-#define CC_QMSIX 26
-#define CC_QENABLE 28
-#define CC_QNOTIFYOFF 30
-#define CC_QDESC 32
-#define CC_QDRIVER 40
-#define CC_QDEVICE 48
-#define STATUS_NEEDS_RESET 0x40
 
 struct blk_req {
 	uint32_t type, reserved;
@@ -91,37 +75,16 @@ static int vblk_setup(uint64_t bad_used);
 
 static int vblk_init(void)
 {
-	uint32_t bdf, notify_mult = 0, msix_cap = 0;
+	uint32_t bdf;
 	if (find_device())
 		return fail_init("no virtio-blk PCI device (1af4:1042) on bus 0");
 	bdf = vb.bdf;
-	uint32_t cmd = pci_r32(bdf, 4) & 0xffff;
-	pci_w32(bdf, 4, cmd & ~0x2u); /* memory decoding off while BARs are checked */
-	for (uint32_t p = pci_r32(bdf, 0x34) & 0xfc; p; p = (pci_r32(bdf, p) >> 8) & 0xfc) {
-		uint32_t d0 = pci_r32(bdf, p);
-		if ((d0 & 0xff) == 0x11 && !msix_cap)
-			msix_cap = p;
-		if ((d0 & 0xff) != 0x09)
-			continue;
-		uint8_t type = (uint8_t)(d0 >> 24);
-		uint64_t base = pci_bar_addr(bdf, pci_r32(bdf, p + 4) & 0xff);
-		uint64_t a = base ? base + pci_r32(bdf, p + 8) : 0;
-		if (type == 1 && !vb.common)
-			vb.common = a;
-		else if (type == 2 && !vb.notify) {
-			vb.notify = a;
-			notify_mult = pci_r32(bdf, p + 16);
-		} else if (type == 4 && !vb.devcfg)
-			vb.devcfg = a;
-	}
-	uint64_t msix_table = 0;
-	vb.msix_cap = msix_cap;
-	if (msix_cap) {
-		uint32_t t = pci_r32(bdf, msix_cap + 4);
-		uint64_t base = pci_bar_addr(bdf, t & 7);
-		msix_table = base ? base + (t & ~7u) : 0;
-	}
-	pci_w32(bdf, 4, cmd | 0x6); /* memory decoding and bus mastering */
+	struct vpci_caps c;
+	vpci_find_caps(bdf, &c);
+	vb.common = c.common;
+	vb.notify = c.notify;
+	vb.devcfg = c.devcfg;
+	vb.msix_cap = c.msix_cap;
 	if (!vb.common || !vb.notify || !vb.devcfg)
 		return fail_init("virtio-pci capabilities missing (not a modern device?)");
 	if (vb.common + 64 > ((uint64_t)IDMAP_GIB << 30))
@@ -135,22 +98,16 @@ static int vblk_init(void)
 	vb.hdr = (struct blk_req *)(mem + 12288);
 	vb.status = (volatile uint8_t *)(mem + 16384);
 	vb.buf = (uint8_t *)(mem + 65536);
-	if (msix_table) {
+	if (c.msix_table) {
 		/* entry 0 -> VEC_DISK on the CPU doing the I/O (set per operation);
 		   a device reset leaves MSI-X alone */
-		mmio_w32(msix_table + 12, 1); /* masked while it is written */
-		mmio_w32(msix_table + 8, VEC_DISK);
-		mmio_w32(msix_table + 4, 0);
-		mmio_w32(msix_table, 0xfee00000);
-		mmio_w32(msix_table + 12, 0);
-		uint32_t d0 = pci_r32(bdf, msix_cap);
-		pci_w32(bdf, msix_cap, (d0 & ~(1u << 30)) | (1u << 31));
+		vpci_msix_enable(bdf, &c);
 		vb.msix = 1;
-		vb.msix_entry = msix_table;
+		vb.msix_entry = c.msix_table;
 		vb.msix_dest = 0xffffffff;
 	}
 	vb.notify_base = vb.notify;
-	vb.notify_mult = notify_mult;
+	vb.notify_mult = c.notify_mult;
 	vb.state = 1;
 	if (vblk_setup(0))
 		return -1;
@@ -168,34 +125,16 @@ static int vblk_setup(uint64_t bad_used)
 {
 	uint64_t cc = vb.common;
 	vb.up = 0;
-	mmio_w8(cc + CC_STATUS, 0);
-	for (int i = 0; i < 1000000 && mmio_r8(cc + CC_STATUS); i++)
-		cpu_relax();
-	mmio_w8(cc + CC_STATUS, 1);	/* ACKNOWLEDGE */
-	mmio_w8(cc + CC_STATUS, 1 | 2); /* DRIVER */
-	mmio_w32(cc + CC_DFSELECT, 0);
-	uint32_t f0 = mmio_r32(cc + CC_DF);
-	mmio_w32(cc + CC_DFSELECT, 1);
-	uint32_t f1 = mmio_r32(cc + CC_DF);
-	if (!(f1 & 1))
-		return fail_init("device lacks VIRTIO_F_VERSION_1");
+	/* FLUSH, RO, DISCARD, WRITE_ZEROES when offered (the last two: vhostile) */
+	uint32_t f0 = 0;
+	const char *why = vpci_negotiate(cc, 1u << 9 | 1u << 5 | 1u << 13 | 1u << 14, &f0);
+	if (why)
+		return fail_init(why);
 	vb.features = f0;
 	vb.flush = (f0 >> 9) & 1;
 	vb.ro = (f0 >> 5) & 1; /* VIRTIO_BLK_F_RO */
-	mmio_w32(cc + CC_GFSELECT, 0);
-	/* FLUSH, RO, DISCARD, WRITE_ZEROES when offered (the last two: vhostile) */
-	mmio_w32(cc + CC_GF, f0 & (1u << 9 | 1u << 5 | 1u << 13 | 1u << 14));
-	mmio_w32(cc + CC_GFSELECT, 1);
-	mmio_w32(cc + CC_GF, 1);	    /* VERSION_1 */
-	mmio_w8(cc + CC_STATUS, 1 | 2 | 8); /* FEATURES_OK */
-	if (!(mmio_r8(cc + CC_STATUS) & 8))
-		return fail_init("device refused our features");
 
-	mmio_w16(cc + CC_QSELECT, 0);
-	uint16_t qmax = mmio_r16(cc + CC_QSIZE);
-	uint16_t qs = 1;
-	while (qs * 2 <= qmax && qs * 2 <= QSIZE_MAX)
-		qs *= 2;
+	uint16_t qs = vpci_queue_size(cc, 0, QSIZE_MAX);
 	if (qs < 8)
 		return fail_init("virtqueue 0 too small");
 	vb.qsize = qs;
@@ -214,13 +153,8 @@ static int vblk_setup(uint64_t bad_used)
 	vb.desc[f + 1] = (struct vring_desc){(uint64_t)&vb.status[vb.nreq], 1, 2, 0};
 
 	mmio_w16(cc + CC_QSIZE, qs);
-	mmio_w32(cc + CC_QDESC, (uint32_t)(uint64_t)vb.desc);
-	mmio_w32(cc + CC_QDESC + 4, (uint32_t)((uint64_t)vb.desc >> 32));
-	mmio_w32(cc + CC_QDRIVER, (uint32_t)(uint64_t)vb.avail);
-	mmio_w32(cc + CC_QDRIVER + 4, (uint32_t)((uint64_t)vb.avail >> 32));
 	uint64_t used = bad_used ? bad_used : (uint64_t)vb.used;
-	mmio_w32(cc + CC_QDEVICE, (uint32_t)used);
-	mmio_w32(cc + CC_QDEVICE + 4, (uint32_t)(used >> 32));
+	vpci_queue_addrs(cc, (uint64_t)vb.desc, (uint64_t)vb.avail, used);
 	if (vb.msix) {
 		/* queue and configuration changes (DEVICE_NEEDS_RESET) both on
 		   vector 0, so a waiter wakes for either */
@@ -330,9 +264,7 @@ static int begin(const char *what)
 	}
 	uint32_t apic = cpu_apic_id[this_cpu()];
 	if (vb.msix && vb.msix_dest != apic) {
-		mmio_w32(vb.msix_entry + 12, 1);
-		mmio_w32(vb.msix_entry, 0xfee00000 | apic << 12);
-		mmio_w32(vb.msix_entry + 12, 0);
+		vpci_msix_retarget(vb.msix_entry, apic);
 		vb.msix_dest = apic;
 	}
 	return 0;

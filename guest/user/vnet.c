@@ -10,6 +10,7 @@
 #include "vnet.h"
 #include "pci.h"
 #include "ulib.h"
+#include "vpci.h"
 
 #define QSIZE 128
 #define RX_BUF 2048
@@ -18,22 +19,6 @@
 #define F_MAC (1u << 5)
 #define F_MRG_RXBUF (1u << 15)
 #define F_STATUS (1u << 16)
-
-#define CC_DFSELECT 0
-#define CC_DF 4
-#define CC_GFSELECT 8
-#define CC_GF 12
-#define CC_MSIX 16
-#define CC_STATUS 20
-#define CC_QSELECT 22
-#define CC_QSIZE 24
-#define CC_QMSIX 26
-#define CC_QENABLE 28
-#define CC_QNOTIFYOFF 30
-#define CC_QDESC 32
-#define CC_QDRIVER 40
-#define CC_QDEVICE 48
-#define STATUS_NEEDS_RESET 0x40
 
 struct vdesc {
 	uint64_t addr;
@@ -82,42 +67,19 @@ static int find_caps(void)
 	if (!found)
 		return fail("no virtio-net PCI device (1af4:1041) on bus 0");
 	vn.bdf = bdf;
-	uint32_t cmd = pci_r32(bdf, 4) & 0xffff, msix_cap = 0;
-	pci_w32(bdf, 4, cmd & ~0x2u);
-	for (uint32_t p = pci_r32(bdf, 0x34) & 0xfc; p; p = (pci_r32(bdf, p) >> 8) & 0xfc) {
-		uint32_t d0 = pci_r32(bdf, p);
-		if ((d0 & 0xff) == 0x11 && !msix_cap)
-			msix_cap = p;
-		if ((d0 & 0xff) != 0x09)
-			continue;
-		uint8_t type = (uint8_t)(d0 >> 24);
-		uint64_t base = pci_bar_addr(bdf, pci_r32(bdf, p + 4) & 0xff);
-		uint64_t a = base ? base + pci_r32(bdf, p + 8) : 0;
-		if (type == 1 && !vn.common)
-			vn.common = a;
-		else if (type == 2 && !vn.notify) {
-			vn.notify = a;
-			vn.notify_mult = pci_r32(bdf, p + 16);
-		} else if (type == 4 && !vn.devcfg)
-			vn.devcfg = a;
-	}
-	if (msix_cap) {
-		uint32_t t = pci_r32(bdf, msix_cap + 4);
-		uint64_t base = pci_bar_addr(bdf, t & 7);
-		vn.msix_entry = base ? base + (t & ~7u) : 0;
-	}
-	pci_w32(bdf, 4, cmd | 0x6);
+	struct vpci_caps c;
+	vpci_find_caps(bdf, &c);
+	vn.common = c.common;
+	vn.notify = c.notify;
+	vn.notify_mult = c.notify_mult;
+	vn.devcfg = c.devcfg;
+	vn.msix_entry = c.msix_table;
 	if (!vn.common || !vn.notify || !vn.devcfg)
 		return fail("virtio-pci capabilities missing");
 	if (vn.common + 64 > ((uint64_t)IDMAP_GIB << 30))
 		return fail("BAR above the identity map");
 	if (vn.msix_entry) {
-		mmio_w32(vn.msix_entry + 12, 1);
-		mmio_w32(vn.msix_entry + 8, VEC_DISK); /* any vector that wakes us */
-		mmio_w32(vn.msix_entry + 4, 0);
-		mmio_w32(vn.msix_entry, 0xfee00000);
-		mmio_w32(vn.msix_entry + 12, 0);
-		pci_w32(bdf, msix_cap, (pci_r32(bdf, msix_cap) & ~(1u << 30)) | (1u << 31));
+		vpci_msix_enable(bdf, &c); /* VEC_DISK: any vector that wakes us */
 		vn.msix = 1;
 		vn.msix_dest = 0xffffffff;
 	}
@@ -127,10 +89,7 @@ static int find_caps(void)
 static int setup_queue(uint16_t q, struct vq *v, uint64_t mem, int rx)
 {
 	uint64_t cc = vn.common;
-	mmio_w16(cc + CC_QSELECT, q);
-	uint16_t qmax = mmio_r16(cc + CC_QSIZE), qs = 1;
-	while (qs * 2 <= qmax && qs * 2 <= QSIZE)
-		qs *= 2;
+	uint16_t qs = vpci_queue_size(cc, q, QSIZE);
 	if (qs < 8)
 		return fail("virtqueue too small");
 	v->size = qs;
@@ -149,12 +108,7 @@ static int setup_queue(uint16_t q, struct vq *v, uint64_t mem, int rx)
 	if (rx)
 		v->avail_idx = qs;
 	mmio_w16(cc + CC_QSIZE, qs);
-	mmio_w32(cc + CC_QDESC, (uint32_t)(uint64_t)v->desc);
-	mmio_w32(cc + CC_QDESC + 4, (uint32_t)((uint64_t)v->desc >> 32));
-	mmio_w32(cc + CC_QDRIVER, (uint32_t)(uint64_t)v->avail);
-	mmio_w32(cc + CC_QDRIVER + 4, (uint32_t)((uint64_t)v->avail >> 32));
-	mmio_w32(cc + CC_QDEVICE, (uint32_t)(uint64_t)v->used);
-	mmio_w32(cc + CC_QDEVICE + 4, (uint32_t)((uint64_t)v->used >> 32));
+	vpci_queue_addrs(cc, (uint64_t)v->desc, (uint64_t)v->avail, (uint64_t)v->used);
 	/* receive completions (and configuration changes) interrupt; transmit
 	   completions are polled when a buffer is needed */
 	mmio_w16(cc + CC_QMSIX, vn.msix && rx ? 0 : 0xffff);
@@ -166,24 +120,11 @@ static int setup_queue(uint16_t q, struct vq *v, uint64_t mem, int rx)
 static int setup(void)
 {
 	uint64_t cc = vn.common;
-	mmio_w8(cc + CC_STATUS, 0);
-	for (int i = 0; i < 1000000 && mmio_r8(cc + CC_STATUS); i++)
-		cpu_relax();
-	mmio_w8(cc + CC_STATUS, 1);
-	mmio_w8(cc + CC_STATUS, 1 | 2);
-	mmio_w32(cc + CC_DFSELECT, 0);
-	uint32_t f0 = mmio_r32(cc + CC_DF);
-	mmio_w32(cc + CC_DFSELECT, 1);
-	if (!(mmio_r32(cc + CC_DF) & 1))
-		return fail("device lacks VIRTIO_F_VERSION_1");
+	uint32_t f0 = 0;
+	const char *why = vpci_negotiate(cc, F_MAC | F_MRG_RXBUF | F_STATUS, &f0);
+	if (why)
+		return fail(why);
 	vn.features = f0 & (F_MAC | F_MRG_RXBUF | F_STATUS);
-	mmio_w32(cc + CC_GFSELECT, 0);
-	mmio_w32(cc + CC_GF, vn.features);
-	mmio_w32(cc + CC_GFSELECT, 1);
-	mmio_w32(cc + CC_GF, 1);
-	mmio_w8(cc + CC_STATUS, 1 | 2 | 8);
-	if (!(mmio_r8(cc + CC_STATUS) & 8))
-		return fail("device refused our features");
 	uint64_t mem = pool_alloc(2 * (16384 + (uint64_t)QSIZE * RX_BUF));
 	if (!mem)
 		return fail("no memory for the virtqueues");
@@ -221,9 +162,7 @@ int vnet_open(const char *what)
 	}
 	uint32_t apic = cpu_apic_id[this_cpu()];
 	if (vn.msix && vn.msix_dest != apic) {
-		mmio_w32(vn.msix_entry + 12, 1);
-		mmio_w32(vn.msix_entry, 0xfee00000 | apic << 12);
-		mmio_w32(vn.msix_entry + 12, 0);
+		vpci_msix_retarget(vn.msix_entry, apic);
 		vn.msix_dest = apic;
 	}
 	return 0;

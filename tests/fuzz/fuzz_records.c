@@ -30,6 +30,8 @@
  * save functions from these VMs' devices (fresh, and driven a little
  * through their registers) with plausible vCPU and VM states, and exit.
  * CAIRN_FUZZ_VERBOSE=1: say which step refused an input, and why. */
+#include "fuzz_vm.h"
+
 #include "arch/x86/vcpu_state.h"
 #include "devices/device.h"
 #include "devices/virtio_pci.h"
@@ -125,19 +127,8 @@ static int restore_device(struct device *d, const void *p, size_t len)
 
 static void make_vm(struct fake_vm *fv, int ndisks, char (*paths)[64])
 {
-	struct vm *vm = calloc(1, sizeof(*vm));
-	if (!vm)
-		die("calloc");
-	vm->kvm_fd = vm->vm_fd = -1;
-	iobus_init(&vm->pio, "pio");
-	iobus_init(&vm->mmio, "mmio");
-	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
-	vm->loop = fz.loop;
-	vm->slots[0] = (struct vm_mem_slot){0, 0, RAM_SIZE, fz.ram};
-	vm->nslots = 1;
-	vm->ram = fz.ram;
-	vm->ram_size = RAM_SIZE;
+	struct vm *vm = fuzz_vm_new(fz.loop);
+	fuzz_vm_add_slot(vm, 0, fz.ram, RAM_SIZE);
 	vm->ncpus = 1;
 	struct virtio_blk_disk disks[MAX_DISKS];
 	for (int i = 0; i < ndisks; i++)
@@ -390,11 +381,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc, (void)argv;
 	fz.verbose = getenv("CAIRN_FUZZ_VERBOSE") != NULL;
 	setup();
-	const char *seeds = getenv("CAIRN_FUZZ_SEEDS");
-	if (seeds) {
-		write_seeds(seeds);
-		exit(0);
-	}
+	fuzz_seeds_if_asked(write_seeds);
 	return 0;
 }
 

@@ -16,6 +16,8 @@
  * finish (cyclic chains, absurd indices).
  *
  * Input: struct fuzz_hdr, then slot 0's bytes, then slot 1's. */
+#include "fuzz_vm.h"
+
 #include "devices/device.h"
 #include "devices/pci.h"
 #include "devices/virtio_blk.h"
@@ -37,10 +39,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define SLOT0_GPA 0x0ULL
 #define SLOT0_SIZE 0x4000u
-#define SLOT1_GPA 0x100000000ULL
-#define SLOT1_SIZE 0x1000u
 #define DISK_SIZE (1u << 20)
 
 /* virtio common configuration registers (offsets in BAR0). */
@@ -65,7 +64,7 @@ struct fuzz_hdr {
 static struct {
 	struct vm *vm;
 	struct virtio_pci *vp[4]; /* raw, qcow2, raw read-only, qcow2 read-only */
-	uint8_t *slot0, *slot1;
+	struct fuzz_mem mem;
 	sem_t done;
 	int tick; /* eventfd: readable while a kick is being served */
 	struct virtio_pci *kicked;
@@ -103,25 +102,7 @@ static void make_disks(char (*raw)[64], char (*qcow)[64])
 static void setup(void)
 {
 	log_set_level(LOG_ERROR); /* "the driver broke the protocol" on most inputs */
-	struct vm *vm = calloc(1, sizeof(*vm));
-	if (!vm)
-		die("calloc");
-	vm->kvm_fd = vm->vm_fd = -1;
-	iobus_init(&vm->pio, "pio");
-	iobus_init(&vm->mmio, "mmio");
-	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
-	if (evloop_create(&vm->loop) < 0)
-		die("evloop");
-	fz.slot0 = malloc(SLOT0_SIZE);
-	fz.slot1 = malloc(SLOT1_SIZE);
-	if (!fz.slot0 || !fz.slot1)
-		die("guest memory");
-	vm->slots[0] = (struct vm_mem_slot){0, SLOT0_GPA, SLOT0_SIZE, fz.slot0};
-	vm->slots[1] = (struct vm_mem_slot){1, SLOT1_GPA, SLOT1_SIZE, fz.slot1};
-	vm->nslots = 2;
-	vm->ram = fz.slot0;
-	vm->ram_size = SLOT0_SIZE + SLOT1_SIZE;
+	struct vm *vm = fuzz_vm_two_slots(SLOT0_SIZE, &fz.mem);
 
 	char raw[2][64], qcow[2][64];
 	make_disks(raw, qcow);
@@ -161,13 +142,7 @@ static void setup(void)
 
 static void bar_write(struct virtio_pci *vp, uint64_t off, uint32_t v, unsigned len)
 {
-	if (!iobus_dispatch(&fz.vm->mmio, vp->pci.bars[0].addr + off, &v, len, true))
-		die("BAR0 not mapped");
-}
-
-static uint64_t gpa_of(uint32_t v)
-{
-	return v & 0x80000000u ? SLOT1_GPA + (v & 0x7fffffffu) : SLOT0_GPA + v;
+	fuzz_bar_write(fz.vm, vp, off, v, len);
 }
 
 static void *io_thread(void *arg)
@@ -205,12 +180,6 @@ static void kick(struct virtio_pci *vp)
 		;
 }
 
-static void set64(struct virtio_pci *vp, uint64_t off, uint64_t v)
-{
-	bar_write(vp, off, (uint32_t)v, 4);
-	bar_write(vp, off + 4, (uint32_t)(v >> 32), 4);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -218,17 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!fz.vm)
 		setup();
 	struct fuzz_hdr h;
-	if (size < sizeof(h))
+	if (fuzz_mem_load(&fz.mem, &h, sizeof(h), data, size) < 0)
 		return 0;
-	memcpy(&h, data, sizeof(h));
-	data += sizeof(h);
-	size -= sizeof(h);
-	size_t n0 = size < SLOT0_SIZE ? size : SLOT0_SIZE;
-	memset(fz.slot0, 0, SLOT0_SIZE);
-	memset(fz.slot1, 0, SLOT1_SIZE);
-	memcpy(fz.slot0, data, n0);
-	size_t n1 = size - n0 < SLOT1_SIZE ? size - n0 : SLOT1_SIZE;
-	memcpy(fz.slot1, data + n0, n1);
 
 	struct virtio_pci *vp = fz.vp[(h.flags & 1) | (h.flags >> 1 & 2)];
 	bar_write(vp, VP_STATUS, 0, 1); /* reset */
@@ -240,14 +200,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	bar_write(vp, VP_QUEUE_SEL, 0, 2);
 	bar_write(vp, VP_QUEUE_SIZE, h.qsize, 2);
-	set64(vp, VP_QUEUE_DESC, gpa_of(h.desc));
-	set64(vp, VP_QUEUE_AVAIL, gpa_of(h.avail));
-	set64(vp, VP_QUEUE_USED, gpa_of(h.used));
+	fuzz_bar_write64(fz.vm, vp, VP_QUEUE_DESC, fuzz_gpa_of(h.desc));
+	fuzz_bar_write64(fz.vm, vp, VP_QUEUE_AVAIL, fuzz_gpa_of(h.avail));
+	fuzz_bar_write64(fz.vm, vp, VP_QUEUE_USED, fuzz_gpa_of(h.used));
 	bar_write(vp, VP_QUEUE_ENABLE, 1, 2);
 	bar_write(vp, VP_STATUS, 1 | 2 | 4 | 8, 1);
 	kick(vp);
 	/* More requests on the same queue: the avail index moves on. */
-	uint16_t *idx = vm_gpa_to_hva(fz.vm, gpa_of(h.avail) + 2, 2);
+	uint16_t *idx = vm_gpa_to_hva(fz.vm, fuzz_gpa_of(h.avail) + 2, 2);
 	if (idx && h.bump) {
 		uint16_t v;
 		memcpy(&v, idx, 2);

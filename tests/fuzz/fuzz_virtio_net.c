@@ -15,6 +15,8 @@
  * queue is kicked, NRX frames of the given lengths are delivered, the
  * receive queue is kicked, then both again after the avail indices moved.
  * CAIRN_FUZZ_SEEDS=DIR writes a few well-formed seeds into DIR and exits. */
+#include "fuzz_vm.h"
+
 #include "devices/device.h"
 #include "devices/pci.h"
 #include "devices/virtio_net.h"
@@ -30,10 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SLOT0_GPA 0x0ULL
 #define SLOT0_SIZE 0x8000u
-#define SLOT1_GPA 0x100000000ULL
-#define SLOT1_SIZE 0x1000u
 
 struct fuzz_hdr {
 	uint8_t flags; /* bit 0: MRG_RXBUF; bit 1: no DRIVER_OK */
@@ -89,7 +88,7 @@ void net_backend_close(struct net_backend *be)
 static struct {
 	struct vm *vm;
 	struct virtio_pci *vp;
-	uint8_t *slot0, *slot1;
+	struct fuzz_mem mem;
 	uint8_t frame[NET_MAX_FRAME];
 } fz;
 
@@ -102,25 +101,7 @@ static void die(const char *what)
 static void setup(void)
 {
 	log_set_level(LOG_ERROR);
-	struct vm *vm = calloc(1, sizeof(*vm));
-	if (!vm)
-		die("calloc");
-	vm->kvm_fd = vm->vm_fd = -1;
-	iobus_init(&vm->pio, "pio");
-	iobus_init(&vm->mmio, "mmio");
-	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
-	if (evloop_create(&vm->loop) < 0)
-		die("evloop");
-	fz.slot0 = malloc(SLOT0_SIZE);
-	fz.slot1 = malloc(SLOT1_SIZE);
-	if (!fz.slot0 || !fz.slot1)
-		die("guest memory");
-	vm->slots[0] = (struct vm_mem_slot){0, SLOT0_GPA, SLOT0_SIZE, fz.slot0};
-	vm->slots[1] = (struct vm_mem_slot){1, SLOT1_GPA, SLOT1_SIZE, fz.slot1};
-	vm->nslots = 2;
-	vm->ram = fz.slot0;
-	vm->ram_size = SLOT0_SIZE + SLOT1_SIZE;
+	struct vm *vm = fuzz_vm_two_slots(SLOT0_SIZE, &fz.mem);
 	struct virtio_net_nic nic = {{0x52, 0x54, 0, 0x12, 0x34, 0x56}, "fake"};
 	struct devices_config cfg = {.nics = &nic, .nnics = 1};
 	if (pci_init(vm, &cfg) < 0 || virtio_net_init(vm, &cfg) < 0)
@@ -137,13 +118,7 @@ static void setup(void)
 
 static void bar_write(uint64_t off, uint32_t v, unsigned len)
 {
-	if (!iobus_dispatch(&fz.vm->mmio, fz.vp->pci.bars[0].addr + off, &v, len, true))
-		die("BAR0 not mapped");
-}
-
-static uint64_t gpa_of(uint32_t v)
-{
-	return v & 0x80000000u ? SLOT1_GPA + (v & 0x7fffffffu) : SLOT0_GPA + v;
+	fuzz_bar_write(fz.vm, fz.vp, off, v, len);
 }
 
 /* What the I/O thread does for a notification (virtio_pci.c vp_kick). */
@@ -165,15 +140,9 @@ static void deliver(const struct fuzz_hdr *h)
 	}
 }
 
-static void set64(uint64_t off, uint64_t v)
-{
-	bar_write(off, (uint32_t)v, 4);
-	bar_write(off + 4, (uint32_t)(v >> 32), 4);
-}
-
 static void bump(uint32_t avail, uint8_t n)
 {
-	uint16_t *idx = vm_gpa_to_hva(fz.vm, gpa_of(avail) + 2, 2);
+	uint16_t *idx = vm_gpa_to_hva(fz.vm, fuzz_gpa_of(avail) + 2, 2);
 	if (idx && n) {
 		uint16_t v;
 		memcpy(&v, idx, 2);
@@ -194,9 +163,9 @@ static void run(const struct fuzz_hdr *h)
 	for (unsigned q = 0; q < 2; q++) {
 		bar_write(0x16, q, 2);
 		bar_write(0x18, h->qsize[q], 2);
-		set64(0x20, gpa_of(h->desc[q]));
-		set64(0x28, gpa_of(h->avail[q]));
-		set64(0x30, gpa_of(h->used[q]));
+		fuzz_bar_write64(fz.vm, fz.vp, 0x20, fuzz_gpa_of(h->desc[q]));
+		fuzz_bar_write64(fz.vm, fz.vp, 0x28, fuzz_gpa_of(h->avail[q]));
+		fuzz_bar_write64(fz.vm, fz.vp, 0x30, fuzz_gpa_of(h->used[q]));
 		bar_write(0x1c, 1, 2);
 	}
 	if (!(h->flags & 2))
@@ -281,11 +250,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
-	const char *seeds = getenv("CAIRN_FUZZ_SEEDS");
-	if (seeds) {
-		write_seeds(seeds);
-		exit(0);
-	}
+	fuzz_seeds_if_asked(write_seeds);
 	return 0;
 }
 
@@ -294,17 +259,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!fz.vm)
 		setup();
 	struct fuzz_hdr h;
-	if (size < sizeof(h))
+	if (fuzz_mem_load(&fz.mem, &h, sizeof(h), data, size) < 0)
 		return 0;
-	memcpy(&h, data, sizeof(h));
-	data += sizeof(h);
-	size -= sizeof(h);
-	size_t n0 = size < SLOT0_SIZE ? size : SLOT0_SIZE;
-	memset(fz.slot0, 0, SLOT0_SIZE);
-	memset(fz.slot1, 0, SLOT1_SIZE);
-	memcpy(fz.slot0, data, n0);
-	size_t n1 = size - n0 < SLOT1_SIZE ? size - n0 : SLOT1_SIZE;
-	memcpy(fz.slot1, data + n0, n1);
 	run(&h);
 	return 0;
 }

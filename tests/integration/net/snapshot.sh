@@ -6,13 +6,7 @@
 # from the snapshot; the new user-mode stack is fresh).  A revert in place
 # keeps the backend; a restore without --net reattaches the recorded one; a
 # wrong number of --net is refused.
-. "$SRCDIR/tests/integration/snapshot/lib_snap.sh"
-need_kvm
-need_testos
-here="$SRCDIR/tests/integration/net"
-# Under the sanitizers, UBSan reports only print: any in cairn's output fails the test.
-no_ub() { ! grep -h "runtime error:" "$TMP"/*out* 2>/dev/null || { echo "FAIL: UBSan report"; return 1; }; }
-trap 'rc=$?; [ $rc = 0 ] && { no_ub || rc=1; }; snap_cleanup 2>/dev/null || rm -rf "$TMP"; exit $rc' EXIT
+. "$SRCDIR/tests/integration/net/lib_net.sh"
 
 p1=$(python3 "$here/free_port.py")
 start_vm a --kernel "$TESTOS" --net "user,hostfwd=udp::$p1-:7" --net user,mac=52:54:00:aa:bb:cc \

@@ -26,12 +26,6 @@ need_testos
 DISKPAT="$BUILDDIR/guest/diskpat"
 MIB=1048576
 
-# jget KEY: the value of KEY in $REPLY_JSON ("" when absent)
-jget() {
-  python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' \
-    "$REPLY_JSON" "$1"
-}
-
 # snap VM NAME [JSON MEMBERS]: snapshot of VM into $TMP/NAME; sets KIND DEPTH
 # BYTES.  meta.json records the pause too, whichever writer wrote it (the
 # forked one, after a revert, recorded 0).
@@ -51,25 +45,6 @@ expect_layer() {
     fail "$1: memory_bytes $BYTES, expected $3..$4: $REPLY_JSON"
 }
 
-# A VM whose shell reads the FIFO $TMP/NAME.in (fd 7 for VM a).
-# type_wait NAME CMD REGEX SECS: type CMD into NAME's shell, wait for a new
-# whole line matching REGEX; prints that line (without \r).  Only whole
-# lines: the guest writes a line 16 bytes at a time, and a match on
-# "memfill mb=2 seed=1 off=4 " could come before its sum.
-type_wait() {
-  local out="$TMP/$1.out" n i
-  n=$(wc -l <"$out")
-  printf '%s\r' "$2" >"$TMP/$1.in"
-  for ((i = 0; i < $4 * 10; i++)); do
-    # read stops before a last line without its newline
-    if tail -n +"$((n + 1))" "$out" | while IFS= read -r l; do printf '%s\n' "${l%$'\r'}"; done |
-      grep -m1 -E -- "$3"; then return 0; fi
-    sleep 0.1
-  done
-  tail -n 20 "$out"; fail "$1: '$2' did not print /$3/ within $4 s"
-}
-# sum_of LINE: the 16 hex digits after sum=
-sum_of() { sed -n 's/.*sum=\([0-9a-f]\{16\}\).*/\1/p' <<<"$1"; }
 # sum64 A +/- B ...: 64-bit wrapping arithmetic on hex sums
 sum64() { python3 -c '
 import sys

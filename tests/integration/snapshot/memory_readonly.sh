@@ -22,29 +22,11 @@ need_testos
 MIB=1048576
 MARGIN=$((64 * 1024))
 
-jget() {
-  python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' \
-    "$REPLY_JSON" "$1"
-}
 # snap VM NAME: snapshot into $TMP/NAME; sets KIND BYTES
 snap() {
   ctl "$1" '{"cmd":"snapshot","path":"'"$TMP/$2"'"}'
   KIND=$(jget memory) BYTES=$(jget memory_bytes) SAME=$(jget memory_unchanged_pages)
 }
-# type_wait NAME CMD REGEX SECS: type CMD into NAME's shell, wait for a new
-# whole line matching REGEX; prints it (without \r)
-type_wait() {
-  local out="$TMP/$1.out" n i
-  n=$(wc -l <"$out")
-  printf '%s\r' "$2" >"$TMP/$1.in"
-  for ((i = 0; i < $4 * 10; i++)); do
-    if tail -n +"$((n + 1))" "$out" | while IFS= read -r l; do printf '%s\n' "${l%$'\r'}"; done |
-      grep -m1 -E -- "$3"; then return 0; fi
-    sleep 0.1
-  done
-  tail -n 20 "$out"; fail "$1: '$2' did not print /$3/ within $4 s"
-}
-sum_of() { sed -n 's/.*sum=\([0-9a-f]\{16\}\).*/\1/p' <<<"$1"; }
 verify() { sum_of "$(type_wait "$1" memverify "memverify (ok|FAILED)" 30)"; }
 # small NAME: the last snapshot was a layer no bigger than an idle one's
 small() {
