@@ -67,7 +67,13 @@ static int parse_hostfwd(const char *s, struct net_hostfwd *f)
 	return parse_port(gport, &f->guest_port);
 }
 
-static int parse_mac(const char *s, uint8_t mac[6])
+void net_mac_format(const uint8_t mac[6], char out[NET_MAC_TEXT])
+{
+	snprintf(out, NET_MAC_TEXT, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
+		 mac[4], mac[5]);
+}
+
+int net_mac_parse(const char *s, uint8_t mac[6])
 {
 	unsigned v[6];
 	char tail;
@@ -78,7 +84,7 @@ static int parse_mac(const char *s, uint8_t mac[6])
 			return -1;
 		mac[i] = (uint8_t)v[i];
 	}
-	return (mac[0] & 1) ? -1 : 0; /* not a multicast address */
+	return 0;
 }
 
 int net_spec_parse(const char *spec, struct net_spec *out)
@@ -97,7 +103,8 @@ int net_spec_parse(const char *spec, struct net_spec *out)
 		r = err_set(EINVAL, "--net %s: the backend is 'user' or 'none'", spec);
 	while (r == 0 && (tok = strtok_r(NULL, ",", &save))) {
 		if (!strncmp(tok, "mac=", 4)) {
-			if (parse_mac(tok + 4, out->mac) < 0)
+			/* a NIC's own address is never a multicast one */
+			if (net_mac_parse(tok + 4, out->mac) < 0 || (out->mac[0] & 1))
 				r = err_set(EINVAL, "--net %s: bad MAC address '%s'", spec,
 					    tok + 4);
 			out->has_mac = true;

@@ -41,6 +41,12 @@ struct net_peer {
 
 /* Parse SPEC; -EINVAL with a message naming what is wrong. */
 int net_spec_parse(const char *spec, struct net_spec *out);
+
+/* A MAC address as text, "xx:xx:xx:xx:xx:xx" (lower case); parsing takes
+ * any case and refuses anything else (0 or -1). */
+#define NET_MAC_TEXT 18
+void net_mac_format(const uint8_t mac[6], char out[NET_MAC_TEXT]);
+int net_mac_parse(const char *s, uint8_t mac[6]);
 /* The backend SPEC names, in LOOP, delivering to PEER (copied).  A `none`
  * spec gives a backend that drops every frame with its link down. */
 int net_backend_open(const char *spec, struct evloop *loop, const struct net_peer *peer,

@@ -1,29 +1,11 @@
 #include "vmm/config_json.h"
+#include "net/net.h"
 #include "util/err.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void mac_format(const uint8_t m[6], char out[18])
-{
-	snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
-}
-
-static int mac_parse(const char *s, uint8_t m[6])
-{
-	unsigned v[6];
-	char tail;
-	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
-		return -1;
-	for (int i = 0; i < 6; i++) {
-		if (v[i] > 255)
-			return -1;
-		m[i] = (uint8_t)v[i];
-	}
-	return 0;
-}
 
 json_t *vm_config_to_json(const struct vm_config *cfg)
 {
@@ -44,8 +26,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 	if (j && cfg->nnics) {
 		json_t *nics = json_array();
 		for (int i = 0; i < cfg->nnics; i++) {
-			char mac[18];
-			mac_format(cfg->nics[i].mac, mac);
+			char mac[NET_MAC_TEXT];
+			net_mac_format(cfg->nics[i].mac, mac);
 			json_array_append_new(nics, json_pack("{s:s, s:s}", "mac", mac, "backend",
 							      cfg->nics[i].backend));
 		}
@@ -69,7 +51,7 @@ static int nics_from_json(json_t *nics, const char *name, struct vm_config *in)
 		if (json_unpack_ex(n, &e, 0, "{s:s, s:s}", "mac", &mac, "backend", &backend) < 0)
 			return err_set(EINVAL, "%s: NIC %zu: %s", name, i, e.text);
 		struct nic_config *nc = &in->nics[in->nnics++];
-		if (mac_parse(mac, nc->mac) < 0)
+		if (net_mac_parse(mac, nc->mac) < 0)
 			return err_set(EINVAL, "%s: NIC %zu: MAC address '%s'", name, i, mac);
 		nc->backend = (char *)backend;
 	}

@@ -282,13 +282,12 @@ static int vmm_override_nets(struct vm_config *cfg, const char *const *specs, in
 		int r = net_spec_parse(spec, &ns);
 		if (r < 0)
 			return r;
-		if (ns.has_mac && memcmp(ns.mac, cfg->nics[i].mac, 6))
-			return err_set(EINVAL,
-				       "--net %s: NIC %d's MAC address is the snapshot's "
-				       "%02x:%02x:%02x:%02x:%02x:%02x",
-				       spec, i, cfg->nics[i].mac[0], cfg->nics[i].mac[1],
-				       cfg->nics[i].mac[2], cfg->nics[i].mac[3], cfg->nics[i].mac[4],
-				       cfg->nics[i].mac[5]);
+		if (ns.has_mac && memcmp(ns.mac, cfg->nics[i].mac, 6)) {
+			char mac[NET_MAC_TEXT];
+			net_mac_format(cfg->nics[i].mac, mac);
+			return err_set(EINVAL, "--net %s: NIC %d's MAC address is the snapshot's %s",
+				       spec, i, mac);
+		}
 		if ((r = vm_config_set_nic_backend(cfg, i, spec)) < 0)
 			return r;
 	}
