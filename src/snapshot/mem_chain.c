@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,24 +156,54 @@ static int apply_images(const struct mem_chain *c, uint8_t *ram, bool base)
 	return r;
 }
 
+/* The full image's check, run beside the copying of the layers' pages:
+ * one is reading and hashing the file, the other mostly faulting in
+ * private pages, so on two cores the restore takes about the longer of
+ * the two, not their sum.  The error message is per thread: copied out. */
+struct base_check {
+	const struct mem_layer *l;
+	int r;
+	struct err_saved msg;
+};
+
+static void *base_check_run(void *opaque)
+{
+	struct base_check *b = opaque;
+	if ((b->r = mem_layer_verify(b->l, NULL, NULL)) < 0)
+		err_save(&b->msg);
+	return NULL;
+}
+
 /* The layers' pages are copied in, not mapped from the layers: a packed
  * layer is read in a few large reads and each chunk verified before it is
- * used (the mapped full image is verified, where asked, by
- * mem_chain_verify), and the mapping stays one VMA however scattered the
- * pages (every VMA makes each later fork slower). */
-int mem_chain_map(const struct mem_chain *c, void *addr, void **out)
+ * used, and the mapping stays one VMA however scattered the pages (every
+ * VMA makes each later fork slower).  Each copied page costs a private
+ * page (2-4 us here, the kernel's copy-on-write; bench/RESULTS.md). */
+int mem_chain_map(const struct mem_chain *c, void *addr, unsigned flags, void **out)
 {
 	const struct mem_layer *base = c->l[c->n - 1];
-	int flags = MAP_PRIVATE | MAP_NORESERVE | (addr ? MAP_FIXED : 0);
-	uint8_t *ram = mmap(addr, c->size, PROT_READ | PROT_WRITE, flags, mem_layer_fd(base), 0);
+	int mflags = MAP_PRIVATE | MAP_NORESERVE | (addr ? MAP_FIXED : 0);
+	uint8_t *ram = mmap(addr, c->size, PROT_READ | PROT_WRITE, mflags, mem_layer_fd(base), 0);
 	if (ram == MAP_FAILED)
 		return err_set(errno, "%s: cannot map %llu MiB", mem_layer_path(base),
 			       (unsigned long long)(c->size >> 20));
+	struct base_check check = {.l = base};
+	pthread_t thread;
+	bool checking = (flags & MEM_CHAIN_VERIFY_BASE) && c->n > 1 &&
+			pthread_create(&thread, NULL, base_check_run, &check) == 0;
+	if ((flags & MEM_CHAIN_VERIFY_BASE) && !checking)
+		base_check_run(&check);
 	/* Each page copied in first faults the full image's page in: no
 	 * read-around for those scattered faults. */
 	madvise(ram, c->size, MADV_RANDOM);
-	int r = apply_images(c, ram, false);
+	int r = check.r < 0 ? check.r : apply_images(c, ram, false);
 	madvise(ram, c->size, MADV_NORMAL);
+	if (checking)
+		pthread_join(thread, NULL);
+	if (r == 0 && check.r < 0) {
+		err_restore(&check.msg);
+		r = check.r;
+	}
 	if (r < 0) {
 		if (addr) /* leave no file mapped there */
 			mmap(addr, c->size, PROT_READ | PROT_WRITE,

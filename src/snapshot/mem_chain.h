@@ -26,9 +26,11 @@ int mem_chain_verify(const struct mem_chain *c, mem_image_progress_fn progress, 
  * (MAP_PRIVATE), then each page a layer holds copied in from the newest
  * layer holding it, each layer read in order and every chunk of it checked
  * before its pages are used.  ADDR NULL: a new mapping; else over
- * [ADDR, ADDR + size) (MAP_FIXED).  The full image is not verified here
- * (mem_layer_verify of the last layer, or mem_chain_verify). */
-int mem_chain_map(const struct mem_chain *c, void *addr, void **out);
+ * [ADDR, ADDR + size) (MAP_FIXED).  The full image is checked too with
+ * MEM_CHAIN_VERIFY_BASE (in a thread of its own while the layers are
+ * copied in); else not (mem_chain_verify). */
+#define MEM_CHAIN_VERIFY_BASE 1u
+int mem_chain_map(const struct mem_chain *c, void *addr, unsigned flags, void **out);
 /* Read the chain into RAM (fresh anonymous memory), each chunk verified;
  * every page written once, from its newest holder. */
 int mem_chain_load(const struct mem_chain *c, void *ram);

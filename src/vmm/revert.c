@@ -112,7 +112,7 @@ static int revert_apply_memory(struct vmm *vmm, const struct mem_chain *chain, c
 	void *p;
 	vm->ram_from_file = true;
 	uint64_t t0 = monotime_us();
-	int r = mem_chain_map(chain, vm->ram, &p);
+	int r = mem_chain_map(chain, vm->ram, 0, &p); /* verified before the pause */
 	if (r < 0)
 		return err_prefix(r, "mapping the memory of %s over guest memory", dir);
 	uint64_t t1 = monotime_us();

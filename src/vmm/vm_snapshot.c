@@ -236,9 +236,7 @@ int vm_snapshot_open_memory(const char *dir, struct state_reader *r, uint64_t me
 			      "state expects %s)",
 			      path, a, b);
 	}
-	if (ret == 0 && verify == VM_SNAPSHOT_VERIFY_BASE)
-		ret = mem_layer_verify(mem_chain_layer(c, mem_chain_length(c) - 1), NULL, NULL);
-	else if (ret == 0 && verify)
+	if (ret == 0 && verify)
 		ret = mem_chain_verify(c, NULL, NULL);
 	if (ret < 0) {
 		mem_chain_close(c);

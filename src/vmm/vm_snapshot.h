@@ -44,10 +44,9 @@ void vm_snapshot_capture_free(struct vm_snapshot_capture *c);
 int vm_snapshot_open(const char *dir, struct state_reader **r, struct vm_config *cfg);
 /* Open the chain of DIR's memory image (mem_chain.h) and check it belongs
  * to this state file (size, and the image's id); with VERIFY, read it all
- * and check every chunk of every image (VM_SNAPSHOT_VERIFY_BASE: of the
- * full image only, for a restore by mem_chain_map, which checks each
- * layer's chunks as it reads them). */
-#define VM_SNAPSHOT_VERIFY_BASE 2
+ * and check every chunk of every image (a mapped restore asks
+ * mem_chain_map to check instead: the layers as they are read, the full
+ * image beside them). */
 int vm_snapshot_open_memory(const char *dir, struct state_reader *r, uint64_t mem_size,
 			    int verify, struct mem_chain **out);
 /* The same, closing the chain again. */

@@ -250,19 +250,17 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	return 0;
 }
 
-/* The chain of DIR's memory, checked against the state (and its full
- * image verified for a mapped restore that asks for it: the layers are
- * verified as mem_chain_map reads them, as copy mode verifies each chunk
- * as it reads it); mapped now in map mode. */
+/* The chain of DIR's memory, checked against the state; mapped now in map
+ * mode, every image verified on the way where asked (copy mode verifies
+ * each chunk as it reads it, later). */
 static int vmm_restore_memory(struct vmm *vmm, const char *dir, struct state_reader *r,
 			      struct mem_chain **chain, void **ram)
 {
 	bool map = vmm->opts.restore_mode == RESTORE_MAP;
-	int ret = vm_snapshot_open_memory(dir, r, vmm->cfg.mem_size,
-					  vmm->opts.verify_memory && map ? VM_SNAPSHOT_VERIFY_BASE : 0,
-					  chain);
+	int ret = vm_snapshot_open_memory(dir, r, vmm->cfg.mem_size, 0, chain);
 	if (ret == 0 && map)
-		ret = mem_chain_map(*chain, NULL, ram);
+		ret = mem_chain_map(*chain, NULL,
+				    vmm->opts.verify_memory ? MEM_CHAIN_VERIFY_BASE : 0, ram);
 	return ret;
 }
 

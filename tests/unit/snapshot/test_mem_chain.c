@@ -99,14 +99,14 @@ static void check_chain_is(int i, const uint8_t *want)
 	CHECK_EQ(mem_chain_length(c), (unsigned)i + 1);
 	CHECK_EQ(mem_chain_verify(c, NULL, NULL), 0);
 	void *m = NULL;
-	CHECK_EQ(mem_chain_map(c, NULL, &m), 0);
+	CHECK_EQ(mem_chain_map(c, NULL, 0, &m), 0);
 	CHECK(m && memcmp(m, want, SIZE) == 0);
 	if (m)
 		munmap(m, SIZE);
 	/* over an existing mapping, as a revert does */
 	uint8_t *at = ram_alloc();
 	memset(at, 0x55, SIZE);
-	CHECK_EQ(mem_chain_map(c, at, &m), 0);
+	CHECK_EQ(mem_chain_map(c, at, 0, &m), 0);
 	CHECK(m == at && memcmp(at, want, SIZE) == 0);
 	munmap(at, SIZE);
 	uint8_t *r = ram_alloc();
@@ -249,9 +249,9 @@ int main(void)
 		CHECK_EQ(mem_chain_load(c, r), -EUCLEAN);
 		CHECK(msg_has("s3/memory.img: chunk 0"));
 		void *m = NULL;
-		CHECK_EQ(mem_chain_map(c, NULL, &m), -EUCLEAN); /* never RAM from unverified bytes */
+		CHECK_EQ(mem_chain_map(c, NULL, 0, &m), -EUCLEAN); /* never RAM from unverified bytes */
 		CHECK(msg_has("s3/memory.img: chunk 0"));
-		CHECK_EQ(mem_chain_map(c, r, &m), -EUCLEAN);
+		CHECK_EQ(mem_chain_map(c, r, 0, &m), -EUCLEAN);
 		munmap(r, SIZE);
 		mem_chain_close(c);
 		/* ... and absorbing it into its child is refused the same way */
@@ -276,6 +276,36 @@ int main(void)
 		f = fopen(p3, "ab");
 		fputc(last, f);
 		fclose(f);
+	}
+
+	/* The full image checked beside the layers' copying: a damaged chunk
+	 * of it fails the map, named; an intact chain maps as without. */
+	{
+		char p0[300];
+		img_path(p0, 0);
+		struct mem_chain *c;
+		CHECK_EQ(mem_chain_open(p3, SIZE, &c), 0);
+		void *m = NULL;
+		CHECK_EQ(mem_chain_map(c, NULL, MEM_CHAIN_VERIFY_BASE, &m), 0);
+		CHECK(m && memcmp(m, want[3], SIZE) == 0);
+		munmap(m, SIZE);
+		FILE *f = fopen(p0, "r+b");
+		fseek(f, 5000, SEEK_SET);
+		int ch = fgetc(f);
+		fseek(f, 5000, SEEK_SET);
+		fputc(ch ^ 0x01, f);
+		fclose(f);
+		m = NULL;
+		CHECK_EQ(mem_chain_map(c, NULL, MEM_CHAIN_VERIFY_BASE, &m), -EUCLEAN);
+		CHECK(!m && msg_has("s0/memory.img: chunk 0"));
+		uint8_t *r = ram_alloc();
+		CHECK_EQ(mem_chain_map(c, r, MEM_CHAIN_VERIFY_BASE, &m), -EUCLEAN);
+		munmap(r, SIZE);
+		f = fopen(p0, "r+b");
+		fseek(f, 5000, SEEK_SET);
+		fputc(ch, f);
+		fclose(f);
+		mem_chain_close(c);
 	}
 
 	/* A missing parent, then a replaced one, are refused by name. */
@@ -305,7 +335,7 @@ int main(void)
 		CHECK_EQ(mem_chain_length(c), (unsigned)i);
 		CHECK_EQ(mem_chain_verify(c, NULL, NULL), 0);
 		void *m = NULL;
-		CHECK_EQ(mem_chain_map(c, NULL, &m), 0);
+		CHECK_EQ(mem_chain_map(c, NULL, 0, &m), 0);
 		CHECK(m && memcmp(m, want[i], SIZE) == 0);
 		munmap(m, SIZE);
 		mem_chain_close(c);
