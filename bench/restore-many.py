@@ -24,7 +24,8 @@ stream into each VM's anonymous RAM: its PSS is its total.  All N end (control q
 before the next N.
 
 usage: restore-many.py CAIRN TESTOS [--mem MB] [--n 1,10,50] [--qemu-n 1,10]
-                       [--touch MB] [--out FILE]
+                       [--touch MB] [--out FILE] [--cairn-opts "OPTS"]
+--cairn-opts: more options for each `cairn run --restore` (e.g. "--no-verify").
 """
 import os
 import re
@@ -112,12 +113,12 @@ def make_images(cairn, testos, mem, d):
     return snap, mig, qdisk, cmdline
 
 
-def run_cairn(cairn, snap, n, touch, d):
+def run_cairn(cairn, snap, n, touch, d, extra):
     socks = [os.path.join(d, f"r{i}.sock") for i in range(n)]
     t0 = now()
     vms = []
     for i in range(n):
-        p, ts, con = spawn_in([cairn, "run", "-v", "--restore", snap, "--control", socks[i]],
+        p, ts, con = spawn_in([cairn, "run", "-v", "--restore", snap, *extra, "--control", socks[i]],
                               f"cairn restore {i}")
         vms.append((p, ts, con, stderr_of(p)))
     # every control socket up: each VM is restored and its shell can be typed into
@@ -197,7 +198,8 @@ def main():
     if len(a) < 2:
         sys.exit(__doc__)
     cairn, testos = os.path.abspath(a[0]), os.path.abspath(a[1])
-    opts = {"--mem": "512", "--n": "1,10,50", "--qemu-n": "1,10", "--touch": "16", "--out": ""}
+    opts = {"--mem": "512", "--n": "1,10,50", "--qemu-n": "1,10", "--touch": "16", "--out": "",
+            "--cairn-opts": ""}
     rest = a[2:]
     while rest:
         k = rest.pop(0)
@@ -205,6 +207,7 @@ def main():
             sys.exit(f"bad option {k}\n{__doc__}")
         opts[k] = rest.pop(0)
     mem, touch = int(opts["--mem"]), int(opts["--touch"])
+    extra = opts["--cairn-opts"].split()
     ns = [int(x) for x in opts["--n"].split(",") if x]
     qns = [int(x) for x in opts["--qemu-n"].split(",") if x]
     tmp = tempfile.mkdtemp(prefix="cairn-restore-many.")
@@ -215,7 +218,7 @@ def main():
         snap, mig, qdisk, cmdline = make_images(cairn, testos, mem, tmp)
         budget = lambda n: (mem + n * (touch + 16)) << 20  # noqa: E731
         for n in ns:
-            c = run_cairn(cairn, snap, n, touch, tmp)
+            c = run_cairn(cairn, snap, n, touch, tmp, extra)
             q = run_qemu(testos, mem, qdisk, mig, cmdline, n, touch, tmp) if n in qns else None
             print(f"[{mem} MiB] N={n}: cairn all running {c['running']*1e3:.0f} ms, job done "
                   f"{c['job']*1e3:.0f} ms, PSS {c['pss']>>20} MiB + cache {c['cache']>>20} MiB"
@@ -234,7 +237,8 @@ def main():
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
            f"Conditions: {cond}", "",
            f"{mem} MiB test guest, `memfill {mem * 7 // 8} 7` before the snapshot; after "
-           f"each restore `memfill {touch} 9 0` typed into its shell. Page cache warm.", "",
+           f"each restore `memfill {touch} 9 0` typed into its shell. Page cache warm. "
+           f"cairn's restores: `cairn run --restore SNAP {' '.join(extra)}`.", "",
            "| N | cairn: all running | cairn: all jobs done | cairn: memory = PSS sum + page cache | "
            "N × RAM | goal budget | QEMU: all running | QEMU: all jobs done | QEMU: PSS sum | "
            "cairn/QEMU (jobs done, memory) |",

@@ -4,7 +4,8 @@
 # what is measured).
 #   bench/restore-many.sh                       512 MiB, N = 1, 10, 50; QEMU N = 1, 10
 #   MEM_MB=256 NS=1,4 QEMU_NS=1 bench/restore-many.sh     a quick run
-# BUILD=DIR another build directory (default build/); OUT=FILE also writes the table there.
+# BUILD=DIR another build directory (default build/); OUT=FILE also writes the table there;
+# CAIRN_OPTS="--no-verify" adds options to each cairn restore.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -15,4 +16,4 @@ done
 meson compile -C "$BUILD" >/dev/null || { meson compile -C "$BUILD" 2>&1 | tail -20; exit 1; }
 timeout -k 10 3600 python3 bench/restore-many.py "$BUILD/cairn" "$BUILD/guest/testos.elf" \
   --mem "${MEM_MB:-512}" --n "${NS:-1,10,50}" --qemu-n "${QEMU_NS:-1,10}" \
-  --touch "${TOUCH_MB:-16}" --out "${OUT:-}"
+  --touch "${TOUCH_MB:-16}" --out "${OUT:-}" --cairn-opts "${CAIRN_OPTS:-}"
