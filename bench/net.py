@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -272,6 +273,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cairn-netbench.")
     ns = Netns()
     atexit.register(lambda: (ns.remove(), shutil.rmtree(tmp, ignore_errors=True)))
+    # killed (timeout): unwind, so the VMs stop and the namespace goes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     ss = setups(a.cairn, a.testos)
     if any(s.netns and not s.why_not for s in ss):
         ns.make()

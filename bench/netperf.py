@@ -70,6 +70,8 @@ def cmd_recv(a):
             last_before_mark = seq
         if t_first is None:
             t_first = now
+            if a.first:
+                open(a.first, "w").close()
         t_last = now
         got += 1
         nbytes += n
@@ -149,6 +151,7 @@ def main():
     r.add_argument("--idle", type=float, default=10.0)
     r.add_argument("--addr", default="127.0.0.1")
     r.add_argument("--ready", help="a file to create once the socket is bound")
+    r.add_argument("--first", help="a file to create when the first datagram arrives")
     r.add_argument("--mark", help="datagrams that arrive once this file exists are "
                    "counted apart (after_mark, first_after_mark)")
     sd = sub.add_parser("send")

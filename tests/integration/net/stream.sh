@@ -10,15 +10,17 @@
 . "$SRCDIR/tests/integration/net/lib_net.sh"
 
 port=$(python3 "$here/free_port.py")
-# 6 MiB at 2 MiB/s: about 3 s of stream, the snapshot at about 1 s
+# 6 MiB at 2 MiB/s: about 3 s of stream, the snapshot half a second into it
 python3 "$SRCDIR/bench/netperf.py" recv "$port" --idle 30 --ready "$TMP/rx.ready" \
-  --mark "$TMP/restoring" >"$TMP/rx.json" 2>"$TMP/rx.err" &
+  --first "$TMP/rx.first" --mark "$TMP/restoring" >"$TMP/rx.json" 2>"$TMP/rx.err" &
 rx=$!
 for ((i = 0; i < 100; i++)); do [ -e "$TMP/rx.ready" ] && break; sleep 0.1; done
 [ -e "$TMP/rx.ready" ] || { cat "$TMP/rx.err"; fail "the receiver did not start"; }
 start_vm a --kernel "$TESTOS" --net user --cmdline "netsend 10.0.2.2 $port 6 2048"
 wait_for "$TMP/a.out" "virtio-net 00:" 20 || fail "the guest's NIC did not come up"
-sleep 1
+for ((i = 0; i < 200; i++)); do [ -e "$TMP/rx.first" ] && break; sleep 0.05; done
+[ -e "$TMP/rx.first" ] || { cat "$TMP/a.out"; fail "no datagram reached the host receiver"; }
+sleep 0.5
 ctl a '{"cmd":"snapshot","path":"'"$TMP/snap"'","then":"quit"}'
 wait_vm a 0
 grep -q "netsend to=" "$TMP/a.out" && { cat "$TMP/a.out"; fail "the stream ended before the snapshot"; }
