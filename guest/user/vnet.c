@@ -7,9 +7,9 @@
  * frame then may span buffers: num_buffers in its header says how many).
  * Receive waits sleep in hlt until the receive queue's MSI-X interrupt,
  * which is suppressed (VRING_AVAIL_F_NO_INTERRUPT) while the driver is
- * polling the ring anyway; reposted buffers are announced to the device
- * every RX_KICK_BATCH frames or when the ring runs dry, and no queue is
- * notified while the device says it does not need it (VRING_USED_F_NO_NOTIFY).
+ * polling the ring anyway; reposted receive buffers are announced to the
+ * device only when it had used all it had, and no queue is notified while
+ * the device says it does not need it (VRING_USED_F_NO_NOTIFY).
  * On PVM hosts each interrupt runs the guest kernel's handler through KVM's
  * emulator and each notification is an exit: per frame, they cost more than
  * the rest of the driver.
@@ -23,7 +23,6 @@
 #define RX_BUF 2048
 #define TX_BUF 2048
 #define HDR 12
-#define RX_KICK_BATCH 32
 #define AVAIL_F_NO_INTERRUPT 1
 #define USED_F_NO_NOTIFY 1
 #define F_MAC (1u << 5)
@@ -40,7 +39,6 @@ struct vq {
 	struct vdesc *desc;
 	volatile uint16_t *avail, *used;
 	uint16_t size, avail_idx, used_idx;
-	uint16_t unkicked; /* buffers made available since the last notification */
 	uint64_t notify;
 	uint8_t *bufs;
 };
@@ -192,7 +190,6 @@ static int needs_reset(void)
 /* Notify the device of new buffers in V, unless it said it does not need it. */
 static void kick(struct vq *v, uint16_t q)
 {
-	v->unkicked = 0;
 	barrier();
 	if (!(__atomic_load_n(&v->used[0], __ATOMIC_ACQUIRE) & USED_F_NO_NOTIFY))
 		mmio_w16(v->notify, q);
@@ -278,10 +275,13 @@ static int rx_take(uint8_t *buf)
 		total += len;
 		rx_repost((uint16_t)id);
 	}
+	uint16_t had = r->avail[1];
 	barrier();
 	r->avail[1] = r->avail_idx;
-	r->unkicked = (uint16_t)(r->unkicked + 1);
-	if (r->unkicked >= RX_KICK_BATCH)
+	barrier();
+	/* The device needs to hear of new buffers only when it ran out of
+	   them (frames then wait in the VMM): it has used all it had. */
+	if (__atomic_load_n(&r->used[1], __ATOMIC_ACQUIRE) == had)
 		kick(r, 0);
 	return ok ? (int)total : 0;
 }
@@ -299,8 +299,6 @@ int vnet_recv(uint8_t *buf, uint64_t deadline)
 				return n;
 			continue;
 		}
-		if (r->unkicked)
-			kick(r, 0); /* dry: the device may hold frames for those buffers */
 		uint64_t now = now_ns();
 		if (now >= deadline)
 			return 0;
