@@ -33,7 +33,7 @@ static struct {
 	int full;
 	uint32_t src;
 	uint16_t sport, len;
-	uint8_t data[1472];
+	uint8_t data[INET_UDP_MAX];
 } udp_in;
 static struct {
 	uint16_t seq; /* 0: not waiting */
@@ -249,7 +249,7 @@ static int ip_send(uint32_t dst, uint8_t proto, const uint8_t *payload, unsigned
 	return vnet_send(f, flen);
 }
 
-static int parse_ip(const char *s, uint32_t *out)
+int inet_parse_ip(const char *s, uint32_t *out)
 {
 	uint32_t v = 0;
 	for (int i = 0; i < 4; i++) {
@@ -271,7 +271,7 @@ static void fmt_ip(char *b, uint32_t ip)
 	fmt(b, 16, "%u.%u.%u.%u", ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255);
 }
 
-static int inet_open(const char *what)
+int inet_open(const char *what)
 {
 	if (vnet_open(what))
 		return -1;
@@ -324,7 +324,7 @@ int inet_udpecho(uint64_t port, uint64_t n)
 int inet_ping(const char *addr, uint64_t count)
 {
 	uint32_t dst;
-	if (parse_ip(addr, &dst)) {
+	if (inet_parse_ip(addr, &dst)) {
 		cpu_printf("ping FAILED (not an IPv4 address: '%s')", addr);
 		return -1;
 	}
@@ -370,4 +370,36 @@ int inet_ping(const char *addr, uint64_t count)
 		return -1;
 	}
 	return 0;
+}
+
+int inet_udp_send(uint32_t dst, uint16_t sport, uint16_t dport, const void *data, unsigned len)
+{
+	uint8_t u[8 + INET_UDP_MAX];
+	if (len > INET_UDP_MAX)
+		return -1;
+	put16(u, sport);
+	put16(u + 2, dport);
+	put16(u + 4, (uint16_t)(8 + len));
+	put16(u + 6, 0); /* no checksum (IPv4 allows it) */
+	memcpy(u + 8, data, len);
+	return ip_send(dst, PROTO_UDP, u, 8 + len);
+}
+
+void inet_udp_listen(uint16_t port)
+{
+	udp_port = port;
+	udp_in.full = 0;
+}
+
+int inet_udp_recv(uint8_t *buf, uint64_t deadline)
+{
+	while (!udp_in.full) {
+		if (now_ns() >= deadline)
+			return -2;
+		if (poll_once(deadline) < 0)
+			return -1;
+	}
+	memcpy(buf, udp_in.data, udp_in.len);
+	udp_in.full = 0;
+	return udp_in.len;
 }

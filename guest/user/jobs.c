@@ -7,6 +7,7 @@
 #include "platform.h"
 #include "ulib.h"
 #include "inet.h"
+#include "netperf.h"
 #include "vblk.h"
 #include "vhostile.h"
 
@@ -782,6 +783,15 @@ static void run_job(char *text)
 			failed();
 	} else if (!strcmp(c, "ping") && (argc == 2 || argc == 3)) {
 		if (!arg_u64(argc, argv, 2, 1, &a) && inet_ping(argv[1], a))
+			failed();
+	} else if (!strcmp(c, "netsend") && (argc == 4 || argc == 5)) {
+		uint64_t kbps;
+		if (!arg_u64(argc, argv, 2, 0, &a) && !arg_u64(argc, argv, 3, 0, &b) &&
+		    !arg_u64(argc, argv, 4, 0, &kbps) && netperf_send(argv[1], a, b, kbps))
+			failed();
+	} else if (!strcmp(c, "netrecv") && (argc == 2 || argc == 3)) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 10, &b) &&
+		    netperf_recv(a, b))
 			failed();
 	} else if (!strcmp(c, "disknotify") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && vblk_set_notify_bits(a))

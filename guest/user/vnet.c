@@ -5,7 +5,14 @@
  * queue 1 transmits from one buffer per descriptor (header and frame in one
  * piece).  Features: VERSION_1, and MAC, STATUS, MRG_RXBUF when offered (a
  * frame then may span buffers: num_buffers in its header says how many).
- * Receive waits sleep in hlt until the receive queue's MSI-X interrupt.
+ * Receive waits sleep in hlt until the receive queue's MSI-X interrupt,
+ * which is suppressed (VRING_AVAIL_F_NO_INTERRUPT) while the driver is
+ * polling the ring anyway; reposted receive buffers are announced to the
+ * device only when it had used all it had, and no queue is notified while
+ * the device says it does not need it (VRING_USED_F_NO_NOTIFY).
+ * On PVM hosts each interrupt runs the guest kernel's handler through KVM's
+ * emulator and each notification is an exit: per frame, they cost more than
+ * the rest of the driver.
  */
 #include "vnet.h"
 #include "pci.h"
@@ -16,6 +23,8 @@
 #define RX_BUF 2048
 #define TX_BUF 2048
 #define HDR 12
+#define AVAIL_F_NO_INTERRUPT 1
+#define USED_F_NO_NOTIFY 1
 #define F_MAC (1u << 5)
 #define F_MRG_RXBUF (1u << 15)
 #define F_STATUS (1u << 16)
@@ -178,6 +187,14 @@ static int needs_reset(void)
 	return mmio_r8(vn.common + CC_STATUS) & STATUS_NEEDS_RESET;
 }
 
+/* Notify the device of new buffers in V, unless it said it does not need it. */
+static void kick(struct vq *v, uint16_t q)
+{
+	barrier();
+	if (!(__atomic_load_n(&v->used[0], __ATOMIC_ACQUIRE) & USED_F_NO_NOTIFY))
+		mmio_w16(v->notify, q);
+}
+
 int vnet_send(const void *frame, unsigned len)
 {
 	struct vq *t = &vn.tx;
@@ -200,8 +217,7 @@ int vnet_send(const void *frame, unsigned len)
 	t->avail_idx++;
 	barrier();
 	t->avail[1] = t->avail_idx;
-	barrier();
-	mmio_w16(t->notify, 1);
+	kick(t, 1);
 	return 0;
 }
 
@@ -259,10 +275,14 @@ static int rx_take(uint8_t *buf)
 		total += len;
 		rx_repost((uint16_t)id);
 	}
+	uint16_t had = r->avail[1];
 	barrier();
 	r->avail[1] = r->avail_idx;
 	barrier();
-	mmio_w16(r->notify, 0);
+	/* The device needs to hear of new buffers only when it ran out of
+	   them (frames then wait in the VMM): it has used all it had. */
+	if (__atomic_load_n(&r->used[1], __ATOMIC_ACQUIRE) == had)
+		kick(r, 0);
 	return ok ? (int)total : 0;
 }
 
@@ -286,9 +306,16 @@ int vnet_recv(uint8_t *buf, uint64_t deadline)
 			return -1;
 		if (now - t0 < 20000) {
 			cpu_relax();
-		} else {
+			continue;
+		}
+		/* interrupts on, then look again: a frame used before the flag
+		   was seen raised no interrupt */
+		r->avail[0] = 0;
+		barrier();
+		if (__atomic_load_n(&r->used[1], __ATOMIC_ACQUIRE) == r->used_idx) {
 			uint64_t until = now + (vn.msix ? 10000000 : 50000);
 			wait_event(seen, until < deadline ? until : deadline);
 		}
+		r->avail[0] = AVAIL_F_NO_INTERRUPT;
 	}
 }

@@ -13,6 +13,7 @@
 #include "net/net.h"
 #include "snapshot/state_buf.h"
 #include "util/err.h"
+#include "util/evloop.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -57,6 +58,8 @@ struct virtio_net {
 	struct rx_frame backlog[RX_BACKLOG];
 	unsigned backlog_head, backlog_n;
 	uint64_t tx_frames, rx_frames, rx_dropped, bad;
+	struct evloop *loop;
+	bool tx_poll_queued; /* vnet_tx_poll waits for the next loop turn */
 };
 
 int virtio_net_check_tx(const uint8_t hdr[VIRTIO_NET_HDR_LEN], size_t frame_len)
@@ -303,11 +306,62 @@ static void vnet_tx(struct virtio_net *n)
 		virtio_pci_queue_interrupt(&n->vp, TXQ);
 }
 
+/*
+ * Transmit notifications, as QEMU's tx bottom half does: a kick drains the
+ * queue at once, then, while the guest keeps sending, the queue is looked at
+ * again at every loop turn with notifications off (VRING_USED_F_NO_NOTIFY),
+ * so a stream costs the guest no exit per frame; the first turn that finds
+ * nothing turns them back on and looks once more.  The flag is guest memory
+ * and may be in a snapshot: the restore kicks every queue, which ends here
+ * with notifications on again.
+ */
+static void vnet_tx_poll(void *opaque);
+
+static void vnet_tx_drain(struct virtio_net *n)
+{
+	struct virtqueue *vq = &n->vp.vqs[TXQ];
+	uint64_t before = n->tx_frames + n->bad;
+	vq_set_notify(vq, false);
+	vnet_tx(n);
+	if (n->tx_frames + n->bad == before) {
+		vq_set_notify(vq, true);
+		if (!vq_pending(vq))
+			return;
+		vq_set_notify(vq, false);
+		vnet_tx(n);
+	}
+	if (!n->tx_poll_queued && !(n->vp.status & 0x40 /* DEVICE_NEEDS_RESET */)) {
+		n->tx_poll_queued = evloop_call(n->loop, vnet_tx_poll, n) == 0;
+		if (!n->tx_poll_queued) {
+			vq_set_notify(vq, true);
+			if (vq_pending(vq))
+				vnet_tx(n);
+		}
+	}
+}
+
+static void vnet_tx_poll(void *opaque)
+{
+	struct virtio_net *n = opaque;
+	pthread_mutex_lock(&n->vp.lock);
+	n->tx_poll_queued = false;
+	if (n->vp.vqs[TXQ].ready && !(n->vp.status & 0x40))
+		vnet_tx_drain(n);
+	pthread_mutex_unlock(&n->vp.lock);
+}
+
+/* The guest's kick, transport lock held: drained now even with a poll
+ * queued (a driver that reset the device kicks a new queue). */
+static void vnet_tx_kicked(struct virtio_net *n)
+{
+	vnet_tx_drain(n);
+}
+
 static void vnet_queue_notify(void *dev, unsigned q)
 {
 	struct virtio_net *n = dev;
 	if (q == TXQ)
-		vnet_tx(n);
+		vnet_tx_kicked(n);
 	else
 		vnet_rx_flush(n);
 }
@@ -358,6 +412,7 @@ static int vnet_create(struct vm *vm, const struct virtio_net_nic *nic, int inde
 	if (!n)
 		return err_set(ENOMEM, "virtio-net");
 	n->index = index;
+	n->loop = vm->loop;
 	const struct net_peer peer = {vnet_receive, n};
 	int r = net_backend_open(nic->backend, vm->loop, &peer, &n->be);
 	if (r < 0) {

@@ -9,6 +9,7 @@
 #define VRING_DESC_F_WRITE 2
 #define VRING_DESC_F_INDIRECT 4
 #define VRING_AVAIL_F_NO_INTERRUPT 1
+#define VRING_USED_F_NO_NOTIFY 1
 
 struct vring_desc {
 	uint64_t addr;
@@ -168,4 +169,21 @@ bool vq_should_notify(struct virtqueue *vq)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	uint16_t *flags = vm_gpa_to_hva(vq->vm, vq->avail_gpa, 2);
 	return !flags || !(__atomic_load_n(flags, __ATOMIC_ACQUIRE) & VRING_AVAIL_F_NO_INTERRUPT);
+}
+
+void vq_set_notify(struct virtqueue *vq, bool on)
+{
+	uint16_t *flags = vq->ready ? vm_gpa_to_hva(vq->vm, vq->used_gpa, 2) : NULL;
+	if (!flags)
+		return;
+	vm_dirty_mark(vq->vm, flags, 2);
+	__atomic_store_n(flags, on ? 0 : VRING_USED_F_NO_NOTIFY, __ATOMIC_RELEASE);
+	/* the flag before the next look at the available index */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+bool vq_pending(struct virtqueue *vq)
+{
+	uint16_t *avail_idx = vq->ready ? vm_gpa_to_hva(vq->vm, vq->avail_gpa + 2, 2) : NULL;
+	return avail_idx && __atomic_load_n(avail_idx, __ATOMIC_ACQUIRE) != vq->last_avail;
 }

@@ -60,5 +60,12 @@ void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len);
 void vq_push_many(struct virtqueue *vq, const uint32_t (*used)[2], unsigned n);
 /* Whether the driver wants an interrupt now (VRING_AVAIL_F_NO_INTERRUPT). */
 bool vq_should_notify(struct virtqueue *vq);
+/* Ask the driver for notifications of new buffers or not
+ * (VRING_USED_F_NO_NOTIFY, advisory): off while the device drains the queue
+ * anyway.  Turned back on, the device must look once more (vq_pending): a
+ * buffer may have come while they were off. */
+void vq_set_notify(struct virtqueue *vq, bool on);
+/* Whether the driver has made buffers available the device has not taken. */
+bool vq_pending(struct virtqueue *vq);
 
 #endif

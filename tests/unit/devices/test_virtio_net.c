@@ -300,6 +300,26 @@ static void test_snapshot(struct device *d)
 	free(saved);
 }
 
+/* While frames come, the device asks for no transmit notifications
+ * (VRING_USED_F_NO_NOTIFY) and looks at the queue again at the next loop
+ * turn; a look that finds nothing turns them back on. */
+static void test_tx_notify(void)
+{
+	driver_setup(1u << 15);
+	post_rx(4, 2048);
+	const uint16_t *flags = (const uint16_t *)(ram + USED(TXQ));
+	send_tx(0, arp_request(ram + TXBUF), 0);
+	CHECK_EQ(used_idx(TXQ), 1);
+	CHECK_EQ(*flags, 1);
+	kick(TXQ); /* the queued look: nothing new */
+	CHECK_EQ(used_idx(TXQ), 1);
+	CHECK_EQ(*flags, 0);
+	send_tx(1, arp_request(ram + TXBUF + 0x800), 0);
+	CHECK_EQ(used_idx(TXQ), 2);
+	CHECK_EQ(*flags, 1);
+	CHECK(!(bar_read(0x14, 1) & NEEDS_RESET));
+}
+
 static void test_rules(void)
 {
 	uint8_t h[VIRTIO_NET_HDR_LEN] = {0};
@@ -384,6 +404,7 @@ int main(void)
 	test_not_mergeable();
 	test_split_header();
 	test_hostile();
+	test_tx_notify();
 	test_snapshot(dev);
 	devices_destroy(&vm);
 	evloop_destroy(vm.loop);
