@@ -9,6 +9,8 @@
 #include "inet.h"
 #include "vblk.h"
 #include "vhostile.h"
+#include "vmgenid.h"
+#include "vrng.h"
 
 #define MAX_JOBS 256
 #define JOB_LEN 256
@@ -782,6 +784,12 @@ static void run_job(char *text)
 			failed();
 	} else if (!strcmp(c, "ping") && (argc == 2 || argc == 3)) {
 		if (!arg_u64(argc, argv, 2, 1, &a) && inet_ping(argv[1], a))
+			failed();
+	} else if (!strcmp(c, "vmgenid") && argc == 1) {
+		if (vmgenid_print())
+			failed();
+	} else if (!strcmp(c, "rng") && argc == 2) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && vrng_read(a))
 			failed();
 	} else if (!strcmp(c, "disknotify") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && vblk_set_notify_bits(a))

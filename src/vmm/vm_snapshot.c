@@ -400,6 +400,9 @@ void vm_snapshot_loaded(struct vm *vm)
 {
 	for (int i = 0; vm->state_loaded && i < vm->ncpus; i++)
 		vm->state_loaded(vm->vcpus[i]);
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (d->ops->restored)
+			d->ops->restored(d->priv);
 }
 
 int vm_snapshot_restore(struct vm *vm, struct state_reader *r)

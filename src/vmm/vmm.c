@@ -2,6 +2,7 @@
 #include "arch/x86/acpi.h"
 #include "arch/x86/boot.h"
 #include "arch/x86/cpu.h"
+#include "arch/x86/layout.h"
 #include "arch/x86/mptable.h"
 #include "arch/x86/pvm.h"
 #include "control/control.h"
@@ -189,7 +190,8 @@ static int vmm_load_guest(struct vmm *vmm, struct boot_entry *boot)
 	unsigned nirq = pci_irq_table(vm, irqs, 32);
 	int r;
 	if ((r = x86_mptable_write(vm, vmm->cfg.ncpus, irqs, nirq)) == 0 &&
-	    (r = x86_acpi_write(vm, vmm->cfg.ncpus, irqs, nirq, &rsdp)) == 0)
+	    (r = x86_acpi_write(vm, vmm->cfg.ncpus, irqs, nirq,
+				vmm->cfg.no_vmgenid ? 0 : VMGENID_ADDR, &rsdp)) == 0)
 		r = x86_boot_load(vm, &vmm->kernel, vmm->cfg.initrd, cmdline, rsdp, boot);
 	free(cmdline);
 	return r;
@@ -226,7 +228,9 @@ static int vmm_init_devices(struct vmm *vmm)
 					  .disks = disks,
 					  .ndisks = cfg->ndisks,
 					  .nics = nics,
-					  .nnics = cfg->nnics};
+					  .nnics = cfg->nnics,
+					  .rng = !cfg->no_rng,
+					  .vmgenid = !cfg->no_vmgenid};
 	return devices_init(vmm->vm, &dc);
 }
 

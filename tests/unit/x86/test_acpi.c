@@ -112,7 +112,7 @@ static void check_tables(int ncpus, const struct mp_pci_irq *pci, unsigned npci)
 	vm.nslots = 1;
 	vm.slots[0] = (struct vm_mem_slot){0, 0, RAM, vm.ram};
 	uint64_t rsdp = 0;
-	CHECK_EQ(x86_acpi_write(&vm, ncpus, pci, npci, &rsdp), 0);
+	CHECK_EQ(x86_acpi_write(&vm, ncpus, pci, npci, 0, &rsdp), 0);
 	const uint8_t *r = vm.ram + rsdp;
 	CHECK(!memcmp(r, "RSD PTR ", 8));
 	CHECK_EQ(sum(r, 20), 0);
