@@ -785,8 +785,8 @@ static void run_job(char *text)
 	} else if (!strcmp(c, "ping") && (argc == 2 || argc == 3)) {
 		if (!arg_u64(argc, argv, 2, 1, &a) && inet_ping(argv[1], a))
 			failed();
-	} else if (!strcmp(c, "vmgenid") && argc == 1) {
-		if (vmgenid_print())
+	} else if (!strcmp(c, "vmgenid") && (argc == 1 || !strcmp(argv[1], "dsdt"))) {
+		if (vmgenid_print(argc == 2))
 			failed();
 	} else if (!strcmp(c, "rng") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && vrng_read(a))

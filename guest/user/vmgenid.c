@@ -1,6 +1,7 @@
 /*
  * The generation ID's address comes only from the tables: the DSDT's AML
- * is scanned for the VMGENCTR string object and, after it, the ADDR name
+ * is scanned for the _CID "VM_GEN_COUNTER" string object (what Linux's
+ * driver matches) and, after it, the ADDR name
  * with its package of two integers (low and high 32 bits).  No AML
  * interpreter: the package's integers are read in the encodings a table
  * writer uses for constants (Zero, One, Byte, Word, DWord, QWord).
@@ -82,18 +83,18 @@ static int aml_int(const uint8_t **p, const uint8_t *end, uint64_t *v)
 static const char *find_addr(uint64_t dsdt, uint64_t *addr)
 {
 	const uint8_t *aml = (const uint8_t *)dsdt + 36, *end = (const uint8_t *)dsdt + rd32(dsdt + 4);
-	static const uint8_t hid[] = {0x08, '_', 'H', 'I', 'D', 0x0d, 'V', 'M', 'G',
-				      'E',  'N', 'C', 'T', 'R', 0x00};
+	static const uint8_t cid[] = {0x08, '_', 'C', 'I', 'D', 0x0d, 'V', 'M', '_', 'G', 'E',
+				      'N',  '_', 'C', 'O', 'U', 'N', 'T', 'E', 'R', 0x00};
 	static const uint8_t name[] = {0x08, 'A', 'D', 'D', 'R', 0x12};
 	const uint8_t *p = aml;
-	while (p + sizeof(hid) <= end && memcmp(p, hid, sizeof(hid)))
+	while (p + sizeof(cid) <= end && memcmp(p, cid, sizeof(cid)))
 		p++;
-	if (p + sizeof(hid) > end)
-		return "no device with _HID VMGENCTR in the DSDT";
+	if (p + sizeof(cid) > end)
+		return "no device with _CID VM_GEN_COUNTER in the DSDT";
 	while (p + sizeof(name) <= end && memcmp(p, name, sizeof(name)))
 		p++;
 	if (p + sizeof(name) > end)
-		return "no ADDR package after VMGENCTR";
+		return "no ADDR package after VM_GEN_COUNTER";
 	p += sizeof(name);
 	unsigned lead = p < end ? *p >> 6 : 0; /* PkgLength: 1 + lead bytes */
 	p += 1 + lead;
@@ -106,7 +107,20 @@ static const char *find_addr(uint64_t dsdt, uint64_t *addr)
 	return 0;
 }
 
-int vmgenid_print(void)
+/* The DSDT in hex, 32 bytes a line, for a disassembler on the host. */
+static void dump(uint64_t dsdt)
+{
+	uint32_t len = rd32(dsdt + 4);
+	for (uint32_t off = 0; off < len; off += 32) {
+		char hex[65];
+		uint32_t n = len - off < 32 ? len - off : 32;
+		for (uint32_t i = 0; i < n; i++)
+			fmt(hex + 2 * i, 3, "%02x", *(const uint8_t *)(dsdt + off + i));
+		cpu_printf("dsdt %04x %s", off, hex);
+	}
+}
+
+int vmgenid_print(int dump_dsdt)
 {
 	uint64_t fadt = find_fadt(), addr = 0;
 	const char *why = 0;
@@ -119,6 +133,8 @@ int vmgenid_print(void)
 			why = "no valid DSDT";
 		else
 			why = find_addr(dsdt, &addr);
+		if (dump_dsdt && table_ok(dsdt, "DSDT"))
+			dump(dsdt);
 	}
 	if (!why && (addr + 16 > ram_top || addr + 16 > ((uint64_t)IDMAP_GIB << 30)))
 		why = "ADDR outside guest RAM";

@@ -160,16 +160,19 @@ static void aml_name_string(struct aml *a, const char seg[4], const char *text)
 	aml_put(a, text, strlen(text) + 1);
 }
 
-/* Device (\_SB.VGEN): the VM generation ID (Microsoft's specification;
- * Linux's vmgenid driver matches _HID VMGENCTR or _CID VM_GEN_COUNTER):
- * ADDR is the Package (2) {low 32 bits, high 32 bits} of the 16 bytes'
+/* Device (\_SB.VGEN): the VM generation ID (Microsoft's specification).
+ * Linux's vmgenid driver matches _HID VMGENCTR or _CID VM_GEN_COUNTER;
+ * the _HID is cairn's own valid ACPI ID instead (VMGENCTR is not one:
+ * iasl refuses to compile it back), the _CID is what the driver matches
+ * and the specification names (ACPICA upper-cases _CID strings, so
+ * QEMU's "VM_Gen_Counter" is the same).  ADDR is the Package (2) {low 32 bits, high 32 bits} of the 16 bytes'
  * guest-physical address, which is all the driver evaluates. */
 static void acpi_dsdt_vmgenid(struct aml *sb, uint64_t gpa)
 {
 	uint8_t b[128], pb[16];
 	struct aml dev = {b, 0, sizeof(b)}, pkg = {pb, 0, sizeof(pb)};
 	aml_put(&dev, "VGEN", 4);
-	aml_name_string(&dev, "_HID", "VMGENCTR");
+	aml_name_string(&dev, "_HID", "CRNV0001");
 	aml_name_string(&dev, "_CID", "VM_GEN_COUNTER");
 	aml_name_string(&dev, "_DDN", "VM_Gen_Counter");
 	aml_byte(&pkg, 2); /* NumElements */
