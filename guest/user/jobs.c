@@ -791,6 +791,8 @@ static void run_job(char *text)
 	} else if (!strcmp(c, "rng") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && vrng_read(a))
 			failed();
+	} else if (!strcmp(c, "clock") && argc == 1) {
+		cpu_printf("clock kvmclock_ms=%lu", kvmclock_ns() / 1000000);
 	} else if (!strcmp(c, "disknotify") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && vblk_set_notify_bits(a))
 			failed();

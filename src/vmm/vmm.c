@@ -2,6 +2,7 @@
 #include "arch/x86/acpi.h"
 #include "arch/x86/boot.h"
 #include "arch/x86/cpu.h"
+#include "arch/x86/guest_clock.h"
 #include "arch/x86/layout.h"
 #include "arch/x86/mptable.h"
 #include "arch/x86/pvm.h"
@@ -245,7 +246,7 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	    (r = kernel_image_open(cfg->kernel, &vmm->kernel)) < 0 ||
 	    (r = vmm_build_vm(vmm, NULL)) < 0 || (r = vmm_init_devices(vmm)) < 0 ||
 	    (r = vmm_load_guest(vmm, &boot)) < 0 || (r = vmm_create_vcpus(vmm, &boot)) < 0 ||
-	    (r = vmm_control_open(vmm)) < 0) {
+	    (r = x86_clock_ref_reset(vmm->vm)) < 0 || (r = vmm_control_open(vmm)) < 0) {
 		vmm_destroy(vmm);
 		return r;
 	}
