@@ -61,15 +61,23 @@ static int aml_int(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
 	const uint8_t *q = *p;
 	unsigned n;
-	switch (q < end ? *q : 0xff) {
-	case 0x00: *v = 0; *p = q + 1; return 0; /* ZeroOp */
-	case 0x01: *v = 1; *p = q + 1; return 0; /* OneOp */
-	case 0x0a: n = 1; break;		  /* BytePrefix */
-	case 0x0b: n = 2; break;		  /* WordPrefix */
-	case 0x0c: n = 4; break;		  /* DWordPrefix */
-	case 0x0e: n = 8; break;		  /* QWordPrefix */
-	default: return -1;
+	uint8_t op = q < end ? *q : 0xff;
+	if (op == 0x00 || op == 0x01) { /* ZeroOp, OneOp */
+		*v = op;
+		*p = q + 1;
+		return 0;
 	}
+	/* BytePrefix, WordPrefix, DWordPrefix, QWordPrefix */
+	if (op == 0x0a)
+		n = 1;
+	else if (op == 0x0b)
+		n = 2;
+	else if (op == 0x0c)
+		n = 4;
+	else if (op == 0x0e)
+		n = 8;
+	else
+		return -1;
 	if (q + 1 + n > end)
 		return -1;
 	*v = 0;
@@ -79,12 +87,13 @@ static int aml_int(const uint8_t **p, const uint8_t *end, uint64_t *v)
 	return 0;
 }
 
-/* The ADDR value of the VMGENCTR device in the DSDT's AML, or a reason. */
+/* The ADDR value of the VM_GEN_COUNTER device in the DSDT's AML, or a reason. */
 static const char *find_addr(uint64_t dsdt, uint64_t *addr)
 {
-	const uint8_t *aml = (const uint8_t *)dsdt + 36, *end = (const uint8_t *)dsdt + rd32(dsdt + 4);
+	const uint8_t *aml = (const uint8_t *)dsdt + 36,
+		      *end = (const uint8_t *)dsdt + rd32(dsdt + 4);
 	static const uint8_t cid[] = {0x08, '_', 'C', 'I', 'D', 0x0d, 'V', 'M', '_', 'G', 'E',
-				      'N',  '_', 'C', 'O', 'U', 'N', 'T', 'E', 'R', 0x00};
+				      'N',  '_', 'C', 'O', 'U', 'N',  'T', 'E', 'R', 0x00};
 	static const uint8_t name[] = {0x08, 'A', 'D', 'D', 'R', 0x12};
 	const uint8_t *p = aml;
 	while (p + sizeof(cid) <= end && memcmp(p, cid, sizeof(cid)))
@@ -128,7 +137,8 @@ int vmgenid_print(int dump_dsdt)
 		why = "no FADT through the RSDP";
 	} else {
 		uint32_t flen = rd32(fadt + 4);
-		uint64_t dsdt = flen >= 148 && rd64(fadt + 140) ? rd64(fadt + 140) : rd32(fadt + 40);
+		uint64_t dsdt =
+		    flen >= 148 && rd64(fadt + 140) ? rd64(fadt + 140) : rd32(fadt + 40);
 		if (!table_ok(dsdt, "DSDT"))
 			why = "no valid DSDT";
 		else

@@ -44,8 +44,8 @@ static uint32_t vrng_fill(const struct iovec *iov, unsigned cnt)
 			want = VIRTIO_RNG_MAX_REQUEST - done;
 		size_t got = 0;
 		while (got < want) {
-			ssize_t n = getrandom((uint8_t *)iov[i].iov_base + got, want - got,
-					      GRND_NONBLOCK);
+			ssize_t n =
+			    getrandom((uint8_t *)iov[i].iov_base + got, want - got, GRND_NONBLOCK);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0)
