@@ -22,11 +22,13 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 			      (json_int_t)cfg->mem_size, "cpus", cfg->ncpus, "kernel", cfg->kernel,
 			      "initrd", cfg->initrd, "cmdline", cfg->cmdline, "disks", disks,
 			      "pvm_quirks", cfg->pvm_quirks);
-	/* Absent (older configurations): the machine has neither. */
-	if (j) {
-		json_object_set_new(j, "rng", json_boolean(!cfg->no_rng));
-		json_object_set_new(j, "vmgenid", json_boolean(!cfg->no_vmgenid));
-	}
+	/* Written only when present: absent (an older configuration) means
+	 * the machine has neither, and such a configuration reads back as it
+	 * was written. */
+	if (j && !cfg->no_rng)
+		json_object_set_new(j, "rng", json_true());
+	if (j && !cfg->no_vmgenid)
+		json_object_set_new(j, "vmgenid", json_true());
 	/* Absent without NICs: a configuration without them reads as before. */
 	if (j && cfg->nnics) {
 		json_t *nics = json_array();
