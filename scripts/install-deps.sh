@@ -8,6 +8,7 @@ PKGS=(
   qemu-system-x86 qemu-utils
   busybox-static cpio kmod xz-utils lz4 zstd file
   jq python3 util-linux e2fsprogs
+  acpica-tools  # iasl: the ACPI tables' disassembly test
 )
 missing=()
 for p in "${PKGS[@]}"; do

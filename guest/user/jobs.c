@@ -10,6 +10,8 @@
 #include "netperf.h"
 #include "vblk.h"
 #include "vhostile.h"
+#include "vmgenid.h"
+#include "vrng.h"
 
 #define MAX_JOBS 256
 #define JOB_LEN 256
@@ -793,6 +795,14 @@ static void run_job(char *text)
 		if (!arg_u64(argc, argv, 1, 0, &a) && !arg_u64(argc, argv, 2, 10, &b) &&
 		    netperf_recv(a, b))
 			failed();
+	} else if (!strcmp(c, "vmgenid") && (argc == 1 || !strcmp(argv[1], "dsdt"))) {
+		if (vmgenid_print(argc == 2))
+			failed();
+	} else if (!strcmp(c, "rng") && argc == 2) {
+		if (!arg_u64(argc, argv, 1, 0, &a) && vrng_read(a))
+			failed();
+	} else if (!strcmp(c, "clock") && argc == 1) {
+		cpu_printf("clock kvmclock_ms=%lu", kvmclock_ns() / 1000000);
 	} else if (!strcmp(c, "disknotify") && argc == 2) {
 		if (!arg_u64(argc, argv, 1, 0, &a) && vblk_set_notify_bits(a))
 			failed();

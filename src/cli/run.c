@@ -38,6 +38,8 @@ static const char run_usage[] =
 	"                       (NAT, 10.0.2.0/24, gateway 10.0.2.2, guest 10.0.2.15;\n"
 	"                       PROTO udp or tcp); with --restore, the backends of the\n"
 	"                       snapshot's NICs (one each, or one 'none' for all)\n"
+	"  --rng getrandom|none a virtio-rng device fed by the host's getrandom()\n"
+	"                       (default), or none\n"
 	"  --restore DIR        start from the whole-machine snapshot in DIR\n"
 	"  --restore-mode MODE  map (default: memory loads as the guest touches it)\n"
 	"                       or copy (read all memory first)\n"
@@ -114,6 +116,7 @@ int cli_run_main(int argc, char **argv)
 		{"control", required_argument, NULL, 'C'}, {"restore", required_argument, NULL, 'R'},
 		{"restore-mode", required_argument, NULL, 'M'}, {"no-verify", no_argument, NULL, 'N'},
 		{"disk-dir", required_argument, NULL, 'D'}, {"net", required_argument, NULL, 'E'},
+		{"rng", required_argument, NULL, 'G'},
 		{"quiet", no_argument, NULL, 'q'},         {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -172,6 +175,16 @@ int cli_run_main(int argc, char **argv)
 			nets[nnets++] = optarg;
 			break;
 		}
+		case 'G':
+			if (!strcmp(optarg, "none")) {
+				cfg.no_rng = true;
+			} else if (!strcmp(optarg, "getrandom")) {
+				cfg.no_rng = false;
+			} else {
+				status = cli_usage_error("run", "--rng is getrandom or none");
+				goto out;
+			}
+			break;
 		case 'P': cfg.pvm_quirks = false; break;
 		case 'C': opts.control = optarg; break;
 		case 'R': restore = optarg; break;
@@ -200,9 +213,9 @@ int cli_run_main(int argc, char **argv)
 		status = cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
 		goto out;
 	}
-	if (restore && (cfg.kernel || cfg.initrd || cfg.cmdline || cfg.ndisks)) {
+	if (restore && (cfg.kernel || cfg.initrd || cfg.cmdline || cfg.ndisks || cfg.no_rng)) {
 		status = cli_usage_error("run", "--restore takes the machine from the snapshot: no "
-						"--kernel, --initrd, --cmdline or --disk");
+						"--kernel, --initrd, --cmdline, --disk or --rng");
 		goto out;
 	}
 	if (!cfg.kernel && !restore) {

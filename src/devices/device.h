@@ -8,6 +8,8 @@
 #include "devices/virtio_blk.h"
 #include "devices/virtio_net.h"
 
+#include <stdbool.h>
+
 struct vm;
 struct state_buf;
 
@@ -23,6 +25,11 @@ struct device_ops {
 	 * Called from the I/O thread with the VM paused. */
 	struct block_dev *(*get_block)(void *priv);
 	void (*set_block)(void *priv, struct block_dev *bd);
+	/* After machine state and guest memory came from a snapshot (a new
+	 * process restoring, an in-place revert), before the vCPUs run again:
+	 * what must differ from the snapshot's machine (vmgenid's new ID).
+	 * NULL: nothing. */
+	void (*restored)(void *priv);
 	void (*destroy)(void *priv);
 };
 
@@ -45,6 +52,8 @@ struct devices_config {
 	int ndisks;
 	const struct virtio_net_nic *nics; /* one virtio-net device each */
 	int nnics;
+	bool rng;     /* a virtio-rng device */
+	bool vmgenid; /* the VM generation ID (and its ACPI device) */
 };
 
 /* Create every device CFG asks for, in the order of the init list. */

@@ -6,6 +6,8 @@
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_net.h"
+#include "devices/virtio_rng.h"
+#include "devices/vmgenid.h"
 #include "kvm/vm.h"
 #include "util/err.h"
 
@@ -21,6 +23,8 @@ static const device_init_fn device_inits[] = {
 	pci_init,        /* host bridge; must precede PCI devices */
 	virtio_blk_init, /* one per --disk */
 	virtio_net_init, /* one per --net */
+	virtio_rng_init, /* unless --rng none */
+	vmgenid_init,    /* its ACPI device is in the DSDT */
 };
 
 int device_add(struct vm *vm, const struct device_ops *ops, void *priv)

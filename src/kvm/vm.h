@@ -48,6 +48,12 @@ struct vm {
 	struct io_bus pio, mmio;
 	struct evloop *loop; /* the I/O thread's loop (owned by the VMM) */
 
+	/* Host real time minus kvmclock while the guest was in step with it
+	 * (arch/x86/guest_clock.h); not known after restoring a snapshot that
+	 * recorded none. */
+	int64_t clock_ref_ns;
+	bool clock_ref_known;
+
 	struct vcpu *vcpus[VM_MAX_VCPUS];
 	int ncpus;
 	struct device *devices; /* in init order */

@@ -37,6 +37,10 @@ struct vm_config {
 	struct nic_config nics[VM_MAX_NICS];
 	int nnics;
 	bool pvm_quirks;	     /* --no-pvm-quirks clears it */
+	/* Identity devices, present unless these are set (`--rng none`; a
+	 * snapshot's configuration from before they existed sets both, so its
+	 * machine is rebuilt as it was). */
+	bool no_rng, no_vmgenid;
 	int console_in, console_out; /* file descriptors of the serial console */
 };
 

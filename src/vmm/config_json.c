@@ -22,6 +22,13 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 			      (json_int_t)cfg->mem_size, "cpus", cfg->ncpus, "kernel", cfg->kernel,
 			      "initrd", cfg->initrd, "cmdline", cfg->cmdline, "disks", disks,
 			      "pvm_quirks", cfg->pvm_quirks);
+	/* Written only when present: absent (an older configuration) means
+	 * the machine has neither, and such a configuration reads back as it
+	 * was written. */
+	if (j && !cfg->no_rng)
+		json_object_set_new(j, "rng", json_true());
+	if (j && !cfg->no_vmgenid)
+		json_object_set_new(j, "vmgenid", json_true());
 	/* Absent without NICs: a configuration without them reads as before. */
 	if (j && cfg->nnics) {
 		json_t *nics = json_array();
@@ -61,14 +68,14 @@ static int nics_from_json(json_t *nics, const char *name, struct vm_config *in)
 int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg)
 {
 	json_int_t mem = 0;
-	int cpus = 0, quirks = 1;
+	int cpus = 0, quirks = 1, rng = 0, vmgenid = 0;
 	const char *kernel = NULL, *initrd = NULL, *cmdline = NULL;
 	json_t *disks = NULL, *nics = NULL;
 	json_error_t e;
-	if (json_unpack_ex((json_t *)j, &e, 0, "{s:I, s:i, s?s, s?s, s?s, s:o, s?b, s?o}",
+	if (json_unpack_ex((json_t *)j, &e, 0, "{s:I, s:i, s?s, s?s, s?s, s:o, s?b, s?o, s?b, s?b}",
 			   "mem_bytes", &mem, "cpus", &cpus, "kernel", &kernel, "initrd", &initrd,
 			   "cmdline", &cmdline, "disks", &disks, "pvm_quirks", &quirks, "nics",
-			   &nics) < 0)
+			   &nics, "rng", &rng, "vmgenid", &vmgenid) < 0)
 		return err_set(EINVAL, "%s: machine configuration: %s", name, e.text);
 	if (mem <= 0 || cpus < 1 || cpus > 64 || !json_is_array(disks) ||
 	    json_array_size(disks) > VM_MAX_DISKS)
@@ -78,6 +85,8 @@ int vm_config_from_json(const json_t *j, const char *name, struct vm_config *cfg
 	    .mem_size = (uint64_t)mem,
 	    .ncpus = cpus,
 	    .pvm_quirks = quirks,
+	    .no_rng = !rng,
+	    .no_vmgenid = !vmgenid,
 	    .kernel = (char *)kernel,
 	    .initrd = (char *)initrd,
 	    .cmdline = (char *)cmdline,

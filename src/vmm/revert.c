@@ -48,6 +48,12 @@ static int revert_check_config(const struct vm_config *cur, const struct vm_conf
 		if (memcmp(cur->nics[i].mac, snap->nics[i].mac, 6))
 			return err_set(EINVAL, "%s: NIC %d has another MAC address in the snapshot",
 				       dir, i);
+	if (cur->no_rng != snap->no_rng || cur->no_vmgenid != snap->no_vmgenid)
+		return err_set(EINVAL,
+			       "%s: the snapshot's machine %s virtio-rng and %s VM generation ID, "
+			       "this VM differs: start it with cairn run --restore",
+			       dir, snap->no_rng ? "has no" : "has a",
+			       snap->no_vmgenid ? "no" : "a");
 	return 0;
 }
 

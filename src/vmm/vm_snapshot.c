@@ -83,10 +83,13 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	json_decref(j);
 	int r = config ? capture_add(c, VM_RECORD_CONFIG, 0, config, strlen(config))
 		       : err_set(ENOMEM, "configuration");
-	/* Version 2 has NICs: a cairn that does not know them must refuse the
-	 * snapshot rather than restore a machine without its NICs. */
+	/* Version 2 has NICs, 3 the identity devices (virtio-rng, VM
+	 * generation ID): a cairn that does not know them must refuse the
+	 * snapshot rather than restore a machine without them. */
 	if (r == 0 && cfg->nnics)
 		c->rec[c->n - 1].version = 2;
+	if (r == 0 && !(cfg->no_rng && cfg->no_vmgenid))
+		c->rec[c->n - 1].version = 3;
 	struct x86_vm_state vs;
 	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0) {
 		struct state_buf sb;
@@ -398,6 +401,9 @@ void vm_snapshot_loaded(struct vm *vm)
 {
 	for (int i = 0; vm->state_loaded && i < vm->ncpus; i++)
 		vm->state_loaded(vm->vcpus[i]);
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (d->ops->restored)
+			d->ops->restored(d->priv);
 }
 
 int vm_snapshot_restore(struct vm *vm, struct state_reader *r)

@@ -70,6 +70,10 @@ int vm_snapshot_apply_capture(struct vm *vm, const struct vm_snapshot_capture *c
 /* The device part of vm_snapshot_apply on its own: no KVM call of ours
  * (tests, and the fuzz harness on a VM without KVM). */
 int vm_snapshot_apply_devices(struct vm *vm, struct state_reader *r);
+/* State and memory are in place: the vCPU hooks (vm->state_loaded), then
+ * each device's `restored` hook (vmgenid's new ID).  Every restore path
+ * ends here: vm_snapshot_restore (a new process, so every clone resume)
+ * and revert. */
 void vm_snapshot_loaded(struct vm *vm);
 
 #endif

@@ -2,6 +2,8 @@
 #include "arch/x86/acpi.h"
 #include "arch/x86/boot.h"
 #include "arch/x86/cpu.h"
+#include "arch/x86/guest_clock.h"
+#include "arch/x86/layout.h"
 #include "arch/x86/mptable.h"
 #include "arch/x86/pvm.h"
 #include "control/control.h"
@@ -189,7 +191,8 @@ static int vmm_load_guest(struct vmm *vmm, struct boot_entry *boot)
 	unsigned nirq = pci_irq_table(vm, irqs, 32);
 	int r;
 	if ((r = x86_mptable_write(vm, vmm->cfg.ncpus, irqs, nirq)) == 0 &&
-	    (r = x86_acpi_write(vm, vmm->cfg.ncpus, irqs, nirq, &rsdp)) == 0)
+	    (r = x86_acpi_write(vm, vmm->cfg.ncpus, irqs, nirq,
+				vmm->cfg.no_vmgenid ? 0 : VMGENID_ADDR, &rsdp)) == 0)
 		r = x86_boot_load(vm, &vmm->kernel, vmm->cfg.initrd, cmdline, rsdp, boot);
 	free(cmdline);
 	return r;
@@ -226,7 +229,9 @@ static int vmm_init_devices(struct vmm *vmm)
 					  .disks = disks,
 					  .ndisks = cfg->ndisks,
 					  .nics = nics,
-					  .nnics = cfg->nnics};
+					  .nnics = cfg->nnics,
+					  .rng = !cfg->no_rng,
+					  .vmgenid = !cfg->no_vmgenid};
 	return devices_init(vmm->vm, &dc);
 }
 
@@ -241,7 +246,7 @@ int vmm_create(const struct vm_config *cfg, const struct vmm_opts *opts, struct 
 	    (r = kernel_image_open(cfg->kernel, &vmm->kernel)) < 0 ||
 	    (r = vmm_build_vm(vmm, NULL)) < 0 || (r = vmm_init_devices(vmm)) < 0 ||
 	    (r = vmm_load_guest(vmm, &boot)) < 0 || (r = vmm_create_vcpus(vmm, &boot)) < 0 ||
-	    (r = vmm_control_open(vmm)) < 0) {
+	    (r = x86_clock_ref_reset(vmm->vm)) < 0 || (r = vmm_control_open(vmm)) < 0) {
 		vmm_destroy(vmm);
 		return r;
 	}

@@ -2,6 +2,7 @@
  * requests into calls of the VMM's operations and their results into
  * replies.  The operations live in their own modules: snapshot_job.c and
  * revert.c. */
+#include "arch/x86/guest_clock.h"
 #include "arch/x86/pvm.h"
 #include "control/control.h"
 #include "kvm/vcpu.h"
@@ -192,6 +193,24 @@ static int cmd_status(void *opaque, json_t *req, json_t *reply)
 	return 0;
 }
 
+/* Step the guest's kvmclock to host real time (arch/x86/guest_clock.h),
+ * with the vCPUs paused for the two ioctls. */
+static int cmd_clock_sync(void *opaque, json_t *req, json_t *reply)
+{
+	(void)req;
+	struct vmm *vmm = opaque;
+	int64_t stepped = 0;
+	if (!vmm->paused)
+		vm_pause(vmm->vm);
+	int r = x86_clock_sync(vmm->vm, &stepped);
+	if (!vmm->paused)
+		vm_resume(vmm->vm);
+	if (r < 0)
+		return r;
+	json_object_set_new(reply, "stepped_ms", json_real((double)stepped / 1e6));
+	return 0;
+}
+
 static const struct control_cmd vmm_cmds[] = {
     {"status", cmd_status, "state of the VM: running/paused, vCPUs, memory, disks"},
     {"pause", cmd_pause, "stop every vCPU (in-flight disk requests complete first)"},
@@ -201,6 +220,8 @@ static const struct control_cmd vmm_cmds[] = {
     {"revert", cmd_revert,
      "{\"path\":DIR[,\"disk_dir\":D][,\"disks\":[LAYER...]][,\"verify\":false]}: load "
      "the snapshot in DIR into this VM, in place"},
+    {"clock-sync", cmd_clock_sync,
+     "step the guest's kvmclock forward to host real time (the time it spent in snapshots)"},
     {"quit", cmd_quit, "end the VM (cairn run exits 0)"},
 };
 

@@ -133,7 +133,8 @@ static void make_vm(struct fake_vm *fv, int ndisks, char (*paths)[64])
 	struct virtio_blk_disk disks[MAX_DISKS];
 	for (int i = 0; i < ndisks; i++)
 		disks[i] = (struct virtio_blk_disk){paths[i], "raw", false, NULL};
-	struct devices_config dc = {.console = {-1, fz.devnull}, .disks = disks, .ndisks = ndisks};
+	struct devices_config dc = {
+	    .console = {-1, fz.devnull}, .disks = disks, .ndisks = ndisks, .rng = true};
 	if (devices_init(vm, &dc) < 0) {
 		fprintf(stderr, "fuzz_records: devices: %s\n", err_msg());
 		abort();

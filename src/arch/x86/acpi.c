@@ -51,7 +51,7 @@ static void acpi_finish(uint8_t *t, const char sig[4], uint32_t len, uint8_t rev
 	t[9] = acpi_checksum(t, len);
 }
 
-/* ---- AML for the DSDT: the PCI root bridge and COM1 ---- */
+/* ---- AML for the DSDT: the PCI root bridge, COM1, the VM generation ID ---- */
 
 struct aml {
 	uint8_t *p;
@@ -152,6 +152,73 @@ static void acpi_dsdt_com1(struct aml *sb)
 	aml_device(sb, &dev);
 }
 
+/* Name (SEG, "TEXT"): a string object (StringPrefix, ASCIIZ). */
+static void aml_name_string(struct aml *a, const char seg[4], const char *text)
+{
+	aml_name(a, seg);
+	aml_byte(a, 0x0d); /* StringPrefix */
+	aml_put(a, text, strlen(text) + 1);
+}
+
+/* Device (\_SB.VGEN): the VM generation ID (Microsoft's specification).
+ * Linux's vmgenid driver matches _HID VMGENCTR or _CID VM_GEN_COUNTER;
+ * the _HID is cairn's own valid ACPI ID instead (VMGENCTR is not one:
+ * iasl refuses to compile it back), the _CID is what the driver matches
+ * and the specification names (ACPICA upper-cases _CID strings, so
+ * QEMU's "VM_Gen_Counter" is the same).  ADDR is the Package (2) {low 32 bits, high 32 bits} of the 16 bytes'
+ * guest-physical address, which is all the driver evaluates. */
+static void acpi_dsdt_vmgenid(struct aml *sb, uint64_t gpa)
+{
+	uint8_t b[128], pb[16];
+	struct aml dev = {b, 0, sizeof(b)}, pkg = {pb, 0, sizeof(pb)};
+	aml_put(&dev, "VGEN", 4);
+	aml_name_string(&dev, "_HID", "CRNV0001");
+	aml_name_string(&dev, "_CID", "VM_GEN_COUNTER");
+	aml_name_string(&dev, "_DDN", "VM_Gen_Counter");
+	aml_byte(&pkg, 2); /* NumElements */
+	uint32_t half[2] = {(uint32_t)gpa, (uint32_t)(gpa >> 32)};
+	for (int i = 0; i < 2; i++) {
+		aml_byte(&pkg, 0x0c); /* DWordPrefix */
+		aml_put(&pkg, &half[i], 4);
+	}
+	aml_name(&dev, "ADDR");
+	static const uint8_t package_op = 0x12;
+	aml_pkg(&dev, &package_op, 1, &pkg);
+	aml_device(sb, &dev);
+}
+
+/* Device (\_SB.GED0): an ACPI Generic Event Device (ACPI0013, ACPI 6.1
+ * §5.6.9), how a hardware-reduced machine signals events: its interrupt
+ * (GSI, edge, active high, exclusive) makes the OS run _EVT (GSI), which
+ * tells VGEN's driver to read the ID again (Notify 0x80).  Linux has the
+ * GED driver built in (drivers/acpi/evged.c). */
+static void acpi_dsdt_ged(struct aml *sb, uint32_t gsi)
+{
+	uint8_t crs[] = {
+		/* Extended Interrupt: consumer, edge, active high, exclusive; one GSI */
+		0x89, 0x06, 0x00, 0x03, 0x01, 0, 0, 0, 0,
+		/* EndTag */
+		0x79, 0x00,
+	};
+	memcpy(crs + 5, &gsi, 4);
+	uint8_t b[128], mb[32];
+	struct aml dev = {b, 0, sizeof(b)}, method = {mb, 0, sizeof(mb)};
+	aml_put(&dev, "GED0", 4);
+	aml_name_string(&dev, "_HID", "ACPI0013");
+	aml_name(&dev, "_UID");
+	aml_byte(&dev, 0x00);
+	aml_crs(&dev, crs, sizeof(crs));
+	/* Method (_EVT, 1) { Notify (\_SB.VGEN, 0x80) }: one interrupt, one event */
+	aml_put(&method, "_EVT", 4);
+	aml_byte(&method, 0x01); /* MethodFlags: one argument, not serialized */
+	static const uint8_t notify[] = {0x86, 0x5c, 0x2e, '_', 'S', 'B', '_',
+					 'V',  'G',  'E',  'N', 0x0a, 0x80};
+	aml_put(&method, notify, sizeof(notify));
+	static const uint8_t method_op = 0x14;
+	aml_pkg(&dev, &method_op, 1, &method);
+	aml_device(sb, &dev);
+}
+
 /* Name (_PRT, Package () { Package () { 0xSSSSFFFF, PIN, Zero, GSI }, ... }):
  * each device's INTx pin straight to its IOAPIC input (no link devices), as
  * the MP table says; the guest takes them as PCI interrupts are, level and
@@ -186,7 +253,7 @@ static void acpi_dsdt_prt(struct aml *dev, const struct mp_pci_irq *pci, unsigne
  * ports and the MMIO window its BARs live in.  Without it an ACPI kernel
  * does not scan PCI at all. */
 static size_t acpi_dsdt_body(uint8_t *out, size_t cap, const struct mp_pci_irq *pci,
-			     unsigned npci)
+			     unsigned npci, uint64_t vmgenid)
 {
 	static const uint8_t crs[] = {
 		/* WordBusNumber: bus 0 only */
@@ -214,6 +281,10 @@ static size_t acpi_dsdt_body(uint8_t *out, size_t cap, const struct mp_pci_irq *
 	aml_put(&sb, "\\_SB_", 5);
 	aml_device(&sb, &dev);
 	acpi_dsdt_com1(&sb);
+	if (vmgenid) {
+		acpi_dsdt_vmgenid(&sb, vmgenid);
+		acpi_dsdt_ged(&sb, VMGENID_GSI);
+	}
 
 	struct aml out_aml = {out, 0, cap};
 	static const uint8_t scope_op = 0x10;
@@ -266,7 +337,7 @@ static void acpi_fadt(uint8_t *t, uint64_t dsdt)
 }
 
 int x86_acpi_write(struct vm *vm, int ncpus, const struct mp_pci_irq *pci, unsigned npci,
-		   uint64_t *rsdp_out)
+		   uint64_t vmgenid, uint64_t *rsdp_out)
 {
 	const uint64_t base = ACPI_TABLES_ADDR, size = 0x4000;
 	uint8_t *b = vm_gpa_to_hva(vm, base, size);
@@ -281,7 +352,8 @@ int x86_acpi_write(struct vm *vm, int ncpus, const struct mp_pci_irq *pci, unsig
 	uint8_t *t = b + (dsdt - base);
 	if (npci > 32)
 		return err_set(EINVAL, "too many PCI devices for the DSDT");
-	size_t aml = acpi_dsdt_body(t + ACPI_HDR_LEN, madt - dsdt - ACPI_HDR_LEN, pci, npci);
+	size_t aml = acpi_dsdt_body(t + ACPI_HDR_LEN, madt - dsdt - ACPI_HDR_LEN, pci, npci,
+				    vmgenid);
 	if (!aml)
 		return err_set(ENOSPC, "the DSDT does not fit in its %#llx bytes",
 			       (unsigned long long)(madt - dsdt));

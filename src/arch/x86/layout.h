@@ -7,6 +7,7 @@
  *   0x00020000  kernel command line
  *   0x0009fc00  start of the reserved legacy area (EBDA .. 1 MiB)
  *   0x000e0000  ACPI tables (RSDP first, found by the 0xe0000 scan)
+ *   0x000e4000  VM generation ID (16 bytes; devices/vmgenid.h)
  *   0x000f0000  MP table
  *   0x00100000  kernel (bzImage protected-mode part, or PVH ELF segments)
  *   ...         initrd at the top of low RAM
@@ -30,6 +31,7 @@
 #define CMDLINE_MAX 0x10000ULL
 #define EBDA_START 0x9fc00ULL
 #define ACPI_TABLES_ADDR 0xe0000ULL
+#define VMGENID_ADDR 0xe4000ULL
 #define MPTABLE_ADDR 0xf0000ULL
 #define BIOS_END 0x100000ULL
 #define KERNEL_LOAD_ADDR 0x100000ULL
@@ -55,6 +57,8 @@
 #define I8042_DATA_PORT 0x60
 #define I8042_CMD_PORT 0x64
 #define DEBUG_EXIT_PORT 0x501
+/* The ACPI GED's interrupt (edge, active high): a VM generation ID change. */
+#define VMGENID_GSI 5
 #define PCI_CONF1_ADDR_PORT 0xcf8
 #define PCI_CONF1_DATA_PORT 0xcfc
 

@@ -1,4 +1,5 @@
 #include "arch/x86/vcpu_state.h"
+#include "arch/x86/guest_clock.h"
 #include "arch/x86/cpu.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
@@ -320,6 +321,10 @@ int x86_vm_save(struct vm *vm, struct x86_vm_state *st)
 	    (r = VM_IOCTL(vm, KVM_GET_PIT2, &st->pit)) < 0 ||
 	    (r = VM_IOCTL(vm, KVM_GET_CLOCK, &st->clock)) < 0)
 		return r;
+	/* The realtime saved is the one the guest is in step with, not the
+	 * time of the save: a later clock-sync makes up for every time the
+	 * guest spent in snapshots (arch/x86/guest_clock.h). */
+	x86_clock_ref_save(vm, &st->clock);
 	return 0;
 }
 
@@ -329,6 +334,7 @@ int x86_vm_restore(struct vm *vm, const struct x86_vm_state *st)
 	/* Frozen clock: the guest's kvmclock continues from the snapshot's
 	 * value (no KVM_CLOCK_REALTIME jump); docs/snapshots.md. */
 	s.clock.flags = 0;
+	x86_clock_ref_restore(vm, &st->clock);
 	int r;
 	if ((r = VM_IOCTL(vm, KVM_SET_IRQCHIP, &s.pic_master)) < 0 ||
 	    (r = VM_IOCTL(vm, KVM_SET_IRQCHIP, &s.pic_slave)) < 0 ||

@@ -2,9 +2,11 @@
  * RSDP -> XSDT -> FADT/MADT -> DSDT links, the MADT's processors, and a walk
  * of the DSDT's AML that finds PCI0 (with one _PRT entry per PCI device,
  * pointing at the GSI the MP table names) and COM1 (IRQ 4), for 0, 3 and 31
- * devices and 1 to 200 vCPUs.  The AML was also checked once by hand with
+ * devices and 1 to 200 vCPUs; and the VM generation ID's device (its ADDR
+ * package) with the GED that notifies it, present only when asked for.  The AML was also checked once by hand with
  * `iasl -d` (acpica-tools); this test keeps the shape from drifting. */
 #include "arch/x86/acpi.h"
+#include "arch/x86/layout.h"
 #include "kvm/vm.h"
 #include "test.h"
 
@@ -103,7 +105,45 @@ static void check_prt(const uint8_t *aml, size_t n, const struct mp_pci_irq *pci
 	CHECK(p == end);
 }
 
-static void check_tables(int ncpus, const struct mp_pci_irq *pci, unsigned npci)
+/* VGEN's ADDR package holds GPA, the GED's _CRS names VMGENID_GSI and its
+ * _EVT notifies VGEN; without a generation ID neither device is there. */
+static void check_vmgenid(const uint8_t *aml, size_t n, uint64_t gpa)
+{
+	const uint8_t *vgen = find(aml, n, "VGEN"), *ged = find(aml, n, "GED0");
+	if (!gpa) {
+		CHECK(vgen == NULL && ged == NULL);
+		return;
+	}
+	CHECK(vgen && ged);
+	static const uint8_t cid[] = "\x08_CID\x0dVM_GEN_COUNTER";
+	const uint8_t *c = NULL;
+	for (size_t i = 0; i + sizeof(cid) <= n && !c; i++)
+		if (!memcmp(aml + i, cid, sizeof(cid))) /* the ASCIIZ's 0 included */
+			c = aml + i;
+	CHECK(c != NULL);
+	const uint8_t *addr = find(aml, n, "ADDR");
+	CHECK(addr && addr[-1] == 0x08 && addr[4] == 0x12);
+	if (addr) {
+		CHECK_EQ(addr[6], 2);	 /* two elements */
+		CHECK_EQ(addr[7], 0x0c); /* DWord: low half */
+		CHECK_EQ(rd32(addr + 8), (uint32_t)gpa);
+		CHECK_EQ(addr[12], 0x0c);
+		CHECK_EQ(rd32(addr + 13), (uint32_t)(gpa >> 32));
+	}
+	/* Extended Interrupt: consumer, edge, active high, exclusive, one GSI */
+	static const uint8_t irq[] = {0x89, 0x06, 0x00, 0x03, 0x01, VMGENID_GSI, 0, 0, 0};
+	int found = 0;
+	for (size_t i = 0; i + sizeof(irq) <= n; i++)
+		found |= !memcmp(aml + i, irq, sizeof(irq));
+	CHECK(found);
+	static const uint8_t notify[] = {0x86, 0x5c, 0x2e, '_', 'S', 'B', '_', 'V', 'G', 'E', 'N', 0x0a, 0x80};
+	found = 0;
+	for (size_t i = 0; i + sizeof(notify) <= n; i++)
+		found |= !memcmp(aml + i, notify, sizeof(notify));
+	CHECK(found);
+}
+
+static void check_tables(int ncpus, const struct mp_pci_irq *pci, unsigned npci, uint64_t vmgenid)
 {
 	struct vm vm;
 	memset(&vm, 0, sizeof(vm));
@@ -112,7 +152,7 @@ static void check_tables(int ncpus, const struct mp_pci_irq *pci, unsigned npci)
 	vm.nslots = 1;
 	vm.slots[0] = (struct vm_mem_slot){0, 0, RAM, vm.ram};
 	uint64_t rsdp = 0;
-	CHECK_EQ(x86_acpi_write(&vm, ncpus, pci, npci, &rsdp), 0);
+	CHECK_EQ(x86_acpi_write(&vm, ncpus, pci, npci, vmgenid, &rsdp), 0);
 	const uint8_t *r = vm.ram + rsdp;
 	CHECK(!memcmp(r, "RSD PTR ", 8));
 	CHECK_EQ(sum(r, 20), 0);
@@ -159,6 +199,7 @@ static void check_tables(int ncpus, const struct mp_pci_irq *pci, unsigned npci)
 			found |= !memcmp(aml + i, io, sizeof(io));
 		CHECK(found);
 		check_prt(aml, n, pci, npci);
+		check_vmgenid(aml, n, vmgenid);
 	}
 	free(vm.ram);
 }
@@ -168,9 +209,10 @@ int main(void)
 	struct mp_pci_irq pci[31];
 	for (unsigned i = 0; i < 31; i++)
 		pci[i] = (struct mp_pci_irq){(uint8_t)(i + 1), 1, (uint8_t)(16 + i % 8)};
-	check_tables(1, pci, 0);
-	check_tables(2, pci, 3);
-	check_tables(4, pci, 1);
-	check_tables(200, pci, 31);
+	check_tables(1, pci, 0, 0);
+	check_tables(2, pci, 3, VMGENID_ADDR);
+	check_tables(4, pci, 1, 0);
+	check_tables(200, pci, 31, VMGENID_ADDR);
+	check_tables(3, pci, 5, 0x123456789000ULL);
 	TEST_DONE();
 }
