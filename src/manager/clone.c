@@ -38,15 +38,15 @@ static int clone_nics(const struct bundle *b, const struct mgr_clone_opts *o, bo
 			       b->dir, cfg->nnics, cfg->nnics == 1 ? "" : "s");
 	for (int i = 0; i < cfg->nnics; i++) {
 		const char *spec = o->nnets ? (all_none ? "none" : o->nets[i]) : cfg->nics[i].backend;
-		struct net_spec ns;
-		int r = net_spec_parse(spec, &ns);
-		if (r < 0)
-			return r;
 		if (!o->nnets && !strncmp(spec, "tap", 3))
 			return err_set(EINVAL,
 				       "%s: NIC %d is on TAP '%s', which the clone must not share: "
 				       "give it its own (--net tap=IFNAME), or --net user / none",
 				       b->dir, i, spec);
+		struct net_spec ns;
+		int r = net_spec_parse(spec, &ns);
+		if (r < 0)
+			return r;
 		if (resume && ns.has_mac && memcmp(ns.mac, cfg->nics[i].mac, 6)) {
 			char mac[NET_MAC_TEXT];
 			net_mac_format(cfg->nics[i].mac, mac);
