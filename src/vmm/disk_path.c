@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 int disk_path_parse(const char *arg, struct disk_path_override *out)
@@ -96,6 +97,14 @@ static int disk_path_check_layer(const struct disk_config *d, const char *new_pa
 	/* the mark is the path of the snapshot that froze the layer as it was
 	 * named then: its last component names it wherever it is now */
 	char mark[PATH_MAX], real[PATH_MAX];
+	if (!image_frozen_read(new_path, mark, sizeof(mark)) &&
+	    getxattr(new_path, "user.cairn.frozen", NULL, 0) < 0 && errno == ENOTSUP) {
+		/* a file system without user extended attributes marks nothing */
+		log_warn("%s: its file system keeps no frozen marks: taken for snapshot %s's layer "
+			 "on format and size alone",
+			 new_path, dir);
+		return 0;
+	}
 	if (!image_frozen_read(new_path, mark, sizeof(mark)))
 		return err_set(EINVAL,
 			       "%s: not marked frozen by snapshot %s: not the layer it froze, or a "
