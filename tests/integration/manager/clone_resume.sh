@@ -85,6 +85,14 @@ rcon c1 "ping 10.0.2.2 2" "ping 10.0.2.2 sent=2 received=2"
 rcon c2 "ping 10.0.2.2 2" "ping 10.0.2.2 sent=2 received=2"
 pass "two resumed clones run at once, each on its own disk and its own user-mode network"
 
+# the clone's own snapshot is a snapshot like any: an in-place revert to it
+"$C" snapshot revert "$TMP/c1" s1 >/dev/null || fail "in-place revert of c1 to its own s1"
+rcon c1 "memverify" "memverify ok sum=$sum"
+rcon c1 "diskverify 30 8" "diskverify FAILED"
+rcon c1 "diskverify 50 3" "diskverify ok n=50"
+rcon c2 "diskverify 30 9" "diskverify ok n=30"
+pass "a running clone reverts in place to its own copy of s1; the other clone is untouched"
+
 up c3
 seed=$(jq_ "$TMP/c3/vm.json" 'd["seed"]')
 wait_for "$TMP/c3/console.log" "cairn.seed=$seed" 10 || fail "c3: seed not on the command line"
