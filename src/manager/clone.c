@@ -37,7 +37,8 @@ static int clone_nics(const struct bundle *b, const struct mgr_clone_opts *o, bo
 			       "options (or one --net none)",
 			       b->dir, cfg->nnics, cfg->nnics == 1 ? "" : "s");
 	for (int i = 0; i < cfg->nnics; i++) {
-		const char *spec = o->nnets ? (all_none ? "none" : o->nets[i]) : cfg->nics[i].backend;
+		const char *spec =
+		    o->nnets ? (all_none ? "none" : o->nets[i]) : cfg->nics[i].backend;
 		if (!o->nnets && !strncmp(spec, "tap", 3))
 			return err_set(EINVAL,
 				       "%s: NIC %d is on TAP '%s', which the clone must not share: "
@@ -103,7 +104,7 @@ static int clone_model(const struct bundle *b, const struct bundle_snapshot *s,
 	return bundle_layers_copy(&n->origin->layers, &s->layers);
 }
 
-/* RAM mapped from a chain, handed to a save chunk by chunk. */
+/* RAM assembled from a chain, handed to a save chunk by chunk. */
 struct ram_source {
 	const uint8_t *ram;
 };
@@ -131,12 +132,21 @@ static int clone_memory(const char *src, const char *dst, uint64_t size)
 		mem_chain_close(c);
 		return 0;
 	}
-	void *ram = NULL;
+	/* read whole, every chunk checked: the new image's checksums are
+	 * computed from verified bytes */
 	struct mem_id id = mem_layer_info(mem_chain_layer(c, 0))->id;
-	r = mem_chain_map(c, NULL, &ram);
+	void *ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (ram == MAP_FAILED) {
+		mem_chain_close(c);
+		return err_set(errno, "%s: memory to assemble the clone's image", dst);
+	}
+	r = mem_chain_load(c, ram);
 	mem_chain_close(c);
-	if (r < 0)
+	if (r < 0) {
+		munmap(ram, size);
 		return r;
+	}
 	struct ram_source rs = {ram};
 	struct mem_image_source ms = {ram_get, ram_put, &rs};
 	r = mem_image_save_as(dst, &ms, size, NULL, &id, NULL, NULL, NULL);

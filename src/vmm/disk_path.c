@@ -53,8 +53,8 @@ static int disk_path_find(const struct vm_config *cfg, const char *old, const ch
 	for (int i = 0; i < cfg->ndisks; i++)
 		snprintf(have + strlen(have), sizeof(have) - strlen(have), "%s%s", i ? ", " : "",
 			 cfg->disks[i].path);
-	return err_set(ENOENT, "--disk-path %s: snapshot %s has no disk there (its disks: %s)",
-		       old, dir, cfg->ndisks ? have : "none");
+	return err_set(ENOENT, "--disk-path %s: snapshot %s has no disk there (its disks: %s)", old,
+		       dir, cfg->ndisks ? have : "none");
 }
 
 int disk_path_check_snapshot(const char *dir, const struct disk_path_override *p, int n)
@@ -73,12 +73,11 @@ int disk_path_check_snapshot(const char *dir, const struct disk_path_override *p
 }
 
 /* NEW is fit to stand for the frozen layer of disk D of snapshot DIR. */
-static int disk_path_check_layer(const struct disk_config *d, const char *new_path,
-				 const char *dir)
+static int disk_path_check_layer(const struct disk_config *d, const char *new_path, const char *dir)
 {
 	struct block_dev *bd;
-	int r = block_open(new_path, NULL, BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_FORCE_SHARE,
-			   &bd);
+	int r =
+	    block_open(new_path, NULL, BLOCK_RDONLY | BLOCK_NO_BACKING | BLOCK_FORCE_SHARE, &bd);
 	if (r < 0)
 		return r;
 	char fmt[16];
@@ -90,8 +89,9 @@ static int disk_path_check_layer(const struct disk_config *d, const char *new_pa
 		return err_set(EINVAL, "%s: a %s image, the snapshot's disk (%s) is %s", new_path,
 			       fmt, d->path, want);
 	if (d->size && size != d->size)
-		return err_set(EINVAL, "%s: %llu bytes, the snapshot's disk (%s) was %llu", new_path,
-			       (unsigned long long)size, d->path, (unsigned long long)d->size);
+		return err_set(EINVAL, "%s: %llu bytes, the snapshot's disk (%s) was %llu",
+			       new_path, (unsigned long long)size, d->path,
+			       (unsigned long long)d->size);
 	if (d->readonly)
 		return 0; /* never frozen: nothing marks it */
 	/* the mark is the path of the snapshot that froze the layer as it was
@@ -116,7 +116,8 @@ static int disk_path_check_layer(const struct disk_config *d, const char *new_pa
 		snprintf(real, sizeof(real), "%s", dir);
 	ds = strrchr(real, '/');
 	if (strcmp(ms ? ms + 1 : mark, ds ? ds + 1 : real))
-		return err_set(EINVAL, "%s: frozen by snapshot %s, not by %s: another snapshot's layer",
+		return err_set(EINVAL,
+			       "%s: frozen by snapshot %s, not by %s: another snapshot's layer",
 			       new_path, mark, dir);
 	return 0;
 }
