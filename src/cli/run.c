@@ -7,6 +7,7 @@
 #include "util/log.h"
 #include "util/size.h"
 #include "vmm/config.h"
+#include "vmm/disk_path.h"
 #include "vmm/vmm.h"
 
 #include <getopt.h>
@@ -20,6 +21,7 @@
 static const char run_usage[] =
 	"Usage: cairn run --kernel FILE [options]\n"
 	"       cairn run --restore DIR [--control SOCK] [--restore-mode map|copy] [--net ...]\n"
+	"                 [--disk-path OLD=NEW]...\n"
 	"\n"
 	"Boot a guest under KVM.  The serial console (COM1) is this terminal; with a\n"
 	"terminal, Ctrl-A x quits.\n"
@@ -46,6 +48,10 @@ static const char run_usage[] =
 	"  --no-verify          restore without checking every memory chunk first\n"
 	"  --disk-dir DIR       where a restore creates the new disk overlays\n"
 	"                       (default: beside the snapshot's frozen layers)\n"
+	"  --disk-path OLD=NEW  with --restore: the disk the snapshot recorded at OLD\n"
+	"                       is at NEW (repeatable); NEW must be that snapshot's\n"
+	"                       frozen layer (qcow2, the recorded size, its frozen\n"
+	"                       mark, kept by mv and cp -a)\n"
 	"  -v, --verbose        more messages (twice: debug)\n"
 	"  -q, --quiet          errors only\n"
 	"  -h, --help           this help\n"
@@ -117,6 +123,7 @@ int cli_run_main(int argc, char **argv)
 		{"restore-mode", required_argument, NULL, 'M'}, {"no-verify", no_argument, NULL, 'N'},
 		{"disk-dir", required_argument, NULL, 'D'}, {"net", required_argument, NULL, 'E'},
 		{"rng", required_argument, NULL, 'G'},
+		{"disk-path", required_argument, NULL, 'O'},
 		{"quiet", no_argument, NULL, 'q'},         {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -126,6 +133,8 @@ int cli_run_main(int argc, char **argv)
 	const char *restore = NULL;
 	const char *nets[VM_MAX_NICS];
 	int nnets = 0;
+	static struct disk_path_override moved[VM_MAX_DISKS];
+	int nmoved = 0;
 	int verbose = 0, c, status = CLI_OK;
 	bool quiet = false;
 	optind = 1;
@@ -185,6 +194,16 @@ int cli_run_main(int argc, char **argv)
 				goto out;
 			}
 			break;
+		case 'O':
+			if (nmoved == VM_MAX_DISKS) {
+				status = cli_usage_error("run", "at most %d --disk-path", VM_MAX_DISKS);
+				goto out;
+			}
+			if (disk_path_parse(optarg, &moved[nmoved++]) < 0) {
+				status = cli_usage_error("run", "%s", err_msg());
+				goto out;
+			}
+			break;
 		case 'P': cfg.pvm_quirks = false; break;
 		case 'C': opts.control = optarg; break;
 		case 'R': restore = optarg; break;
@@ -218,6 +237,18 @@ int cli_run_main(int argc, char **argv)
 						"--kernel, --initrd, --cmdline, --disk or --rng");
 		goto out;
 	}
+	if (nmoved && !restore) {
+		status = cli_usage_error("run", "--disk-path is for --restore");
+		goto out;
+	}
+	/* an OLD the snapshot does not have is a usage error, said up front */
+	int known = nmoved ? disk_path_check_snapshot(restore, moved, nmoved) : 0;
+	if (known) {
+		status = known > 0 ? cli_usage_error("run", "%s", err_msg()) : cli_fail();
+		goto out;
+	}
+	opts.disk_paths = moved;
+	opts.ndisk_paths = nmoved;
 	if (!cfg.kernel && !restore) {
 		status = cli_usage_error("run", "--kernel is required");
 		goto out;

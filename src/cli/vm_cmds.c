@@ -4,9 +4,11 @@
 #include "cli/cli.h"
 #include "cli/term.h"
 #include "manager/ops.h"
+#include "net/net.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/size.h"
+#include "vmm/config.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -115,6 +117,27 @@ static int finish(int r, bool json, json_t *report, const char *human)
 	return CLI_OK;
 }
 
+/* One --net SPEC of CMD into NETS (*N so far): a usage error (said) for
+ * a spec net_spec_parse refuses or one too many. */
+static int cli_parse_net(const char *cmd, const char *spec, const char **nets, int *n)
+{
+	struct net_spec ns;
+	if (*n == VM_MAX_NICS)
+		return cli_usage_error(cmd, "at most %d --net", VM_MAX_NICS), -1;
+	if (net_spec_parse(spec, &ns) < 0)
+		return cli_usage_error(cmd, "%s", err_msg()), -1;
+	nets[(*n)++] = spec;
+	return 0;
+}
+
+static bool cli_nets_have_none(const char *const *nets, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(nets[i], "none"))
+			return true;
+	return false;
+}
+
 static const char create_usage[] =
     "Usage: cairn create NAME --kernel FILE (--disk FILE | --disk-size SIZE) [options]\n"
     "\n"
@@ -130,6 +153,10 @@ static const char create_usage[] =
     "  --disk-size SIZE   or a new empty disk of SIZE (e.g. 1G)\n"
     "  --mem SIZE         guest memory (default 512M; a bare number is MiB)\n"
     "  --cpus N           vCPUs (default 1)\n"
+    "  --net SPEC         a virtio-net NIC (repeatable): user[,hostfwd=...][,mac=MAC]\n"
+    "                     as for cairn run; default: one 'user' NIC (NAT, no root\n"
+    "                     needed); --net none: no NIC.  A NIC without mac= gets a\n"
+    "                     random 52:54:00:xx:xx:xx\n"
     "  --json             print the result as JSON\n";
 
 int cli_vm_create_main(int argc, char **argv)
@@ -144,10 +171,12 @@ int cli_vm_create_main(int argc, char **argv)
 	    {"cpus", required_argument, NULL, 'n'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"reference", no_argument, NULL, 'r'},
+	    {"net", required_argument, NULL, 'E'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct mgr_create_opts o = {.mem_size = 512ULL << 20, .ncpus = 1};
+	const char *nets[VM_MAX_NICS];
 	bool json = false;
 	int c;
 	optind = 1;
@@ -186,6 +215,10 @@ int cli_vm_create_main(int argc, char **argv)
 		case 'r':
 			o.reference = true;
 			break;
+		case 'E':
+			if (cli_parse_net("create", optarg, nets, &o.nnets) < 0)
+				return CLI_USAGE;
+			break;
 		case 'h':
 			fputs(create_usage, stdout);
 			return CLI_OK;
@@ -202,6 +235,9 @@ int cli_vm_create_main(int argc, char **argv)
 		return cli_usage_error("create", "--reference needs --disk FILE");
 	if (!!o.disk == !!o.disk_size)
 		return cli_usage_error("create", "give one of --disk FILE and --disk-size SIZE");
+	if (o.nnets > 1 && cli_nets_have_none(nets, o.nnets))
+		return cli_usage_error("create", "--net none gives no NIC: not with another --net");
+	o.nets = nets;
 	json_t *rep = json_object();
 	o.progress = progress();
 	int r = mgr_create(argv[optind], &o, rep);
@@ -277,6 +313,14 @@ int cli_vm_info_main(int argc, char **argv)
 		printf("kernel:      %s\n", json_string_value(json_object_get(cfg, "kernel")));
 		const char *cl = json_string_value(json_object_get(cfg, "cmdline"));
 		printf("cmdline:     %s\n", cl ? cl : "");
+		json_t *nics = json_object_get(cfg, "nics"), *nic;
+		size_t k;
+		if (!json_array_size(nics))
+			printf("nic:         none\n");
+		json_array_foreach(nics, k, nic)
+			printf("nic %zu:       %s, mac %s\n", k,
+			       json_string_value(json_object_get(nic, "backend")),
+			       json_string_value(json_object_get(nic, "mac")));
 		printf("snapshots:   %zu\n", json_object_size(json_object_get(j, "snapshots")));
 		printf("disk usage:  %lld bytes\n",
 		       (long long)json_integer_value(json_object_get(j, "disk_usage_bytes")));
@@ -365,28 +409,54 @@ int cli_vm_check_main(int argc, char **argv)
 }
 
 static const char clone_usage[] =
-    "Usage: cairn clone NAME SNAP NEW [--full] [--json]\n\n"
+    "Usage: cairn clone NAME SNAP NEW [--full] [--boot] [--net SPEC]... [--json]\n\n"
     "Make the bundle NEW from snapshot SNAP of NAME.  A linked clone (default)\n"
     "shares SNAP's frozen layers read-only (NAME then refuses to delete SNAP);\n"
     "--full copies them.  The clone gets a new machine id, new disk serials and a\n"
-    "random seed on the kernel command line; it boots afresh from SNAP's disk.\n";
+    "random seed.  When SNAP has memory (a whole-machine snapshot) the clone's first\n"
+    "run resumes SNAP's running machine on the clone's own disk layers (it keeps\n"
+    "a copy of SNAP's memory and state); --boot boots it afresh from SNAP's disk.\n\n"
+    "  --net SPEC   the clone's NIC backends, one per NIC of NAME (or one 'none'):\n"
+    "               default NAME's; a TAP NIC is refused without --net (the clone\n"
+    "               must not share NAME's TAP).  A resumed clone keeps its MACs, a\n"
+    "               booted one gets new ones (unless mac=).\n";
 
 int cli_vm_clone_main(int argc, char **argv)
 {
-	struct flag_opts f = {0};
-	bool full = false;
-	static const char *const extra[] = {"full", NULL};
-	bool *vals[] = {&full};
-	int i = parse_simple("clone", argc, argv, &f, extra, vals, NULL, NULL);
-	if (i < 0)
-		return CLI_USAGE;
-	if (f.help)
-		return fputs(clone_usage, stdout), CLI_OK;
-	if (argc - i != 3)
+	static const struct option lo[] = {
+	    {"full", no_argument, NULL, 'f'}, {"boot", no_argument, NULL, 'b'},
+	    {"net", required_argument, NULL, 'E'}, {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},	{NULL, 0, NULL, 0},
+	};
+	struct mgr_clone_opts o = {0};
+	const char *nets[VM_MAX_NICS];
+	bool json = false;
+	int c;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'f': o.full = true; break;
+		case 'b': o.boot = true; break;
+		case 'j': json = true; break;
+		case 'E':
+			if (cli_parse_net("clone", optarg, nets, &o.nnets) < 0)
+				return CLI_USAGE;
+			break;
+		case 'h': return fputs(clone_usage, stdout), CLI_OK;
+		default:
+			return cli_usage_error("clone", "unknown or incomplete option '%s'",
+					       argv[optind - 1]);
+		}
+	}
+	if (argc - optind != 3)
 		return cli_usage_error("clone", "NAME SNAP NEW are required");
+	if (o.nnets > 1 && cli_nets_have_none(nets, o.nnets))
+		return cli_usage_error("clone", "--net none gives no NIC: not with another --net");
+	o.nets = nets;
 	json_t *rep = json_object();
-	return finish(mgr_clone(argv[i], argv[i + 1], argv[i + 2], full, progress(), rep), f.json,
-		      rep, "cloned");
+	char **a = argv + optind;
+	return finish(mgr_clone(a[0], a[1], a[2], &o, progress(), rep), json, rep, "cloned");
 }
 
 static const char snapshot_usage[] =

@@ -5,6 +5,7 @@
 #include "disk/image_lock.h"
 #include "disk/qcow2.h"
 #include "manager/mgr_internal.h"
+#include "net/net.h"
 #include "snapshot/snapdir.h"
 #include "snapshot/state_file.h"
 #include "util/err.h"
@@ -25,6 +26,46 @@
 #include <unistd.h>
 
 /* ---- small helpers ---------------------------------------------------- */
+
+void mgr_random_mac(uint8_t mac[6])
+{
+	char hex[7];
+	bundle_random_hex(hex, 6);
+	unsigned long v = strtoul(hex, NULL, 16);
+	const uint8_t m[6] = {0x52, 0x54, 0x00, (uint8_t)(v >> 16), (uint8_t)(v >> 8),
+			      (uint8_t)v};
+	memcpy(mac, m, 6);
+}
+
+int mgr_set_nics(struct vm_config *cfg, const char *const *nets, int n)
+{
+	for (int i = 0; i < cfg->nnics; i++) {
+		free(cfg->nics[i].backend);
+		cfg->nics[i].backend = NULL;
+	}
+	cfg->nnics = 0;
+	if (n == 1 && !strcmp(nets[0], "none"))
+		return 0;
+	if (n > VM_MAX_NICS)
+		return err_set(EINVAL, "at most %d NICs", VM_MAX_NICS);
+	for (int i = 0; i < n; i++) {
+		struct net_spec ns;
+		int r = net_spec_parse(nets[i], &ns);
+		if (r < 0)
+			return r;
+		if (ns.kind == NET_NONE)
+			return err_set(EINVAL, "--net none gives no NIC: not with another --net");
+		struct nic_config *nc = &cfg->nics[cfg->nnics];
+		if (ns.has_mac)
+			memcpy(nc->mac, ns.mac, 6);
+		else
+			mgr_random_mac(nc->mac);
+		if (!(nc->backend = strdup(nets[i])))
+			return err_set(ENOMEM, "--net %s", nets[i]);
+		cfg->nnics++;
+	}
+	return 0;
+}
 
 void mgr_now_iso(char *out, size_t len)
 {

@@ -68,8 +68,11 @@ int mgr_create(const char *name, const struct mgr_create_opts *o, json_t *report
 				  .pvm_quirks = true};
 	cfg->disks[0] = (struct disk_config){
 	    .path = strdup(disk), .format = strdup("qcow2"), .serial = strdup(serial)};
+	/* one user-mode NIC unless told: a network without root */
+	static const char *const user_nic[] = {"user"};
+	r = o->nnets ? mgr_set_nics(cfg, o->nets, o->nnets) : mgr_set_nics(cfg, user_nic, 1);
 	b.has_active = true;
-	if ((r = bundle_layers_add(&b.active, disk)) == 0)
+	if (r == 0 && (r = bundle_layers_add(&b.active, disk)) == 0)
 		r = bundle_save(&b);
 	if (r == 0 && report) {
 		json_object_set_new(report, "bundle", json_string(dir));

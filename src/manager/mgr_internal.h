@@ -34,6 +34,15 @@ uint64_t mgr_file_bytes(const char *path);
 bool mgr_is_qcow2(const char *path);
 int mgr_need_space(const char *dir, uint64_t need, const char *what);
 
+/* ---- common.c: NICs ---- */
+/* A new MAC address: 52:54:00 (locally administered, QEMU's prefix) and
+ * three random bytes, so bundles on one L2 segment do not collide. */
+void mgr_random_mac(uint8_t mac[6]);
+/* CFG's NICs become one per spec of NETS (N of them; a single "none": no
+ * NIC), each with its spec's mac= or a new random MAC.  -EINVAL, message
+ * set, for a spec net_spec_parse refuses or "none" beside another. */
+int mgr_set_nics(struct vm_config *cfg, const char *const *nets, int n);
+
 /* ---- common.c: layers ---- */
 /* The backing name stored in layer PATH and its format, as stored
  * (malloc'd; NULL: none). */

@@ -31,6 +31,10 @@ struct mgr_create_opts {
 	uint64_t disk_size; /* or a new empty disk of this size */
 	uint64_t mem_size;
 	int ncpus;
+	/* NIC backends (net/net.h specs), one NIC each; none given: one
+	 * "user" NIC; a single "none": no NIC. */
+	const char *const *nets;
+	int nnets;
 	const struct mgr_progress *progress;
 };
 
@@ -62,8 +66,16 @@ int mgr_snapshot_delete(const char *name, const char *snap, const struct mgr_pro
  * shared_bytes,current,description,depth}], "state":..., "current":...}. */
 int mgr_snapshot_list(const char *name, json_t **out);
 
-int mgr_clone(const char *name, const char *snap, const char *newname, bool full,
-	      const struct mgr_progress *pr, json_t *report);
+struct mgr_clone_opts {
+	bool full; /* copy the disk layers (default: linked, on SNAP's frozen layers) */
+	bool boot; /* boot afresh even when SNAP has memory (default: resume it) */
+	/* The clone's NIC backends, one per NIC of the origin's configuration
+	 * (or one "none" for all); NULL: the origin's, refused for a TAP. */
+	const char *const *nets;
+	int nnets;
+};
+int mgr_clone(const char *name, const char *snap, const char *newname,
+	      const struct mgr_clone_opts *o, const struct mgr_progress *pr, json_t *report);
 /* Problems found are listed in report's "problems"; with REPAIR, what was
  * fixed in "repaired".  Returns 0 when the bundle is (now) consistent,
  * -EUCLEAN (message set) when problems remain. */

@@ -96,13 +96,22 @@ static void run_ended(struct bundle *b)
 /* Restore snapshot S (in SD) from its layers where the bundle has them
  * now; ACT = the layers the restored VM writes to (the overlays the
  * restore made, as the VMM says). */
-static int restore_snapshot(const struct bundle_snapshot *s, const char *sd,
-			    const struct vmm_opts *base, struct vmm **vmm,
+static int restore_snapshot(const struct bundle *b, const struct bundle_snapshot *s,
+			    const char *sd, const struct vmm_opts *base, struct vmm **vmm,
 			    struct bundle_layers *act)
 {
 	struct vmm_opts opts = *base;
 	opts.disk_layers = (const char *const *)s->layers.path;
 	opts.ndisk_layers = s->layers.n;
+	/* the NICs' backends are the bundle's (a clone's are its own), not
+	 * whatever the snapshot's process had */
+	const char *nets[VM_MAX_NICS];
+	for (int i = 0; i < b->config.nnics; i++)
+		nets[i] = b->config.nics[i].backend;
+	if (b->config.nnics) {
+		opts.net_backends = nets;
+		opts.nnet_backends = b->config.nnics;
+	}
 	int r = vmm_restore(sd, &opts, vmm);
 	const char *paths[VM_MAX_DISKS];
 	int n = r == 0 ? vmm_disk_layers(*vmm, paths, VM_MAX_DISKS) : 0;
@@ -130,7 +139,7 @@ static int run_setup(struct bundle *b, const struct vmm_opts *opts, int console_
 	mgr_snap_dir(b, resume, sd, sizeof(sd));
 	struct bundle_layers act = {0};
 	struct bundle_snapshot *s = bundle_snap(b, resume);
-	int r = s ? restore_snapshot(s, sd, opts, vmm, &act)
+	int r = s ? restore_snapshot(b, s, sd, opts, vmm, &act)
 		  : err_set(EINVAL, "%s: the snapshot %s to resume does not exist", b->dir, resume);
 	if (r == 0) {
 		bundle_layers_free(&b->active);

@@ -24,6 +24,7 @@
 #include "util/fileutil.h"
 #include "util/log.h"
 #include "vmm/config_json.h"
+#include "vmm/disk_path.h"
 #include "vmm/snapshot_job.h"
 #include "vmm/vm_snapshot.h"
 #include "snapshot/page_hash.h"
@@ -307,6 +308,8 @@ int vmm_restore(const char *dir, const struct vmm_opts *opts, struct vmm **out)
 	void *ram = NULL;
 	/* Everything is checked before KVM is touched. */
 	int ret = vm_snapshot_open(dir, &r, &vmm->cfg);
+	if (ret == 0 && opts->ndisk_paths)
+		ret = disk_path_apply(&vmm->cfg, opts->disk_paths, opts->ndisk_paths, dir);
 	if (ret == 0 && opts->disk_layers)
 		ret = vmm_override_disks(&vmm->cfg, opts->disk_layers, opts->ndisk_layers, dir);
 	if (ret == 0)

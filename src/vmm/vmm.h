@@ -10,6 +10,7 @@
 #include <stdbool.h>
 
 struct vmm;
+struct disk_path_override;
 
 enum restore_mode {
 	RESTORE_MAP,  /* map memory.img copy-on-write: run at once, load on touch */
@@ -27,6 +28,10 @@ struct vmm_opts {
 	 * NULL: as recorded. */
 	const char *const *disk_layers;
 	int ndisk_layers;
+	/* A restore's disks recorded at one path opened at another
+	 * (vmm/disk_path.h: --disk-path OLD=NEW); NULL: none. */
+	const struct disk_path_override *disk_paths;
+	int ndisk_paths;
 	/* A restore's NIC backends (net/net.h specs), one per NIC of the
 	 * snapshot, or a single "none" for all; NULL: as recorded. */
 	const char *const *net_backends;

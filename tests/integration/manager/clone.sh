@@ -1,5 +1,6 @@
-# Clones: linked (shares the frozen layers, recorded in the origin, which
-# refuses to delete them) and --full; new identity; origin and clones run at
+# Clones that boot (--boot; clone_resume.sh has those that resume): linked
+# (shares the frozen layers, recorded in the origin, which refuses to delete
+# them) and --full; new identity; origin and clones run at
 # the same time.
 . "$SRCDIR/tests/integration/manager/lib_mgr.sh"
 need_kvm; need_testos
@@ -12,8 +13,8 @@ con web "diskfill 100 3" "seed=3 ok"
 con web "diskfill 50 4" "seed=4 ok"
 
 cd "$TMP"
-"$C" clone web golden web2 --json >"$TMP/clone.json" || fail "linked clone (origin running)"
-"$C" clone "$TMP/web" golden "$TMP/web3" --full >/dev/null || fail "full clone"
+"$C" clone web golden web2 --boot --json >"$TMP/clone.json" || fail "linked clone (origin running)"
+"$C" clone "$TMP/web" golden "$TMP/web3" --full --boot >/dev/null || fail "full clone"
 grep -q '"linked": true' "$TMP/clone.json" || fail "not linked"
 python3 - "$TMP" <<'PY' || fail "clone identities"
 import json, sys, os

@@ -573,7 +573,9 @@ def point(op, target, frac, kill=True):
         if os.path.exists(f"{tgt}/vm.json"):
             cairn("check", tgt)
             cl = json.loads(cairn("info", tgt, "--json").stdout)
-            check_disk(cl["active"][0], snapinfo[x["sid"]]["allowed"], f"clone {tgt}")
+            # a clone that resumes has its own snapshot's layer until its first run
+            layer = cl["active"][0] if cl.get("active") else cl["snapshots"][cl["resume"]]["layers"][0]
+            check_disk(layer, snapinfo[x["sid"]]["allowed"], f"clone {tgt}")
             cairn("destroy", tgt)
         elif os.path.exists(tgt):
             cairn("destroy", tgt)
