@@ -29,6 +29,7 @@ con web "diskfill 50 3" "seed=3 ok"
 con web "memfill 16 5" "memfill mb=16 seed=5 sum="
 sum=$(tr -d '\r' <"$TMP/web/console.log" | sed -n 's/.*memfill mb=16 seed=5 sum=\([0-9a-f]*\).*/\1/p' | tail -n1)
 [ -n "$sum" ] || fail "no memfill sum"
+con web "vmgenid" "vmgenid addr="
 "$C" snapshot create "$TMP/web" s1 --json >"$TMP/s1.json" || fail "s1"
 grep -q '"memory": "layer"' "$TMP/s1.json" || fail "s1's memory should be a layer on s0's: $(cat "$TMP/s1.json")"
 con web "diskfill 50 4" "seed=4 ok"   # the origin goes on after s1
@@ -84,6 +85,26 @@ rcon c1 "diskverify 30 9" "diskverify FAILED"
 rcon c1 "ping 10.0.2.2 2" "ping 10.0.2.2 sent=2 received=2"
 rcon c2 "ping 10.0.2.2 2" "ping 10.0.2.2 sent=2 received=2"
 pass "two resumed clones run at once, each on its own disk and its own user-mode network"
+
+# identity: each resumed clone has a generation ID of its own (not the
+# origin's at s1, not the other clone's) and its own entropy
+# last_of NAME PATTERN: the last console line of NAME matching PATTERN's capture
+last_of() { tr -d '\r' <"$TMP/$1/console.log" | sed -n "s/.*$2.*/\1/p" | tail -n1; }
+for n in c1 c2; do
+  rcon $n "vmgenid" "vmgenid addr="
+  rcon $n "rng 4096" "rng 4096 bytes=4096"
+done
+g0=$(last_of web 'vmgenid addr=[0-9a-fx]* id=\([0-9a-f]*\)')
+g1=$(last_of c1 'vmgenid addr=[0-9a-fx]* id=\([0-9a-f]*\)')
+g2=$(last_of c2 'vmgenid addr=[0-9a-fx]* id=\([0-9a-f]*\)')
+r1=$(last_of c1 'rng 4096 bytes=4096 .*fnv=\([0-9a-f]*\)')
+r2=$(last_of c2 'rng 4096 bytes=4096 .*fnv=\([0-9a-f]*\)')
+[ -n "$g0" ] && [ -n "$g1" ] && [ -n "$g2" ] && [ -n "$r1" ] && [ -n "$r2" ] ||
+  fail "identity lines missing: origin '$g0', c1 '$g1' '$r1', c2 '$g2' '$r2'"
+[ "$g1" != "$g0" ] && [ "$g2" != "$g0" ] && [ "$g1" != "$g2" ] ||
+  fail "generation IDs must differ: origin $g0, c1 $g1, c2 $g2"
+[ "$r1" != "$r2" ] || fail "the clones' rng digests are the same: $r1"
+pass "resumed clones: generation IDs $g1 and $g2 (origin $g0), rng digests differ"
 
 # the clone's own snapshot is a snapshot like any: an in-place revert to it
 "$C" snapshot revert "$TMP/c1" s1 >/dev/null || fail "in-place revert of c1 to its own s1"
