@@ -2,11 +2,15 @@
 # Long test: Debian's cloud kernel (PVH vmlinux, uncompressed initramfs, see
 # scripts/build-linux-guest.sh) boots under cairn to "cairn-guest: ready",
 # loads its virtio modules, mounts its virtio-blk disk (qcow2), reads a file
-# and a checksum from it, and leaves a shell on the console.  The shell
-# answers; the running Linux is snapshotted while it runs on (live), and
-# again with "then":"quit"; each is restored in a new process, where the same
-# shell answers again and reads the disk again; `exit` then ends the VM with
-# status 0.  Incremental memory (issue 15): the live snapshot, the first after
+# and a checksum from it, gets its address from the user-mode network's DHCP
+# (--net user: 10.0.2.15) and fetches a file with busybox wget from an HTTP
+# server on the host's loopback (10.0.2.2 in the guest), checksum compared,
+# and leaves a shell on the console.  The shell answers; the running Linux is
+# snapshotted while it runs on (live), and again with "then":"quit"; each is
+# restored in a new process, where the same shell answers again and reads the
+# disk again; the restore of the second also fetches another file through
+# the fresh user-mode network; `exit` then ends the VM with status 0.
+# Incremental memory (issue 15): the live snapshot, the first after
 # the boot, is a full image; the second, after a little work in the shell, is
 # a layer on it much smaller than RAM, and its restore is the one whose shell
 # answers below.
@@ -31,6 +35,7 @@ if ! "$SRCDIR/scripts/build-linux-guest.sh" "$GUEST" >"$TMP/build.log" 2>&1; the
   fail "scripts/build-linux-guest.sh failed"
 fi
 command -v mkfs.ext4 >/dev/null || fail "mkfs.ext4 is missing (e2fsprogs)"
+command -v python3 >/dev/null || fail "python3 is missing (the test's HTTP server)"
 
 # The disk: an ext4 file system with a text file and 1 MiB of random data
 # whose checksum the guest must print.
@@ -41,9 +46,40 @@ want_sum=$(sha256sum "$TMP/fs/data.bin" | cut -d' ' -f1)
 truncate -s 64M "$TMP/disk.img"
 mkfs.ext4 -q -F -d "$TMP/fs" "$TMP/disk.img" || fail "mkfs.ext4"
 
-# The command: check the disk, then, with cairn_shell=1 on the command line
+# The HTTP server the guest fetches from: host loopback only, a port the
+# kernel picks (printed by the server); two files of random bytes, one for
+# the boot and one for after the restore (a new fetch, not a file in /tmp).
+mkdir -p "$TMP/www"
+head -c 65536 /dev/urandom >"$TMP/www/a.bin"
+head -c 65536 /dev/urandom >"$TMP/www/b.bin"
+sum_a=$(sha256sum "$TMP/www/a.bin" | cut -d' ' -f1)
+sum_b=$(sha256sum "$TMP/www/b.bin" | cut -d' ' -f1)
+(cd "$TMP/www" && exec python3 -u -m http.server -b 127.0.0.1 0) >"$TMP/http.log" 2>&1 &
+http_pid=$!
+vm_pid=  # the VM being run, killed with the HTTP server on the way out
+cleanup_vm() {
+  [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null
+  kill "$http_pid" 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup_vm EXIT
+for ((i = 0; i < 100; i++)); do
+  port=$(sed -n 's/^Serving HTTP on 127.0.0.1 port \([0-9]*\) .*/\1/p' "$TMP/http.log")
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$TMP/http.log"; fail "the HTTP server did not start"; }
+# http_gets FILE: how many GETs of /FILE the server answered with 200
+http_gets() { grep -c "\"GET /$1 HTTP/1.1\" 200" "$TMP/http.log" || true; }
+
+# The command: check the disk; wait for the address DHCP gives eth0 (/init
+# starts udhcpc in the background; its hook writes /run/cairn-net-eth0) and
+# fetch a.bin; the guest's uptime at each step (cairn-guest: t-...) shows
+# what the network costs.  Then, with cairn_shell=1 on the command line
 # (cairn's run: the shell reads the test's fifo), a shell on the console.
-RUN='mount -o ro /dev/vda /mnt && cat /mnt/hello.txt && sha256sum /mnt/data.bin && grep -c ^virtio /proc/modules && echo cairn-guest: disk-checked && if grep -q cairn_shel[l]=1 /proc/cmdline; then sh; fi'
+# (No double quotes in it: it is cairn_run="..." on the kernel command line.)
+NET='read u x </proc/uptime; echo cairn-guest: t-disk $u; i=0; until [ -s /run/cairn-net-eth0 ] || [ $i -ge 600 ]; do sleep 0.5; i=$((i+1)); done; read u x </proc/uptime; echo cairn-guest: t-dhcp $u; ip -4 addr show eth0; wget -q -O /tmp/a.bin http://10.0.2.2:'$port'/a.bin && sha256sum /tmp/a.bin && read u x </proc/uptime && echo cairn-guest: t-wget $u && echo cairn-guest: net-checked'
+RUN='mount -o ro /dev/vda /mnt && cat /mnt/hello.txt && sha256sum /mnt/data.bin && grep -c ^virtio /proc/modules && '$NET'; echo cairn-guest: disk-checked && if grep -q cairn_shel[l]=1 /proc/cmdline; then sh; fi'
 # cryptomgr.notests and initcall_blacklist: boot-time self-tests and tracing
 # housekeeping that take minutes when kernel code is emulated (docs/pvm.md,
 # "Making Linux boot faster here").
@@ -55,8 +91,11 @@ check_console() {  # LOG WHO [nocheck-exit]
   grep -q "insmod .* failed" "$log" && fail "$who: a module did not load"
   grep -q "hello from cairn's virtio-blk disk" "$log" || fail "$who: the disk's file was not read"
   grep -q "$want_sum" "$log" || fail "$who: the checksum of data.bin is not $want_sum"
-  grep -qE $'^6\r?$' "$log" || fail "$who: not all 6 virtio modules are loaded"
+  grep -qE $'^8\r?$' "$log" || fail "$who: not all 8 virtio modules (PCI, blk, net, rng) are loaded"
   grep -q "cairn-guest: disk-checked" "$log" || fail "$who: the disk check did not finish"
+  grep -q "cairn-guest: eth0 10.0.2.15" "$log" || fail "$who: eth0 got no address from the user-mode DHCP"
+  tr -d '\r' <"$log" | grep -q "^$sum_a  /tmp/a.bin$" || fail "$who: wget of a.bin from the host failed or its checksum is not $sum_a"
+  grep -q "cairn-guest: net-checked" "$log" || fail "$who: the network check did not finish"
   [ "${3:-}" = nocheck-exit ] && return 0
   grep -q "cairn-guest: exit 0" "$log" || fail "$who: the command did not exit 0"
 }
@@ -83,6 +122,7 @@ if command -v qemu-system-x86_64 >/dev/null; then
   timeout 120 qemu-system-x86_64 -M q35 -m 512 -nographic -no-reboot -kernel "$GUEST/vmlinux" \
     -initrd "$GUEST/initramfs.cpio" -append "$CMDLINE" \
     -drive "file=$TMP/disk.img,format=raw,if=none,id=d0,readonly=on" -device virtio-blk-pci,drive=d0 \
+    -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
     </dev/null >"$TMP/qemu.log" 2>&1
   check_console "$TMP/qemu.log" "QEMU TCG"
   pass "QEMU TCG boots the same files (reference)"
@@ -94,9 +134,6 @@ fi
 "$CAIRN" img convert -f raw -O qcow2 "$TMP/disk.img" "$TMP/disk.qcow2" || fail "qcow2 disk"
 mkfifo "$TMP/in1" "$TMP/in2" "$TMP/in3"
 exec 3<>"$TMP/in1" 4<>"$TMP/in2" 5<>"$TMP/in3"   # held open: the shell never sees EOF
-vm_pid=
-cleanup_vm() { [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup_vm EXIT
 
 # await LOG REGEX SECONDS: a console line matching REGEX (CR stripped), while
 # the VM runs; fails naming how far the guest got.
@@ -118,7 +155,7 @@ await() {
 : >"$TMP/cairn.log"
 start=$(date +%s.%N)
 "$CAIRN" run -v --control "$TMP/boot.sock" --kernel "$GUEST/vmlinux" \
-  --initrd "$GUEST/initramfs.cpio" --disk "$TMP/disk.qcow2" --mem 512M --cmdline "$CMDLINE cairn_shell=1" \
+  --initrd "$GUEST/initramfs.cpio" --disk "$TMP/disk.qcow2" --net user --mem 512M --cmdline "$CMDLINE cairn_shell=1" \
   <"$TMP/in1" >"$TMP/cairn.log" 2>&1 &
 vm_pid=$!
 await "$TMP/cairn.log" "^cairn-guest: disk-checked$" "${CAIRN_LINUX_TIMEOUT:-1440}"
@@ -127,6 +164,9 @@ grep -q "Linux version" "$TMP/cairn.log" || fail "no kernel banner on the consol
 grep -q "cannot complete instruction" "$TMP/cairn.log" && fail "an instruction cairn cannot complete"
 check_console "$TMP/cairn.log" "cairn" nocheck-exit
 pass "Linux $(cat "$GUEST/kernel-version") booted under cairn, loaded its virtio modules and read its virtio-blk disk in ${secs}s"
+# guest uptime: at the disk check, with an address, after the fetch
+tval() { tr -d '\r' <"$TMP/cairn.log" | sed -n "s/^cairn-guest: t-$1 //p" | head -n1; }
+pass "eth0 got 10.0.2.15 from the user-mode DHCP and fetched a.bin (64 KiB) from the host with wget, checksum right (guest uptime: disk checked $(tval disk) s, address $(tval dhcp) s, fetched $(tval wget) s)"
 
 # The shell answers (its output, not the tty's echo of the typed line).
 echo 'echo shell-$((6*7))' >&3
@@ -171,6 +211,14 @@ await "$TMP/restored.log" "^restored-56$" 300
 answer=$(since "$t1")
 await "$TMP/restored.log" "^hello from cairn's virtio-blk disk$" 120
 await "$TMP/restored.log" "^$want_sum  /mnt/data.bin$" 300
+# The network after the restore: a fresh libslirp (the old process's host
+# sockets are gone); the guest keeps its address and a new fetch works.
+[ "$(http_gets b.bin)" = 0 ] || fail "b.bin was fetched before the restore"
+t3=$(date +%s.%N)
+echo "wget -q -O /tmp/b.bin http://10.0.2.2:$port/b.bin && sha256sum /tmp/b.bin" >&4
+await "$TMP/restored.log" "^$sum_b  /tmp/b.bin$" 300
+[ "$(http_gets b.bin)" = 1 ] || { cat "$TMP/http.log"; fail "the host's HTTP server did not serve b.bin once"; }
+pass "the restored Linux fetched b.bin from the host through the new user-mode network, checksum right, in $(since "$t3")s"
 total=$(since "$t0")
 pass "restored in a new process from the memory layer and its parent: the shell answered ${answer}s after the restore started, and read the disk again"
 
