@@ -286,6 +286,10 @@ static void vnet_tx(struct virtio_net *n)
 			continue;
 		}
 		iov_gather(e->out, e->nout, n->frame, total);
+		/* The backend may hand a frame to the guest before it returns
+		 * (libslirp answers ARP and DHCP within slirp_input), and the
+		 * receive path pops into n->elem too: keep our chain's head. */
+		uint16_t head = e->head;
 		if (virtio_net_check_tx(n->frame, total - VIRTIO_NET_HDR_LEN) < 0) {
 			vnet_bad(n,
 				 "transmitted frame with offloads not negotiated or a bad length");
@@ -296,7 +300,7 @@ static void vnet_tx(struct virtio_net *n)
 		}
 		/* Returned once the backend has it: a driver that waits for its
 		 * used entry knows the frame has left the VM. */
-		vq_push(vq, e->head, 0);
+		vq_push(vq, head, 0);
 	}
 	n->in_tx = false;
 	if (pushed && vq_should_notify(vq))
