@@ -143,8 +143,28 @@ cp "$BUSYBOX" "$R/bin/busybox"
 for applet in $("$BUSYBOX" --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$R/bin/$applet"
 done
+# Debian signs its modules; the kernel then hashes each whole module (SHA-256)
+# and checks an RSA signature at insmod.  In KVM's emulator (PVM hosts,
+# docs/pvm.md) that took minutes of the boot (a 22 s soft lockup in
+# sha256_update while loading virtio_net alone), so the signature is cut off:
+# this kernel loads unsigned modules (no MODULE_SIG_FORCE, lockdown only under
+# EFI secure boot) and marks itself tainted (E).  The appended signature is
+# [PKCS#7 blob][struct module_signature, 12 bytes, sig_len big-endian at 8]
+# ["~Module signature appended~\n"]: the ELF file is what precedes it.
+MODSIG_MAGIC='~Module signature appended~'
+strip_module_sig() {
+  local f=$1 size siglen
+  [ "$(tail -c 28 "$f" | head -c 27)" = "$MODSIG_MAGIC" ] || return 0
+  size=$(stat -c %s "$f")
+  siglen=$(tail -c 32 "$f" | head -c 4 | od -An -tu1 |
+           awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
+  [ "$siglen" -gt 0 ] && [ $((siglen + 40)) -lt "$size" ] || die "$f: bad module signature trailer"
+  truncate -s $((size - 40 - siglen)) "$f"
+  [ "$(head -c4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || die "$f: not ELF after cutting its signature"
+}
 for m in "${ORDER[@]}"; do
   cp "${MODPATH[$m]}" "$R/lib/modules/$m.ko"
+  strip_module_sig "$R/lib/modules/$m.ko"
   echo "$m" >>"$R/lib/modules/order"
 done
 # udhcpc's hook, at busybox's default path: called with deconfig, bound,

@@ -92,10 +92,11 @@ check_console() {  # LOG WHO [nocheck-exit]
   grep -q "hello from cairn's virtio-blk disk" "$log" || fail "$who: the disk's file was not read"
   grep -q "$want_sum" "$log" || fail "$who: the checksum of data.bin is not $want_sum"
   grep -qE $'^8\r?$' "$log" || fail "$who: not all 8 virtio modules (PCI, blk, net, rng) are loaded"
-  grep -q "cairn-guest: disk-checked" "$log" || fail "$who: the disk check did not finish"
+  # (anchored: the kernel echoes its command line, which holds these words)
+  tr -d '\r' <"$log" | grep -q "^cairn-guest: disk-checked$" || fail "$who: the disk check did not finish"
   grep -q "cairn-guest: eth0 10.0.2.15" "$log" || fail "$who: eth0 got no address from the user-mode DHCP"
   tr -d '\r' <"$log" | grep -q "^$sum_a  /tmp/a.bin$" || fail "$who: wget of a.bin from the host failed or its checksum is not $sum_a"
-  grep -q "cairn-guest: net-checked" "$log" || fail "$who: the network check did not finish"
+  tr -d '\r' <"$log" | grep -q "^cairn-guest: net-checked$" || fail "$who: the network check did not finish"
   [ "${3:-}" = nocheck-exit ] && return 0
   grep -q "cairn-guest: exit 0" "$log" || fail "$who: the command did not exit 0"
 }
