@@ -160,7 +160,14 @@ strip_module_sig() {
            awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
   [ "$siglen" -gt 0 ] && [ $((siglen + 40)) -lt "$size" ] || die "$f: bad module signature trailer"
   truncate -s $((size - 40 - siglen)) "$f"
-  [ "$(head -c4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || die "$f: not ELF after cutting its signature"
+  # What is left must be the ELF file whole: it ends with its section
+  # headers (e_shoff at 0x28, e_shentsize at 0x3a, e_shnum at 0x3c).
+  local shoff shent shnum
+  shoff=$(od -An -tu8 -j $((0x28)) -N8 "$f" | tr -d ' ')
+  read -r shent shnum < <(od -An -tu2 -j $((0x3a)) -N4 "$f")
+  [ "$(head -c4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] &&
+    [ $((shoff + shent * shnum)) -eq $((size - 40 - siglen)) ] ||
+    die "$f: not a whole ELF file after cutting its signature"
 }
 for m in "${ORDER[@]}"; do
   cp "${MODPATH[$m]}" "$R/lib/modules/$m.ko"
