@@ -273,6 +273,10 @@ static void vnet_tx(struct virtio_net *n)
 			break;
 		}
 		pushed = true;
+		/* The backend may hand a frame to the guest before it returns
+		 * (libslirp answers ARP and DHCP within slirp_input), and the
+		 * receive path pops into n->elem too: keep our chain's head. */
+		uint16_t head = e->head;
 		if (r == -EBADMSG || e->nin) {
 			vnet_bad(n, r == -EBADMSG ? "bad descriptor chain on transmit"
 						  : "device-writable buffer on transmit");
@@ -286,10 +290,6 @@ static void vnet_tx(struct virtio_net *n)
 			continue;
 		}
 		iov_gather(e->out, e->nout, n->frame, total);
-		/* The backend may hand a frame to the guest before it returns
-		 * (libslirp answers ARP and DHCP within slirp_input), and the
-		 * receive path pops into n->elem too: keep our chain's head. */
-		uint16_t head = e->head;
 		if (virtio_net_check_tx(n->frame, total - VIRTIO_NET_HDR_LEN) < 0) {
 			vnet_bad(n,
 				 "transmitted frame with offloads not negotiated or a bad length");
