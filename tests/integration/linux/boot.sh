@@ -9,7 +9,10 @@
 # snapshotted while it runs on (live), and again with "then":"quit"; each is
 # restored in a new process, where the same shell answers again and reads the
 # disk again; the restore of the second also fetches another file through
-# the fresh user-mode network; `exit` then ends the VM with status 0.
+# the fresh user-mode network; `exit` then ends the VM with status 0.  With
+# the TAP backend in the tree, the snapshot is restored once more onto a TAP
+# in a namespace, where a host TCP connection to the guest's `nc -l` survives
+# another snapshot and restore (the end of this file).
 # Incremental memory (issue 15): the live snapshot, the first after
 # the boot, is a full image; the second, after a little work in the shell, is
 # a layer on it much smaller than RAM, and its restore is the one whose shell
