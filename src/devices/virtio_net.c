@@ -276,6 +276,10 @@ static void vnet_tx(struct virtio_net *n)
 			break;
 		}
 		pushed = true;
+		/* The backend may hand a frame to the guest before it returns
+		 * (libslirp answers ARP and DHCP within slirp_input), and the
+		 * receive path pops into n->elem too: keep our chain's head. */
+		uint16_t head = e->head;
 		if (r == -EBADMSG || e->nin) {
 			vnet_bad(n, r == -EBADMSG ? "bad descriptor chain on transmit"
 						  : "device-writable buffer on transmit");
@@ -299,7 +303,7 @@ static void vnet_tx(struct virtio_net *n)
 		}
 		/* Returned once the backend has it: a driver that waits for its
 		 * used entry knows the frame has left the VM. */
-		vq_push(vq, e->head, 0);
+		vq_push(vq, head, 0);
 	}
 	n->in_tx = false;
 	if (pushed && vq_should_notify(vq))
