@@ -12,7 +12,7 @@
 #include <string.h>
 
 const struct state_tag vm_record_tags[] = {
-    {VM_RECORD_CONFIG, 2, "config"}, {VM_RECORD_VM, 1, "vm"},	      {VM_RECORD_VCPU, 1, "vcpu"},
+    {VM_RECORD_CONFIG, 3, "config"}, {VM_RECORD_VM, 1, "vm"},	      {VM_RECORD_VCPU, 1, "vcpu"},
     {VM_RECORD_DEVICE, 1, "device"}, {VM_RECORD_MEMORY, 2, "memory"},
 };
 const size_t vm_record_ntags = sizeof(vm_record_tags) / sizeof(vm_record_tags[0]);

@@ -83,10 +83,14 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	json_decref(j);
 	int r = config ? capture_add(c, VM_RECORD_CONFIG, 0, config, strlen(config))
 		       : err_set(ENOMEM, "configuration");
-	/* Version 2 has NICs: a cairn that does not know them must refuse the
-	 * snapshot rather than restore a machine without its NICs. */
+	/* Version 2 has NICs, version 3 NICs of model 2 (a control queue, so
+	 * another device record): a cairn that does not know them must refuse
+	 * the snapshot rather than restore a machine without its NICs. */
+	bool model2 = false;
+	for (int i = 0; i < cfg->nnics; i++)
+		model2 |= !cfg->nics[i].legacy;
 	if (r == 0 && cfg->nnics)
-		c->rec[c->n - 1].version = 2;
+		c->rec[c->n - 1].version = model2 ? 3 : 2;
 	struct x86_vm_state vs;
 	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0) {
 		struct state_buf sb;

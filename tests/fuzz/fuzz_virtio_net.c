@@ -63,7 +63,8 @@ int net_backend_open(const char *spec, struct evloop *loop, const struct net_pee
 	return 0;
 }
 
-void net_backend_send(struct net_backend *be, const void *frame, size_t len)
+void net_backend_send(struct net_backend *be, const uint8_t vhdr[NET_VNET_HDR_LEN],
+		      const void *frame, size_t len)
 {
 	/* The device hands over whole, sane frames only: read every byte. */
 	if (len < 14 || len > NET_MAX_FRAME)
@@ -77,6 +78,17 @@ void net_backend_send(struct net_backend *be, const void *frame, size_t len)
 bool net_backend_link_up(const struct net_backend *be)
 {
 	return true;
+}
+
+/* A vnet header, so the offloads and their header rules are fuzzed too. */
+bool net_backend_has_vnet_hdr(const struct net_backend *be)
+{
+	return true;
+}
+
+int net_backend_set_offloads(struct net_backend *be, unsigned offloads)
+{
+	return 0;
 }
 
 void net_backend_close(struct net_backend *be)
@@ -102,7 +114,7 @@ static void setup(void)
 {
 	log_set_level(LOG_ERROR);
 	struct vm *vm = fuzz_vm_two_slots(SLOT0_SIZE, &fz.mem);
-	struct virtio_net_nic nic = {{0x52, 0x54, 0, 0x12, 0x34, 0x56}, "fake"};
+	struct virtio_net_nic nic = {{0x52, 0x54, 0, 0x12, 0x34, 0x56}, "fake", false};
 	struct devices_config cfg = {.nics = &nic, .nnics = 1};
 	if (pci_init(vm, &cfg) < 0 || virtio_net_init(vm, &cfg) < 0)
 		die("devices");
@@ -136,7 +148,7 @@ static void deliver(const struct fuzz_hdr *h)
 {
 	for (unsigned i = 0; i < h->nrx && i < 8; i++) {
 		size_t len = h->rxlen[i] % (NET_MAX_FRAME + 2);
-		fake_be->peer.receive(fake_be->peer.opaque, fz.frame, len);
+		fake_be->peer.receive(fake_be->peer.opaque, NULL, fz.frame, len);
 	}
 }
 
