@@ -539,8 +539,9 @@ static void vnet_restored(struct virtio_net *n)
 
 /* The transport's state (the control queue's too, unless legacy), then
  * the device's own: its configuration (MAC, status).  Offloads the guest
- * negotiated for its transmitted frames need a backend with a vnet header:
- * a restore onto one without is refused (docs/snapshots.md). */
+ * negotiated for its transmitted frames need a backend with a vnet header
+ * (or none at all: frames dropped): a restore onto another is refused
+ * (docs/snapshots.md). */
 static int vnet_snapshot(void *priv, struct state_buf *sb)
 {
 	struct virtio_net *n = priv;
@@ -551,7 +552,7 @@ static int vnet_snapshot(void *priv, struct state_buf *sb)
 	STATE_FIELD(sb, n->config.mac);
 	STATE_FIELD(sb, n->config.status);
 	if (sb->restoring && !sb->err && (n->vp.driver_features & VIRTIO_NET_TX_OFFLOADS) &&
-	    !net_backend_has_vnet_hdr(n->be))
+	    !net_backend_has_vnet_hdr(n->be) && net_backend_kind(n->be) != NET_NONE)
 		sb->err = err_set(EINVAL,
 				  "NIC %d: the guest negotiated checksum/segmentation offload "
 				  "(its backend was a TAP device); backend '%s' cannot take such "

@@ -185,6 +185,11 @@ bool net_backend_link_up(const struct net_backend *be)
 	return be->kind != NET_NONE;
 }
 
+enum net_kind net_backend_kind(const struct net_backend *be)
+{
+	return be->kind;
+}
+
 bool net_backend_has_vnet_hdr(const struct net_backend *be)
 {
 	return be->kind == NET_TAP && net_tap_has_vnet_hdr(be->tap);

@@ -70,6 +70,7 @@ int net_backend_open(const char *spec, struct evloop *loop, const struct net_pee
 void net_backend_send(struct net_backend *be, const uint8_t vhdr[NET_VNET_HDR_LEN],
 		      const void *frame, size_t len);
 bool net_backend_link_up(const struct net_backend *be);
+enum net_kind net_backend_kind(const struct net_backend *be);
 /* Whether frames carry a vnet header both ways (then offloads are
  * possible), and which offloads the guest takes (NET_OFFLOAD_*). */
 bool net_backend_has_vnet_hdr(const struct net_backend *be);

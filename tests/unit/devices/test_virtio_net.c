@@ -591,18 +591,30 @@ int main(void)
 	vm.nslots = 1;
 	vm.ram = ram;
 	vm.ram_size = RAM;
-	struct virtio_net_nic nic = {{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, "user", false};
-	struct devices_config cfg = {.nics = &nic, .nnics = 1};
+	/* today's NIC, and one of the first model (restored from an older snapshot) */
+	struct virtio_net_nic nics[2] = {{{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, "user", false},
+					 {{0x52, 0x54, 0x00, 0x12, 0x34, 0x57}, "none", true}};
+	struct devices_config cfg = {.nics = nics, .nnics = 2};
 	CHECK_EQ(pci_init(&vm, &cfg), 0);
 	CHECK_EQ(virtio_net_init(&vm, &cfg), 0);
-	struct device *dev = NULL;
+	struct device *dev = NULL, *legacy = NULL;
 	for (struct device *d = vm.devices; d; d = d->next)
-		if (!strcmp(d->ops->name, "virtio-net"))
-			dev = d;
-	CHECK(dev);
-	if (!dev)
+		if (!strcmp(d->ops->name, "virtio-net")) {
+			if (dev)
+				legacy = d;
+			else
+				dev = d;
+		}
+	CHECK(dev && legacy);
+	if (!dev || !legacy)
 		TEST_DONE();
-	vp = dev->priv; /* struct virtio_net starts with its transport */
+	vp = legacy->priv; /* struct virtio_net starts with its transport */
+	CHECK_EQ(bar_read(0x12, 2), 2); /* two queues, as its snapshot records */
+	bar_write(0x00, 0, 4);
+	CHECK_EQ(bar_read(0x04, 4), 1u << 5 | 1u << 15 | 1u << 16);
+	vp = dev->priv;
+	bar_write(0x00, 0, 4);
+	CHECK_EQ(bar_read(0x04, 4), 1u << 5 | 1u << 15 | 1u << 16 | F_CTRL); /* no offloads on user */
 	test_mergeable();
 	test_not_mergeable();
 	test_split_header();
