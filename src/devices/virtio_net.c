@@ -307,6 +307,21 @@ static void vnet_rx_flush(struct virtio_net *n)
 	}
 	if (pushed && vq_should_notify(&n->vp.vqs[RXQ]))
 		virtio_pci_queue_interrupt(&n->vp, RXQ);
+	if (n->backlog_n < RX_BACKLOG && vnet_rx_ready(n))
+		net_backend_rx_resume(n->be);
+}
+
+/* Whether a frame now would be kept (a backend that can wait stops
+ * reading when not), from the I/O thread. */
+static bool vnet_can_receive(void *opaque)
+{
+	struct virtio_net *n = opaque;
+	if (!n->in_tx)
+		pthread_mutex_lock(&n->vp.lock);
+	bool ok = vnet_rx_ready(n) && n->backlog_n < RX_BACKLOG;
+	if (!n->in_tx)
+		pthread_mutex_unlock(&n->vp.lock);
+	return ok;
 }
 
 static void vnet_backlog_clear(struct virtio_net *n)
@@ -533,6 +548,8 @@ static void vnet_restored(struct virtio_net *n)
 	vnet_backlog_clear(n);
 	n->offloads_set = false;
 	vnet_sync_offloads(n);
+	if (vnet_rx_ready(n))
+		net_backend_rx_resume(n->be);
 	if (announce && evloop_call(n->vp.vm->loop, vnet_announce_irq, n) < 0)
 		log_warn("virtio-net %d: no announce interrupt after the restore", n->index);
 }
@@ -577,7 +594,7 @@ static int vnet_create(struct vm *vm, const struct virtio_net_nic *nic, int inde
 		return err_set(ENOMEM, "virtio-net");
 	n->index = index;
 	n->spec = strdup(nic->backend);
-	const struct net_peer peer = {vnet_receive, vnet_link_changed, n};
+	const struct net_peer peer = {vnet_receive, vnet_link_changed, vnet_can_receive, n};
 	int r = n->spec ? net_backend_open(nic->backend, vm->loop, &peer, &n->be)
 			: err_set(ENOMEM, "virtio-net");
 	if (r < 0) {

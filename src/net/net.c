@@ -185,6 +185,12 @@ bool net_backend_link_up(const struct net_backend *be)
 	return be->kind != NET_NONE;
 }
 
+void net_backend_rx_resume(struct net_backend *be)
+{
+	if (be->kind == NET_TAP)
+		net_tap_rx_resume(be->tap);
+}
+
 enum net_kind net_backend_kind(const struct net_backend *be)
 {
 	return be->kind;

@@ -45,10 +45,14 @@ struct net_spec {
 };
 
 /* The device side: frames for the guest (VHDR: the backend's vnet header,
- * NULL when it has none), and the link going down (the TAP vanished). */
+ * NULL when it has none), and the link going down (the TAP vanished).
+ * CAN_RECEIVE (NULL: always) false makes a backend that can wait (TAP)
+ * stop reading until net_backend_rx_resume: frames then queue, and drop,
+ * in the kernel rather than in cairn. */
 struct net_peer {
 	void (*receive)(void *opaque, const uint8_t *vhdr, const void *frame, size_t len);
 	void (*link_changed)(void *opaque, bool up);
+	bool (*can_receive)(void *opaque);
 	void *opaque;
 };
 
@@ -70,6 +74,8 @@ int net_backend_open(const char *spec, struct evloop *loop, const struct net_pee
 void net_backend_send(struct net_backend *be, const uint8_t vhdr[NET_VNET_HDR_LEN],
 		      const void *frame, size_t len);
 bool net_backend_link_up(const struct net_backend *be);
+/* The peer can take frames again (after CAN_RECEIVE said no). */
+void net_backend_rx_resume(struct net_backend *be);
 enum net_kind net_backend_kind(const struct net_backend *be);
 /* Whether frames carry a vnet header both ways (then offloads are
  * possible), and which offloads the guest takes (NET_OFFLOAD_*). */
@@ -90,6 +96,7 @@ int net_tap_open(const struct net_spec *spec, struct evloop *loop, const struct 
 		 struct net_tap **out);
 void net_tap_send(struct net_tap *t, const uint8_t *vhdr, const void *frame, size_t len);
 bool net_tap_link_up(const struct net_tap *t);
+void net_tap_rx_resume(struct net_tap *t);
 bool net_tap_has_vnet_hdr(const struct net_tap *t);
 int net_tap_set_offloads(struct net_tap *t, unsigned offloads);
 void net_tap_close(struct net_tap *t);

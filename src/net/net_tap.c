@@ -11,6 +11,9 @@
  * The descriptor is non-blocking and served by the event loop: at most
  * TAP_READS_PER_TURN frames per wakeup, so the loop's other work goes on
  * under a flood; a frame the kernel cannot take (queue full) is dropped.
+ * While the NIC cannot take frames (no receive buffers, its backlog full)
+ * the descriptor is out of the loop: frames wait in the TAP's own queue,
+ * which drops them when full, until the NIC resumes us.
  * A device that vanishes (deleted at run time: reads fail with EBADFD)
  * takes the link down; the VM goes on. */
 #include "net/net.h"
@@ -39,7 +42,7 @@ struct net_tap {
 	struct evloop *loop;
 	struct net_peer peer;
 	char name[NET_IFNAME_MAX];
-	bool vnet_hdr, up;
+	bool vnet_hdr, up, paused;
 	uint64_t tx_dropped, rx_dropped;
 	uint8_t buf[TAP_BUF];
 };
@@ -51,7 +54,8 @@ static void tap_gone(struct net_tap *t, int err)
 		return;
 	log_warn("TAP %s: %s; the NIC's link is down", t->name, strerror(err));
 	t->up = false;
-	evloop_del(t->loop, t->fd);
+	if (!t->paused)
+		evloop_del(t->loop, t->fd);
 	close(t->fd);
 	t->fd = -1;
 	if (t->peer.link_changed)
@@ -71,6 +75,11 @@ static void tap_readable(void *opaque, uint32_t events)
 {
 	struct net_tap *t = opaque;
 	for (int i = 0; i < TAP_READS_PER_TURN && t->up; i++) {
+		if (t->peer.can_receive && !t->peer.can_receive(t->peer.opaque)) {
+			t->paused = true;
+			evloop_del(t->loop, t->fd);
+			return;
+		}
 		ssize_t n = read(t->fd, t->buf, sizeof(t->buf));
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -109,6 +118,18 @@ void net_tap_send(struct net_tap *t, const uint8_t *vhdr, const void *frame, siz
 		return;
 	}
 	tap_gone(t, errno);
+}
+
+void net_tap_rx_resume(struct net_tap *t)
+{
+	if (!t->paused || !t->up)
+		return;
+	int r = evloop_add(t->loop, t->fd, EPOLLIN, tap_readable, t);
+	if (r < 0) {
+		log_warn("TAP %s: %s: no more frames for the guest", t->name, strerror(-r));
+		return;
+	}
+	t->paused = false;
 }
 
 bool net_tap_link_up(const struct net_tap *t)
@@ -204,7 +225,8 @@ void net_tap_close(struct net_tap *t)
 	if (!t)
 		return;
 	if (t->fd >= 0) {
-		evloop_del(t->loop, t->fd);
+		if (!t->paused)
+			evloop_del(t->loop, t->fd);
 		close(t->fd);
 	}
 	free(t);

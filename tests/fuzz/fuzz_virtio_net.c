@@ -90,6 +90,10 @@ bool net_backend_link_up(const struct net_backend *be)
 	return true;
 }
 
+void net_backend_rx_resume(struct net_backend *be)
+{
+}
+
 enum net_kind net_backend_kind(const struct net_backend *be)
 {
 	return NET_TAP;
