@@ -44,7 +44,7 @@ struct vq {
 static struct {
 	int state; /* 0 not probed, 1 up, -1 unusable (why) */
 	char why[96];
-	uint32_t bdf, features;
+	uint32_t bdf, features, offered;
 	uint64_t common, notify, devcfg, msix_entry;
 	uint32_t notify_mult, msix_dest;
 	int msix;
@@ -201,6 +201,7 @@ static int setup(void)
 	if (why)
 		return fail(why);
 	vn.features = f0 & want;
+	vn.offered = f0;
 	vn.announce = (vn.features & (F_CTRL_VQ | F_GUEST_ANNOUNCE)) == (F_CTRL_VQ | F_GUEST_ANNOUNCE);
 	uint64_t mem = pool_alloc(2 * (16384 + (uint64_t)QSIZE * RX_BUF));
 	if (!mem)
@@ -228,11 +229,11 @@ int vnet_open(const char *what)
 			uint16_t st = (vn.features & F_STATUS) ? mmio_r16(vn.devcfg + 6) : 1;
 			cpu_printf(
 			    "virtio-net 00:%02x.0 mac=%02x:%02x:%02x:%02x:%02x:%02x queue=%u "
-			    "msix=%s mrg_rxbuf=%s link=%s announce=%s",
+			    "msix=%s mrg_rxbuf=%s link=%s announce=%s offered=%x",
 			    vn.bdf >> 3, vn.mac[0], vn.mac[1], vn.mac[2], vn.mac[3], vn.mac[4],
 			    vn.mac[5], vn.rx.size, vn.msix ? "yes" : "no",
 			    (vn.features & F_MRG_RXBUF) ? "yes" : "no", (st & 1) ? "up" : "down",
-			    vn.announce ? "yes" : "no");
+			    vn.announce ? "yes" : "no", vn.offered);
 		}
 	}
 	if (vn.state < 0) {
