@@ -4,8 +4,8 @@
 # host side of a TAP is 10.0.2.2/24, the test guest's gateway, so its fixed
 # 10.0.2.15 works unchanged.
 # - a missing TAP (cairn without CAP_NET_ADMIN) and a TUN device fail the
-#   start with a message naming the interface; a TAP cairn creates goes
-#   when it exits, a persistent one stays;
+#   start with a message naming the interface; TAPs cairn creates (two
+#   NICs) go when it exits, a persistent one stays;
 # - UDP echo through tap0; snapshot; restore in a new process onto tap1
 #   (another device, the same host-side MAC and address): echo again, and
 #   the guest is asked to announce itself (it prints so and acknowledges);
@@ -50,14 +50,19 @@ inns "$REAL_CAIRN" run --kernel "$TESTOS" --net tap=tun9 --cmdline "exit 0" </de
   { cat "$TMP/tun"; fail "a TUN device as a TAP: exit $rc"; }
 pass "a missing TAP and a TUN device fail the start, naming the interface"
 
-# ---- a TAP cairn creates goes with it ----
-start_vm m --kernel "$TESTOS" --net tap=made0 --cmdline "sleep 100000"
+# ---- TAPs cairn creates go with it (two NICs) ----
+start_vm m --kernel "$TESTOS" --net tap=made0 --net tap=made1,mac=52:54:00:00:00:77 \
+  --cmdline "sleep 100000"
 wait_for "$TMP/m.out" "cairn-guest: ready" 20 || fail "VM m did not start"
-ip -n "$NS" link show made0 >/dev/null 2>&1 || { cat "$TMP/m.out"; fail "made0 was not created"; }
+for t in made0 made1; do
+  ip -n "$NS" link show $t >/dev/null 2>&1 || { cat "$TMP/m.out"; fail "$t was not created"; }
+done
 ctl m '{"cmd":"quit"}'
 wait_vm m 0
-ip -n "$NS" link show made0 >/dev/null 2>&1 && fail "made0 outlived cairn"
-pass "a TAP cairn created goes when it exits"
+for t in made0 made1; do
+  ip -n "$NS" link show $t >/dev/null 2>&1 && fail "$t outlived cairn"
+done
+pass "two NICs on TAPs cairn created; they go when it exits"
 
 # ---- echo, snapshot, restore onto another TAP ----
 mk_tap tap0
@@ -92,8 +97,8 @@ wait_for "$TMP/b.out" "virtio-net announce n=1 ack=0 status=1" 20 || fail "annou
 # the reverted guest counts from the snapshot's 0 again: a second n=1 line
 [ "$(grep -c 'virtio-net announce n=1 ack=0 status=1' "$TMP/b.out")" = 2 ] ||
   { cat "$TMP/b.out"; fail "no announce after the revert in place"; }
-inns python3 "$here/udp_client.py" 10.0.2.15:7 5 reverted >/dev/null 2>&1 ||
-  { cat "$TMP/b.out"; fail "echo after the revert"; }
+inns python3 "$here/udp_client.py" 10.0.2.15:7 5 reverted >"$TMP/client" 2>&1 ||
+  { cat "$TMP/client" "$TMP/b.out"; ip -n "$NS" neigh; ip -n "$NS" -s link show tap1; fail "echo after the revert"; }
 pass "a revert in place asks for an announce again"
 
 # ---- the TAP vanishes under the running VM ----
