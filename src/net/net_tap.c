@@ -34,8 +34,9 @@
 
 #define TAP_READS_PER_TURN 64
 /* A frame the guest may take (GSO with GUEST_TSO): header, then up to
- * NET_MAX_FRAME bytes; one more byte tells a longer one (dropped). */
-#define TAP_BUF (NET_VNET_HDR_LEN + NET_MAX_FRAME + 1)
+ * NET_MAX_FRAME bytes; room beyond (a VLAN tag) tells a longer one, which
+ * is dropped. */
+#define TAP_BUF (NET_VNET_HDR_LEN + NET_MAX_FRAME + 64)
 
 struct net_tap {
 	int fd;
@@ -86,6 +87,10 @@ static void tap_readable(void *opaque, uint32_t events)
 				return;
 			if (errno == EINTR)
 				continue;
+			if (errno == EFAULT || errno == EINVAL || errno == EMSGSIZE) {
+				t->rx_dropped++; /* a frame longer than our buffer */
+				continue;
+			}
 			/* EBADFD: the device was deleted under us. */
 			tap_gone(t, errno);
 			return;
