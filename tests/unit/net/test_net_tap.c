@@ -38,6 +38,10 @@ static struct {
 
 static void on_receive(void *opaque, const uint8_t *vhdr, const void *frame, size_t len)
 {
+	/* only ours: the kernel sends its own (IPv6 neighbour discovery, MLD)
+	 * once the device is up */
+	if (len < 6 || memcmp(frame, "\x52\x54\x00\x12\x34\x56", 6))
+		return;
 	rx.got_hdr = vhdr != NULL;
 	if (vhdr)
 		memcpy(rx.hdr, vhdr, sizeof(rx.hdr));
