@@ -271,11 +271,19 @@ static void fmt_ip(char *b, uint32_t ip)
 	fmt(b, 16, "%u.%u.%u.%u", ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255);
 }
 
+/* A gratuitous ARP: who-has our own address, so the segment learns where
+   we are now (after a restore, the device asks for it). */
+static void announce(void)
+{
+	arp_send(1, 0, MY_IP);
+}
+
 int inet_open(const char *what)
 {
 	if (vnet_open(what))
 		return -1;
 	vnet_mac(mymac);
+	vnet_set_announce(announce);
 	return 0;
 }
 

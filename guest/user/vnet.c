@@ -4,8 +4,11 @@
  * them posted all the time, each given back as soon as its frame is read),
  * queue 1 transmits from one buffer per descriptor (header and frame in one
  * piece).  Features: VERSION_1, and MAC, STATUS, MRG_RXBUF when offered (a
- * frame then may span buffers: num_buffers in its header says how many).
- * Receive waits sleep in hlt until the receive queue's MSI-X interrupt,
+ * frame then may span buffers: num_buffers in its header says how many),
+ * CTRL_VQ and GUEST_ANNOUNCE when offered: queue 2 then takes control
+ * requests, one at a time, polled.  Receive waits sleep in hlt until the
+ * receive queue's MSI-X interrupt (configuration changes share its vector:
+ * a wake-up without a frame looks at the status for an announce request),
  * which is suppressed (VRING_AVAIL_F_NO_INTERRUPT) while the driver is
  * polling the ring anyway; reposted receive buffers are announced to the
  * device only when it had used all it had, and no queue is notified while
@@ -28,6 +31,10 @@
 #define F_MAC (1u << 5)
 #define F_MRG_RXBUF (1u << 15)
 #define F_STATUS (1u << 16)
+#define F_CTRL_VQ (1u << 17)
+#define F_GUEST_ANNOUNCE (1u << 21)
+#define S_ANNOUNCE 2
+#define CTRL_QSIZE 8
 
 struct vdesc {
 	uint64_t addr;
@@ -46,12 +53,16 @@ struct vq {
 static struct {
 	int state; /* 0 not probed, 1 up, -1 unusable (why) */
 	char why[96];
-	uint32_t bdf, features;
+	uint32_t bdf, features, offered;
 	uint64_t common, notify, devcfg, msix_entry;
 	uint32_t notify_mult, msix_dest;
 	int msix;
 	uint8_t mac[6];
-	struct vq rx, tx;
+	struct vq rx, tx, ctrl;
+	int announce; /* GUEST_ANNOUNCE and CTRL_VQ negotiated */
+	unsigned announces;
+	uint64_t events_checked;
+	void (*on_announce)(void);
 } vn;
 
 static int fail(const char *why)
@@ -126,19 +137,87 @@ static int setup_queue(uint16_t q, struct vq *v, uint64_t mem, int rx)
 	return 0;
 }
 
+/* The control queue: requests polled to completion, no interrupt. */
+static int setup_ctrl(void)
+{
+	uint64_t cc = vn.common, mem = pool_alloc(16384 + 4096);
+	if (!mem)
+		return fail("no memory for the control queue");
+	struct vq *v = &vn.ctrl;
+	v->size = vpci_queue_size(cc, 2, CTRL_QSIZE);
+	v->desc = (struct vdesc *)mem;
+	v->avail = (volatile uint16_t *)(mem + 4096);
+	v->used = (volatile uint16_t *)(mem + 8192);
+	v->bufs = (uint8_t *)(mem + 16384);
+	memset((void *)mem, 0, 16384);
+	mmio_w16(cc + CC_QSIZE, v->size);
+	vpci_queue_addrs(cc, (uint64_t)v->desc, (uint64_t)v->avail, (uint64_t)v->used);
+	mmio_w16(cc + CC_QMSIX, 0xffff);
+	v->notify = vn.notify + (uint64_t)mmio_r16(cc + CC_QNOTIFYOFF) * vn.notify_mult;
+	mmio_w16(cc + CC_QENABLE, 1);
+	return 0;
+}
+
+/* One control request (class, command, no data): the device's ack byte,
+   or -1 when it did not answer within a second. */
+static int ctrl_cmd(uint8_t class, uint8_t cmd)
+{
+	struct vq *v = &vn.ctrl;
+	uint8_t *b = v->bufs;
+	b[0] = class;
+	b[1] = cmd;
+	b[64] = 0xee;
+	v->desc[0] = (struct vdesc){(uint64_t)b, 2, 1 /* NEXT */, 1};
+	v->desc[1] = (struct vdesc){(uint64_t)b + 64, 1, 2 /* WRITE */, 0};
+	v->avail[2 + v->avail_idx % v->size] = 0;
+	v->avail_idx++;
+	barrier();
+	v->avail[1] = v->avail_idx;
+	barrier();
+	mmio_w16(v->notify, 2);
+	for (uint64_t t0 = now_ns(); __atomic_load_n(&v->used[1], __ATOMIC_ACQUIRE) != v->avail_idx;)
+		if (now_ns() - t0 > NS_PER_SEC)
+			return -1;
+	return *(volatile uint8_t *)(b + 64);
+}
+
+/* The device asks us to announce ourselves (after a restore): say so, let
+   the stack announce (a gratuitous ARP), acknowledge. */
+static void check_announce(void)
+{
+	if (!(mmio_r16(vn.devcfg + 6) & S_ANNOUNCE))
+		return;
+	vn.announces++;
+	if (vn.on_announce)
+		vn.on_announce();
+	int ack = ctrl_cmd(3 /* ANNOUNCE */, 0 /* ACK */);
+	cpu_printf("virtio-net announce n=%u ack=%d status=%u", vn.announces, ack,
+		   mmio_r16(vn.devcfg + 6));
+}
+
+void vnet_set_announce(void (*fn)(void))
+{
+	vn.on_announce = fn;
+}
+
 static int setup(void)
 {
 	uint64_t cc = vn.common;
 	uint32_t f0 = 0;
-	const char *why = vpci_negotiate(cc, F_MAC | F_MRG_RXBUF | F_STATUS, &f0);
+	const uint32_t want = F_MAC | F_MRG_RXBUF | F_STATUS | F_CTRL_VQ | F_GUEST_ANNOUNCE;
+	/* GUEST_ANNOUNCE needs CTRL_VQ (its acknowledgement) */
+	const char *why = vpci_negotiate(cc, want, &f0);
 	if (why)
 		return fail(why);
-	vn.features = f0 & (F_MAC | F_MRG_RXBUF | F_STATUS);
+	vn.features = f0 & want;
+	vn.offered = f0;
+	vn.announce = (vn.features & (F_CTRL_VQ | F_GUEST_ANNOUNCE)) == (F_CTRL_VQ | F_GUEST_ANNOUNCE);
 	uint64_t mem = pool_alloc(2 * (16384 + (uint64_t)QSIZE * RX_BUF));
 	if (!mem)
 		return fail("no memory for the virtqueues");
 	if (setup_queue(0, &vn.rx, mem, 1) ||
-	    setup_queue(1, &vn.tx, mem + 16384 + (uint64_t)QSIZE * RX_BUF, 0))
+	    setup_queue(1, &vn.tx, mem + 16384 + (uint64_t)QSIZE * RX_BUF, 0) ||
+	    ((vn.features & F_CTRL_VQ) && setup_ctrl()))
 		return -1;
 	mmio_w16(cc + CC_MSIX, vn.msix ? 0 : 0xffff);
 	mmio_w8(cc + CC_STATUS, 1 | 2 | 8 | 4);
@@ -159,10 +238,11 @@ int vnet_open(const char *what)
 			uint16_t st = (vn.features & F_STATUS) ? mmio_r16(vn.devcfg + 6) : 1;
 			cpu_printf(
 			    "virtio-net 00:%02x.0 mac=%02x:%02x:%02x:%02x:%02x:%02x queue=%u "
-			    "msix=%s mrg_rxbuf=%s link=%s",
+			    "msix=%s mrg_rxbuf=%s link=%s announce=%s offered=%x",
 			    vn.bdf >> 3, vn.mac[0], vn.mac[1], vn.mac[2], vn.mac[3], vn.mac[4],
 			    vn.mac[5], vn.rx.size, vn.msix ? "yes" : "no",
-			    (vn.features & F_MRG_RXBUF) ? "yes" : "no", (st & 1) ? "up" : "down");
+			    (vn.features & F_MRG_RXBUF) ? "yes" : "no", (st & 1) ? "up" : "down",
+			    vn.announce ? "yes" : "no", vn.offered);
 		}
 	}
 	if (vn.state < 0) {
@@ -298,6 +378,11 @@ int vnet_recv(uint8_t *buf, uint64_t deadline)
 			if (n > 0)
 				return n;
 			continue;
+		}
+		if (vn.announce && seen != vn.events_checked) {
+			/* woken with no frame: maybe a configuration change */
+			vn.events_checked = seen;
+			check_announce();
 		}
 		uint64_t now = now_ns();
 		if (now >= deadline)

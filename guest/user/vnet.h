@@ -11,6 +11,9 @@
    (reason)" and returns -1 when there is no usable device. */
 int vnet_open(const char *what);
 void vnet_mac(uint8_t mac[6]);
+/* FN runs when the device asks the guest to announce itself (after a
+   restore), before the request is acknowledged. */
+void vnet_set_announce(void (*fn)(void));
 /* Queue one Ethernet frame (LEN <= 1514): 0, or -1 (the device needs a reset). */
 int vnet_send(const void *frame, unsigned len);
 /* Wait until the device has taken every queued frame (it returns one once

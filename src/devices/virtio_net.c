@@ -1,13 +1,22 @@
-/* virtio-net: queue 0 receives (frames for the guest), queue 1 transmits.
- * Both are served in the I/O thread, as virtio-blk's requests are, and so
- * is the backend (net/net.h): a frame is delivered whole within one loop
- * turn, so a snapshot never sees half of one.
+/* virtio-net: queue 0 receives (frames for the guest), queue 1 transmits,
+ * queue 2 takes control requests (virtio_net_ctrl.h).  All are served in
+ * the I/O thread, as virtio-blk's requests are, and so is the backend
+ * (net/net.h): a frame is delivered whole within one loop turn, so a
+ * snapshot never sees half of one.
+ *
+ * Offloads (checksum, TSO) are offered only when the backend carries a
+ * vnet header (TAP): the header then passes through both ways, and the
+ * backend is told which offloads the guest takes (TUNSETOFFLOAD) whenever
+ * the negotiated features change.  After a restore or an in-place revert
+ * the guest is asked to announce itself (VIRTIO_NET_S_ANNOUNCE) when it
+ * negotiated GUEST_ANNOUNCE.
  *
  * Frames the backend hands over while the guest has no receive buffers
  * wait in a small backlog (RX_BACKLOG frames, then they are dropped, as a
  * full NIC drops them); the backlog is not part of a snapshot. */
 #include "devices/virtio_net.h"
 #include "devices/device.h"
+#include "devices/virtio_net_ctrl.h"
 #include "devices/virtio_pci.h"
 #include "kvm/vm.h"
 #include "net/net.h"
@@ -26,10 +35,23 @@
 #define VIRTIO_NET_F_MRG_RXBUF (1ULL << 15)
 #define VIRTIO_NET_F_STATUS (1ULL << 16)
 #define VIRTIO_NET_S_LINK_UP 1
+#define VIRTIO_NET_S_ANNOUNCE 2
+#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
+#define VIRTIO_NET_HDR_F_DATA_VALID 2
 #define VIRTIO_NET_HDR_GSO_NONE 0
+#define VIRTIO_NET_HDR_GSO_TCPV4 1
+#define VIRTIO_NET_HDR_GSO_TCPV6 4
+#define VIRTIO_NET_HDR_GSO_ECN 0x80
 #define STATUS_DRIVER_OK 4
 #define RXQ 0
 #define TXQ 1
+#define CTRLQ 2
+#define BASE_FEATURES (VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF)
+#define CTRL_FEATURES (VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VIRTIO_NET_F_GUEST_ANNOUNCE)
+#define OFFLOAD_FEATURES                                                                           \
+	(VIRTIO_NET_F_CSUM | VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4 |                    \
+	 VIRTIO_NET_F_GUEST_TSO6 | VIRTIO_NET_F_GUEST_ECN | VIRTIO_NET_F_HOST_TSO4 |               \
+	 VIRTIO_NET_F_HOST_TSO6 | VIRTIO_NET_F_HOST_ECN)
 #define RX_BACKLOG 64
 #define ETH_HLEN 14
 #define BAD_WARNED 3
@@ -50,11 +72,16 @@ struct virtio_net {
 	struct virtio_pci vp;
 	struct virtio_device_ops ops;
 	struct net_backend *be;
+	char *spec; /* the backend's, for messages */
 	struct virtio_net_config config;
 	int index;
 	bool in_tx; /* the transmit path holds the transport lock (I/O thread only) */
+	/* the guest features the backend's offloads were last set from */
+	bool offloads_set;
+	uint64_t offloads_features;
 	struct vq_elem elem;
 	uint8_t frame[VIRTIO_NET_HDR_LEN + NET_MAX_FRAME];
+	uint8_t ctrl_req[VIRTIO_NET_CTRL_MAX];
 	struct rx_frame backlog[RX_BACKLOG];
 	unsigned backlog_head, backlog_n;
 	uint64_t tx_frames, rx_frames, rx_dropped, bad;
@@ -62,15 +89,77 @@ struct virtio_net {
 	bool tx_poll_queued; /* vnet_tx_poll waits for the next loop turn */
 };
 
-int virtio_net_check_tx(const uint8_t hdr[VIRTIO_NET_HDR_LEN], size_t frame_len)
+static uint16_t get_le16(const uint8_t *p)
 {
-	/* flags (NEEDS_CSUM, DATA_VALID) and gso_type need offloads we do
-	 * not offer. */
-	if (hdr[0] || hdr[1] != VIRTIO_NET_HDR_GSO_NONE)
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+/* gso_type against what was negotiated: TSO4/6 (ECN with its feature). */
+static int check_gso(uint8_t gso, uint64_t features, uint64_t tso4, uint64_t tso6, uint64_t ecn)
+{
+	uint8_t type = gso & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+	if ((gso & VIRTIO_NET_HDR_GSO_ECN) && (type == VIRTIO_NET_HDR_GSO_NONE || !(features & ecn)))
 		return -EINVAL;
+	if (type == VIRTIO_NET_HDR_GSO_NONE || (type == VIRTIO_NET_HDR_GSO_TCPV4 && (features & tso4)) ||
+	    (type == VIRTIO_NET_HDR_GSO_TCPV6 && (features & tso6)))
+		return 0;
+	return -EINVAL;
+}
+
+int virtio_net_check_tx(const uint8_t hdr[VIRTIO_NET_HDR_LEN], size_t frame_len,
+			uint64_t features)
+{
+	uint8_t flags = hdr[0], gso = hdr[1];
 	if (frame_len < ETH_HLEN || frame_len > NET_MAX_FRAME)
 		return -EINVAL;
+	/* DATA_VALID and RSC_INFO are the device's to set (§5.1.6.2.1). */
+	if (flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM)
+		return -EINVAL;
+	if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) &&
+	    (!(features & VIRTIO_NET_F_CSUM) ||
+	     (size_t)get_le16(hdr + 6) + get_le16(hdr + 8) + 2 > frame_len))
+		return -EINVAL;
+	if (check_gso(gso, features, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+		      VIRTIO_NET_F_HOST_ECN) < 0)
+		return -EINVAL;
+	/* Segmentation needs a segment size and a partial checksum. */
+	if (gso != VIRTIO_NET_HDR_GSO_NONE &&
+	    (!get_le16(hdr + 4) || !(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)))
+		return -EINVAL;
 	return 0;
+}
+
+int virtio_net_check_rx(uint8_t hdr[VIRTIO_NET_HDR_LEN], uint64_t features)
+{
+	uint8_t flags = hdr[0];
+	if (flags & ~(VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
+		return -EINVAL;
+	if (!(features & VIRTIO_NET_F_GUEST_CSUM)) {
+		if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+			return -EINVAL;
+		hdr[0] = 0; /* DATA_VALID only with GUEST_CSUM (§5.1.6.4.1) */
+	}
+	return check_gso(hdr[1], features, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+			 VIRTIO_NET_F_GUEST_ECN);
+}
+
+/* The backend's offloads follow the guest's features (none after a reset). */
+static void vnet_sync_offloads(struct virtio_net *n)
+{
+	uint64_t f = n->vp.driver_features;
+	if (n->offloads_set && n->offloads_features == f)
+		return;
+	n->offloads_set = true;
+	n->offloads_features = f;
+	if (!net_backend_has_vnet_hdr(n->be))
+		return;
+	unsigned o = 0;
+	if (f & VIRTIO_NET_F_GUEST_CSUM)
+		o = NET_OFFLOAD_CSUM | (f & VIRTIO_NET_F_GUEST_TSO4 ? NET_OFFLOAD_TSO4 : 0) |
+		    (f & VIRTIO_NET_F_GUEST_TSO6 ? NET_OFFLOAD_TSO6 : 0) |
+		    (f & VIRTIO_NET_F_GUEST_ECN ? NET_OFFLOAD_TSO_ECN : 0);
+	if (net_backend_set_offloads(n->be, o) < 0)
+		log_warn("virtio-net %d: %s", n->index, err_msg());
 }
 
 static void vnet_config_read(void *dev, uint64_t off, void *data, unsigned len)
@@ -220,6 +309,21 @@ static void vnet_rx_flush(struct virtio_net *n)
 	}
 	if (pushed && vq_should_notify(&n->vp.vqs[RXQ]))
 		virtio_pci_queue_interrupt(&n->vp, RXQ);
+	if (n->backlog_n < RX_BACKLOG && vnet_rx_ready(n))
+		net_backend_rx_resume(n->be);
+}
+
+/* Whether a frame now would be kept (a backend that can wait stops
+ * reading when not), from the I/O thread. */
+static bool vnet_can_receive(void *opaque)
+{
+	struct virtio_net *n = opaque;
+	if (!n->in_tx)
+		pthread_mutex_lock(&n->vp.lock);
+	bool ok = vnet_rx_ready(n) && n->backlog_n < RX_BACKLOG;
+	if (!n->in_tx)
+		pthread_mutex_unlock(&n->vp.lock);
+	return ok;
 }
 
 static void vnet_backlog_clear(struct virtio_net *n)
@@ -232,22 +336,30 @@ static void vnet_backlog_clear(struct virtio_net *n)
 	}
 }
 
-/* From the backend, in the I/O thread: a frame for the guest. */
-static void vnet_receive(void *opaque, const void *frame, size_t len)
+/* From the backend, in the I/O thread: a frame for the guest, after its
+ * vnet header VHDR (NULL: a plain frame). */
+static void vnet_receive(void *opaque, const uint8_t *vhdr, const void *frame, size_t len)
 {
 	struct virtio_net *n = opaque;
 	if (len > NET_MAX_FRAME)
 		return;
 	if (!n->in_tx)
 		pthread_mutex_lock(&n->vp.lock);
-	if (!vnet_rx_ready(n) || n->backlog_n == RX_BACKLOG) {
+	uint8_t hdr[VIRTIO_NET_HDR_LEN] = {0};
+	if (vhdr)
+		memcpy(hdr, vhdr, 10); /* num_buffers is ours */
+	vnet_sync_offloads(n);
+	if (virtio_net_check_rx(hdr, n->vp.driver_features) < 0) {
+		/* offloads the guest no longer takes (it reset the device) */
+		n->rx_dropped++;
+	} else if (!vnet_rx_ready(n) || n->backlog_n == RX_BACKLOG) {
 		n->rx_dropped++;
 		log_debug("virtio-net %d: frame of %zu bytes dropped (%s)", n->index, len,
 			  vnet_rx_ready(n) ? "backlog full" : "driver not ready");
 	} else {
 		uint8_t *d = malloc(VIRTIO_NET_HDR_LEN + len);
 		if (d) {
-			memset(d, 0, VIRTIO_NET_HDR_LEN);
+			memcpy(d, hdr, VIRTIO_NET_HDR_LEN);
 			memcpy(d + VIRTIO_NET_HDR_LEN, frame, len);
 			unsigned tail = (n->backlog_head + n->backlog_n) % RX_BACKLOG;
 			n->backlog[tail] = (struct rx_frame){VIRTIO_NET_HDR_LEN + len, d};
@@ -293,12 +405,13 @@ static void vnet_tx(struct virtio_net *n)
 			continue;
 		}
 		iov_gather(e->out, e->nout, n->frame, total);
-		if (virtio_net_check_tx(n->frame, total - VIRTIO_NET_HDR_LEN) < 0) {
-			vnet_bad(n,
-				 "transmitted frame with offloads not negotiated or a bad length");
+		if (virtio_net_check_tx(n->frame, total - VIRTIO_NET_HDR_LEN,
+					n->vp.driver_features) < 0) {
+			vnet_bad(n, "transmitted frame with offloads not negotiated, a bad "
+				    "checksum offset or a bad length");
 		} else {
 			n->tx_frames++;
-			net_backend_send(n->be, n->frame + VIRTIO_NET_HDR_LEN,
+			net_backend_send(n->be, n->frame, n->frame + VIRTIO_NET_HDR_LEN,
 					 total - VIRTIO_NET_HDR_LEN);
 		}
 		/* Returned once the backend has it: a driver that waits for its
@@ -361,18 +474,112 @@ static void vnet_tx_kicked(struct virtio_net *n)
 	vnet_tx_drain(n);
 }
 
+static void vnet_ctrl_apply(struct virtio_net *n, const struct virtio_net_ctrl *c)
+{
+	switch (c->action) {
+	case CTRL_ANNOUNCE_ACK:
+		n->config.status &= (uint16_t)~VIRTIO_NET_S_ANNOUNCE;
+		break;
+	/* Every frame reaches the guest anyway (as promiscuous): the
+	 * filters are the guest's own to apply. */
+	case CTRL_RX_PROMISC:
+	case CTRL_RX_ALLMULTI:
+	case CTRL_MAC_TABLE:
+		log_debug("virtio-net %d: receive filter %d %u (every frame is delivered)",
+			  n->index, c->action, c->arg);
+		break;
+	}
+}
+
+/* Control requests: device-readable class, command and data, then a
+ * device-writable ack byte.  A malformed chain or one with no writable
+ * byte comes back with used.len 0 and changes nothing. */
+static void vnet_ctrl(struct virtio_net *n)
+{
+	struct virtqueue *vq = &n->vp.vqs[CTRLQ];
+	struct vq_elem *e = &n->elem;
+	bool pushed = false;
+	for (;;) {
+		int r = vq_pop(vq, e);
+		if (r == 0)
+			break;
+		if (r < 0 && r != -EBADMSG) {
+			virtio_pci_set_failed(&n->vp);
+			break;
+		}
+		pushed = true;
+		if (r == -EBADMSG || iov_total(e->in, e->nin) == 0) {
+			vnet_bad(n, r == -EBADMSG ? "bad descriptor chain on the control queue"
+						  : "control request without an ack byte");
+			vq_push(vq, e->head, 0);
+			continue;
+		}
+		size_t len = iov_total(e->out, e->nout);
+		uint8_t ack = VIRTIO_NET_ERR;
+		struct virtio_net_ctrl c;
+		if (len <= sizeof(n->ctrl_req)) {
+			iov_gather(e->out, e->nout, n->ctrl_req, len);
+			ack = (uint8_t)virtio_net_ctrl_parse(n->ctrl_req, len,
+							     n->vp.driver_features, &c);
+		}
+		if (ack == VIRTIO_NET_OK)
+			vnet_ctrl_apply(n, &c);
+		else
+			log_debug("virtio-net %d: control request refused (%zu bytes, class %u)",
+				  n->index, len, len ? n->ctrl_req[0] : 0);
+		iov_scatter(e->in, e->nin, 0, &ack, 1);
+		vq_push(vq, e->head, 1);
+	}
+	if (pushed && vq_should_notify(vq))
+		virtio_pci_queue_interrupt(&n->vp, CTRLQ);
+}
+
 static void vnet_queue_notify(void *dev, unsigned q)
 {
 	struct virtio_net *n = dev;
+	vnet_sync_offloads(n);
 	if (q == TXQ)
 		vnet_tx_kicked(n);
+	else if (q == CTRLQ)
+		vnet_ctrl(n);
 	else
 		vnet_rx_flush(n);
 }
 
 static void vnet_reset(void *dev)
 {
-	vnet_backlog_clear(dev);
+	struct virtio_net *n = dev;
+	vnet_backlog_clear(n);
+	n->config.status &= (uint16_t)~VIRTIO_NET_S_ANNOUNCE;
+}
+
+/* From the backend: its link went down (a TAP vanished) or up. */
+static void vnet_link_changed(void *opaque, bool up)
+{
+	struct virtio_net *n = opaque;
+	if (!n->in_tx)
+		pthread_mutex_lock(&n->vp.lock);
+	uint16_t st = up ? n->config.status | VIRTIO_NET_S_LINK_UP
+			 : n->config.status & (uint16_t)~VIRTIO_NET_S_LINK_UP;
+	if (st != n->config.status) {
+		n->config.status = st;
+		if (n->vp.status & STATUS_DRIVER_OK)
+			virtio_pci_config_changed(&n->vp);
+	}
+	if (!n->in_tx)
+		pthread_mutex_unlock(&n->vp.lock);
+}
+
+/* After a restore, at the I/O thread's next turn (the vCPUs' interrupt
+ * state is in by then): the configuration-change interrupt that makes the
+ * guest read VIRTIO_NET_S_ANNOUNCE. */
+static void vnet_announce_irq(void *opaque)
+{
+	struct virtio_net *n = opaque;
+	pthread_mutex_lock(&n->vp.lock);
+	if ((n->config.status & VIRTIO_NET_S_ANNOUNCE) && (n->vp.status & STATUS_DRIVER_OK))
+		virtio_pci_config_changed(&n->vp);
+	pthread_mutex_unlock(&n->vp.lock);
 }
 
 static void vnet_destroy(void *priv)
@@ -381,12 +588,34 @@ static void vnet_destroy(void *priv)
 	net_backend_close(n->be); /* no more frames for us */
 	virtio_pci_destroy(&n->vp);
 	vnet_backlog_clear(n);
+	free(n->spec);
 	free(n);
 }
 
-/* The transport's state, then the device's own: its configuration (MAC,
- * link status).  The link status is the backend's now: a restore may
- * attach another. */
+/* What a restored NIC's status is: the link is the backend's now (a
+ * restore may attach another), and a guest that negotiated GUEST_ANNOUNCE
+ * is asked to announce itself: its peers may have moved on. */
+static void vnet_restored(struct virtio_net *n)
+{
+	uint64_t f = n->vp.driver_features;
+	bool announce = (f & VIRTIO_NET_F_GUEST_ANNOUNCE) && (f & VIRTIO_NET_F_CTRL_VQ) &&
+			(n->vp.status & STATUS_DRIVER_OK);
+	n->config.status = (uint16_t)((net_backend_link_up(n->be) ? VIRTIO_NET_S_LINK_UP : 0) |
+				      (announce ? VIRTIO_NET_S_ANNOUNCE : 0));
+	vnet_backlog_clear(n);
+	n->offloads_set = false;
+	vnet_sync_offloads(n);
+	if (vnet_rx_ready(n))
+		net_backend_rx_resume(n->be);
+	if (announce && evloop_call(n->vp.vm->loop, vnet_announce_irq, n) < 0)
+		log_warn("virtio-net %d: no announce interrupt after the restore", n->index);
+}
+
+/* The transport's state (the control queue's too, unless legacy), then
+ * the device's own: its configuration (MAC, status).  Offloads the guest
+ * negotiated for its transmitted frames need a backend with a vnet header
+ * (or none at all: frames dropped): a restore onto another is refused
+ * (docs/snapshots.md). */
 static int vnet_snapshot(void *priv, struct state_buf *sb)
 {
 	struct virtio_net *n = priv;
@@ -396,10 +625,15 @@ static int vnet_snapshot(void *priv, struct state_buf *sb)
 	pthread_mutex_lock(&n->vp.lock);
 	STATE_FIELD(sb, n->config.mac);
 	STATE_FIELD(sb, n->config.status);
-	if (sb->restoring && !sb->err) {
-		n->config.status = net_backend_link_up(n->be) ? VIRTIO_NET_S_LINK_UP : 0;
-		vnet_backlog_clear(n);
-	}
+	if (sb->restoring && !sb->err && (n->vp.driver_features & VIRTIO_NET_TX_OFFLOADS) &&
+	    !net_backend_has_vnet_hdr(n->be) && net_backend_kind(n->be) != NET_NONE)
+		sb->err = err_set(EINVAL,
+				  "NIC %d: the guest negotiated checksum/segmentation offload "
+				  "(its backend was a TAP device); backend '%s' cannot take such "
+				  "frames: restore it with --net tap=IFNAME",
+				  n->index, n->spec);
+	if (sb->restoring && !sb->err)
+		vnet_restored(n);
 	pthread_mutex_unlock(&n->vp.lock);
 	return sb->err;
 }
@@ -417,9 +651,12 @@ static int vnet_create(struct vm *vm, const struct virtio_net_nic *nic, int inde
 		return err_set(ENOMEM, "virtio-net");
 	n->index = index;
 	n->loop = vm->loop;
-	const struct net_peer peer = {vnet_receive, n};
-	int r = net_backend_open(nic->backend, vm->loop, &peer, &n->be);
+	n->spec = strdup(nic->backend);
+	const struct net_peer peer = {vnet_receive, vnet_link_changed, vnet_can_receive, n};
+	int r = n->spec ? net_backend_open(nic->backend, vm->loop, &peer, &n->be)
+			: err_set(ENOMEM, "virtio-net");
 	if (r < 0) {
+		free(n->spec);
 		free(n);
 		return err_prefix(r, "NIC %d", index);
 	}
@@ -430,8 +667,10 @@ static int vnet_create(struct vm *vm, const struct virtio_net_nic *nic, int inde
 	    .name = "virtio-net",
 	    .device_id = VIRTIO_ID_NET,
 	    .class_code = 0x020000, /* network, Ethernet */
-	    .nqueues = 2,
-	    .features = VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF,
+	    .nqueues = nic->legacy ? 2 : 3,
+	    .features = nic->legacy ? BASE_FEATURES
+			: BASE_FEATURES | CTRL_FEATURES |
+			      (net_backend_has_vnet_hdr(n->be) ? OFFLOAD_FEATURES : 0),
 	    .config_size = sizeof(n->config),
 	    .config_read = vnet_config_read,
 	    .queue_notify = vnet_queue_notify,
@@ -439,6 +678,7 @@ static int vnet_create(struct vm *vm, const struct virtio_net_nic *nic, int inde
 	};
 	if ((r = virtio_pci_init(&n->vp, vm, &n->ops, n)) < 0) {
 		net_backend_close(n->be);
+		free(n->spec);
 		free(n);
 		return r;
 	}

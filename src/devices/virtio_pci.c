@@ -65,6 +65,12 @@ void virtio_pci_queue_interrupt(struct virtio_pci *vp, unsigned q)
 	vp_interrupt(vp, vp->vqs[q].msix_vector, 1);
 }
 
+void virtio_pci_config_changed(struct virtio_pci *vp)
+{
+	vp->config_gen++;
+	vp_interrupt(vp, vp->msix_config, 2);
+}
+
 void virtio_pci_set_failed(struct virtio_pci *vp)
 {
 	if (vp->status & STATUS_NEEDS_RESET)

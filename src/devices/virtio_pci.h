@@ -59,6 +59,9 @@ void virtio_pci_queue_interrupt(struct virtio_pci *vp, unsigned q);
  * (addresses and ring indices) and MSI-X; interrupts are re-raised. */
 struct state_buf;
 int virtio_pci_snapshot(struct virtio_pci *vp, struct state_buf *sb);
+/* The device configuration changed (config generation, configuration-change
+ * interrupt). Transport lock held. */
+void virtio_pci_config_changed(struct virtio_pci *vp);
 /* The device failed (the driver broke the protocol): DEVICE_NEEDS_RESET. */
 void virtio_pci_set_failed(struct virtio_pci *vp);
 

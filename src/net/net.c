@@ -11,7 +11,22 @@
 struct net_backend {
 	enum net_kind kind;
 	struct net_slirp *slirp;
+	struct net_tap *tap;
 };
+
+/* An interface name the kernel would take: 1-15 bytes, no '/', no space or
+ * ':' (alias syntax), not "." or "..". */
+static int parse_ifname(const char *s, char out[NET_IFNAME_MAX])
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= NET_IFNAME_MAX || !strcmp(s, ".") || !strcmp(s, ".."))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == '/' || s[i] == ':' || (unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+			return -1;
+	memcpy(out, s, n + 1);
+	return 0;
+}
 
 static int parse_port(const char *s, uint16_t *port)
 {
@@ -99,8 +114,13 @@ int net_spec_parse(const char *spec, struct net_spec *out)
 		out->kind = NET_NONE;
 	else if (tok && !strcmp(tok, "user"))
 		out->kind = NET_USER;
-	else
-		r = err_set(EINVAL, "--net %s: the backend is 'user' or 'none'", spec);
+	else if (tok && !strncmp(tok, "tap=", 4)) {
+		out->kind = NET_TAP;
+		if (parse_ifname(tok + 4, out->ifname) < 0)
+			r = err_set(EINVAL, "--net %s: bad interface name '%s'", spec, tok + 4);
+	} else
+		r = err_set(EINVAL, "--net %s: the backend is 'user', 'tap=IFNAME' or 'none'",
+			    spec);
 	while (r == 0 && (tok = strtok_r(NULL, ",", &save))) {
 		if (!strncmp(tok, "mac=", 4)) {
 			/* a NIC's own address is never a multicast one */
@@ -137,7 +157,11 @@ int net_backend_open(const char *spec, struct evloop *loop, const struct net_pee
 	if (!be)
 		return err_set(ENOMEM, "--net %s", spec);
 	be->kind = ns.kind;
-	if (ns.kind == NET_USER && (r = net_slirp_open(&ns, loop, peer, &be->slirp)) < 0) {
+	if (ns.kind == NET_USER)
+		r = net_slirp_open(&ns, loop, peer, &be->slirp);
+	else if (ns.kind == NET_TAP)
+		r = net_tap_open(&ns, loop, peer, &be->tap);
+	if (r < 0) {
 		free(be);
 		return r;
 	}
@@ -145,15 +169,43 @@ int net_backend_open(const char *spec, struct evloop *loop, const struct net_pee
 	return 0;
 }
 
-void net_backend_send(struct net_backend *be, const void *frame, size_t len)
+void net_backend_send(struct net_backend *be, const uint8_t vhdr[NET_VNET_HDR_LEN],
+		      const void *frame, size_t len)
 {
 	if (be->kind == NET_USER)
 		net_slirp_input(be->slirp, frame, len);
+	else if (be->kind == NET_TAP)
+		net_tap_send(be->tap, vhdr, frame, len);
 }
 
 bool net_backend_link_up(const struct net_backend *be)
 {
+	if (be->kind == NET_TAP)
+		return net_tap_link_up(be->tap);
 	return be->kind != NET_NONE;
+}
+
+void net_backend_rx_resume(struct net_backend *be)
+{
+	if (be->kind == NET_TAP)
+		net_tap_rx_resume(be->tap);
+}
+
+enum net_kind net_backend_kind(const struct net_backend *be)
+{
+	return be->kind;
+}
+
+bool net_backend_has_vnet_hdr(const struct net_backend *be)
+{
+	return be->kind == NET_TAP && net_tap_has_vnet_hdr(be->tap);
+}
+
+int net_backend_set_offloads(struct net_backend *be, unsigned offloads)
+{
+	if (!net_backend_has_vnet_hdr(be))
+		return offloads ? -EOPNOTSUPP : 0;
+	return net_tap_set_offloads(be->tap, offloads);
 }
 
 void net_backend_close(struct net_backend *be)
@@ -162,5 +214,7 @@ void net_backend_close(struct net_backend *be)
 		return;
 	if (be->slirp)
 		net_slirp_close(be->slirp);
+	if (be->tap)
+		net_tap_close(be->tap);
 	free(be);
 }

@@ -46,7 +46,7 @@ static int64_t now_ns(void)
 static ssize_t ns_send_packet(const void *buf, size_t len, void *opaque)
 {
 	struct net_slirp *s = opaque;
-	s->peer.receive(s->peer.opaque, buf, len);
+	s->peer.receive(s->peer.opaque, NULL, buf, len);
 	return (ssize_t)len;
 }
 

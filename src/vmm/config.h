@@ -16,6 +16,9 @@
 struct nic_config {
 	uint8_t mac[6];
 	char *backend;
+	/* The first virtio-net model (no control queue: a snapshot's NIC from
+	 * before "model" 2 in the configuration); new NICs are model 2. */
+	bool legacy;
 };
 
 struct disk_config {

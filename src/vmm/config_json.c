@@ -35,8 +35,11 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 		for (int i = 0; i < cfg->nnics; i++) {
 			char mac[NET_MAC_TEXT];
 			net_mac_format(cfg->nics[i].mac, mac);
-			json_array_append_new(nics, json_pack("{s:s, s:s}", "mac", mac, "backend",
-							      cfg->nics[i].backend));
+			json_t *nj = json_pack("{s:s, s:s}", "mac", mac, "backend",
+					       cfg->nics[i].backend);
+			if (nj && !cfg->nics[i].legacy)
+				json_object_set_new(nj, "model", json_integer(2));
+			json_array_append_new(nics, nj);
 		}
 		json_object_set_new(j, "nics", nics);
 	}
@@ -55,9 +58,15 @@ static int nics_from_json(json_t *nics, const char *name, struct vm_config *in)
 	json_array_foreach(nics, i, n)
 	{
 		const char *mac = NULL, *backend = NULL;
-		if (json_unpack_ex(n, &e, 0, "{s:s, s:s}", "mac", &mac, "backend", &backend) < 0)
+		int model = 1; /* absent: written before model 2 existed */
+		if (json_unpack_ex(n, &e, 0, "{s:s, s:s, s?i}", "mac", &mac, "backend", &backend,
+				   "model", &model) < 0)
 			return err_set(EINVAL, "%s: NIC %zu: %s", name, i, e.text);
+		if (model != 1 && model != 2)
+			return err_set(EINVAL, "%s: NIC %zu: virtio-net model %d (this cairn has 1 and 2)",
+				       name, i, model);
 		struct nic_config *nc = &in->nics[in->nnics++];
+		nc->legacy = model == 1;
 		if (net_mac_parse(mac, nc->mac) < 0)
 			return err_set(EINVAL, "%s: NIC %zu: MAC address '%s'", name, i, mac);
 		nc->backend = (char *)backend;

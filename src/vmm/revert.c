@@ -48,6 +48,11 @@ static int revert_check_config(const struct vm_config *cur, const struct vm_conf
 		if (memcmp(cur->nics[i].mac, snap->nics[i].mac, 6))
 			return err_set(EINVAL, "%s: NIC %d has another MAC address in the snapshot",
 				       dir, i);
+		else if (cur->nics[i].legacy != snap->nics[i].legacy)
+			return err_set(EINVAL,
+				       "%s: NIC %d is another virtio-net model in the snapshot: start "
+				       "it with cairn run --restore",
+				       dir, i);
 	if (cur->no_rng != snap->no_rng || cur->no_vmgenid != snap->no_vmgenid)
 		return err_set(EINVAL,
 			       "%s: the snapshot's machine %s virtio-rng and %s VM generation ID, "

@@ -83,12 +83,16 @@ int vm_snapshot_capture(struct vm *vm, const struct vm_config *cfg,
 	json_decref(j);
 	int r = config ? capture_add(c, VM_RECORD_CONFIG, 0, config, strlen(config))
 		       : err_set(ENOMEM, "configuration");
-	/* Version 2 has NICs, 3 the identity devices (virtio-rng, VM
-	 * generation ID): a cairn that does not know them must refuse the
-	 * snapshot rather than restore a machine without them. */
+	/* Version 2 has NICs; 3 NICs of model 2 (a control queue, so another
+	 * device record) or the identity devices (virtio-rng, VM generation
+	 * ID): a cairn that does not know them must refuse the snapshot rather
+	 * than restore a machine without them. */
+	bool model2 = false;
+	for (int i = 0; i < cfg->nnics; i++)
+		model2 |= !cfg->nics[i].legacy;
 	if (r == 0 && cfg->nnics)
 		c->rec[c->n - 1].version = 2;
-	if (r == 0 && !(cfg->no_rng && cfg->no_vmgenid))
+	if (r == 0 && (model2 || !(cfg->no_rng && cfg->no_vmgenid)))
 		c->rec[c->n - 1].version = 3;
 	struct x86_vm_state vs;
 	if (r == 0 && (r = x86_vm_save(vm, &vs)) == 0) {

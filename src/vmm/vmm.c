@@ -225,6 +225,7 @@ static int vmm_init_devices(struct vmm *vmm)
 	for (int i = 0; i < cfg->nnics; i++) {
 		memcpy(nics[i].mac, cfg->nics[i].mac, 6);
 		nics[i].backend = cfg->nics[i].backend;
+		nics[i].legacy = cfg->nics[i].legacy;
 	}
 	const struct devices_config dc = {.console = {cfg->console_in, cfg->console_out},
 					  .disks = disks,

@@ -10,10 +10,12 @@
  * notifications are served by calling the device as the transport does).
  *
  * Input: struct fuzz_hdr, then slot 0's bytes, then slot 1's.  Per input:
- * the device is reset and programmed (features, both queues at the given
+ * the device is reset and programmed (features, the queues at the given
  * addresses and sizes, DRIVER_OK), guest memory is filled, the transmit
- * queue is kicked, NRX frames of the given lengths are delivered, the
- * receive queue is kicked, then both again after the avail indices moved.
+ * queue is kicked, NRX frames of the given lengths are delivered (after
+ * RXHDR as their vnet header when asked), the receive queue is kicked,
+ * then the control queue (when negotiated), then all again after the avail
+ * indices moved.
  * CAIRN_FUZZ_SEEDS=DIR writes a few well-formed seeds into DIR and exits. */
 #include "fuzz_vm.h"
 
@@ -35,14 +37,22 @@
 #define SLOT0_SIZE 0x8000u
 
 struct fuzz_hdr {
-	uint8_t flags; /* bit 0: MRG_RXBUF; bit 1: no DRIVER_OK */
-	uint8_t bump;  /* added to both avail indices before the second round */
-	uint8_t nrx;   /* frames delivered per round (at most 8) */
+	/* bit 0: MRG_RXBUF; bit 1: no DRIVER_OK; bit 2: the offloads, the
+	 * control queue and GUEST_ANNOUNCE; bit 3: frames delivered with RXHDR */
+	uint8_t flags;
+	uint8_t bump; /* added to the avail indices before the second round */
+	uint8_t nrx;  /* frames delivered per round (at most 8) */
 	uint8_t pad;
-	uint16_t qsize[2];
-	uint32_t desc[2], avail[2], used[2]; /* bit 31 set: slot 1 + the rest */
+	uint16_t qsize[3];
+	uint32_t desc[3], avail[3], used[3]; /* bit 31 set: slot 1 + the rest */
 	uint16_t rxlen[8];
+	uint8_t rxhdr[12];
 } __attribute__((packed));
+
+/* Everything a vnet-header backend makes the device offer (bit 2). */
+#define ALL_FEATURES                                                                               \
+	(1u << 0 | 1u << 1 | 1u << 7 | 1u << 8 | 1u << 9 | 1u << 11 | 1u << 12 | 1u << 13 |        \
+	 1u << 17 | 1u << 18 | 1u << 21)
 
 /* ---- the fake backend ---- */
 struct net_backend {
@@ -63,7 +73,8 @@ int net_backend_open(const char *spec, struct evloop *loop, const struct net_pee
 	return 0;
 }
 
-void net_backend_send(struct net_backend *be, const void *frame, size_t len)
+void net_backend_send(struct net_backend *be, const uint8_t vhdr[NET_VNET_HDR_LEN],
+		      const void *frame, size_t len)
 {
 	/* The device hands over whole, sane frames only: read every byte. */
 	if (len < 14 || len > NET_MAX_FRAME)
@@ -77,6 +88,26 @@ void net_backend_send(struct net_backend *be, const void *frame, size_t len)
 bool net_backend_link_up(const struct net_backend *be)
 {
 	return true;
+}
+
+void net_backend_rx_resume(struct net_backend *be)
+{
+}
+
+enum net_kind net_backend_kind(const struct net_backend *be)
+{
+	return NET_TAP;
+}
+
+/* A vnet header, so the offloads and their header rules are fuzzed too. */
+bool net_backend_has_vnet_hdr(const struct net_backend *be)
+{
+	return true;
+}
+
+int net_backend_set_offloads(struct net_backend *be, unsigned offloads)
+{
+	return 0;
 }
 
 void net_backend_close(struct net_backend *be)
@@ -102,7 +133,7 @@ static void setup(void)
 {
 	log_set_level(LOG_ERROR);
 	struct vm *vm = fuzz_vm_two_slots(SLOT0_SIZE, &fz.mem);
-	struct virtio_net_nic nic = {{0x52, 0x54, 0, 0x12, 0x34, 0x56}, "fake"};
+	struct virtio_net_nic nic = {{0x52, 0x54, 0, 0x12, 0x34, 0x56}, "fake", false};
 	struct devices_config cfg = {.nics = &nic, .nnics = 1};
 	if (pci_init(vm, &cfg) < 0 || virtio_net_init(vm, &cfg) < 0)
 		die("devices");
@@ -136,7 +167,8 @@ static void deliver(const struct fuzz_hdr *h)
 {
 	for (unsigned i = 0; i < h->nrx && i < 8; i++) {
 		size_t len = h->rxlen[i] % (NET_MAX_FRAME + 2);
-		fake_be->peer.receive(fake_be->peer.opaque, fz.frame, len);
+		fake_be->peer.receive(fake_be->peer.opaque, (h->flags & 8) ? h->rxhdr : NULL,
+				      fz.frame, len);
 	}
 }
 
@@ -156,11 +188,14 @@ static void run(const struct fuzz_hdr *h)
 	bar_write(0x14, 0, 1); /* reset */
 	bar_write(0x14, 1 | 2, 1);
 	bar_write(0x08, 0, 4);
-	bar_write(0x0c, (h->flags & 1) ? 1u << 15 | 1u << 5 : 1u << 5, 4);
+	bar_write(0x0c,
+		  ((h->flags & 1) ? 1u << 15 | 1u << 5 : 1u << 5) | ((h->flags & 4) ? ALL_FEATURES : 0),
+		  4);
 	bar_write(0x08, 1, 4);
 	bar_write(0x0c, 1, 4);
 	bar_write(0x14, 1 | 2 | 8, 1);
-	for (unsigned q = 0; q < 2; q++) {
+	unsigned nq = (h->flags & 4) ? 3 : 2;
+	for (unsigned q = 0; q < nq; q++) {
 		bar_write(0x16, q, 2);
 		bar_write(0x18, h->qsize[q], 2);
 		fuzz_bar_write64(fz.vm, fz.vp, 0x20, fuzz_gpa_of(h->desc[q]));
@@ -174,10 +209,12 @@ static void run(const struct fuzz_hdr *h)
 		kick(1);
 		deliver(h);
 		kick(0);
+		if (nq == 3)
+			kick(2);
 		if (!h->bump)
 			break;
-		bump(h->avail[0], h->bump);
-		bump(h->avail[1], h->bump);
+		for (unsigned q = 0; q < nq; q++)
+			bump(h->avail[q], h->bump);
 	}
 }
 
@@ -242,6 +279,46 @@ static void write_seeds(const char *dir)
 	h.qsize[0] = 16;
 	h.nrx = 1;
 	write_seed(dir, "split-header", &h, s0);
+
+	/* Offloads and the control queue (desc 0x700, avail 0x800, used 0x900):
+	 * a transmitted frame asking for checksum offload, a received one with
+	 * DATA_VALID, and two requests: promiscuous on (header and data split,
+	 * then the ack) and ANNOUNCE_ACK. */
+	memset(s0, 0, sizeof(s0));
+	rx = (struct desc *)(s0 + 0x100);
+	struct desc *tx = (struct desc *)(s0 + 0x400), *cq = (struct desc *)(s0 + 0x700);
+	for (int i = 0; i < 8; i++) {
+		rx[i] = (struct desc){0x1000 + i * 0x800u, 2048, 2, 0};
+		((uint16_t *)(s0 + 0x204))[i] = (uint16_t)i;
+	}
+	((uint16_t *)(s0 + 0x200))[1] = 8;
+	tx[0] = (struct desc){0x5000, 12 + 60, 0, 0};
+	s0[0x5000] = 1;	      /* NEEDS_CSUM */
+	s0[0x5000 + 6] = 34;  /* csum_start */
+	s0[0x5000 + 8] = 16;  /* csum_offset */
+	((uint16_t *)(s0 + 0x500))[1] = 1;
+	cq[0] = (struct desc){0x6000, 2, 1, 1};
+	cq[1] = (struct desc){0x6002, 1, 1, 2};
+	cq[2] = (struct desc){0x6010, 1, 2, 0};
+	cq[3] = (struct desc){0x6020, 2, 1, 4};
+	cq[4] = (struct desc){0x6030, 1, 2, 0};
+	s0[0x6000] = 0; /* RX */
+	s0[0x6001] = 0; /* PROMISC */
+	s0[0x6002] = 1;
+	s0[0x6020] = 3; /* ANNOUNCE */
+	s0[0x6021] = 0; /* ACK */
+	((uint16_t *)(s0 + 0x804))[0] = 0;
+	((uint16_t *)(s0 + 0x804))[1] = 3;
+	((uint16_t *)(s0 + 0x800))[1] = 2;
+	struct fuzz_hdr hc = {.flags = 1 | 4 | 8,
+			      .nrx = 1,
+			      .qsize = {8, 8, 8},
+			      .desc = {0x100, 0x400, 0x700},
+			      .avail = {0x200, 0x500, 0x800},
+			      .used = {0x300, 0x600, 0x900},
+			      .rxlen = {60},
+			      .rxhdr = {2 /* DATA_VALID */}};
+	write_seed(dir, "offloads-ctrl", &hc, s0);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -13,7 +13,7 @@ python3 "$here/udp_client.py" "$port" 10 qemu >"$TMP/client" || { cat "$TMP/clie
 cat "$TMP/client"
 kill $QPID; wait $QPID 2>/dev/null
 tr -d '\r' <"$TMP/a.log" >"$TMP/a.log.txt"
-expect "$TMP/a.log" "cpu0: virtio-net 00:0[0-9a-f]\.0 mac=52:54:00:12:34:56 queue=[0-9]+ msix=yes mrg_rxbuf=yes link=up"
+expect "$TMP/a.log" "cpu0: virtio-net 00:0[0-9a-f]\.0 mac=52:54:00:12:34:56 queue=[0-9]+ msix=yes mrg_rxbuf=yes link=up announce=yes offered=[0-9a-f]+"
 expect "$TMP/a.log" "cpu0: ping 10.0.2.2 sent=2 received=2"
 grep -q FAILED "$TMP/a.log.txt" && { cat "$TMP/a.log.txt"; fail "a job failed"; }
 pass "QEMU: ping of the gateway, 10 datagrams echoed"

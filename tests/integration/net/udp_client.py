@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Sends datagrams to 127.0.0.1:PORT and checks that each comes back unchanged.
+"""Sends datagrams to 127.0.0.1:PORT (or HOST:PORT) and checks that each comes
+back unchanged.
 
-udp_client.py PORT COUNT [TAG]: COUNT datagrams of varied sizes (1 to 1400
+udp_client.py [HOST:]PORT COUNT [TAG]: COUNT datagrams of varied sizes (1 to 1400
 bytes) whose payloads name TAG and their number; each is sent again (up to 5
 times, 1 s apart) until its echo arrives: the first one after a restore may
 be lost while the new user-mode stack learns the guest's MAC.  Exits 0 and
@@ -18,7 +19,8 @@ def payload(tag, i):
 
 
 def main():
-    port, count = int(sys.argv[1]), int(sys.argv[2])
+    host, _, port = sys.argv[1].rpartition(":")
+    host, port, count = host or "127.0.0.1", int(port), int(sys.argv[2])
     tag = sys.argv[3] if len(sys.argv) > 3 else "cairn"
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(1.0)
@@ -26,7 +28,7 @@ def main():
     for i in range(count):
         want = payload(tag, i)
         for attempt in range(5):
-            s.sendto(want, ("127.0.0.1", port))
+            s.sendto(want, (host, port))
             try:
                 while True:
                     got, _ = s.recvfrom(65536)

@@ -6,12 +6,14 @@
 #include "devices/device.h"
 #include "devices/pci.h"
 #include "devices/virtio_net.h"
+#include "devices/virtio_net_ctrl.h"
 #include "devices/virtio_pci.h"
 #include "kvm/iobus.h"
 #include "kvm/vm.h"
 #include "net/net.h"
 #include "snapshot/state_buf.h"
 #include "test.h"
+#include "util/err.h"
 #include "util/evloop.h"
 #include "util/log.h"
 
@@ -24,6 +26,7 @@
 #define QSIZE 16
 #define RXQ 0
 #define TXQ 1
+#define CTRLQ 2
 #define F_NEXT 1
 #define F_WRITE 2
 #define NEEDS_RESET 0x40
@@ -34,17 +37,19 @@ struct desc {
 	uint16_t flags, next;
 };
 
-/* queue q's rings */
-#define DESC(q) (0x1000u + (q)*0x1000u)
-#define AVAIL(q) (0x3000u + (q)*0x1000u)
-#define USED(q) (0x5000u + (q)*0x1000u)
+/* queue q's rings (the control queue's after the others') */
+#define DESC(q) ((q) == CTRLQ ? 0x8000u : 0x1000u + (q)*0x1000u)
+#define AVAIL(q) ((q) == CTRLQ ? 0x9000u : 0x3000u + (q)*0x1000u)
+#define USED(q) ((q) == CTRLQ ? 0xa000u : 0x5000u + (q)*0x1000u)
 #define RXBUF 0x10000u
 #define TXBUF 0x20000u
+#define CTRLBUF 0x30000u
+#define F_CTRL (1u << 17 | 1u << 18 | 1u << 21) /* CTRL_VQ, CTRL_RX, GUEST_ANNOUNCE */
 
 static uint8_t *ram;
 static struct vm vm;
 static struct virtio_pci *vp;
-static uint16_t avail_idx[2];
+static uint16_t avail_idx[3];
 
 static void bar_write(uint64_t off, uint32_t v, unsigned len)
 {
@@ -93,7 +98,7 @@ static void kick(unsigned q)
 static void driver_setup(uint32_t features)
 {
 	memset(ram, 0, RAM);
-	avail_idx[0] = avail_idx[1] = 0;
+	avail_idx[0] = avail_idx[1] = avail_idx[2] = 0;
 	bar_write(0x14, 0, 1);
 	bar_write(0x14, 1 | 2, 1);
 	bar_write(0x08, 0, 4);
@@ -102,7 +107,7 @@ static void driver_setup(uint32_t features)
 	bar_write(0x0c, 1, 4);
 	bar_write(0x14, 1 | 2 | 8, 1);
 	CHECK(bar_read(0x14, 1) & 8);
-	for (unsigned q = 0; q < 2; q++) {
+	for (unsigned q = 0; q < ((features & F_CTRL) ? 3u : 2u); q++) {
 		bar_write(0x16, q, 2);
 		bar_write(0x18, QSIZE, 2);
 		bar_write(0x20, DESC(q), 4);
@@ -324,19 +329,226 @@ static void test_tx_notify(void)
 	CHECK(!(bar_read(0x14, 1) & NEEDS_RESET));
 }
 
+/* A control request: class, command and BODY in one descriptor (or the
+ * header and the body in two), the ack byte in the next; returns the ack
+ * (0xee: not written) after checking used.len. */
+static unsigned ctrl(uint8_t class, uint8_t cmd, const void *body, uint32_t blen, bool split)
+{
+	static uint16_t head;
+	uint8_t *b = ram + CTRLBUF;
+	b[0] = class;
+	b[1] = cmd;
+	memcpy(b + 2, body, blen);
+	b[0x800] = 0xee;
+	unsigned h = head % QSIZE, n = 0;
+	if (split && blen) {
+		*desc(CTRLQ, h) = (struct desc){CTRLBUF, 2, F_NEXT, (uint16_t)((h + 1) % QSIZE)};
+		*desc(CTRLQ, (h + 1) % QSIZE) =
+		    (struct desc){CTRLBUF + 2, blen, F_NEXT, (uint16_t)((h + 2) % QSIZE)};
+		n = 2;
+	} else {
+		*desc(CTRLQ, h) = (struct desc){CTRLBUF, 2 + blen, F_NEXT, (uint16_t)((h + 1) % QSIZE)};
+		n = 1;
+	}
+	*desc(CTRLQ, (h + n) % QSIZE) = (struct desc){CTRLBUF + 0x800, 1, F_WRITE, 0};
+	head = (uint16_t)(head + n + 1);
+	uint16_t before = used_idx(CTRLQ);
+	post(CTRLQ, (uint16_t)h);
+	kick(CTRLQ);
+	CHECK_EQ(used_idx(CTRLQ), (uint16_t)(before + 1));
+	CHECK_EQ(used_elem(CTRLQ, before, 0), h);
+	CHECK_EQ(used_elem(CTRLQ, before, 1), 1);
+	return ram[CTRLBUF + 0x800];
+}
+
+static void test_ctrl_queue(void)
+{
+	driver_setup(1u << 5 | 1u << 15 | 1u << 16 | F_CTRL);
+	CHECK_EQ(bar_read(0x12, 2), 3); /* num_queues */
+	uint8_t on = 1;
+	CHECK_EQ(ctrl(VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, &on, 1, false), VIRTIO_NET_OK);
+	CHECK_EQ(ctrl(VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_ALLMULTI, &on, 1, true), VIRTIO_NET_OK);
+	/* one unicast, two multicast addresses */
+	uint8_t table[4 + 6 + 4 + 12] = {1, 0, 0, 0, 0x52, 0x54, 0, 1, 2, 3, 2, 0, 0, 0, 1};
+	CHECK_EQ(ctrl(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, table, sizeof(table), true),
+		 VIRTIO_NET_OK);
+	table[10] = 3; /* three multicast addresses in room for two */
+	CHECK_EQ(ctrl(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, table, sizeof(table), true),
+		 VIRTIO_NET_ERR);
+	CHECK_EQ(ctrl(2 /* VLAN */, 0, &on, 1, false), VIRTIO_NET_ERR);
+	CHECK_EQ(ctrl(0x7f, 0, NULL, 0, false), VIRTIO_NET_ERR);
+	CHECK_EQ(ctrl(VIRTIO_NET_CTRL_RX, 2 /* ALLUNI: RX_EXTRA, not offered */, &on, 1, false),
+		 VIRTIO_NET_ERR);
+	/* no ack byte (the last buffer device-readable): returned with len 0 */
+	*desc(CTRLQ, 15) = (struct desc){CTRLBUF, 3, 0, 0};
+	uint16_t before = used_idx(CTRLQ);
+	post(CTRLQ, 15);
+	kick(CTRLQ);
+	CHECK_EQ(used_idx(CTRLQ), (uint16_t)(before + 1));
+	CHECK_EQ(used_elem(CTRLQ, before, 1), 0);
+	/* a request longer than the device takes */
+	*desc(CTRLQ, 14) = (struct desc){CTRLBUF, VIRTIO_NET_CTRL_MAX + 1, F_NEXT, 13};
+	*desc(CTRLQ, 13) = (struct desc){CTRLBUF + VIRTIO_NET_CTRL_MAX + 8, 1, F_WRITE, 0};
+	ram[CTRLBUF + VIRTIO_NET_CTRL_MAX + 8] = 0xee;
+	post(CTRLQ, 14);
+	kick(CTRLQ);
+	CHECK_EQ(ram[CTRLBUF + VIRTIO_NET_CTRL_MAX + 8], VIRTIO_NET_ERR);
+	CHECK(!(bar_read(0x14, 1) & NEEDS_RESET));
+	/* Without CTRL_RX negotiated the receive-mode class is refused. */
+	driver_setup(1u << 5 | 1u << 16 | 1u << 17);
+	CHECK_EQ(ctrl(VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, &on, 1, false),
+		 VIRTIO_NET_ERR);
+}
+
+/* A restore asks a guest that negotiated GUEST_ANNOUNCE to announce
+ * itself; ANNOUNCE_ACK clears it; a guest without it is not asked. */
+static void test_announce(struct device *d)
+{
+	for (int with = 1; with >= 0; with--) {
+		driver_setup(1u << 5 | 1u << 15 | 1u << 16 | (with ? F_CTRL : 1u << 17));
+		CHECK_EQ(bar_read(0x2006, 2), 1);
+		struct state_buf sb;
+		state_buf_init_save(&sb, "virtio-net");
+		CHECK_EQ(d->ops->snapshot(d->priv, &sb), 0);
+		struct state_buf rb;
+		state_buf_init_restore(&rb, sb.p, sb.off, "virtio-net");
+		CHECK_EQ(d->ops->snapshot(d->priv, &rb), 0);
+		CHECK_EQ(state_buf_finish(&rb), 0);
+		CHECK_EQ(bar_read(0x2006, 2), with ? 1 | 2 : 1);
+		if (with) {
+			CHECK_EQ(ctrl(VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, NULL, 0,
+				      false),
+				 VIRTIO_NET_OK);
+			CHECK_EQ(bar_read(0x2006, 2), 1);
+		} else {
+			CHECK_EQ(ctrl(VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, NULL, 0,
+				      false),
+				 VIRTIO_NET_ERR);
+		}
+		state_buf_release(&sb);
+	}
+	/* A guest whose frames need offloads is not restored onto a backend
+	 * without a vnet header (this one is user-mode): the state stays. */
+	driver_setup(1u << 5 | 1u << 15 | 1u << 16 | F_CTRL);
+	vp->driver_features |= 1; /* CSUM, as negotiated with a TAP */
+	struct state_buf sb;
+	state_buf_init_save(&sb, "virtio-net");
+	CHECK_EQ(d->ops->snapshot(d->priv, &sb), 0);
+	struct state_buf rb;
+	state_buf_init_restore(&rb, sb.p, sb.off, "virtio-net");
+	CHECK_EQ(d->ops->snapshot(d->priv, &rb), -EINVAL);
+	CHECK(strstr(err_msg(), "tap=IFNAME") != NULL);
+	state_buf_release(&sb);
+}
+
+static void test_ctrl_parse(void)
+{
+	struct virtio_net_ctrl c;
+	const uint64_t all = VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VIRTIO_NET_F_GUEST_ANNOUNCE;
+	uint8_t r[64] = {VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, 1};
+	CHECK_EQ(virtio_net_ctrl_parse(r, 3, all, &c), VIRTIO_NET_OK);
+	CHECK(c.action == CTRL_RX_PROMISC && c.arg == 1);
+	r[1] = VIRTIO_NET_CTRL_RX_ALLMULTI;
+	r[2] = 0;
+	CHECK_EQ(virtio_net_ctrl_parse(r, 3, all, &c), VIRTIO_NET_OK);
+	CHECK(c.action == CTRL_RX_ALLMULTI && c.arg == 0);
+	CHECK_EQ(virtio_net_ctrl_parse(r, 2, all, &c), VIRTIO_NET_ERR); /* no body */
+	CHECK_EQ(virtio_net_ctrl_parse(r, 4, all, &c), VIRTIO_NET_ERR); /* body too long */
+	CHECK_EQ(virtio_net_ctrl_parse(r, 3, VIRTIO_NET_F_CTRL_VQ, &c), VIRTIO_NET_ERR);
+	CHECK_EQ(virtio_net_ctrl_parse(r, 1, all, &c), VIRTIO_NET_ERR);
+	CHECK_EQ(virtio_net_ctrl_parse(r, 0, all, &c), VIRTIO_NET_ERR);
+	/* MAC tables: empty ones, exact sizes, counts past the end (and
+	 * wrapping when multiplied by 6) */
+	uint8_t m[2 + 8] = {VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET};
+	CHECK_EQ(virtio_net_ctrl_parse(m, 10, all, &c), VIRTIO_NET_OK);
+	CHECK(c.action == CTRL_MAC_TABLE && c.arg == 0);
+	CHECK_EQ(virtio_net_ctrl_parse(m, 9, all, &c), VIRTIO_NET_ERR);
+	uint8_t big[2 + 4 + 4] = {VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET,
+				  0xab, 0xaa, 0xaa, 0x2a};
+	CHECK_EQ(virtio_net_ctrl_parse(big, sizeof(big), all, &c), VIRTIO_NET_ERR);
+	big[2] = big[3] = big[4] = big[5] = 0xff;
+	CHECK_EQ(virtio_net_ctrl_parse(big, sizeof(big), all, &c), VIRTIO_NET_ERR);
+	uint8_t one[2 + 4 + 6 + 4] = {VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, 1};
+	CHECK_EQ(virtio_net_ctrl_parse(one, sizeof(one), all, &c), VIRTIO_NET_OK);
+	CHECK_EQ(c.arg, 1);
+	CHECK_EQ(virtio_net_ctrl_parse(one, sizeof(one) + 1, all, &c), VIRTIO_NET_ERR);
+	one[1] = 1; /* MAC_ADDR_SET: CTRL_MAC_ADDR is not offered */
+	CHECK_EQ(virtio_net_ctrl_parse(one, 8, all, &c), VIRTIO_NET_ERR);
+	uint8_t a[2] = {VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK};
+	CHECK_EQ(virtio_net_ctrl_parse(a, 2, all, &c), VIRTIO_NET_OK);
+	CHECK(c.action == CTRL_ANNOUNCE_ACK);
+	CHECK_EQ(virtio_net_ctrl_parse(a, 3, all, &c), VIRTIO_NET_ERR);
+	CHECK_EQ(virtio_net_ctrl_parse(a, 2, VIRTIO_NET_F_CTRL_VQ, &c), VIRTIO_NET_ERR);
+	a[1] = 1;
+	CHECK_EQ(virtio_net_ctrl_parse(a, 2, all, &c), VIRTIO_NET_ERR);
+	uint8_t mq[4] = {4 /* MQ */, 0, 1, 0};
+	CHECK_EQ(virtio_net_ctrl_parse(mq, 4, all, &c), VIRTIO_NET_ERR);
+	CHECK_EQ(virtio_net_ctrl_parse(r, VIRTIO_NET_CTRL_MAX + 1, all, &c), VIRTIO_NET_ERR);
+}
+
+/* Offload headers: allowed exactly when negotiated. */
+static void test_offload_rules(void)
+{
+	const uint64_t tx = VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6;
+	uint8_t h[VIRTIO_NET_HDR_LEN] = {1 /* NEEDS_CSUM */, 0, 0, 0, 0, 0, 34, 0, 16, 0};
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx), 0);
+	CHECK_EQ(virtio_net_check_tx(h, 52, tx), 0);
+	CHECK_EQ(virtio_net_check_tx(h, 52, 0), -EINVAL);
+	CHECK_EQ(virtio_net_check_tx(h, 51, tx), -EINVAL); /* checksum past the frame */
+	h[6] = h[7] = 0xff;
+	CHECK_EQ(virtio_net_check_tx(h, NET_MAX_FRAME, tx), -EINVAL);
+	h[6] = 34;
+	h[7] = 0;
+	h[1] = 1; /* TCPv4 */
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx), -EINVAL); /* no gso_size */
+	h[4] = 0xa8;
+	h[5] = 0x05; /* 1448 */
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx), 0);
+	CHECK_EQ(virtio_net_check_tx(h, 60, VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO6), -EINVAL);
+	h[1] = 4; /* TCPv6 */
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx), 0);
+	h[1] = 0x81; /* TCPv4 with ECN, not negotiated */
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx), -EINVAL);
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx | VIRTIO_NET_F_HOST_ECN), 0);
+	h[1] = 3; /* UDP: never */
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx | VIRTIO_NET_F_HOST_ECN), -EINVAL);
+	h[1] = 1;
+	h[0] = 0; /* segmentation without a partial checksum */
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx), -EINVAL);
+	h[0] = 2; /* DATA_VALID is the device's */
+	h[1] = 0;
+	CHECK_EQ(virtio_net_check_tx(h, 60, tx), -EINVAL);
+
+	const uint64_t rx = VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4;
+	uint8_t r[VIRTIO_NET_HDR_LEN] = {2 /* DATA_VALID */};
+	CHECK_EQ(virtio_net_check_rx(r, rx), 0);
+	CHECK_EQ(r[0], 2);
+	CHECK_EQ(virtio_net_check_rx(r, 0), 0);
+	CHECK_EQ(r[0], 0); /* cleared for a guest without GUEST_CSUM */
+	r[0] = 1;
+	CHECK_EQ(virtio_net_check_rx(r, 0), -EINVAL);
+	r[1] = 1;
+	CHECK_EQ(virtio_net_check_rx(r, rx), 0);
+	r[1] = 4;
+	CHECK_EQ(virtio_net_check_rx(r, rx), -EINVAL);
+	r[0] = 4; /* RSC_INFO */
+	r[1] = 0;
+	CHECK_EQ(virtio_net_check_rx(r, rx), -EINVAL);
+}
+
 static void test_rules(void)
 {
 	uint8_t h[VIRTIO_NET_HDR_LEN] = {0};
-	CHECK_EQ(virtio_net_check_tx(h, 60), 0);
-	CHECK_EQ(virtio_net_check_tx(h, 14), 0);
-	CHECK_EQ(virtio_net_check_tx(h, 13), -EINVAL);
-	CHECK_EQ(virtio_net_check_tx(h, NET_MAX_FRAME), 0);
-	CHECK_EQ(virtio_net_check_tx(h, NET_MAX_FRAME + 1), -EINVAL);
+	CHECK_EQ(virtio_net_check_tx(h, 60, 0), 0);
+	CHECK_EQ(virtio_net_check_tx(h, 14, 0), 0);
+	CHECK_EQ(virtio_net_check_tx(h, 13, 0), -EINVAL);
+	CHECK_EQ(virtio_net_check_tx(h, NET_MAX_FRAME, 0), 0);
+	CHECK_EQ(virtio_net_check_tx(h, NET_MAX_FRAME + 1, 0), -EINVAL);
 	h[0] = 1; /* NEEDS_CSUM */
-	CHECK_EQ(virtio_net_check_tx(h, 60), -EINVAL);
+	CHECK_EQ(virtio_net_check_tx(h, 60, 0), -EINVAL);
 	h[0] = 0;
 	h[1] = 3; /* GSO_UDP */
-	CHECK_EQ(virtio_net_check_tx(h, 60), -EINVAL);
+	CHECK_EQ(virtio_net_check_tx(h, 60, 0), -EINVAL);
 
 	struct net_spec s;
 	CHECK_EQ(net_spec_parse("user", &s), 0);
@@ -353,9 +565,18 @@ static void test_rules(void)
 	CHECK(!s.fwd[1].udp && s.fwd[1].host_port == 2222 && s.fwd[1].guest_port == 22 &&
 	      s.fwd[1].host_addr == htonl(0x7f000001));
 	CHECK(s.has_mac && !memcmp(s.mac, "\x52\x54\x00\x01\x02\x03", 6));
+	CHECK_EQ(net_spec_parse("tap=tap0,mac=52:54:00:01:02:03", &s), 0);
+	CHECK(s.kind == NET_TAP && !strcmp(s.ifname, "tap0") && s.has_mac);
+	CHECK_EQ(net_spec_parse("tap=abcdefghijklmno", &s), 0);
 	static const char *bad[] = {
 	    "",
 	    "tap",
+	    "tap=",
+	    "tap=abcdefghijklmnop",
+	    "tap=a/b",
+	    "tap=..",
+	    "tap=a b",
+	    "tap=tap0,hostfwd=udp::5-:7",
 	    "user,hostfwd=udp::0-:7",
 	    "user,hostfwd=udp::65536-:7",
 	    "user,hostfwd=udp::5-:0",
@@ -381,6 +602,8 @@ int main(void)
 {
 	log_set_level(LOG_ERROR);
 	test_rules();
+	test_ctrl_parse();
+	test_offload_rules();
 	ram = calloc(1, RAM);
 	vm.kvm_fd = vm.vm_fd = -1;
 	iobus_init(&vm.pio, "pio");
@@ -392,24 +615,38 @@ int main(void)
 	vm.nslots = 1;
 	vm.ram = ram;
 	vm.ram_size = RAM;
-	struct virtio_net_nic nic = {{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, "user"};
-	struct devices_config cfg = {.nics = &nic, .nnics = 1};
+	/* today's NIC, and one of the first model (restored from an older snapshot) */
+	struct virtio_net_nic nics[2] = {{{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, "user", false},
+					 {{0x52, 0x54, 0x00, 0x12, 0x34, 0x57}, "none", true}};
+	struct devices_config cfg = {.nics = nics, .nnics = 2};
 	CHECK_EQ(pci_init(&vm, &cfg), 0);
 	CHECK_EQ(virtio_net_init(&vm, &cfg), 0);
-	struct device *dev = NULL;
+	struct device *dev = NULL, *legacy = NULL;
 	for (struct device *d = vm.devices; d; d = d->next)
-		if (!strcmp(d->ops->name, "virtio-net"))
-			dev = d;
-	CHECK(dev);
-	if (!dev)
+		if (!strcmp(d->ops->name, "virtio-net")) {
+			if (dev)
+				legacy = d;
+			else
+				dev = d;
+		}
+	CHECK(dev && legacy);
+	if (!dev || !legacy)
 		TEST_DONE();
-	vp = dev->priv; /* struct virtio_net starts with its transport */
+	vp = legacy->priv; /* struct virtio_net starts with its transport */
+	CHECK_EQ(bar_read(0x12, 2), 2); /* two queues, as its snapshot records */
+	bar_write(0x00, 0, 4);
+	CHECK_EQ(bar_read(0x04, 4), 1u << 5 | 1u << 15 | 1u << 16);
+	vp = dev->priv;
+	bar_write(0x00, 0, 4);
+	CHECK_EQ(bar_read(0x04, 4), 1u << 5 | 1u << 15 | 1u << 16 | F_CTRL); /* no offloads on user */
 	test_mergeable();
 	test_not_mergeable();
 	test_split_header();
 	test_hostile();
 	test_tx_notify();
 	test_snapshot(dev);
+	test_ctrl_queue();
+	test_announce(dev);
 	devices_destroy(&vm);
 	evloop_destroy(vm.loop);
 	free(ram);

@@ -7,6 +7,8 @@
 #include "test.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "vmm/config.h"
+#include "vmm/config_json.h"
 #include "vmm/vm_records.h"
 
 #include <errno.h>
@@ -104,9 +106,41 @@ static void test_refused_changes_nothing(struct vm *vm)
 	state_buf_release(&a);
 }
 
+/* A NIC entry without "model" (written before model 2) is the older
+ * virtio-net model; "model":2 today's; anything else is refused; and
+ * today's NICs are written with "model":2. */
+static void test_nic_models(void)
+{
+	const char *nics[] = {"{\"mac\":\"52:54:00:12:34:56\",\"backend\":\"user\"}",
+			      "{\"mac\":\"52:54:00:12:34:56\",\"backend\":\"user\",\"model\":2}",
+			      "{\"mac\":\"52:54:00:12:34:56\",\"backend\":\"user\",\"model\":3}"};
+	for (int i = 0; i < 3; i++) {
+		char text[512];
+		snprintf(text, sizeof(text),
+			 "{\"mem_bytes\":1048576,\"cpus\":1,\"disks\":[],\"nics\":[%s]}", nics[i]);
+		json_t *j = json_loads(text, 0, NULL);
+		CHECK(j != NULL);
+		struct vm_config cfg;
+		memset(&cfg, 0, sizeof(cfg));
+		int r = vm_config_from_json(j, "test", &cfg);
+		CHECK_EQ(r, i == 2 ? -EINVAL : 0);
+		if (r == 0) {
+			CHECK_EQ(cfg.nnics, 1);
+			CHECK_EQ(cfg.nics[0].legacy, i == 0);
+			json_t *out = vm_config_to_json(&cfg);
+			json_t *nic = json_array_get(json_object_get(out, "nics"), 0);
+			CHECK_EQ(json_object_get(nic, "model") != NULL, i == 1);
+			json_decref(out);
+			vm_config_free(&cfg);
+		}
+		json_decref(j);
+	}
+}
+
 int main(void)
 {
 	log_set_level(LOG_ERROR);
+	test_nic_models();
 	struct vm *vm = calloc(1, sizeof(*vm));
 	vm->kvm_fd = vm->vm_fd = -1;
 	iobus_init(&vm->pio, "pio");
