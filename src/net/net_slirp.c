@@ -34,6 +34,7 @@ struct net_slirp {
 	unsigned nfds, cap;
 	struct slirp_timer *timers;
 	bool grow_failed;
+	bool rx_paused; /* this turn: the NIC takes no frames, sockets are not read */
 };
 
 static int64_t now_ns(void)
@@ -126,7 +127,7 @@ static int ns_add_poll(int fd, int events, void *opaque)
 		s->cap = cap;
 	}
 	short ev = 0;
-	if (events & SLIRP_POLL_IN)
+	if ((events & SLIRP_POLL_IN) && !s->rx_paused)
 		ev |= POLLIN;
 	if (events & SLIRP_POLL_OUT)
 		ev |= POLLOUT;
@@ -162,6 +163,11 @@ static void ns_prepare(void *opaque, struct pollfd **fds, unsigned *n, int *time
 	uint32_t t = UINT32_MAX;
 	s->nfds = 0;
 	s->grow_failed = false;
+	/* While the NIC cannot take a frame, what the host sends waits in the
+	 * sockets' buffers (as behind a real NIC's full ring) rather than being
+	 * read, turned into frames and dropped; the guest's next buffers bring
+	 * a loop turn, and the reads back. */
+	s->rx_paused = s->peer.can_receive && !s->peer.can_receive(s->peer.opaque);
 	slirp_pollfds_fill(s->slirp, &t, ns_add_poll, s);
 	int64_t now = now_ns() / 1000000;
 	for (struct slirp_timer *tm = s->timers; tm; tm = tm->next)
