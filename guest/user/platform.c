@@ -14,14 +14,14 @@ const char *cpu_table = "none";
 uint64_t rsdp_paddr;
 volatile uint32_t cpu_online[MAX_CPUS];
 
-static uint32_t rd32(uint64_t a)
+uint32_t phys_rd32(uint64_t a)
 {
 	uint32_t v;
 	memcpy(&v, (const void *)a, 4);
 	return v;
 }
 
-static uint64_t rd64(uint64_t a)
+uint64_t phys_rd64(uint64_t a)
 {
 	uint64_t v;
 	memcpy(&v, (const void *)a, 8);
@@ -45,19 +45,19 @@ static int checksum_ok(uint64_t a, uint32_t len)
 
 int platform_read_start_info(uint64_t si)
 {
-	if (!si || rd32(si) != 0x336ec578)
+	if (!si || phys_rd32(si) != 0x336ec578)
 		return -1;
-	uint32_t version = rd32(si + 4);
-	uint64_t cl = rd64(si + 24);
-	rsdp_paddr = rd64(si + 32);
+	uint32_t version = phys_rd32(si + 4);
+	uint64_t cl = phys_rd64(si + 24);
+	rsdp_paddr = phys_rd64(si + 32);
 	if (cl) {
 		size_t i;
 		for (i = 0; i < sizeof(cmdline) - 1 && ((const char *)cl)[i]; i++)
 			cmdline[i] = ((const char *)cl)[i];
 		cmdline[i] = 0;
 	}
-	uint64_t map = version >= 1 ? rd64(si + 40) : 0;
-	uint32_t n = version >= 1 ? rd32(si + 48) : 0;
+	uint64_t map = version >= 1 ? phys_rd64(si + 40) : 0;
+	uint32_t n = version >= 1 ? phys_rd32(si + 48) : 0;
 	uint64_t lo = ((uint64_t)__stacks_end + 0x1fffff) & ~0x1fffffull;
 	uint64_t hi = (uint64_t)IDMAP_GIB << 30;
 	if (!map || !n) {
@@ -68,8 +68,8 @@ int platform_read_start_info(uint64_t si)
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t e = map + 24ull * i;
-		uint64_t a = rd64(e), len = rd64(e + 8);
-		if (rd32(e + 16) != 1)
+		uint64_t a = phys_rd64(e), len = phys_rd64(e + 8);
+		if (phys_rd32(e + 16) != 1)
 			continue;
 		ram_bytes += len;
 		if (a + len > ram_top)
@@ -103,19 +103,19 @@ static void add_cpu(uint32_t apic_id)
 
 static void parse_madt(uint64_t t)
 {
-	uint32_t len = rd32(t + 4);
+	uint32_t len = phys_rd32(t + 4);
 	for (uint64_t p = t + 44; p + 2 <= t + len;) {
 		uint8_t type = *(uint8_t *)p, l = *(uint8_t *)(p + 1);
 		if (l < 2)
 			break;
-		if (type == 0 && (rd32(p + 4) & 1)) /* enabled, not just online-capable */
+		if (type == 0 && (phys_rd32(p + 4) & 1)) /* enabled, not just online-capable */
 			add_cpu(*(uint8_t *)(p + 3));
-		else if (type == 9 && (rd32(p + 8) & 1))
-			add_cpu(rd32(p + 4));
+		else if (type == 9 && (phys_rd32(p + 8) & 1))
+			add_cpu(phys_rd32(p + 4));
 		else if (type == 1)
-			ioapic_base = rd32(p + 4);
+			ioapic_base = phys_rd32(p + 4);
 		else if (type == 2 && *(uint8_t *)(p + 3) == 4)
-			serial_gsi = rd32(p + 4);
+			serial_gsi = phys_rd32(p + 4);
 		p += l;
 	}
 }
@@ -126,13 +126,13 @@ static int acpi_find_cpus(void)
 	if (!rsdp)
 		return 0;
 	rsdp_paddr = rsdp;
-	int x = *(uint8_t *)(rsdp + 15) >= 2 && rd64(rsdp + 24);
-	uint64_t sdt = x ? rd64(rsdp + 24) : rd32(rsdp + 16);
+	int x = *(uint8_t *)(rsdp + 15) >= 2 && phys_rd64(rsdp + 24);
+	uint64_t sdt = x ? phys_rd64(rsdp + 24) : phys_rd32(rsdp + 16);
 	if (!sdt)
 		return 0;
-	uint32_t len = rd32(sdt + 4), esz = x ? 8 : 4;
+	uint32_t len = phys_rd32(sdt + 4), esz = x ? 8 : 4;
 	for (uint64_t p = sdt + 36; p + esz <= sdt + len; p += esz) {
-		uint64_t t = x ? rd64(p) : rd32(p);
+		uint64_t t = x ? phys_rd64(p) : phys_rd32(p);
 		if (t && !memcmp((void *)t, "APIC", 4)) {
 			parse_madt(t);
 			return 1;
@@ -158,7 +158,7 @@ static int mp_find_cpus(void)
 		fp = find_mpfp(0x9fc00, 0xa0000);
 	if (!fp)
 		return 0;
-	uint64_t ct = rd32(fp + 4);
+	uint64_t ct = phys_rd32(fp + 4);
 	if (!ct || memcmp((void *)ct, "PCMP", 4))
 		return 0;
 	/* walk by the table length, not the entry count: qboot leaves the count 0 */
@@ -173,7 +173,7 @@ static int mp_find_cpus(void)
 			p += 20;
 		} else {
 			if (type == 2 && (*(uint8_t *)(p + 3) & 1))
-				ioapic_base = rd32(p + 4);
+				ioapic_base = phys_rd32(p + 4);
 			p += 8;
 		}
 	}

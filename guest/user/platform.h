@@ -14,6 +14,9 @@ extern const char *cpu_table; /* "madt", "mptable" or "none" */
 int platform_read_start_info(uint64_t start_info); /* 0 ok */
 void platform_find_cpus(void); /* fills ncpus, cpu_apic_id[] (BSP first), ioapic_base */
 extern uint64_t rsdp_paddr;
+/* Little-endian words at guest physical A (identity-mapped; unaligned is fine). */
+uint32_t phys_rd32(uint64_t a);
+uint64_t phys_rd64(uint64_t a);
 unsigned platform_start_aps(void); /* returns the number of CPUs online */
 void ioapic_route(unsigned gsi, unsigned vector, uint32_t apic_id);
 

@@ -10,25 +10,12 @@
 #include "platform.h"
 #include "ulib.h"
 
-static uint32_t rd32(uint64_t a)
-{
-	uint32_t v;
-	memcpy(&v, (const void *)a, 4);
-	return v;
-}
-
-static uint64_t rd64(uint64_t a)
-{
-	uint64_t v;
-	memcpy(&v, (const void *)a, 8);
-	return v;
-}
 
 static int table_ok(uint64_t t, const char *sig)
 {
 	if (!t || t + 36 > ((uint64_t)IDMAP_GIB << 30) || memcmp((const void *)t, sig, 4))
 		return 0;
-	uint32_t len = rd32(t + 4);
+	uint32_t len = phys_rd32(t + 4);
 	if (len < 36 || len > (1u << 20))
 		return 0;
 	uint8_t s = 0;
@@ -43,13 +30,13 @@ static uint64_t find_fadt(void)
 	uint64_t rsdp = rsdp_paddr;
 	if (!rsdp || memcmp((const void *)rsdp, "RSD PTR ", 8))
 		return 0;
-	int x = *(const uint8_t *)(rsdp + 15) >= 2 && rd64(rsdp + 24);
-	uint64_t sdt = x ? rd64(rsdp + 24) : rd32(rsdp + 16);
+	int x = *(const uint8_t *)(rsdp + 15) >= 2 && phys_rd64(rsdp + 24);
+	uint64_t sdt = x ? phys_rd64(rsdp + 24) : phys_rd32(rsdp + 16);
 	if (!table_ok(sdt, x ? "XSDT" : "RSDT"))
 		return 0;
-	uint32_t len = rd32(sdt + 4), esz = x ? 8 : 4;
+	uint32_t len = phys_rd32(sdt + 4), esz = x ? 8 : 4;
 	for (uint64_t p = sdt + 36; p + esz <= sdt + len; p += esz) {
-		uint64_t t = x ? rd64(p) : rd32(p);
+		uint64_t t = x ? phys_rd64(p) : phys_rd32(p);
 		if (table_ok(t, "FACP"))
 			return t;
 	}
@@ -91,7 +78,7 @@ static int aml_int(const uint8_t **p, const uint8_t *end, uint64_t *v)
 static const char *find_addr(uint64_t dsdt, uint64_t *addr)
 {
 	const uint8_t *aml = (const uint8_t *)dsdt + 36,
-		      *end = (const uint8_t *)dsdt + rd32(dsdt + 4);
+		      *end = (const uint8_t *)dsdt + phys_rd32(dsdt + 4);
 	static const uint8_t cid[] = {0x08, '_', 'C', 'I', 'D', 0x0d, 'V', 'M', '_', 'G', 'E',
 				      'N',  '_', 'C', 'O', 'U', 'N',  'T', 'E', 'R', 0x00};
 	static const uint8_t name[] = {0x08, 'A', 'D', 'D', 'R', 0x12};
@@ -119,7 +106,7 @@ static const char *find_addr(uint64_t dsdt, uint64_t *addr)
 /* The DSDT in hex, 32 bytes a line, for a disassembler on the host. */
 static void dump(uint64_t dsdt)
 {
-	uint32_t len = rd32(dsdt + 4);
+	uint32_t len = phys_rd32(dsdt + 4);
 	for (uint32_t off = 0; off < len; off += 32) {
 		char hex[65];
 		uint32_t n = len - off < 32 ? len - off : 32;
@@ -136,9 +123,9 @@ int vmgenid_print(int dump_dsdt)
 	if (!fadt) {
 		why = "no FADT through the RSDP";
 	} else {
-		uint32_t flen = rd32(fadt + 4);
+		uint32_t flen = phys_rd32(fadt + 4);
 		uint64_t dsdt =
-		    flen >= 148 && rd64(fadt + 140) ? rd64(fadt + 140) : rd32(fadt + 40);
+		    flen >= 148 && phys_rd64(fadt + 140) ? phys_rd64(fadt + 140) : phys_rd32(fadt + 40);
 		if (!table_ok(dsdt, "DSDT"))
 			why = "no valid DSDT";
 		else

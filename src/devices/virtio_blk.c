@@ -238,14 +238,7 @@ static void vblk_queue_notify(void *dev, unsigned q)
 	struct virtqueue *vq = &b->vp.vqs[q];
 	struct vq_elem *e = &b->elem;
 	bool pushed = false;
-	for (;;) {
-		int r = vq_pop(vq, e);
-		if (r == 0)
-			break;
-		if (r < 0 && r != -EBADMSG) {
-			virtio_pci_set_failed(&b->vp);
-			break;
-		}
+	for (int r; (r = virtio_pci_pop(&b->vp, vq, e)) != 0;) {
 		pushed = true;
 		if (r == -EBADMSG) {
 			vblk_bad_request(b, vq, e->head, vq_bad_chain_status(vq, e->head),

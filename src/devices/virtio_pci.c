@@ -88,6 +88,16 @@ void virtio_pci_set_failed(struct virtio_pci *vp)
 	vp_interrupt(vp, vp->msix_config, 2);
 }
 
+int virtio_pci_pop(struct virtio_pci *vp, struct virtqueue *vq, struct vq_elem *e)
+{
+	int r = vq_pop(vq, e);
+	if (r < 0 && r != -EBADMSG) {
+		virtio_pci_set_failed(vp);
+		return 0;
+	}
+	return r;
+}
+
 static uint64_t vp_device_features(struct virtio_pci *vp)
 {
 	return vp->ops->features | VIRTIO_F_VERSION_1;

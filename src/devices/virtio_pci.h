@@ -64,5 +64,9 @@ int virtio_pci_snapshot(struct virtio_pci *vp, struct state_buf *sb);
 void virtio_pci_config_changed(struct virtio_pci *vp);
 /* The device failed (the driver broke the protocol): DEVICE_NEEDS_RESET. */
 void virtio_pci_set_failed(struct virtio_pci *vp);
+/* The next chain the driver posted on VQ into E, as a device's request
+ * loop takes them: 1 a chain, -EBADMSG a malformed one (to be refused: its
+ * head is in E), 0 none left.  A broken ring fails the device (0 then). */
+int virtio_pci_pop(struct virtio_pci *vp, struct virtqueue *vq, struct vq_elem *e);
 
 #endif

@@ -62,14 +62,7 @@ static void vrng_queue_notify(void *dev, unsigned q)
 	struct virtio_rng *g = dev;
 	struct virtqueue *vq = &g->vp.vqs[q];
 	bool pushed = false;
-	for (;;) {
-		int r = vq_pop(vq, &g->elem);
-		if (r == 0)
-			break;
-		if (r < 0 && r != -EBADMSG) {
-			virtio_pci_set_failed(&g->vp);
-			break;
-		}
+	for (int r; (r = virtio_pci_pop(&g->vp, vq, &g->elem)) != 0;) {
 		pushed = true;
 		if (r == -EBADMSG || g->elem.nout) {
 			/* §5.4.6.2: the driver only posts device-writable

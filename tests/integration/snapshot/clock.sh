@@ -7,17 +7,6 @@
 need_kvm
 need_testos
 
-shell_vm() { # as in identity.sh: console input from the FIFO $TMP/NAME.in
-  local name=$1 fd; shift
-  rm -f "$TMP/$name.sock"; mkfifo "$TMP/$name.in"
-  "$CAIRN" run --control "$TMP/$name.sock" "$@" <"$TMP/$name.in" >"$TMP/$name.out" 2>&1 &
-  eval "PID_$name=$!"
-  exec {fd}>"$TMP/$name.in"
-  [ "$1" = --restore ] || wait_for "$TMP/$name.out" "cairn-guest: ready" 20 || fail "VM $name did not boot"
-  local i
-  for ((i = 0; i < 100; i++)); do [ -S "$TMP/$name.sock" ] && return 0; sleep 0.05; done
-  fail "VM $name did not open its control socket"
-}
 kclock() { type_wait "$1" clock 'clock kvmclock_ms=' 20 | sed -n 's/.*kvmclock_ms=\([0-9]*\).*/\1/p'; }
 stepped() { python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["stepped_ms"]))' "$REPLY_JSON"; }
 

@@ -90,3 +90,18 @@ type_wait() {
 }
 # sum_of LINE: the 16 hex digits after sum=
 sum_of() { sed -n 's/.*sum=\([0-9a-f]\{16\}\).*/\1/p' <<<"$1"; }
+
+# shell_vm NAME ARGS...: cairn run ARGS with a control socket, its console
+# input the FIFO $TMP/NAME.in (held open here) for type_wait.
+shell_vm() {
+  local name=$1 fd; shift
+  rm -f "$TMP/$name.sock"; mkfifo "$TMP/$name.in"
+  "$CAIRN" run --control "$TMP/$name.sock" "$@" <"$TMP/$name.in" >"$TMP/$name.out" 2>&1 &
+  eval "PID_$name=$!"
+  exec {fd}>"$TMP/$name.in"
+  # a restored guest prints nothing until typed to
+  [ "$1" = --restore ] || wait_for "$TMP/$name.out" "cairn-guest: ready" 20 || fail "VM $name did not boot"
+  local i
+  for ((i = 0; i < 100; i++)); do [ -S "$TMP/$name.sock" ] && return 0; sleep 0.05; done
+  fail "VM $name did not open its control socket"
+}
