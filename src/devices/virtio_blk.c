@@ -238,7 +238,8 @@ static void vblk_queue_notify(void *dev, unsigned q)
 	struct virtqueue *vq = &b->vp.vqs[q];
 	struct vq_elem *e = &b->elem;
 	bool pushed = false;
-	for (int r; (r = virtio_pci_pop(&b->vp, vq, e)) != 0;) {
+	unsigned budget = vq->size;
+	for (int r; (r = virtio_pci_pop(&b->vp, vq, e, &budget)) != 0;) {
 		pushed = true;
 		if (r == -EBADMSG) {
 			vblk_bad_request(b, vq, e->head, vq_bad_chain_status(vq, e->head),

@@ -379,7 +379,8 @@ static void vnet_tx(struct virtio_net *n)
 	struct vq_elem *e = &n->elem;
 	bool pushed = false;
 	n->in_tx = true;
-	for (int r; (r = virtio_pci_pop(&n->vp, vq, e)) != 0;) {
+	unsigned budget = vq->size;
+	for (int r; (r = virtio_pci_pop(&n->vp, vq, e, &budget)) != 0;) {
 		pushed = true;
 		/* The backend may hand a frame to the guest before it returns
 		 * (libslirp answers ARP and DHCP within slirp_input), and the
@@ -492,7 +493,8 @@ static void vnet_ctrl(struct virtio_net *n)
 	struct virtqueue *vq = &n->vp.vqs[CTRLQ];
 	struct vq_elem *e = &n->elem;
 	bool pushed = false;
-	for (int r; (r = virtio_pci_pop(&n->vp, vq, e)) != 0;) {
+	unsigned budget = vq->size;
+	for (int r; (r = virtio_pci_pop(&n->vp, vq, e, &budget)) != 0;) {
 		pushed = true;
 		if (r == -EBADMSG || iov_total(e->in, e->nin) == 0) {
 			vnet_bad(n, r == -EBADMSG ? "bad descriptor chain on the control queue"

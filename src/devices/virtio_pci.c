@@ -88,8 +88,12 @@ void virtio_pci_set_failed(struct virtio_pci *vp)
 	vp_interrupt(vp, vp->msix_config, 2);
 }
 
-int virtio_pci_pop(struct virtio_pci *vp, struct virtqueue *vq, struct vq_elem *e)
+int virtio_pci_pop(struct virtio_pci *vp, struct virtqueue *vq, struct vq_elem *e,
+		   unsigned *budget)
 {
+	if (*budget == 0)
+		return 0;
+	--*budget;
 	int r = vq_pop(vq, e);
 	if (r < 0 && r != -EBADMSG) {
 		virtio_pci_set_failed(vp);

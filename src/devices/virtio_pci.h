@@ -66,7 +66,12 @@ void virtio_pci_config_changed(struct virtio_pci *vp);
 void virtio_pci_set_failed(struct virtio_pci *vp);
 /* The next chain the driver posted on VQ into E, as a device's request
  * loop takes them: 1 a chain, -EBADMSG a malformed one (to be refused: its
- * head is in E), 0 none left.  A broken ring fails the device (0 then). */
-int virtio_pci_pop(struct virtio_pci *vp, struct virtqueue *vq, struct vq_elem *e);
+ * head is in E), 0 none left.  A broken ring fails the device (0 then).
+ * *BUDGET (set to the queue's size before the loop) bounds one loop: a
+ * driver never has more chains posted than that, and a device buffer the
+ * guest placed over its own avail ring must not keep the loop going (the
+ * rest waits for the next notification). */
+int virtio_pci_pop(struct virtio_pci *vp, struct virtqueue *vq, struct vq_elem *e,
+		   unsigned *budget);
 
 #endif

@@ -62,7 +62,8 @@ static void vrng_queue_notify(void *dev, unsigned q)
 	struct virtio_rng *g = dev;
 	struct virtqueue *vq = &g->vp.vqs[q];
 	bool pushed = false;
-	for (int r; (r = virtio_pci_pop(&g->vp, vq, &g->elem)) != 0;) {
+	unsigned budget = vq->size;
+	for (int r; (r = virtio_pci_pop(&g->vp, vq, &g->elem, &budget)) != 0;) {
 		pushed = true;
 		if (r == -EBADMSG || g->elem.nout) {
 			/* §5.4.6.2: the driver only posts device-writable

@@ -44,12 +44,6 @@
 
 /* virtio common configuration registers (offsets in BAR0). */
 #define VP_STATUS 0x14
-#define VP_QUEUE_SEL 0x16
-#define VP_QUEUE_SIZE 0x18
-#define VP_QUEUE_ENABLE 0x1c
-#define VP_QUEUE_DESC 0x20
-#define VP_QUEUE_AVAIL 0x28
-#define VP_QUEUE_USED 0x30
 #define VP_DRV_FEATURE_SEL 0x08
 #define VP_DRV_FEATURE 0x0c
 #define VP_NOTIFY 0x3000
@@ -180,40 +174,23 @@ static void kick(struct virtio_pci *vp)
 		;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* One input: a device of the four, its queue 0 set up as the header says. */
+static void run(const struct fuzz_hdr *h)
 {
-	if (!fz.vm)
-		setup();
-	struct fuzz_hdr h;
-	if (fuzz_mem_load(&fz.mem, &h, sizeof(h), data, size) < 0)
-		return 0;
-
-	struct virtio_pci *vp = fz.vp[(h.flags & 1) | (h.flags >> 1 & 2)];
+	struct virtio_pci *vp = fz.vp[(h->flags & 1) | (h->flags >> 1 & 2)];
 	bar_write(vp, VP_STATUS, 0, 1); /* reset */
 	bar_write(vp, VP_STATUS, 1 | 2, 1);
-	if (h.flags & 2) {
+	if (h->flags & 2) {
 		bar_write(vp, VP_DRV_FEATURE_SEL, 1, 4);
 		bar_write(vp, VP_DRV_FEATURE, 1, 4); /* VIRTIO_F_VERSION_1 */
 		bar_write(vp, VP_STATUS, 1 | 2 | 8, 1);
 	}
-	bar_write(vp, VP_QUEUE_SEL, 0, 2);
-	bar_write(vp, VP_QUEUE_SIZE, h.qsize, 2);
-	fuzz_bar_write64(fz.vm, vp, VP_QUEUE_DESC, fuzz_gpa_of(h.desc));
-	fuzz_bar_write64(fz.vm, vp, VP_QUEUE_AVAIL, fuzz_gpa_of(h.avail));
-	fuzz_bar_write64(fz.vm, vp, VP_QUEUE_USED, fuzz_gpa_of(h.used));
-	bar_write(vp, VP_QUEUE_ENABLE, 1, 2);
+	fuzz_queue_setup(fz.vm, vp, 0, h->qsize, h->desc, h->avail, h->used);
 	bar_write(vp, VP_STATUS, 1 | 2 | 4 | 8, 1);
 	kick(vp);
 	/* More requests on the same queue: the avail index moves on. */
-	uint16_t *idx = vm_gpa_to_hva(fz.vm, fuzz_gpa_of(h.avail) + 2, 2);
-	if (idx && h.bump) {
-		uint16_t v;
-		memcpy(&v, idx, 2);
-		v = (uint16_t)(v + h.bump);
-		memcpy(idx, &v, 2);
+	if (fuzz_bump_avail(fz.vm, h->avail, h->bump))
 		kick(vp);
-	}
-	return 0;
 }
+
+FUZZ_VM_TEST_ONE_INPUT(fz.vm, fz.mem, setup, run)

@@ -137,9 +137,7 @@ static void setup(void)
 	struct devices_config cfg = {.nics = &nic, .nnics = 1};
 	if (pci_init(vm, &cfg) < 0 || virtio_net_init(vm, &cfg) < 0)
 		die("devices");
-	for (struct device *d = vm->devices; d; d = d->next)
-		if (!strcmp(d->ops->name, "virtio-net"))
-			fz.vp = d->priv; /* struct virtio_net starts with its transport */
+	fz.vp = fuzz_vp_named(vm, "virtio-net"); /* struct virtio_net starts with its transport */
 	if (!fz.vp)
 		die("no virtio-net device");
 	fz.vm = vm;
@@ -172,17 +170,6 @@ static void deliver(const struct fuzz_hdr *h)
 	}
 }
 
-static void bump(uint32_t avail, uint8_t n)
-{
-	uint16_t *idx = vm_gpa_to_hva(fz.vm, fuzz_gpa_of(avail) + 2, 2);
-	if (idx && n) {
-		uint16_t v;
-		memcpy(&v, idx, 2);
-		v = (uint16_t)(v + n);
-		memcpy(idx, &v, 2);
-	}
-}
-
 static void run(const struct fuzz_hdr *h)
 {
 	bar_write(0x14, 0, 1); /* reset */
@@ -196,12 +183,8 @@ static void run(const struct fuzz_hdr *h)
 	bar_write(0x14, 1 | 2 | 8, 1);
 	unsigned nq = (h->flags & 4) ? 3 : 2;
 	for (unsigned q = 0; q < nq; q++) {
-		bar_write(0x16, q, 2);
-		bar_write(0x18, h->qsize[q], 2);
-		fuzz_bar_write64(fz.vm, fz.vp, 0x20, fuzz_gpa_of(h->desc[q]));
-		fuzz_bar_write64(fz.vm, fz.vp, 0x28, fuzz_gpa_of(h->avail[q]));
-		fuzz_bar_write64(fz.vm, fz.vp, 0x30, fuzz_gpa_of(h->used[q]));
-		bar_write(0x1c, 1, 2);
+		fuzz_queue_setup(fz.vm, fz.vp, (uint16_t)q, h->qsize[q], h->desc[q], h->avail[q],
+				 h->used[q]);
 	}
 	if (!(h->flags & 2))
 		bar_write(0x14, 1 | 2 | 4 | 8, 1);
@@ -214,25 +197,8 @@ static void run(const struct fuzz_hdr *h)
 		if (!h->bump)
 			break;
 		for (unsigned q = 0; q < nq; q++)
-			bump(h->avail[q], h->bump);
+			fuzz_bump_avail(fz.vm, h->avail[q], h->bump);
 	}
-}
-
-struct desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags, next;
-};
-
-static void write_seed(const char *dir, const char *name, const struct fuzz_hdr *h,
-		       const uint8_t *slot0)
-{
-	char path[512];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	FILE *f = fopen(path, "wb");
-	if (!f || fwrite(h, sizeof(*h), 1, f) != 1 || fwrite(slot0, SLOT0_SIZE, 1, f) != 1)
-		die("seed");
-	fclose(f);
 }
 
 /* Queues of 8 at fixed places: rx desc 0x100, avail 0x200, used 0x300;
@@ -249,59 +215,61 @@ static void write_seeds(const char *dir)
 			     .rxlen = {60, 1514}};
 	for (int mrg = 0; mrg < 2; mrg++) {
 		memset(s0, 0, sizeof(s0));
-		struct desc *rx = (struct desc *)(s0 + 0x100), *tx = (struct desc *)(s0 + 0x400);
+		struct fuzz_desc *rx = (struct fuzz_desc *)(s0 + 0x100),
+				 *tx = (struct fuzz_desc *)(s0 + 0x400);
 		for (int i = 0; i < 8; i++) {
-			rx[i] = (struct desc){0x1000 + i * 0x800u, mrg ? 512 : 2048, 2, 0};
+			rx[i] = (struct fuzz_desc){0x1000 + i * 0x800u, mrg ? 512 : 2048, 2, 0};
 			((uint16_t *)(s0 + 0x204))[i] = (uint16_t)i;
 		}
 		((uint16_t *)(s0 + 0x200))[1] = 8;
 		/* two frames to send: header + 60 bytes, and header split from frame */
-		tx[0] = (struct desc){0x5000, 12 + 60, 0, 0};
-		tx[1] = (struct desc){0x5100, 12, 1, 2};
-		tx[2] = (struct desc){0x5200, 100, 0, 0};
+		tx[0] = (struct fuzz_desc){0x5000, 12 + 60, 0, 0};
+		tx[1] = (struct fuzz_desc){0x5100, 12, 1, 2};
+		tx[2] = (struct fuzz_desc){0x5200, 100, 0, 0};
 		((uint16_t *)(s0 + 0x504))[0] = 0;
 		((uint16_t *)(s0 + 0x504))[1] = 1;
 		((uint16_t *)(s0 + 0x500))[1] = 2;
 		h.flags = (uint8_t)mrg;
-		write_seed(dir, mrg ? "mrg" : "plain", &h, s0);
+		fuzz_write_seed(dir, mrg ? "mrg" : "plain", &h, sizeof(h), s0, sizeof(s0));
 	}
 	/* One receive chain whose header is split over 1-byte and empty
 	 * buffers (more pieces than header bytes). */
 	memset(s0, 0, sizeof(s0));
-	struct desc *rx = (struct desc *)(s0 + 0x100);
+	struct fuzz_desc *rx = (struct fuzz_desc *)(s0 + 0x100);
 	for (int i = 0; i < 14; i += 2) {
-		rx[i] = (struct desc){0x1000u + (unsigned)i, 1, 2 | 1, (uint16_t)(i + 1)};
-		rx[i + 1] = (struct desc){0x1100, 0, 2 | 1, (uint16_t)(i + 2)};
+		rx[i] = (struct fuzz_desc){0x1000u + (unsigned)i, 1, 2 | 1, (uint16_t)(i + 1)};
+		rx[i + 1] = (struct fuzz_desc){0x1100, 0, 2 | 1, (uint16_t)(i + 2)};
 	}
-	rx[14] = (struct desc){0x2000, 2048, 2, 0};
+	rx[14] = (struct fuzz_desc){0x2000, 2048, 2, 0};
 	((uint16_t *)(s0 + 0x200))[1] = 1;
 	h.flags = 1;
 	h.qsize[0] = 16;
 	h.nrx = 1;
-	write_seed(dir, "split-header", &h, s0);
+	fuzz_write_seed(dir, "split-header", &h, sizeof(h), s0, sizeof(s0));
 
 	/* Offloads and the control queue (desc 0x700, avail 0x800, used 0x900):
 	 * a transmitted frame asking for checksum offload, a received one with
 	 * DATA_VALID, and two requests: promiscuous on (header and data split,
 	 * then the ack) and ANNOUNCE_ACK. */
 	memset(s0, 0, sizeof(s0));
-	rx = (struct desc *)(s0 + 0x100);
-	struct desc *tx = (struct desc *)(s0 + 0x400), *cq = (struct desc *)(s0 + 0x700);
+	rx = (struct fuzz_desc *)(s0 + 0x100);
+	struct fuzz_desc *tx = (struct fuzz_desc *)(s0 + 0x400),
+			 *cq = (struct fuzz_desc *)(s0 + 0x700);
 	for (int i = 0; i < 8; i++) {
-		rx[i] = (struct desc){0x1000 + i * 0x800u, 2048, 2, 0};
+		rx[i] = (struct fuzz_desc){0x1000 + i * 0x800u, 2048, 2, 0};
 		((uint16_t *)(s0 + 0x204))[i] = (uint16_t)i;
 	}
 	((uint16_t *)(s0 + 0x200))[1] = 8;
-	tx[0] = (struct desc){0x5000, 12 + 60, 0, 0};
+	tx[0] = (struct fuzz_desc){0x5000, 12 + 60, 0, 0};
 	s0[0x5000] = 1;	      /* NEEDS_CSUM */
 	s0[0x5000 + 6] = 34;  /* csum_start */
 	s0[0x5000 + 8] = 16;  /* csum_offset */
 	((uint16_t *)(s0 + 0x500))[1] = 1;
-	cq[0] = (struct desc){0x6000, 2, 1, 1};
-	cq[1] = (struct desc){0x6002, 1, 1, 2};
-	cq[2] = (struct desc){0x6010, 1, 2, 0};
-	cq[3] = (struct desc){0x6020, 2, 1, 4};
-	cq[4] = (struct desc){0x6030, 1, 2, 0};
+	cq[0] = (struct fuzz_desc){0x6000, 2, 1, 1};
+	cq[1] = (struct fuzz_desc){0x6002, 1, 1, 2};
+	cq[2] = (struct fuzz_desc){0x6010, 1, 2, 0};
+	cq[3] = (struct fuzz_desc){0x6020, 2, 1, 4};
+	cq[4] = (struct fuzz_desc){0x6030, 1, 2, 0};
 	s0[0x6000] = 0; /* RX */
 	s0[0x6001] = 0; /* PROMISC */
 	s0[0x6002] = 1;
@@ -318,26 +286,8 @@ static void write_seeds(const char *dir)
 			      .used = {0x300, 0x600, 0x900},
 			      .rxlen = {60},
 			      .rxhdr = {2 /* DATA_VALID */}};
-	write_seed(dir, "offloads-ctrl", &hc, s0);
+	fuzz_write_seed(dir, "offloads-ctrl", &hc, sizeof(hc), s0, sizeof(s0));
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc, (void)argv;
-	fuzz_seeds_if_asked(write_seeds);
-	return 0;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	if (!fz.vm)
-		setup();
-	struct fuzz_hdr h;
-	if (fuzz_mem_load(&fz.mem, &h, sizeof(h), data, size) < 0)
-		return 0;
-	run(&h);
-	return 0;
-}
+FUZZ_SEEDS_INITIALIZE(write_seeds)
+FUZZ_VM_TEST_ONE_INPUT(fz.vm, fz.mem, setup, run)

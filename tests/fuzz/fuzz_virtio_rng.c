@@ -50,9 +50,7 @@ static void setup(void)
 	struct devices_config cfg = {.rng = true};
 	if (pci_init(vm, &cfg) < 0 || virtio_rng_init(vm, &cfg) < 0)
 		die("devices");
-	for (struct device *d = vm->devices; d; d = d->next)
-		if (!strcmp(d->ops->name, "virtio-rng"))
-			fz.vp = d->priv; /* struct virtio_rng starts with its transport */
+	fz.vp = fuzz_vp_named(vm, "virtio-rng"); /* struct virtio_rng starts with its transport */
 	if (!fz.vp)
 		die("no virtio-rng device");
 	fz.vm = vm;
@@ -87,40 +85,12 @@ static void run(const struct fuzz_hdr *h)
 	bar_write(0x08, 1, 4);
 	bar_write(0x0c, 1, 4);
 	bar_write(0x14, 1 | 2 | 8, 1);
-	bar_write(0x16, 0, 2);
-	bar_write(0x18, h->qsize, 2);
-	fuzz_bar_write64(fz.vm, fz.vp, 0x20, fuzz_gpa_of(h->desc));
-	fuzz_bar_write64(fz.vm, fz.vp, 0x28, fuzz_gpa_of(h->avail));
-	fuzz_bar_write64(fz.vm, fz.vp, 0x30, fuzz_gpa_of(h->used));
-	bar_write(0x1c, 1, 2);
+	fuzz_queue_setup(fz.vm, fz.vp, 0, h->qsize, h->desc, h->avail, h->used);
 	if (!(h->flags & 1))
 		bar_write(0x14, 1 | 2 | 4 | 8, 1);
 	kick();
-	uint16_t *idx = vm_gpa_to_hva(fz.vm, fuzz_gpa_of(h->avail) + 2, 2);
-	if (idx && h->bump) {
-		uint16_t v;
-		memcpy(&v, idx, 2);
-		v = (uint16_t)(v + h->bump);
-		memcpy(idx, &v, 2);
+	if (fuzz_bump_avail(fz.vm, h->avail, h->bump))
 		kick();
-	}
-}
-
-struct desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags, next;
-};
-
-static void write_seed(const char *dir, const char *name, const struct fuzz_hdr *h,
-		       const uint8_t *slot0)
-{
-	char path[512];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	FILE *f = fopen(path, "wb");
-	if (!f || fwrite(h, sizeof(*h), 1, f) != 1 || fwrite(slot0, SLOT0_SIZE, 1, f) != 1)
-		die("seed");
-	fclose(f);
 }
 
 /* A queue of 8: desc 0x100, avail 0x200, used 0x300; buffers from 0x1000. */
@@ -128,44 +98,26 @@ static void write_seeds(const char *dir)
 {
 	static uint8_t s0[SLOT0_SIZE];
 	struct fuzz_hdr h = {.qsize = 8, .desc = 0x100, .avail = 0x200, .used = 0x300};
-	struct desc *d = (struct desc *)(s0 + 0x100);
+	struct fuzz_desc *d = (struct fuzz_desc *)(s0 + 0x100);
 	/* one buffer; a chain of three (one empty); one buffer past slot 0 */
-	d[0] = (struct desc){0x1000, 64, 2, 0};
-	d[1] = (struct desc){0x2000, 100, 2 | 1, 2};
-	d[2] = (struct desc){0x2100, 0, 2 | 1, 3};
-	d[3] = (struct desc){0x2200, 300, 2, 0};
-	d[4] = (struct desc){0x7f00, 0x200, 2, 0};
+	d[0] = (struct fuzz_desc){0x1000, 64, 2, 0};
+	d[1] = (struct fuzz_desc){0x2000, 100, 2 | 1, 2};
+	d[2] = (struct fuzz_desc){0x2100, 0, 2 | 1, 3};
+	d[3] = (struct fuzz_desc){0x2200, 300, 2, 0};
+	d[4] = (struct fuzz_desc){0x7f00, 0x200, 2, 0};
 	uint16_t *ring = (uint16_t *)(s0 + 0x204);
 	ring[0] = 0, ring[1] = 1, ring[2] = 4;
 	((uint16_t *)(s0 + 0x200))[1] = 3;
-	write_seed(dir, "requests", &h, s0);
+	fuzz_write_seed(dir, "requests", &h, sizeof(h), s0, sizeof(s0));
 	/* a device-readable buffer, then a good one */
 	memset(s0, 0, sizeof(s0));
-	d[0] = (struct desc){0x1000, 64, 0, 0};
-	d[1] = (struct desc){0x1100, 64, 2, 0};
+	d[0] = (struct fuzz_desc){0x1000, 64, 0, 0};
+	d[1] = (struct fuzz_desc){0x1100, 64, 2, 0};
 	ring[0] = 0, ring[1] = 1;
 	((uint16_t *)(s0 + 0x200))[1] = 2;
 	h.bump = 1;
-	write_seed(dir, "readable", &h, s0);
+	fuzz_write_seed(dir, "readable", &h, sizeof(h), s0, sizeof(s0));
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc, (void)argv;
-	fuzz_seeds_if_asked(write_seeds);
-	return 0;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	if (!fz.vm)
-		setup();
-	struct fuzz_hdr h;
-	if (fuzz_mem_load(&fz.mem, &h, sizeof(h), data, size) < 0)
-		return 0;
-	run(&h);
-	return 0;
-}
+FUZZ_SEEDS_INITIALIZE(write_seeds)
+FUZZ_VM_TEST_ONE_INPUT(fz.vm, fz.mem, setup, run)

@@ -1,6 +1,7 @@
 /* The fuzz harnesses' fake VM (fuzz_vm.h). */
 #include "fuzz_vm.h"
 
+#include "devices/device.h"
 #include "kvm/iobus.h"
 #include "util/evloop.h"
 
@@ -77,6 +78,15 @@ uint64_t fuzz_gpa_of(uint32_t v)
 	return v & 0x80000000u ? FUZZ_SLOT1_GPA + (v & 0x7fffffffu) : FUZZ_SLOT0_GPA + v;
 }
 
+struct virtio_pci *fuzz_vp_named(struct vm *vm, const char *name)
+{
+	struct virtio_pci *vp = NULL;
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (!strcmp(d->ops->name, name))
+			vp = d->priv;
+	return vp;
+}
+
 void fuzz_bar_write(struct vm *vm, struct virtio_pci *vp, uint64_t off, uint32_t v, unsigned len)
 {
 	if (!iobus_dispatch(&vm->mmio, vp->pci.bars[0].addr + off, &v, len, true))
@@ -89,6 +99,29 @@ void fuzz_bar_write64(struct vm *vm, struct virtio_pci *vp, uint64_t off, uint64
 	fuzz_bar_write(vm, vp, off + 4, (uint32_t)(v >> 32), 4);
 }
 
+void fuzz_queue_setup(struct vm *vm, struct virtio_pci *vp, uint16_t q, uint16_t size,
+		      uint32_t desc, uint32_t avail, uint32_t used)
+{
+	fuzz_bar_write(vm, vp, 0x16, q, 2); /* queue_select */
+	fuzz_bar_write(vm, vp, 0x18, size, 2);
+	fuzz_bar_write64(vm, vp, 0x20, fuzz_gpa_of(desc));
+	fuzz_bar_write64(vm, vp, 0x28, fuzz_gpa_of(avail));
+	fuzz_bar_write64(vm, vp, 0x30, fuzz_gpa_of(used));
+	fuzz_bar_write(vm, vp, 0x1c, 1, 2); /* queue_enable */
+}
+
+bool fuzz_bump_avail(struct vm *vm, uint32_t avail, uint8_t n)
+{
+	uint16_t *idx = vm_gpa_to_hva(vm, fuzz_gpa_of(avail) + 2, 2);
+	if (!idx || !n)
+		return false;
+	uint16_t v;
+	memcpy(&v, idx, 2);
+	v = (uint16_t)(v + n);
+	memcpy(idx, &v, 2);
+	return true;
+}
+
 void fuzz_seeds_if_asked(void (*write_seeds)(const char *dir))
 {
 	const char *seeds = getenv("CAIRN_FUZZ_SEEDS");
@@ -96,4 +129,15 @@ void fuzz_seeds_if_asked(void (*write_seeds)(const char *dir))
 		write_seeds(seeds);
 		exit(0);
 	}
+}
+
+void fuzz_write_seed(const char *dir, const char *name, const void *hdr, size_t hlen,
+		     const uint8_t *slot0, size_t size0)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "wb");
+	if (!f || fwrite(hdr, hlen, 1, f) != 1 || fwrite(slot0, size0, 1, f) != 1)
+		die("seed");
+	fclose(f);
 }

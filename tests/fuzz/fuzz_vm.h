@@ -8,6 +8,7 @@
 #include "devices/virtio_pci.h"
 #include "kvm/vm.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,11 +37,58 @@ int fuzz_mem_load(const struct fuzz_mem *m, void *hdr, size_t hlen, const uint8_
 /* An input's address: bit 31 set, slot 1 + the rest, else slot 0 + it. */
 uint64_t fuzz_gpa_of(uint32_t v);
 
+/* The transport of vm's last device called name (the device's private
+ * data starts with it), NULL if none. */
+struct virtio_pci *fuzz_vp_named(struct vm *vm, const char *name);
+
 /* A driver's write to the device's BAR0 (aborts if nothing is mapped). */
 void fuzz_bar_write(struct vm *vm, struct virtio_pci *vp, uint64_t off, uint32_t v, unsigned len);
 void fuzz_bar_write64(struct vm *vm, struct virtio_pci *vp, uint64_t off, uint64_t v);
 
+/* A driver's set-up of queue q: its size, its rings at the inputs'
+ * addresses (fuzz_gpa_of), enabled. */
+void fuzz_queue_setup(struct vm *vm, struct virtio_pci *vp, uint16_t q, uint16_t size,
+		      uint32_t desc, uint32_t avail, uint32_t used);
+/* More requests on a queue: n added to the avail index at the input's
+ * address avail (+ 2).  False: n is 0 or the index is outside RAM. */
+bool fuzz_bump_avail(struct vm *vm, uint32_t avail, uint8_t n);
+
+/* The split-ring descriptor as the seeds write it. */
+struct fuzz_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
 /* CAIRN_FUZZ_SEEDS=DIR: write_seeds(DIR), then exit. */
 void fuzz_seeds_if_asked(void (*write_seeds)(const char *dir));
+/* A seed file DIR/NAME: the header's hlen bytes, then slot 0's size0. */
+void fuzz_write_seed(const char *dir, const char *name, const void *hdr, size_t hlen,
+		     const uint8_t *slot0, size_t size0);
+
+/* The entry points of a harness on a fake VM: LLVMFuzzerInitialize writes
+ * its seeds when asked; LLVMFuzzerTestOneInput sets up once (setup_ when
+ * vm_ is NULL), loads an input (a struct fuzz_hdr, then guest memory, into
+ * mem_) and runs it (run_(&h)). */
+#define FUZZ_SEEDS_INITIALIZE(write_seeds_)                                                        \
+	int LLVMFuzzerInitialize(int *argc, char ***argv);                                         \
+	int LLVMFuzzerInitialize(int *argc, char ***argv)                                          \
+	{                                                                                          \
+		(void)argc, (void)argv;                                                            \
+		fuzz_seeds_if_asked(write_seeds_);                                                 \
+		return 0;                                                                          \
+	}
+#define FUZZ_VM_TEST_ONE_INPUT(vm_, mem_, setup_, run_)                                            \
+	int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);                              \
+	int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)                               \
+	{                                                                                          \
+		if (!(vm_))                                                                        \
+			setup_();                                                                  \
+		struct fuzz_hdr h;                                                                 \
+		if (fuzz_mem_load(&(mem_), &h, sizeof(h), data, size) < 0)                         \
+			return 0;                                                                  \
+		run_(&h);                                                                          \
+		return 0;                                                                          \
+	}
 
 #endif

@@ -16,6 +16,7 @@
 #include "util/err.h"
 #include "util/evloop.h"
 #include "util/log.h"
+#include "vdev_test.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,15 +28,7 @@
 #define RXQ 0
 #define TXQ 1
 #define CTRLQ 2
-#define F_NEXT 1
-#define F_WRITE 2
 #define NEEDS_RESET 0x40
-
-struct desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags, next;
-};
 
 /* queue q's rings (the control queue's after the others') */
 #define DESC(q) ((q) == CTRLQ ? 0x8000u : 0x1000u + (q)*0x1000u)
@@ -51,17 +44,8 @@ static struct vm vm;
 static struct virtio_pci *vp;
 static uint16_t avail_idx[3];
 
-static void bar_write(uint64_t off, uint32_t v, unsigned len)
-{
-	CHECK(iobus_dispatch(&vm.mmio, vp->pci.bars[0].addr + off, &v, len, true));
-}
-
-static uint32_t bar_read(uint64_t off, unsigned len)
-{
-	uint32_t v = 0;
-	CHECK(iobus_dispatch(&vm.mmio, vp->pci.bars[0].addr + off, &v, len, false));
-	return v;
-}
+#define bar_write(off, v, len) vdev_bar_write(&vm, vp, off, v, len)
+#define bar_read(off, len) vdev_bar_read(&vm, vp, off, len)
 
 static struct desc *desc(unsigned q, unsigned i)
 {
@@ -408,12 +392,7 @@ static void test_announce(struct device *d)
 		driver_setup(1u << 5 | 1u << 15 | 1u << 16 | (with ? F_CTRL : 1u << 17));
 		CHECK_EQ(bar_read(0x2006, 2), 1);
 		struct state_buf sb;
-		state_buf_init_save(&sb, "virtio-net");
-		CHECK_EQ(d->ops->snapshot(d->priv, &sb), 0);
-		struct state_buf rb;
-		state_buf_init_restore(&rb, sb.p, sb.off, "virtio-net");
-		CHECK_EQ(d->ops->snapshot(d->priv, &rb), 0);
-		CHECK_EQ(state_buf_finish(&rb), 0);
+		vdev_test_roundtrip(d, "virtio-net", &sb);
 		CHECK_EQ(bar_read(0x2006, 2), with ? 1 | 2 : 1);
 		if (with) {
 			CHECK_EQ(ctrl(VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, NULL, 0,
@@ -605,16 +584,7 @@ int main(void)
 	test_ctrl_parse();
 	test_offload_rules();
 	ram = calloc(1, RAM);
-	vm.kvm_fd = vm.vm_fd = -1;
-	iobus_init(&vm.pio, "pio");
-	iobus_init(&vm.mmio, "mmio");
-	pthread_mutex_init(&vm.lock, NULL);
-	pthread_cond_init(&vm.cond, NULL);
-	CHECK_EQ(evloop_create(&vm.loop), 0);
-	vm.slots[0] = (struct vm_mem_slot){0, 0, RAM, ram};
-	vm.nslots = 1;
-	vm.ram = ram;
-	vm.ram_size = RAM;
+	vdev_test_vm_init(&vm, ram, RAM);
 	/* today's NIC, and one of the first model (restored from an older snapshot) */
 	struct virtio_net_nic nics[2] = {{{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, "user", false},
 					 {{0x52, 0x54, 0x00, 0x12, 0x34, 0x57}, "none", true}};

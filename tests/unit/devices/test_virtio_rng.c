@@ -17,6 +17,7 @@
 #include "test.h"
 #include "util/evloop.h"
 #include "util/log.h"
+#include "vdev_test.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,32 +29,15 @@
 #define AVAIL 0x2000u
 #define USED 0x3000u
 #define BUF 0x10000u
-#define F_NEXT 1
-#define F_WRITE 2
 #define NEEDS_RESET 0x40
-
-struct desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags, next;
-};
 
 static uint8_t *ram;
 static struct vm vm;
 static struct virtio_pci *vp;
 static uint16_t avail_idx;
 
-static void bar_write(uint64_t off, uint32_t v, unsigned len)
-{
-	CHECK(iobus_dispatch(&vm.mmio, vp->pci.bars[0].addr + off, &v, len, true));
-}
-
-static uint32_t bar_read(uint64_t off, unsigned len)
-{
-	uint32_t v = 0;
-	CHECK(iobus_dispatch(&vm.mmio, vp->pci.bars[0].addr + off, &v, len, false));
-	return v;
-}
+#define bar_write(off, v, len) vdev_bar_write(&vm, vp, off, v, len)
+#define bar_read(off, len) vdev_bar_read(&vm, vp, off, len)
 
 static struct desc *desc(unsigned i)
 {
@@ -223,13 +207,8 @@ static void test_vmgenid(void)
 	      memcmp(seen[0], seen[2], VMGENID_LEN));
 	CHECK(all_zero(id + VMGENID_LEN, 16)); /* nothing past the 16 bytes */
 
-	struct state_buf sb;
-	state_buf_init_save(&sb, "vmgenid");
-	CHECK_EQ(d->ops->snapshot(d->priv, &sb), 0);
-	struct state_buf rb;
-	state_buf_init_restore(&rb, sb.p, sb.off, "vmgenid");
-	CHECK_EQ(d->ops->snapshot(d->priv, &rb), 0);
-	CHECK_EQ(state_buf_finish(&rb), 0);
+	struct state_buf sb, rb;
+	vdev_test_roundtrip(d, "vmgenid", &sb);
 	/* an address outside this machine's RAM is refused */
 	uint8_t bad[64];
 	CHECK(sb.off <= sizeof(bad));
@@ -245,16 +224,7 @@ int main(void)
 {
 	log_set_level(LOG_ERROR);
 	ram = calloc(1, RAM);
-	vm.kvm_fd = vm.vm_fd = -1;
-	iobus_init(&vm.pio, "pio");
-	iobus_init(&vm.mmio, "mmio");
-	pthread_mutex_init(&vm.lock, NULL);
-	pthread_cond_init(&vm.cond, NULL);
-	CHECK_EQ(evloop_create(&vm.loop), 0);
-	vm.slots[0] = (struct vm_mem_slot){0, 0, RAM, ram};
-	vm.nslots = 1;
-	vm.ram = ram;
-	vm.ram_size = RAM;
+	vdev_test_vm_init(&vm, ram, RAM);
 	struct devices_config off = {.rng = false};
 	CHECK_EQ(virtio_rng_init(&vm, &off), 0);
 	CHECK(vm.devices == NULL); /* --rng none */

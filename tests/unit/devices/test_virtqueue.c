@@ -5,6 +5,7 @@
 #include "devices/virtqueue.h"
 #include "kvm/vm.h"
 #include "test.h"
+#include "vdev_test.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -17,15 +18,7 @@
 #define AVAIL 0x2000
 #define USED 0x3000
 #define BUF 0x10000
-#define F_NEXT 1
-#define F_WRITE 2
 #define F_INDIRECT 4
-
-struct desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags, next;
-};
 
 static uint8_t *ram;
 static struct vm vm;
