@@ -24,5 +24,5 @@ if command -v qemu-img >/dev/null; then
 fi
 set +e
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-exec "$FUZZER" -max_total_time="$SECS" -max_len=262144 -timeout=10 -rss_limit_mb=2048 \
+exec "$FUZZER" -max_total_time="$SECS" -max_len=262144 -timeout=10 -rss_limit_mb=2048 -error_exitcode=1 \
   -print_final_stats=1 corpus

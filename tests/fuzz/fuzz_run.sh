@@ -18,6 +18,8 @@ elif [ $# -ge 4 ]; then
   python3 "$3" "$4" corpus || { echo "FAIL: seed corpus set-up ($3 $4)"; exit 1; }
   echo "seed corpus: $(ls corpus | wc -l) files"
 fi
+# A crash fails the test: libFuzzer's own exit code for it, 77, is what
+# meson reads as a skip.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-exec "$1" -max_total_time="${2:-30}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+exec "$1" -max_total_time="${2:-30}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -error_exitcode=1 \
   -print_final_stats=1 corpus
