@@ -35,7 +35,6 @@
 #define SEG_MAX (VQ_MAX_SIZE - 2)
 #define MAX_DISCARD_SECTORS (1u << 22)
 #define VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP 1u
-#define BAD_REQS_WARNED 3 /* then at debug level only */
 
 /* The device configuration layout (virtio 1.x §5.2.4), little-endian. */
 struct virtio_blk_config {
@@ -219,14 +218,8 @@ static uint8_t *vblk_status_byte(const struct vq_elem *e)
 static void vblk_bad_request(struct virtio_blk *b, struct virtqueue *vq, uint16_t head,
 			     uint8_t *status, const char *why)
 {
-	b->bad_reqs++;
-	if (b->bad_reqs <= BAD_REQS_WARNED)
-		log_warn("virtio-blk %s: malformed request (%s): %s%s", b->bd->path, why,
-			 status ? "failed with IOERR" : "returned unanswered",
-			 b->bad_reqs == BAD_REQS_WARNED ? "; further ones logged at debug level"
-							: "");
-	else
-		log_debug("virtio-blk %s: malformed request (%s)", b->bd->path, why);
+	virtio_log_bad(&b->bad_reqs, "virtio-blk %s: malformed request (%s): %s", b->bd->path, why,
+		       status ? "failed with IOERR" : "returned unanswered");
 	if (status)
 		*status = VIRTIO_BLK_S_IOERR;
 	vq_push(vq, head, status ? 1 : 0);

@@ -54,7 +54,6 @@
 	 VIRTIO_NET_F_HOST_TSO6 | VIRTIO_NET_F_HOST_ECN)
 #define RX_BACKLOG 256
 #define ETH_HLEN 14
-#define BAD_WARNED 3
 
 /* virtio 1.x §5.1.4, little-endian. */
 struct virtio_net_config {
@@ -85,7 +84,6 @@ struct virtio_net {
 	struct rx_frame backlog[RX_BACKLOG];
 	unsigned backlog_head, backlog_n;
 	uint64_t tx_frames, rx_frames, rx_dropped, bad;
-	struct evloop *loop;
 	bool tx_poll_queued; /* vnet_tx_poll waits for the next loop turn */
 };
 
@@ -171,12 +169,7 @@ static void vnet_config_read(void *dev, uint64_t off, void *data, unsigned len)
 
 static void vnet_bad(struct virtio_net *n, const char *why)
 {
-	n->bad++;
-	if (n->bad <= BAD_WARNED)
-		log_warn("virtio-net %d: %s%s", n->index, why,
-			 n->bad == BAD_WARNED ? "; further ones logged at debug level" : "");
-	else
-		log_debug("virtio-net %d: %s", n->index, why);
+	virtio_log_bad(&n->bad, "virtio-net %d: %s", n->index, why);
 }
 
 static size_t iov_total(const struct iovec *iov, unsigned cnt)
@@ -442,7 +435,7 @@ static void vnet_tx_drain(struct virtio_net *n)
 		vnet_tx(n);
 	}
 	if (!n->tx_poll_queued && !(n->vp.status & 0x40 /* DEVICE_NEEDS_RESET */)) {
-		n->tx_poll_queued = evloop_call(n->loop, vnet_tx_poll, n) == 0;
+		n->tx_poll_queued = evloop_call(n->vp.vm->loop, vnet_tx_poll, n) == 0;
 		if (!n->tx_poll_queued) {
 			vq_set_notify(vq, true);
 			if (vq_pending(vq))
@@ -459,13 +452,6 @@ static void vnet_tx_poll(void *opaque)
 	if (n->vp.vqs[TXQ].ready && !(n->vp.status & 0x40))
 		vnet_tx_drain(n);
 	pthread_mutex_unlock(&n->vp.lock);
-}
-
-/* The guest's kick, transport lock held: drained now even with a poll
- * queued (a driver that reset the device kicks a new queue). */
-static void vnet_tx_kicked(struct virtio_net *n)
-{
-	vnet_tx_drain(n);
 }
 
 static void vnet_ctrl_apply(struct virtio_net *n, const struct virtio_net_ctrl *c)
@@ -526,8 +512,10 @@ static void vnet_queue_notify(void *dev, unsigned q)
 {
 	struct virtio_net *n = dev;
 	vnet_sync_offloads(n);
+	/* a transmit kick drains now even with a poll queued: a driver that
+	 * reset the device kicks a new queue */
 	if (q == TXQ)
-		vnet_tx_kicked(n);
+		vnet_tx_drain(n);
 	else if (q == CTRLQ)
 		vnet_ctrl(n);
 	else
@@ -638,7 +626,6 @@ static int vnet_create(struct vm *vm, const struct virtio_net_nic *nic, int inde
 	if (!n)
 		return err_set(ENOMEM, "virtio-net");
 	n->index = index;
-	n->loop = vm->loop;
 	n->spec = strdup(nic->backend);
 	const struct net_peer peer = {vnet_receive, vnet_link_changed, vnet_can_receive, n};
 	int r = n->spec ? net_backend_open(nic->backend, vm->loop, &peer, &n->be)

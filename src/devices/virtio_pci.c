@@ -6,6 +6,8 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -86,6 +88,21 @@ void virtio_pci_set_failed(struct virtio_pci *vp)
 	vp->status |= STATUS_NEEDS_RESET;
 	vp->config_gen++;
 	vp_interrupt(vp, vp->msix_config, 2);
+}
+
+void virtio_log_bad(uint64_t *count, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	++*count;
+	if (*count <= VIRTIO_BAD_WARNED)
+		log_warn("%s%s", msg,
+			 *count == VIRTIO_BAD_WARNED ? "; further ones logged at debug level" : "");
+	else
+		log_debug("%s", msg);
 }
 
 int virtio_pci_pop(struct virtio_pci *vp, struct virtqueue *vq, struct vq_elem *e,

@@ -64,6 +64,11 @@ int virtio_pci_snapshot(struct virtio_pci *vp, struct state_buf *sb);
 void virtio_pci_config_changed(struct virtio_pci *vp);
 /* The device failed (the driver broke the protocol): DEVICE_NEEDS_RESET. */
 void virtio_pci_set_failed(struct virtio_pci *vp);
+/* A request the driver got wrong, counted in *COUNT: a warning the first
+ * VIRTIO_BAD_WARNED times, then at debug level (a guest can do it in a
+ * loop).  FMT names the device and the fault. */
+#define VIRTIO_BAD_WARNED 3
+void virtio_log_bad(uint64_t *count, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The next chain the driver posted on VQ into E, as a device's request
  * loop takes them: 1 a chain, -EBADMSG a malformed one (to be refused: its
  * head is in E), 0 none left.  A broken ring fails the device (0 then).

@@ -14,7 +14,6 @@
 #include <sys/random.h>
 
 #define VIRTIO_ID_RNG 4
-#define BAD_WARNED 3
 
 struct virtio_rng {
 	struct virtio_pci vp;
@@ -25,12 +24,7 @@ struct virtio_rng {
 
 static void vrng_bad(struct virtio_rng *g, const char *why)
 {
-	g->bad++;
-	if (g->bad <= BAD_WARNED)
-		log_warn("virtio-rng: %s%s", why,
-			 g->bad == BAD_WARNED ? "; further ones logged at debug level" : "");
-	else
-		log_debug("virtio-rng: %s", why);
+	virtio_log_bad(&g->bad, "virtio-rng: %s", why);
 }
 
 /* Fill IOV (device-writable buffers) with up to VIRTIO_RNG_MAX_REQUEST
