@@ -104,20 +104,6 @@ static int clone_model(const struct bundle *b, const struct bundle_snapshot *s,
 	return bundle_layers_copy(&n->origin->layers, &s->layers);
 }
 
-/* RAM assembled from a chain, handed to a save chunk by chunk. */
-struct ram_source {
-	const uint8_t *ram;
-};
-static const void *ram_get(void *opaque, uint64_t chunk)
-{
-	return ((struct ram_source *)opaque)->ram + chunk * MEM_IMAGE_CHUNK_SIZE;
-}
-static void ram_put(void *opaque, uint64_t chunk)
-{
-	(void)opaque;
-	(void)chunk;
-}
-
 /* DST: the RAM of memory image SRC (a chain of layers in the origin) as one
  * full image with SRC's id, so the clone needs none of the origin's images
  * (state.bin names that id).  A full SRC is hard-linked when it can be: no
@@ -147,8 +133,7 @@ static int clone_memory(const char *src, const char *dst, uint64_t size)
 		munmap(ram, size);
 		return r;
 	}
-	struct ram_source rs = {ram};
-	struct mem_image_source ms = {ram_get, ram_put, &rs};
+	struct mem_image_source ms = mem_image_ram_source(ram);
 	r = mem_image_save_as(dst, &ms, size, NULL, &id, NULL, NULL, NULL);
 	munmap(ram, size);
 	return r;

@@ -649,10 +649,15 @@ static void ram_put(void *opaque, uint64_t c)
 {
 }
 
+struct mem_image_source mem_image_ram_source(const void *ram)
+{
+	return (struct mem_image_source){.get = ram_get, .put = ram_put, .opaque = (void *)ram};
+}
+
 int mem_image_save(const char *path, const void *ram, uint64_t size, mem_image_progress_fn progress,
 		   void *opaque, struct mem_image_info *info)
 {
-	struct mem_image_source src = {.get = ram_get, .put = ram_put, .opaque = (void *)ram};
+	struct mem_image_source src = mem_image_ram_source(ram);
 	bool aligned = (uintptr_t)ram % MEM_IMAGE_PAGE_SIZE == 0;
 	return save_common(path, &src, aligned, size, NULL, NULL, progress, opaque, info);
 }

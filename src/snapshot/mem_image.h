@@ -77,6 +77,9 @@ struct mem_image_source {
 	void (*put)(void *opaque, uint64_t chunk);
 	void *opaque;
 };
+/* RAM that does not change while it is saved (mem_image_save's), as a
+ * source for the saves below. */
+struct mem_image_source mem_image_ram_source(const void *ram);
 /* mem_image_save from SRC instead of a stable RAM pointer. */
 int mem_image_save_from(const char *path, const struct mem_image_source *src, uint64_t size,
 			mem_image_progress_fn progress, void *opaque, struct mem_image_info *info);

@@ -20,22 +20,12 @@
 #include <unistd.h>
 
 #define PAGE MEM_IMAGE_PAGE_SIZE
-#define CHUNK MEM_IMAGE_CHUNK_SIZE
 
 static double now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static const void *get(void *o, uint64_t c)
-{
-	return (const uint8_t *)o + c * CHUNK;
-}
-
-static void put(void *o, uint64_t c)
-{
 }
 
 static void drop_cache(const char *path)
@@ -104,7 +94,7 @@ int main(int argc, char **argv)
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		memcpy(ram + off, &x, 8);
 	}
-	struct mem_image_source src = {get, put, ram};
+	struct mem_image_source src = mem_image_ram_source(ram);
 	struct mem_image_info info, prev;
 	double t, *tl = calloc((size_t)n, sizeof(double));
 	for (int i = 0; i <= n; i++) {

@@ -81,15 +81,6 @@ static void mutate(uint8_t *ram, uint64_t *changed, uint64_t seed)
 	}
 }
 
-static const void *get(void *o, uint64_t c)
-{
-	return (const uint8_t *)o + c * CHUNK;
-}
-
-static void put(void *o, uint64_t c)
-{
-}
-
 static void check_chain_is(int i, const uint8_t *want)
 {
 	char p[300];
@@ -179,7 +170,7 @@ int main(void)
 		snprintf(ref, sizeof(ref), "../s%d/memory.img", i - 1);
 		struct mem_image_layer_spec spec = {changed, i ? info[i - 1].id : (struct mem_id){{0}},
 						    ref, i ? info[i - 1].depth : 0, (uint32_t)i};
-		struct mem_image_source src = {get, put, ram};
+		struct mem_image_source src = mem_image_ram_source(ram);
 		CHECK_EQ(mem_image_save_as(p, &src, SIZE, i ? &spec : NULL, NULL, NULL, NULL, &info[i]),
 			 0);
 		CHECK_EQ(info[i].layer, i > 0);
