@@ -26,5 +26,9 @@ int cli_vm_run_main(int argc, char **argv);
 int cli_fail(void);
 /* Print "cairn CMD: MESSAGE" plus "Try 'cairn CMD --help'." and return 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One --net SPEC of CMD into NETS (*N so far, at most VM_MAX_NICS): 0, or
+ * a usage error (said; CLI_USAGE) for a spec net_spec_parse refuses or one
+ * too many. */
+int cli_parse_net(const char *cmd, const char *spec, const char **nets, int *n);
 
 #endif

@@ -1,6 +1,8 @@
 /* cairn: a KVM virtual machine monitor built around snapshots. */
 #include "cli/cli.h"
+#include "net/net.h"
 #include "util/err.h"
+#include "vmm/config.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,6 +40,17 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\nTry 'cairn %s --help'.\n", cmd);
 	return CLI_USAGE;
+}
+
+int cli_parse_net(const char *cmd, const char *spec, const char **nets, int *n)
+{
+	struct net_spec ns;
+	if (*n == VM_MAX_NICS)
+		return cli_usage_error(cmd, "at most %d --net", VM_MAX_NICS);
+	if (net_spec_parse(spec, &ns) < 0)
+		return cli_usage_error(cmd, "%s", err_msg());
+	nets[(*n)++] = spec;
+	return 0;
 }
 
 int main(int argc, char **argv)

@@ -2,7 +2,6 @@
  * line, with the serial console on this terminal. */
 #include "cli/cli.h"
 #include "cli/term.h"
-#include "net/net.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/size.h"
@@ -95,23 +94,12 @@ static void set_str(char **field, const char *value)
 	*field = strdup(value);
 }
 
-/* One NIC per --net (--net none alone: none), MACs 52:54:00:12:34:56 and
- * up, as QEMU numbers them, unless mac= says otherwise. */
-static int set_nics(struct vm_config *cfg, const char *const *nets, int n)
+/* A NIC's MAC unless mac= says: 52:54:00:12:34:56 and up, as QEMU numbers
+ * them. */
+static void qemu_mac(int i, uint8_t mac[6])
 {
-	if (n == 1 && !strcmp(nets[0], "none"))
-		return 0;
-	for (int i = 0; i < n; i++) {
-		struct net_spec ns;
-		net_spec_parse(nets[i], &ns); /* checked when given */
-		if (ns.kind == NET_NONE)
-			return -1;
-		struct nic_config *nc = &cfg->nics[cfg->nnics++];
-		const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, (uint8_t)(0x56 + i)};
-		memcpy(nc->mac, ns.has_mac ? ns.mac : mac, 6);
-		set_str(&nc->backend, nets[i]);
-	}
-	return 0;
+	const uint8_t m[6] = {0x52, 0x54, 0x00, 0x12, 0x34, (uint8_t)(0x56 + i)};
+	memcpy(mac, m, 6);
 }
 
 int cli_run_main(int argc, char **argv)
@@ -173,19 +161,10 @@ int cli_run_main(int argc, char **argv)
 				goto out;
 			}
 			break;
-		case 'E': {
-			struct net_spec ns;
-			if (nnets == VM_MAX_NICS) {
-				status = cli_usage_error("run", "at most %d --net", VM_MAX_NICS);
+		case 'E':
+			if ((status = cli_parse_net("run", optarg, nets, &nnets)) != 0)
 				goto out;
-			}
-			if (net_spec_parse(optarg, &ns) < 0) {
-				status = cli_usage_error("run", "%s", err_msg());
-				goto out;
-			}
-			nets[nnets++] = optarg;
 			break;
-		}
 		case 'G':
 			if (!strcmp(optarg, "none")) {
 				cfg.no_rng = true;
@@ -258,8 +237,8 @@ int cli_run_main(int argc, char **argv)
 	if (restore) {
 		opts.net_backends = nets;
 		opts.nnet_backends = nnets;
-	} else if (set_nics(&cfg, nets, nnets) < 0) {
-		status = cli_usage_error("run", "--net none gives no NIC: not with another --net");
+	} else if (vm_config_set_nics(&cfg, nets, nnets, qemu_mac) < 0) {
+		status = cli_usage_error("run", "%s", err_msg());
 		goto out;
 	}
 	log_set_level(quiet ? LOG_ERROR : verbose >= 2 ? LOG_DEBUG : verbose ? LOG_INFO : LOG_WARN);

@@ -4,7 +4,6 @@
 #include "cli/cli.h"
 #include "cli/term.h"
 #include "manager/ops.h"
-#include "net/net.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/size.h"
@@ -117,19 +116,6 @@ static int finish(int r, bool json, json_t *report, const char *human)
 	return CLI_OK;
 }
 
-/* One --net SPEC of CMD into NETS (*N so far): a usage error (said) for
- * a spec net_spec_parse refuses or one too many. */
-static int cli_parse_net(const char *cmd, const char *spec, const char **nets, int *n)
-{
-	struct net_spec ns;
-	if (*n == VM_MAX_NICS)
-		return cli_usage_error(cmd, "at most %d --net", VM_MAX_NICS), -1;
-	if (net_spec_parse(spec, &ns) < 0)
-		return cli_usage_error(cmd, "%s", err_msg()), -1;
-	nets[(*n)++] = spec;
-	return 0;
-}
-
 static bool cli_nets_have_none(const char *const *nets, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -216,7 +202,7 @@ int cli_vm_create_main(int argc, char **argv)
 			o.reference = true;
 			break;
 		case 'E':
-			if (cli_parse_net("create", optarg, nets, &o.nnets) < 0)
+			if (cli_parse_net("create", optarg, nets, &o.nnets) != 0)
 				return CLI_USAGE;
 			break;
 		case 'h':
@@ -440,7 +426,7 @@ int cli_vm_clone_main(int argc, char **argv)
 		case 'b': o.boot = true; break;
 		case 'j': json = true; break;
 		case 'E':
-			if (cli_parse_net("clone", optarg, nets, &o.nnets) < 0)
+			if (cli_parse_net("clone", optarg, nets, &o.nnets) != 0)
 				return CLI_USAGE;
 			break;
 		case 'h': return fputs(clone_usage, stdout), CLI_OK;

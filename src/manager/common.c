@@ -37,34 +37,16 @@ void mgr_random_mac(uint8_t mac[6])
 	memcpy(mac, m, 6);
 }
 
+/* vm_config_set_nics's default MAC for a bundle's NIC: a random one. */
+static void random_mac(int i, uint8_t mac[6])
+{
+	(void)i;
+	mgr_random_mac(mac);
+}
+
 int mgr_set_nics(struct vm_config *cfg, const char *const *nets, int n)
 {
-	for (int i = 0; i < cfg->nnics; i++) {
-		free(cfg->nics[i].backend);
-		cfg->nics[i].backend = NULL;
-	}
-	cfg->nnics = 0;
-	if (n == 1 && !strcmp(nets[0], "none"))
-		return 0;
-	if (n > VM_MAX_NICS)
-		return err_set(EINVAL, "at most %d NICs", VM_MAX_NICS);
-	for (int i = 0; i < n; i++) {
-		struct net_spec ns;
-		int r = net_spec_parse(nets[i], &ns);
-		if (r < 0)
-			return r;
-		if (ns.kind == NET_NONE)
-			return err_set(EINVAL, "--net none gives no NIC: not with another --net");
-		struct nic_config *nc = &cfg->nics[cfg->nnics];
-		if (ns.has_mac)
-			memcpy(nc->mac, ns.mac, 6);
-		else
-			mgr_random_mac(nc->mac);
-		if (!(nc->backend = strdup(nets[i])))
-			return err_set(ENOMEM, "--net %s", nets[i]);
-		cfg->nnics++;
-	}
-	return 0;
+	return vm_config_set_nics(cfg, nets, n, random_mac);
 }
 
 void mgr_now_iso(char *out, size_t len)

@@ -2,6 +2,7 @@
  * copy and the free here allocate and release them (config_json.c only
  * translates to and from JSON). */
 #include "vmm/config.h"
+#include "net/net.h"
 #include "util/err.h"
 
 #include <errno.h>
@@ -37,6 +38,37 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 		return 0;
 	vm_config_free(dst);
 	return err_set(ENOMEM, "machine configuration");
+}
+
+int vm_config_set_nics(struct vm_config *cfg, const char *const *nets, int n,
+		       void (*default_mac)(int i, uint8_t mac[6]))
+{
+	for (int i = 0; i < cfg->nnics; i++) {
+		free(cfg->nics[i].backend);
+		cfg->nics[i].backend = NULL;
+	}
+	cfg->nnics = 0;
+	if (n == 1 && !strcmp(nets[0], "none"))
+		return 0;
+	if (n > VM_MAX_NICS)
+		return err_set(EINVAL, "at most %d NICs", VM_MAX_NICS);
+	for (int i = 0; i < n; i++) {
+		struct net_spec ns;
+		int r = net_spec_parse(nets[i], &ns);
+		if (r < 0)
+			return r;
+		if (ns.kind == NET_NONE)
+			return err_set(EINVAL, "--net none gives no NIC: not with another --net");
+		struct nic_config *nc = &cfg->nics[cfg->nnics];
+		if (ns.has_mac)
+			memcpy(nc->mac, ns.mac, 6);
+		else
+			default_mac(i, nc->mac);
+		if (!(nc->backend = strdup(nets[i])))
+			return err_set(ENOMEM, "--net %s", nets[i]);
+		cfg->nnics++;
+	}
+	return 0;
 }
 
 int vm_config_set_nic_backend(struct vm_config *cfg, int i, const char *spec)

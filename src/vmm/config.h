@@ -49,6 +49,12 @@ struct vm_config {
 
 /* Deep copy of SRC into DST (free with vm_config_free). */
 int vm_config_copy(struct vm_config *dst, const struct vm_config *src);
+/* CFG's NICs become one per spec of NETS (N of them, each checked by
+ * net_spec_parse; a single "none": no NIC), each with its spec's mac= or
+ * DEFAULT_MAC(I, MAC) for the Ith.  -EINVAL, message set, for a bad spec
+ * or "none" beside another. */
+int vm_config_set_nics(struct vm_config *cfg, const char *const *nets, int n,
+		       void (*default_mac)(int i, uint8_t mac[6]));
 /* NIC I of CFG is attached to SPEC from now on. */
 int vm_config_set_nic_backend(struct vm_config *cfg, int i, const char *spec);
 /* Free CFG's strings and zero it. */
