@@ -196,7 +196,9 @@ int mem_chain_map(const struct mem_chain *c, void *addr, unsigned flags, void **
 	/* Each page copied in first faults the full image's page in: no
 	 * read-around for those scattered faults. */
 	madvise(ram, c->size, MADV_RANDOM);
-	int r = check.r < 0 ? check.r : apply_images(c, ram, false);
+	/* check.r is the thread's until the join; read here only when the
+	 * check ran in this thread */
+	int r = !checking && check.r < 0 ? check.r : apply_images(c, ram, false);
 	madvise(ram, c->size, MADV_NORMAL);
 	if (checking)
 		pthread_join(thread, NULL);
